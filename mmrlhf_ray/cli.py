@@ -1,0 +1,127 @@
+"""`mmrlhf <stage> ...`: one console entry point, one subcommand per pipeline stage.
+
+Each stage lives in ``jobs/<stage>.py`` (dashes become underscores) with a
+``main(argv) -> int``; the same file runs under ``ray job submit``. This module only
+dispatches and offers the shared argument parser, so it imports no Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mmrlhf_ray.config import ConfigError, config_to_dict, load_config
+
+T = TypeVar("T")
+
+# (name, one-line summary), in pipeline order.
+STAGES: list[tuple[str, str]] = [
+    ("toyworld", "generate the synthetic shapes world: pool, annotated records, held-out benchmark"),
+    ("build-models", "build the tiny offline models: BPE tokenizer, Qwen2-VL policy, open_clip"),
+    ("sft", "SFT warm-up of the policy with Ray Train + DeepSpeed"),
+    ("import", "read the official MM-RLHF release files into Parquet (with quarantine)"),
+    ("curate", "CLIP-embed, k-means cluster and ratio-sample the pool (Ray Data + faiss)"),
+    ("generate", "sample candidate responses with vLLM-backed Ray actors"),
+    ("annotate", "annotate responses (shapes-world oracle, or import human labels)"),
+    ("expand", "expand annotators' short reasons into critiques with an LLM (Table 7)"),
+    ("pairs", "every pair of responses with differing rank (ties by the paper's rule)"),
+    ("train-reward", "train the critique reward model (Ray Train + DeepSpeed)"),
+    ("serve-reward", "serve the reward model over HTTP with Ray Serve"),
+    ("score", "score every pair through the reward service: margin delta per pair"),
+    ("ref-logps", "reference log-probs per response, once, by batch inference"),
+    ("train-dpo", "MM-DPO with dynamic reward scaling (Ray Train + DeepSpeed)"),
+    ("evaluate", "RewardBench ACC/ACC+, toy benchmark and safety metrics, with plots"),
+    ("self-improve", "rounds of sample -> score -> pairs -> MM-DPO -> evaluate"),
+    ("pipeline", "run every stage in one run directory, resuming where it stopped"),
+]
+_SUMMARY = dict(STAGES)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _describe_fields(cls: type, prefix: str = "") -> list[str]:
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines += _describe_fields(tp, prefix=f"{prefix}{f.name}.")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = "(required)"
+        help_text = f.metadata.get("help", "")
+        name = getattr(tp, "__name__", str(tp))
+        lines.append(f"  {prefix}{f.name} ({name}, default {default!r}) {help_text}".rstrip())
+    return lines
+
+
+def parse_stage_args(
+    stage: str, config_cls: type[T], argv: list[str] | None, doc: str | None = None
+) -> T:
+    """Parse ``[--config PATH] [key=value ...]`` for ``stage`` into its config dataclass.
+
+    The default config file is ``configs/<stage>.yaml`` when it exists. ``--print-config``
+    prints the resolved config as YAML and exits.
+    """
+    default_path = REPO_ROOT / "configs" / f"{stage}.yaml"
+    parser = argparse.ArgumentParser(
+        prog=f"mmrlhf {stage}",
+        description=(doc or _SUMMARY.get(stage, "")).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config keys (override any as key=value, nested as a.b=value):\n"
+        + "\n".join(_describe_fields(config_cls)),
+    )
+    parser.add_argument(
+        "--config",
+        default=str(default_path) if default_path.exists() else None,
+        help=f"YAML config (default: {default_path.relative_to(REPO_ROOT)} if present)",
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(config_cls, args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        sys.exit(0)
+    return cfg
+
+
+def _usage() -> str:
+    width = max(len(n) for n, _ in STAGES)
+    lines = ["usage: mmrlhf <stage> [--config PATH] [key=value ...]", "", "stages:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, summary in STAGES]
+    lines += ["", "`mmrlhf <stage> --help` lists the stage's config keys and defaults."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    stage, rest = argv[0], argv[1:]
+    if stage not in _SUMMARY:
+        print(f"mmrlhf: unknown stage '{stage}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    module = importlib.import_module(f"jobs.{stage.replace('-', '_')}")
+    result: Any = module.main(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

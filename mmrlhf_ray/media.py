@@ -1,0 +1,89 @@
+"""Decoding images and video frames from bytes or paths, with size limits.
+
+Every stage that looks at pixels goes through here, so limits and errors are the same
+everywhere: a bad image raises ``MediaError`` naming the field, which stages turn into
+a quarantined row.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+MAX_PIXELS = 4096 * 4096  # refuse decompression bombs before decoding
+VIDEO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class MediaError(ValueError):
+    """An image or video could not be read; ``field`` names the offending column."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def decode_image(data: bytes | str | Path, field: str = "image", max_pixels: int = MAX_PIXELS,
+                 max_side: int | None = None) -> Image.Image:
+    """Decode encoded bytes or a file path into an RGB image (optionally downscaled)."""
+    try:
+        source: Any = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")
+    except OSError as exc:
+        raise MediaError(field, f"cannot open {data!s}: {exc.strerror}") from exc
+    with source:
+        try:
+            img = Image.open(source)
+            if img.width * img.height > max_pixels:
+                raise MediaError(field, f"{img.width}x{img.height} exceeds {max_pixels} pixels")
+            img.load()
+        except MediaError:
+            raise
+        except Exception as exc:  # PIL raises many types for corrupt data
+            raise MediaError(field, f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+    img = img.convert("RGB")
+    if max_side and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side))
+    return img
+
+
+def encode_png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def frame_paths(folder: str | Path) -> list[Path]:
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not paths:
+        raise MediaError("video_path", f"no frames in {folder}")
+    return paths
+
+
+def sample_uniform(items: list, n: int) -> list:
+    """``n`` items spread uniformly over ``items`` (all of them if there are fewer)."""
+    if len(items) <= n:
+        return list(items)
+    step = (len(items) - 1) / (n - 1) if n > 1 else 0
+    return [items[round(i * step)] for i in range(n)]
+
+
+def row_images(row: dict[str, Any], max_frames: int = 10, max_side: int | None = None,
+               first_frame_only: bool = False) -> list[Image.Image]:
+    """The images of a pool/record/pair row: [image] or the video's frames (or []).
+
+    ``first_frame_only`` stands a video's first frame in for the video (curation).
+    """
+    if row.get("image") is not None:
+        return [decode_image(row["image"], "image", max_side=max_side)]
+    if row.get("image_path"):
+        return [decode_image(row["image_path"], "image_path", max_side=max_side)]
+    frames: list[Any] = list(row.get("video_frames") or [])
+    field = "video_frames"
+    if not frames and row.get("video_path"):
+        frames, field = frame_paths(row["video_path"]), "video_path"
+    if first_frame_only:
+        frames = frames[:1]
+    return [decode_image(f, field, max_side=max_side) for f in sample_uniform(frames, max_frames)]

@@ -1,0 +1,214 @@
+"""A stage's directory in a run: Parquet parts, quarantine, and a manifest.
+
+Layout (``run_dir`` may be a local path or any pyarrow filesystem URI, e.g. ``s3://b/r``)::
+
+    <run_dir>/<stage>/manifest.json       config, input fingerprints, counts, status
+    <run_dir>/<stage>/data/<part>.parquet  output rows, one file per unit of work
+    <run_dir>/<stage>/quarantine/<part>.parquet   rejected rows with reasons
+
+Contract every stage keeps:
+
+* idempotent: ``is_done()`` is true once ``finish()`` wrote ``status: done`` with the
+  same config; a finished stage re-run does nothing;
+* resumable: parts are written atomically (temp name, then rename), so after a crash
+  ``has_part(name)`` tells which units of work to skip;
+* nothing silently lost: ``finish`` checks ``rows_in == rows_out + rows_quarantined``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from mmrlhf_ray.schemas import QUARANTINE_SCHEMA
+
+
+class CountMismatch(RuntimeError):
+    """rows in != rows out + rows quarantined: something would be lost."""
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    import os
+
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+@dataclass
+class StageDir:
+    """The output directory of one stage of one run."""
+
+    run_dir: str
+    stage: str
+    fs: pafs.FileSystem = field(init=False, repr=False)
+    root: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fs, base = _filesystem(self.run_dir)
+        self.root = f"{base.rstrip('/')}/{self.stage}"
+
+    # ---- paths -------------------------------------------------------------------
+    @property
+    def data_dir(self) -> str:
+        return f"{self.root}/data"
+
+    @property
+    def quarantine_dir(self) -> str:
+        return f"{self.root}/quarantine"
+
+    @property
+    def manifest_path(self) -> str:
+        return f"{self.root}/manifest.json"
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def local_path(self, *parts: str) -> str:
+        """A path usable by libraries that need a local file (models, plots)."""
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            raise ValueError(f"{self.stage}: {self.run_dir} is not a local run dir")
+        self.fs.create_dir(self.root, recursive=True)
+        return self.path(*parts)
+
+    # ---- manifest ------------------------------------------------------------------
+    def read_manifest(self) -> dict[str, Any] | None:
+        info = self.fs.get_file_info(self.manifest_path)
+        if info.type == pafs.FileType.NotFound:
+            return None
+        with self.fs.open_input_stream(self.manifest_path) as f:
+            return json.loads(f.read().decode())
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.fs.create_dir(self.root, recursive=True)
+        self._atomic_write(self.manifest_path, json.dumps(manifest, indent=2, default=str).encode())
+
+    def is_done(self, config: dict[str, Any] | None = None) -> bool:
+        manifest = self.read_manifest()
+        if not manifest or manifest.get("status") != "done":
+            return False
+        return config is None or manifest.get("config_hash") == config_hash(config)
+
+    def begin(self, config: dict[str, Any], inputs: dict[str, str] | None = None) -> None:
+        """Record that the stage started (keeps parts written by an earlier attempt)."""
+        previous = self.read_manifest() or {}
+        attempts = int(previous.get("attempts", 0)) + 1
+        self.write_manifest(
+            {
+                "stage": self.stage,
+                "status": "running",
+                "config": config,
+                "config_hash": config_hash(config),
+                "inputs": inputs or {},
+                "attempts": attempts,
+                "started": time.time(),
+            }
+        )
+
+    def finish(self, rows_in: int, rows_out: int, rows_quarantined: int, **extra: Any) -> dict:
+        """Mark done after checking the counts add up; returns the manifest."""
+        if rows_in != rows_out + rows_quarantined:
+            raise CountMismatch(
+                f"{self.stage}: rows in {rows_in} != out {rows_out} + quarantined "
+                f"{rows_quarantined}"
+            )
+        manifest = self.read_manifest() or {"stage": self.stage}
+        manifest.update(
+            status="done",
+            finished=time.time(),
+            counts={"in": rows_in, "out": rows_out, "quarantined": rows_quarantined},
+            **extra,
+        )
+        if "started" in manifest:
+            manifest["wall_seconds"] = round(manifest["finished"] - manifest["started"], 2)
+        self.write_manifest(manifest)
+        return manifest
+
+    def fingerprint(self) -> str:
+        """Identifies this stage's finished output (config hash + counts)."""
+        manifest = self.read_manifest() or {}
+        payload = json.dumps(
+            [manifest.get("config_hash"), manifest.get("counts"), manifest.get("finished")],
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    # ---- parts ----------------------------------------------------------------------
+    def _atomic_write(self, path: str, payload: bytes) -> None:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(payload)
+        self.fs.move(tmp, path)
+
+    def _write_table(self, directory: str, name: str, table: pa.Table) -> str:
+        self.fs.create_dir(directory, recursive=True)
+        path = f"{directory}/{name}.parquet"
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        pq.write_table(table, tmp, filesystem=self.fs)
+        self.fs.move(tmp, path)
+        return path
+
+    def write_part(self, name: str, table: pa.Table) -> str:
+        return self._write_table(self.data_dir, name, table)
+
+    def write_quarantine(self, name: str, rows: list[dict[str, Any]]) -> str | None:
+        """Quarantined rows: dicts with source, locator, field, reason, raw."""
+        if not rows:
+            return None
+        clean = [{k: (None if r.get(k) is None else str(r.get(k))[:4000]) for k in QUARANTINE_SCHEMA.names} for r in rows]
+        table = pa.Table.from_pylist(clean, schema=QUARANTINE_SCHEMA)
+        return self._write_table(self.quarantine_dir, name, table)
+
+    def part_names(self, quarantine: bool = False) -> list[str]:
+        directory = self.quarantine_dir if quarantine else self.data_dir
+        selector = pafs.FileSelector(directory, allow_not_found=True)
+        names = [
+            info.base_name[: -len(".parquet")]
+            for info in self.fs.get_file_info(selector)
+            if info.base_name.endswith(".parquet")
+        ]
+        return sorted(names)
+
+    def has_part(self, name: str) -> bool:
+        info = self.fs.get_file_info(f"{self.data_dir}/{name}.parquet")
+        return info.type == pafs.FileType.File
+
+    def part_paths(self, quarantine: bool = False) -> list[str]:
+        directory = self.quarantine_dir if quarantine else self.data_dir
+        return [f"{directory}/{n}.parquet" for n in self.part_names(quarantine)]
+
+    def read(self, columns: list[str] | None = None, quarantine: bool = False) -> pa.Table:
+        paths = self.part_paths(quarantine)
+        if not paths:
+            raise FileNotFoundError(f"{self.stage}: no parts under {self.root}")
+        tables = [pq.read_table(p, columns=columns, filesystem=self.fs) for p in paths]
+        return pa.concat_tables(tables, promote_options="default")
+
+    def count_rows(self, quarantine: bool = False) -> int:
+        return sum(
+            pq.ParquetFile(p, filesystem=self.fs).metadata.num_rows
+            for p in self.part_paths(quarantine)
+        )
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def require_done(run_dir: str, stage: str) -> StageDir:
+    """The finished output of an upstream stage, or a clear error saying what to run."""
+    upstream = StageDir(run_dir, stage)
+    if not upstream.is_done():
+        raise FileNotFoundError(
+            f"stage '{stage}' has not finished in {run_dir}: run `mmrlhf {stage} "
+            f"run_dir={run_dir}` first"
+        )
+    return upstream

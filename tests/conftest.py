@@ -1,0 +1,48 @@
+"""Session-wide fixtures: one local Ray runtime on 127.0.0.1, tiny offline models.
+
+Ray is started once per test session (ray.init costs 4-6 s) with 4 logical CPUs on
+this 2-core box so a Serve replica, a vLLM actor and 2 Ray Train workers can coexist.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray runtime shared by every test of the session (127.0.0.1 only)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=4,
+            _node_ip_address="127.0.0.1",
+            object_store_memory=1 << 30,
+            include_dashboard=False,
+            runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                                      "TOKENIZERS_PARALLELISM": "false"}},
+        )
+    yield ray
+    # Left running for the session's other tests; pytest's exit shuts it down.
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny offline models built once per session: {"tokenizer", "policy", "clip"} paths."""
+    from mmrlhf_ray.models import build_all
+
+    out = tmp_path_factory.mktemp("tiny_models")
+    return build_all(str(out), seed=0)
