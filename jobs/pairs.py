@@ -1,0 +1,109 @@
+"""Expand annotated records into preference pairs: every pair of differing rank.
+
+Reads MM-RLHF records (``RECORD_SCHEMA``) from the ``expand`` stage when it has
+finished (responses then carry critiques), else from ``annotate`` (or any records
+stage named by ``input_stage``, e.g. ``import/records`` for the official release), and
+writes ``PAIR_SCHEMA`` rows to ``<run_dir>/pairs``. Ties follow the paper's rule
+(constructed positive/negative responses already in the record) or are skipped and
+counted. ``margin`` stays null for the ``score`` stage to fill, unless
+``margin=oracle`` asks for the annotator's score difference (``margin_source="oracle"``).
+
+Counts: records in = records expanded + records quarantined; the manifest also holds
+the pairs written, records that gave no pair, and equal-rank pairs skipped.
+
+    ray job submit --working-dir . -- python jobs/pairs.py --config configs/pairs.yaml
+    mmrlhf pairs run_dir=runs/demo
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from jobs.import_release import restart_if_config_changed
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.config import config_to_dict
+from mmrlhf_ray.pairs import PairsConfig, PairStats, expand_record
+from mmrlhf_ray.schemas import to_table, validate_row
+from mmrlhf_ray.stage import StageDir, require_done
+
+
+def input_stage(cfg: PairsConfig) -> StageDir:
+    """The records to expand: ``input_stage`` if set, else expand if done, else annotate."""
+    if cfg.input_stage:
+        return require_done(cfg.run_dir, cfg.input_stage)
+    if StageDir(cfg.run_dir, "expand").is_done():
+        return StageDir(cfg.run_dir, "expand")
+    return require_done(cfg.run_dir, "annotate")
+
+
+def iter_record_batches(src: StageDir, batch_size: int):
+    """Record batches (lists of dicts) of ``batch_size`` across the source's parts."""
+    batch = []
+    for path in src.part_paths():
+        for arrow_batch in pq.ParquetFile(path, filesystem=src.fs).iter_batches(batch_size=256):
+            for row in arrow_batch.to_pylist():
+                batch.append(row)
+                if len(batch) == batch_size:
+                    yield batch
+                    batch = []
+    if batch:
+        yield batch
+
+
+def expand_part(records: list[dict], cfg: PairsConfig, source: str) -> tuple[list, list, PairStats]:
+    """Pairs, quarantined rows and stats for one part's records."""
+    pairs, bad, stats = [], [], PairStats()
+    for record in records:
+        problems = validate_row(record, "record")
+        if problems:
+            field, _, reason = problems[0].partition(": ")
+            bad.append({"source": source, "locator": f"query_id={record.get('query_id')!r}",
+                        "field": field, "reason": reason, "raw": record.get("question")})
+            continue
+        rows, one = expand_record(record, cfg.mode, cfg.tie_rule, cfg.margin)
+        pairs.extend(rows)
+        stats.add(one)
+    return pairs, bad, stats
+
+
+def main(argv=None) -> int:
+    cfg = parse_stage_args("pairs", PairsConfig, argv, __doc__)
+    src = input_stage(cfg)
+    out = StageDir(cfg.run_dir, "pairs")
+    config = {**config_to_dict(cfg), "input": src.stage, "input_fingerprint": src.fingerprint()}
+    if out.is_done(config):
+        print(f"pairs: already done in {out.root}")
+        return 0
+    restart_if_config_changed(out, config)
+    out.begin(config, inputs={src.stage: src.fingerprint()})
+    n_in = n_bad = n_pairs = 0
+    total = PairStats()
+    n_records = src.count_rows()
+    batches = iter_record_batches(src, cfg.records_per_part)
+    bar = tqdm(total=n_records, desc="pairs", unit=" records", mininterval=2)
+    for part_no, records in enumerate(batches):
+        part = f"part-{part_no:05d}"
+        pairs, bad, stats = expand_part(records, cfg, src.stage)
+        if not out.has_part(part):  # resume: parts already written are kept as they are
+            out.write_quarantine(part, bad)
+            out.write_part(part, to_table(pairs, "pair"))
+        n_in += len(records)
+        n_bad += len(bad)
+        n_pairs += len(pairs)
+        total.add(stats)
+        bar.update(len(records))
+    bar.close()
+    out.finish(n_in, n_in - n_bad, n_bad, pairs=n_pairs, stats=vars(total))
+    print(f"pairs: {n_in} records ({n_bad} quarantined) -> {n_pairs} pairs "
+          f"({total.tie_pairs} with a constructed response), {total.records_without_pairs} "
+          f"records gave no pair, {total.tied_pairs_skipped} equal-rank pairs skipped; "
+          f"in {out.data_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

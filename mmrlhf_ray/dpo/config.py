@@ -1,0 +1,124 @@
+"""Configs of the `ref-logps` and `train-dpo` stages (one typed dataclass each).
+
+    cfg = load_config(DpoConfig, "configs/train-dpo.yaml", ["loss.kind=dpo", "run_dir=runs/x"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LOSS_KINDS = ("mm_dpo", "dpo", "ipo", "simpo", "beta_dpo", "mpo", "implicit_reward")
+PAIR_STAGES = ("auto", "score", "pairs", "ref-logps")
+
+
+@dataclass
+class LossConfig:
+    """Which preference loss, and its hyperparameters (paper Sec. 4.2, App. G, Table 4)."""
+
+    kind: str = field(default="mm_dpo", metadata={"help": f"one of {', '.join(LOSS_KINDS)}"})
+    beta_ori: float = field(default=0.1, metadata={"help": "beta of DPO / beta_ori of MM-DPO"})
+    w: float = field(default=0.5, metadata={"help": "MM-DPO: weight of the dynamic part of beta"})
+    k: float = field(default=0.5, metadata={"help": "MM-DPO: sensitivity of beta to the margin"})
+    sft_weight: float = field(default=0.0, metadata={"help": "SFT term weight, grid {0,.1,.25,.5,1}"})
+    simpo_beta: float = field(default=2.0, metadata={"help": "SimPO beta"})
+    simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target margin gamma"})
+    ipo_tau: float = field(default=0.1, metadata={"help": "IPO regularisation tau (its 'beta')"})
+    beta_dpo_alpha: float = field(default=0.5, metadata={"help": "beta-DPO / implicit: alpha"})
+    mpo_weights: list[float] = field(
+        default_factory=lambda: [0.8, 0.2, 1.0],
+        metadata={"help": "MPO weights of (DPO, quality, SFT)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOSS_KINDS:
+            raise ValueError(f"loss.kind: {self.kind!r} is not one of {', '.join(LOSS_KINDS)}")
+        if self.beta_ori <= 0:
+            raise ValueError(f"loss.beta_ori: must be > 0, got {self.beta_ori}")
+        if self.w < 0 or self.k < 0:
+            raise ValueError("loss.w and loss.k must be >= 0")
+
+    @property
+    def needs_margin(self) -> bool:
+        """MM-DPO needs the reward margin delta of every pair."""
+        return self.kind == "mm_dpo" and self.w > 0
+
+    @property
+    def needs_reference(self) -> bool:
+        """SimPO is reference-free; every other loss needs pi_ref log-probs."""
+        return self.kind != "simpo"
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule of the policy (paper App. G: lr grid 1e-7 ... 1e-5)."""
+
+    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up fraction"})
+    epochs: int = field(default=1, metadata={"help": "passes over the queries"})
+    max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0 = all)"})
+    queries_per_step: int = field(default=4, metadata={"help": "queries per micro-batch per worker"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimiser step"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+
+
+@dataclass
+class DpoConfig:
+    """`mmrlhf train-dpo`: MM-DPO (or a Table 4 baseline) on Ray Train + DeepSpeed."""
+
+    run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
+    policy: str = field(
+        default="", metadata={"help": "policy checkpoint (HF dir); '' = the run's sft output"}
+    )
+    pairs_stage: str = field(
+        default="auto",
+        metadata={"help": "input: ref-logps | score | pairs | auto (first finished of these)"},
+    )
+    reference: str = field(
+        default="precomputed",
+        metadata={"help": "precomputed (ref-logps stage) | online (a frozen copy, 2 models)"},
+    )
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = field(default=0, metadata={"help": "seed (data order, init)"})
+    heldout_fraction: float = field(
+        default=0.1, metadata={"help": "fraction of queries held out for preference accuracy"}
+    )
+    num_workers: int = field(default=1, metadata={"help": "Ray Train workers"})
+    zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage (2 or 3)"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 (GPU only; CPU runs fp32)"})
+    use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker"})
+    freeze_vision: bool = field(default=True, metadata={"help": "freeze the vision tower"})
+    max_response_tokens: int = field(default=256, metadata={"help": "truncate responses"})
+    checkpoint_every: int = field(default=0, metadata={"help": "checkpoint every N steps (0=end)"})
+    max_frames: int = field(default=4, metadata={"help": "video frames per query"})
+
+    def __post_init__(self) -> None:
+        if self.pairs_stage not in PAIR_STAGES:
+            raise ValueError(f"pairs_stage: {self.pairs_stage!r} not in {PAIR_STAGES}")
+        if self.reference not in ("precomputed", "online"):
+            raise ValueError(f"reference: {self.reference!r} is not precomputed|online")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage: {self.zero_stage} is not 0-3")
+
+
+@dataclass
+class RefLogpsConfig:
+    """`mmrlhf ref-logps`: reference log-probs per response, once, with Ray Data."""
+
+    run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
+    policy: str = field(
+        default="", metadata={"help": "reference policy (HF dir); '' = the run's sft output"}
+    )
+    pairs_stage: str = field(default="auto", metadata={"help": "score | pairs | auto"})
+    num_actors: int = field(default=2, metadata={"help": "size of the scorer actor pool"})
+    queries_per_batch: int = field(default=8, metadata={"help": "queries per inference batch"})
+    queries_per_part: int = field(default=64, metadata={"help": "queries per output part"})
+    max_response_tokens: int = field(default=256, metadata={"help": "truncate responses"})
+    max_frames: int = field(default=4, metadata={"help": "video frames per query"})
+    use_gpu: bool = field(default=False, metadata={"help": "one GPU per scorer actor"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 weights (GPU only)"})
+
+    def __post_init__(self) -> None:
+        if self.pairs_stage not in ("auto", "score", "pairs"):
+            raise ValueError(f"pairs_stage: {self.pairs_stage!r} is not score|pairs|auto")

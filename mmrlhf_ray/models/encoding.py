@@ -1,0 +1,159 @@
+"""Prompt/response encoding for the policy, and per-response log-probabilities.
+
+One encoding is shared by SFT, DPO (policy and reference log-probs) and the critique
+reward model, so the token a loss sees is the token generation produced:
+
+* the prompt is the chat template applied to ``chat_messages(question, ...)`` with the
+  generation prompt (``<|im_start|>assistant\\n``), run through the processor with the
+  images / video frames so the vision pads expand to the right number of tokens;
+* the response is tokenised separately (``response + <|im_end|>``) and appended, so the
+  prompt/response boundary never depends on BPE merges across it;
+* ``labels`` are ``-100`` on every prompt token and the token ids on the response.
+
+``response_logps(model, batch)`` then gives, per sequence, the summed log-probability
+of the response tokens: ``log pi(y | x) = sum_t log pi(y_t | x, y_<t)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
+# Per-token keys and their padding value (mm_token_type_ids: 0 text, 1 image, 2 video).
+SEQUENCE_KEYS = (("input_ids", 0), ("attention_mask", 0), ("labels", -100),
+                 ("mm_token_type_ids", 0))
+
+
+def chat_messages(question: str, n_images: int = 1, video: bool = False,
+                  response: str | None = None) -> list[dict[str, Any]]:
+    """Qwen2-VL chat messages: the media parts first, then the question text.
+
+    ``video=True`` adds one video part (its frames are passed to the processor as one
+    video); otherwise ``n_images`` image parts. ``response`` adds an assistant turn.
+    """
+    parts: list[dict[str, Any]] = [{"type": "video"}] if video else [
+        {"type": "image"} for _ in range(n_images)]
+    parts.append({"type": "text", "text": question})
+    messages = [{"role": "user", "content": parts}]
+    if response is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": response}]})
+    return messages
+
+
+def encode_prompt(processor, question: str, images_or_frames: Sequence | None = None,
+                  video: bool = False) -> dict[str, torch.Tensor]:
+    """Processor outputs (batch of 1) for the generation prompt of ``question``.
+
+    ``images_or_frames``: a list of PIL images (one image part each), or, with
+    ``video=True``, the frames of one video.
+    """
+    media = list(images_or_frames or [])
+    messages = chat_messages(question, n_images=0 if video else len(media), video=video and bool(media))
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+    if media and video:
+        kwargs["videos"] = [media]
+    elif media:
+        kwargs["images"] = media
+    return dict(processor(**kwargs))
+
+
+def end_of_turn(processor) -> str:
+    """The text that closes an assistant turn (``<|im_end|>`` for Qwen2-VL)."""
+    tok = getattr(processor, "tokenizer", processor)
+    return tok.eos_token if isinstance(tok.eos_token, str) else "<|im_end|>"
+
+
+def encode_prompt_response(processor, question: str, images_or_frames: Sequence | None,
+                           response: str, video: bool = False, max_response_tokens: int = 256
+                           ) -> dict[str, torch.Tensor]:
+    """Tensors (batch of 1) for prompt + response with labels on the response only.
+
+    Returns ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on the prompt) and
+    the vision tensors (``pixel_values``/``image_grid_thw`` or the ``*_videos`` pair).
+    The response is closed with ``<|im_end|>`` so the model learns to stop.
+    """
+    enc = encode_prompt(processor, question, images_or_frames, video=video)
+    tok = getattr(processor, "tokenizer", processor)
+    resp = tok(response + end_of_turn(processor), add_special_tokens=False,
+               return_tensors="pt").input_ids[:, :max_response_tokens]
+    prompt_ids = enc.pop("input_ids")
+    enc.pop("attention_mask", None)
+    input_ids = torch.cat([prompt_ids, resp], dim=1)
+    labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), resp], dim=1)
+    if enc.get("mm_token_type_ids") is not None:  # which tokens are image/video (M-RoPE)
+        enc["mm_token_type_ids"] = F.pad(enc["mm_token_type_ids"], (0, resp.shape[1]), value=0)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+            "labels": labels, **enc}
+
+
+def collate(examples: Sequence[dict[str, torch.Tensor]], pad_token_id: int
+            ) -> dict[str, torch.Tensor]:
+    """Right-pad a list of ``encode_prompt_response`` outputs into one batch.
+
+    Vision tensors are concatenated along their first axis, as Qwen2-VL expects
+    (patches of all images of the batch, plus one ``grid_thw`` row per image).
+    """
+    if not examples:
+        raise ValueError("collate: no examples")
+    length = max(e["input_ids"].shape[1] for e in examples)
+    pads = {"input_ids": pad_token_id}
+    batch: dict[str, torch.Tensor] = {}
+    for key, fill in SEQUENCE_KEYS:
+        if key == "mm_token_type_ids" and any(e.get(key) is None for e in examples):
+            continue
+        fill = pads.get(key, fill)
+        rows = [F.pad(e[key], (0, length - e[key].shape[1]), value=fill) for e in examples]
+        batch[key] = torch.cat(rows, dim=0)
+    for key in VISION_KEYS:
+        parts = [e[key] for e in examples if e.get(key) is not None]
+        if parts:
+            batch[key] = torch.cat(parts, dim=0)
+    return batch
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-prob of the labelled tokens per sequence, and their count.
+
+    Args:
+        logits: ``[B, L, V]`` next-token logits (position t predicts token t+1).
+        labels: ``[B, L]`` token ids, ``-100`` where no log-prob is wanted.
+    Returns:
+        ``(logps [B], n_tokens [B])`` with ``logps_b = sum_t log softmax(logits_b,t)[labels_b,t+1]``.
+    """
+    logits = logits[:, :-1].float()
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    safe = targets.masked_fill(~mask, 0)
+    token_logps = torch.gather(logits.log_softmax(-1), 2, safe.unsqueeze(-1)).squeeze(-1)
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keys of ``batch`` the Qwen2-VL forward takes (drops labels and extras)."""
+    keys = ("input_ids", "attention_mask", "mm_token_type_ids", *VISION_KEYS)
+    return {k: batch[k] for k in keys if batch.get(k) is not None}
+
+
+def response_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-sequence summed log-prob ``log pi(y|x)`` of the response tokens: shape ``[B]``."""
+    logits = model(**model_inputs(batch), use_cache=False).logits
+    return sequence_logps(logits, batch["labels"])[0]
+
+
+def sft_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Token-mean negative log-likelihood of the responses (the SFT objective).
+
+    ``L_SFT = - (1 / N) * sum_b sum_t log pi(y_b,t | x_b, y_b,<t)``, N = number of
+    response tokens in the batch. Returns ``(loss, {"loss", "tokens"})``.
+    """
+    logits = model(**model_inputs(batch), use_cache=False).logits
+    logps, n_tokens = sequence_logps(logits, batch["labels"])
+    total = n_tokens.sum().clamp(min=1)
+    loss = -logps.sum() / total
+    return loss, {"loss": float(loss.detach()), "tokens": float(total)}

@@ -1,0 +1,181 @@
+"""Pair expansion: an annotated record's K ranked responses -> preference pairs.
+
+MM-DPO (paper Sec. 4.2) trains on *all* comparison pairs of a query: "every response
+pair with differing ranks is treated as a valid comparison pair". With K responses of
+K distinct ranks that is C(K, 2) pairs (4 -> 6); equal ranks (ties) give no pair.
+
+Ties, by the paper's rule (Sec. 2.3): when all responses are equally poor the annotator
+writes a corrected answer (a constructed *positive*); when all are equally good the
+annotator injects an error (a constructed *negative*). Such responses are already in
+the record (``constructed``); a constructed response with no rank counts as better
+(positive) or worse (negative) than every original response. ``tie_rule="skip"``
+ignores constructed responses instead, so fully tied records yield no pairs; every
+skipped tie is counted, nothing disappears silently.
+
+Pair ids are deterministic: ``"<query_id>::<chosen_id>><rejected_id>"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+MODES = ("all", "best-vs-worst")
+TIE_RULES = ("constructed", "skip")
+MARGINS = ("none", "oracle")
+_MEDIA = ("image", "image_path", "video_frames", "video_path")
+
+
+@dataclass
+class PairsConfig:
+    """Config of the ``pairs`` stage: annotated records -> preference pairs."""
+
+    run_dir: str = field(default="runs/demo", metadata={"help": "run directory (path or URI)"})
+    input_stage: str = field(
+        default="", metadata={"help": "records stage to read ('' = expand if done, else annotate)"}
+    )
+    mode: str = field(default="all", metadata={"help": "all | best-vs-worst pairs per query"})
+    tie_rule: str = field(
+        default="constructed", metadata={"help": "constructed (paper's rule) | skip tied records"}
+    )
+    margin: str = field(
+        default="none",
+        metadata={"help": "none (score stage fills it) | oracle (annotator score difference)"},
+    )
+    records_per_part: int = field(default=2000, metadata={"help": "records per Parquet part"})
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("mode", MODES), ("tie_rule", TIE_RULES), ("margin", MARGINS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"pairs.{name}: {getattr(self, name)!r} not one of {allowed}")
+
+
+@dataclass
+class PairStats:
+    """What expansion did, for the manifest and the summary line."""
+
+    records: int = 0
+    pairs: int = 0
+    records_without_pairs: int = 0
+    tied_pairs_skipped: int = 0  # response pairs of equal rank
+    constructed_skipped: int = 0  # constructed responses ignored under tie_rule=skip
+    tie_pairs: int = 0  # pairs that involve a constructed response
+
+    def add(self, other: PairStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def oracle_score(response: dict[str, Any]) -> float | None:
+    """The annotator's overall score of a response: mean of helpfulness, faithfulness
+    and ethics (1-5 rubric, Appendix B); None if any is missing."""
+    dims = [response.get(k) for k in ("helpfulness", "faithfulness", "ethics")]
+    if any(d is None for d in dims):
+        return None
+    return sum(dims) / 3.0
+
+
+def effective_rank(response: dict[str, Any], ranks: list[int]) -> float | None:
+    """The rank used for pairing; unranked constructed responses go above/below all."""
+    rank = response.get("rank")
+    if rank is not None:
+        return float(rank)
+    if response.get("constructed") == "positive":
+        return (min(ranks) if ranks else 1) - 0.5
+    if response.get("constructed") == "negative":
+        return (max(ranks) if ranks else 1) + 0.5
+    return None
+
+
+def _response_id(record: dict[str, Any], index: int) -> str:
+    rid = record["responses"][index].get("response_id")
+    return rid if rid else f"{record['query_id']}#r{index}"
+
+
+def _candidate_pairs(ranked: list[tuple[int, float]], mode: str) -> tuple[list, int]:
+    """(better index, worse index) pairs of differing rank, and equal-rank pairs skipped."""
+    pairs, tied = [], 0
+    for (i, ri), (j, rj) in combinations(ranked, 2):
+        if ri == rj:
+            tied += 1
+        else:
+            pairs.append((i, j) if ri < rj else (j, i))
+    if mode == "best-vs-worst" and pairs:
+        best = min(r for _, r in ranked)
+        worst = max(r for _, r in ranked)
+        rank_of = dict(ranked)
+        pairs = [(a, b) for a, b in pairs if rank_of[a] == best and rank_of[b] == worst]
+    return pairs, tied
+
+
+def expand_record(record: dict[str, Any], mode: str = "all", tie_rule: str = "constructed",
+                  margin: str = "none") -> tuple[list[dict[str, Any]], PairStats]:
+    """The preference pairs (``PAIR_SCHEMA`` rows) of one record, and counts.
+
+    Pairs come in a fixed order (by response position), so re-runs are identical.
+    Responses with no rank (and not constructed) are left out of pairing.
+    """
+    stats = PairStats(records=1)
+    responses = record["responses"]
+    keep = []
+    for i, resp in enumerate(responses):
+        if resp.get("constructed") and tie_rule == "skip":
+            stats.constructed_skipped += 1
+            continue
+        keep.append(i)
+    original_ranks = [responses[i]["rank"] for i in keep
+                      if responses[i].get("rank") is not None and not responses[i].get("constructed")]
+    ranked = [(i, effective_rank(responses[i], original_ranks)) for i in keep]
+    ranked = [(i, r) for i, r in ranked if r is not None]
+    index_pairs, stats.tied_pairs_skipped = _candidate_pairs(ranked, mode)
+    pairs = [_make_pair(record, a, b, margin) for a, b in index_pairs]
+    stats.pairs = len(pairs)
+    stats.tie_pairs = sum(1 for p in pairs if p["is_tie"])
+    stats.records_without_pairs = int(not pairs)
+    return pairs, stats
+
+
+def _make_pair(record: dict[str, Any], a: int, b: int, margin: str) -> dict[str, Any]:
+    chosen, rejected = record["responses"][a], record["responses"][b]
+    cid, rid = _response_id(record, a), _response_id(record, b)
+    delta, source = None, None
+    if margin == "oracle":
+        sc, sr = oracle_score(chosen), oracle_score(rejected)
+        if sc is not None and sr is not None:
+            delta, source = sc - sr, "oracle"
+    return {
+        "pair_id": f"{record['query_id']}::{cid}>{rid}",
+        "query_id": record["query_id"],
+        "question": record["question"],
+        **{k: record.get(k) for k in _MEDIA},
+        "category": record.get("category"),
+        "chosen_id": cid,
+        "rejected_id": rid,
+        "chosen": chosen["text"],
+        "rejected": rejected["text"],
+        "chosen_rank": chosen.get("rank"),
+        "rejected_rank": rejected.get("rank"),
+        "chosen_reason": chosen.get("score_reason"),
+        "rejected_reason": rejected.get("score_reason"),
+        "chosen_critique": chosen.get("critique"),
+        "rejected_critique": rejected.get("critique"),
+        "is_tie": bool(chosen.get("constructed") or rejected.get("constructed")),
+        "margin": delta,
+        "margin_source": source,
+        "ref_chosen_logp": None,
+        "ref_rejected_logp": None,
+    }
+
+
+def expand_records(records: list[dict[str, Any]], mode: str = "all",
+                   tie_rule: str = "constructed", margin: str = "none"
+                   ) -> tuple[list[dict[str, Any]], PairStats]:
+    """``expand_record`` over many records; pairs concatenated, stats summed."""
+    out: list[dict[str, Any]] = []
+    total = PairStats()
+    for record in records:
+        pairs, stats = expand_record(record, mode, tie_rule, margin)
+        out.extend(pairs)
+        total.add(stats)
+    return out, total

@@ -1,0 +1,134 @@
+"""One report per run: `<run_dir>/report.md` and `report.html`, built from the artifacts.
+
+Everything in the report is read from what the stages wrote, never recomputed or
+typed in: manifests (row counts, wall times), each stage's ``summary.md`` (tables such
+as the Table 1 composition or the Table 2-shaped RewardBench table), its PNG plots
+(cluster map, loss curves, beta histogram), and ``evaluate/metrics.json`` (toy
+benchmark and safety metrics before/after alignment, and per self-improvement round).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+STAGE_ORDER = [
+    "toyworld", "import", "build-models", "sft", "curate", "generate", "annotate", "expand",
+    "pairs", "train-reward", "serve-reward", "score", "ref-logps", "train-dpo", "evaluate",
+    "self-improve",
+]
+
+
+def _load_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _stage_rows(run: Path) -> list[list[Any]]:
+    timings = _load_json(run / "pipeline" / "timings.json") or {}
+    rows = []
+    for stage in STAGE_ORDER:
+        manifest = _load_json(run / stage / "manifest.json")
+        if not manifest:
+            continue
+        counts = manifest.get("counts", {})
+        wall = manifest.get("wall_seconds", timings.get(stage))
+        rows.append([stage, manifest.get("status"), counts.get("in"), counts.get("out"),
+                     counts.get("quarantined"), wall])
+    return rows
+
+
+def metrics_comparison(metrics: dict[str, dict[str, float]]) -> str:
+    """A table of toy-benchmark metrics with one column per policy (base, aligned, rounds)."""
+    policies = list(metrics)
+    keys: list[str] = []
+    for values in metrics.values():
+        keys += [k for k in values if k not in keys and isinstance(values[k], (int, float))]
+    rows = [[k, *[metrics[p].get(k) for p in policies]] for k in keys]
+    return markdown_table(["metric", *policies], rows)
+
+
+def build_markdown(run_dir: str | Path) -> str:
+    run = Path(run_dir)
+    parts = [f"# MM-RLHF run report: `{run}`", "", "## Stages", ""]
+    parts.append(markdown_table(["stage", "status", "rows in", "rows out", "quarantined", "wall s"],
+                                _stage_rows(run)))
+    metrics = _load_json(run / "evaluate" / "metrics.json")
+    if metrics and metrics.get("toy_benchmark"):
+        parts += ["", "## Toy benchmark and safety metrics (before / after)", "",
+                  metrics_comparison(metrics["toy_benchmark"])]
+    rounds = _load_json(run / "self-improve" / "rounds.json")
+    if rounds:
+        parts += ["", "## Self-improvement rounds", "", metrics_comparison(rounds)]
+    for stage in STAGE_ORDER:
+        stage_dir = run / stage
+        if not stage_dir.is_dir():
+            continue
+        summary = stage_dir / "summary.md"
+        images = sorted(stage_dir.glob("*.png"))
+        if not summary.exists() and not images:
+            continue
+        parts += ["", f"## {stage}", ""]
+        if summary.exists():
+            parts.append(summary.read_text().strip())
+        for image in images:
+            parts += ["", f"![{stage}: {image.stem}]({image.relative_to(run)})"]
+    return "\n".join(parts) + "\n"
+
+
+def markdown_to_html(text: str, title: str) -> str:
+    """A small converter for the subset the report uses: headings, tables, images, text."""
+    out = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
+           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+           "img{max-width:100%}</style></head><body>"]
+    table: list[list[str]] = []
+
+    def flush_table() -> None:
+        if table:
+            head, *body = table
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body]
+            out.append("</table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            if not all(set(c) <= {"-", ":"} for c in cells):
+                table.append(cells)
+            continue
+        flush_table()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif line.startswith("!["):
+            alt, src = line[2:].split("](", 1)
+            out.append(f"<p><img alt='{html.escape(alt)}' src='{html.escape(src.rstrip(')'))}'></p>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush_table()
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report(run_dir: str | Path) -> dict[str, str]:
+    run = Path(run_dir)
+    text = build_markdown(run)
+    md_path, html_path = run / "report.md", run / "report.html"
+    md_path.write_text(text)
+    html_path.write_text(markdown_to_html(text, f"MM-RLHF report {run.name}"))
+    return {"markdown": str(md_path), "html": str(html_path)}

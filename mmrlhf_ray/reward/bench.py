@@ -1,0 +1,240 @@
+"""MM-RLHF-RewardBench: ACC / ACC+ per category, and the official jsonl format.
+
+Definitions (paper Sec. 3.3; official evaluation script):
+
+* ACC  = share of pairs with ``r_chosen > r_rejected`` (strict: a tie counts wrong);
+* ACC+ = share of queries (``id``) all of whose pairs are right;
+
+per category (``mcq, long, short, safety, video``) and overall (pooled over all pairs /
+all queries). The official file ``mm_reward_bench.jsonl`` has one line per pair:
+``id, image|video, prompt, chosen, rejected, chosen_reason, rejected_reason`` (lines of
+one query share ``id``); evaluation writes ``rewards = [r_chosen, r_rejected]`` and
+``critic`` back. ``critic`` is unconfirmed in the release; we write the two critiques
+used, ``[critic_chosen, critic_rejected]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mmrlhf_ray.media import MediaError, decode_image, frame_paths, sample_uniform
+from mmrlhf_ray.reward.data import RewardPair
+from mmrlhf_ray.reward.model import CritiqueRewardModel, RewardItem
+
+BENCH_CATEGORIES = ("mcq", "long", "short", "safety", "video")
+
+
+@dataclass
+class PairResult:
+    """One scored pair: its query, category, rewards and the critiques used."""
+
+    query_id: str
+    category: str
+    r_chosen: float
+    r_rejected: float
+    critic_chosen: str = ""
+    critic_rejected: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return self.r_chosen > self.r_rejected
+
+
+def category_of(path: str | None) -> str | None:
+    """Which of mcq/long/short/safety/video names a path (folder first, then substring)."""
+    if not path:
+        return None
+    parts = [p for p in str(path).replace("\\", "/").lower().split("/") if p]
+    for part in parts:
+        if part in BENCH_CATEGORIES:
+            return part
+    low = str(path).lower()
+    for cat in ("video", "safety", "mcq", "long", "short"):
+        if cat in low:
+            return cat
+    return None
+
+
+def acc_table(results: Iterable[PairResult]) -> dict[str, dict[str, float]]:
+    """``{category|"overall": {"acc", "acc_plus", "pairs", "queries"}}`` (present ones)."""
+    by_cat: dict[str, list[PairResult]] = defaultdict(list)
+    for r in results:
+        by_cat[r.category].append(r)
+        by_cat["overall"].append(r)
+    table = {}
+    order = [c for c in (*BENCH_CATEGORIES, "unknown") if c in by_cat] + ["overall"]
+    for cat in order:
+        rows = by_cat.get(cat, [])
+        if not rows:
+            continue
+        per_query: dict[str, bool] = {}
+        for r in rows:
+            per_query[r.query_id] = per_query.get(r.query_id, True) and r.correct
+        table[cat] = {
+            "acc": sum(r.correct for r in rows) / len(rows),
+            "acc_plus": sum(per_query.values()) / len(per_query),
+            "pairs": len(rows),
+            "queries": len(per_query),
+        }
+    return table
+
+
+def format_table(tables: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Markdown table shaped like the paper's Table 2: one ACC/ACC+ column pair per
+    method (``tables`` maps method name -> ``acc_table`` result)."""
+    methods = list(tables)
+    cats = [c for c in (*BENCH_CATEGORIES, "unknown", "overall")
+            if any(c in t for t in tables.values())]
+    head = "| Category | " + " | ".join(f"{m} ACC | {m} ACC+" for m in methods) + " |"
+    sep = "|---" * (1 + 2 * len(methods)) + "|"
+    lines = [head, sep]
+    for c in cats:
+        cells = []
+        for m in methods:
+            row = tables[m].get(c)
+            cells += [f"{row['acc']:.2f}", f"{row['acc_plus']:.2f}"] if row else ["-", "-"]
+        n = next(t[c] for t in tables.values() if c in t)
+        label = f"{c.capitalize()} ({int(n['pairs'])} pairs / {int(n['queries'])} q)"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---- the official jsonl --------------------------------------------------------------
+def read_bench_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows, quarantine) of an ``mm_reward_bench.jsonl``; each row gets ``_line``.
+
+    A line that is not JSON, lacks ``id``/``prompt``/``chosen``/``rejected``, has no
+    category in its image/video path, or has a malformed ``rewards`` is quarantined
+    with the field named.
+    """
+    rows, bad = [], []
+    with open(path, encoding="utf-8") as f:
+        for n, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            problem = None
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                row, problem = None, ("line", f"not JSON: {exc.msg}")
+            if row is not None:
+                problem = _check_bench_row(row)
+            if problem:
+                bad.append({"source": str(path), "locator": f"line {n}", "field": problem[0],
+                            "reason": problem[1], "raw": text.strip()})
+                continue
+            row["_line"] = n
+            rows.append(row)
+    return rows, bad
+
+
+def _check_bench_row(row: Any) -> tuple[str, str] | None:
+    if not isinstance(row, dict):
+        return ("line", "not a JSON object")
+    for name in ("id", "prompt", "chosen", "rejected"):
+        if not isinstance(row.get(name), (str, int)) or row.get(name) == "":
+            return (name, "missing or empty")
+    if category_of(row.get("video") or row.get("image")) is None:
+        return ("image", "no mcq/long/short/safety/video in the image/video path")
+    rewards = row.get("rewards")
+    if rewards is not None and not (
+        isinstance(rewards, list) and len(rewards) == 2
+        and all(isinstance(x, (int, float)) for x in rewards)
+    ):
+        return ("rewards", f"expected [r_chosen, r_rejected], got {rewards!r}")
+    return None
+
+
+def bench_row_images(row: dict[str, Any], image_root: str | Path, max_frames: int = 4,
+                     max_side: int | None = None) -> list:
+    """Decoded image (or uniformly sampled video frames) of a bench line."""
+    root = Path(image_root or ".")
+    if row.get("video"):
+        frames = sample_uniform(frame_paths(root / row["video"]), max_frames)
+        return [decode_image(p, "video", max_side=max_side) for p in frames]
+    if row.get("image"):
+        return [decode_image(root / row["image"], "image", max_side=max_side)]
+    return []
+
+
+def bench_rows_to_pairs(rows: Sequence[dict[str, Any]], image_root: str | Path,
+                        max_frames: int = 4, max_side: int | None = None
+                        ) -> tuple[list[RewardPair], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pairs, the rows they came from, quarantine for unreadable media)."""
+    pairs, kept, bad = [], [], []
+    for row in rows:
+        try:
+            images = bench_row_images(row, image_root, max_frames, max_side)
+        except MediaError as exc:
+            bad.append({"source": "mm_reward_bench", "locator": f"line {row['_line']}",
+                        "field": exc.field, "reason": exc.reason, "raw": json.dumps(row)})
+            continue
+        q = str(row["prompt"])
+        pairs.append(RewardPair(
+            pair_id=f"line{row['_line']}", query_id=str(row["id"]),
+            category=category_of(row.get("video") or row.get("image")) or "unknown",
+            chosen=RewardItem(q, str(row["chosen"]), images, row.get("chosen_reason")),
+            rejected=RewardItem(q, str(row["rejected"]), images, row.get("rejected_reason")),
+        ))
+        kept.append(row)
+    return pairs, kept, bad
+
+
+def write_bench_jsonl(path: str | Path, rows: Sequence[dict[str, Any]],
+                      results: Sequence[PairResult]) -> str:
+    """The official format back, each line with ``rewards`` and ``critic`` filled."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row, res in zip(rows, results):
+            out = {k: v for k, v in row.items() if k != "_line"}
+            out["rewards"] = [res.r_chosen, res.r_rejected]
+            out["critic"] = [res.critic_chosen, res.critic_rejected]
+            f.write(json.dumps(out, ensure_ascii=False) + "\n")
+    return str(path)
+
+
+def results_from_rewards(rows: Sequence[dict[str, Any]]) -> list[PairResult]:
+    """PairResults from lines that already carry ``rewards`` (no model needed)."""
+    out = []
+    for row in rows:
+        if row.get("rewards") is None:
+            raise ValueError(f"line {row.get('_line')}: rewards: missing")
+        critic = row.get("critic") if isinstance(row.get("critic"), list) else ["", ""]
+        out.append(PairResult(str(row["id"]), category_of(row.get("video") or row.get("image"))
+                              or "unknown", float(row["rewards"][0]), float(row["rewards"][1]),
+                              str(critic[0] or ""), str(critic[-1] or "")))
+    return out
+
+
+# ---- scoring -------------------------------------------------------------------------
+def score_pairs(model: CritiqueRewardModel, pairs: Sequence[RewardPair], mode: str = "generate",
+                max_new_tokens: int = 48, batch_size: int = 8) -> list[PairResult]:
+    """Score every pair in ``mode`` (generate / given / none).
+
+    A response shared by several pairs of one query is critiqued and scored once
+    (K forwards per query, not 2 per pair).
+    """
+    keys, unique = [], {}
+    for p in pairs:
+        for item in (p.chosen, p.rejected):
+            key = (p.query_id, item.response, item.critique if mode == "given" else None)
+            keys.append(key)
+            unique.setdefault(key, item)
+    items = list(unique.values())
+    scored: list[tuple[float, str]] = []
+    for start in tqdm(range(0, len(items), batch_size), desc=f"score ({mode})", leave=False):
+        chunk = items[start:start + batch_size]
+        scored += model.score_with_critique(chunk, mode, max_new_tokens, batch_size)
+    by_key = dict(zip(unique.keys(), scored))
+    results = []
+    for i, p in enumerate(pairs):
+        (rc, cc), (rr, cr) = by_key[keys[2 * i]], by_key[keys[2 * i + 1]]
+        results.append(PairResult(p.query_id, p.category, rc, rr, cc, cr))
+    return results

@@ -1,0 +1,149 @@
+"""Preference pairs -> reward-model batches, and the training step's loss function.
+
+A pair row (``PAIR_SCHEMA``) becomes two ``RewardItem``s (chosen, rejected) sharing the
+question and images, each with its ground-truth critique picked by ``critique_source``:
+
+* ``expanded``: ``chosen_critique`` / ``rejected_critique`` (the Table 7 expansion);
+* ``human``: ``chosen_reason`` / ``rejected_reason`` (the annotators' short reasons);
+* ``auto``: expanded when present, else human;
+* ``none``: no critique at all (the "w/o Task 1" score-only ablation).
+
+A row that lacks what the chosen source needs is quarantined with the field named.
+The split into train / held-out is by query, so no query's pairs straddle the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mmrlhf_ray.media import MediaError, row_images
+from mmrlhf_ray.reward.losses import RewardLossWeights, critique_nll, reward_loss
+from mmrlhf_ray.reward.model import CritiqueRewardModel, RewardItem
+
+
+class PairError(ValueError):
+    """A pair cannot be used; ``field`` names the offending column."""
+
+    def __init__(self, pair_id: str, field: str, reason: str):
+        super().__init__(f"pair {pair_id}: {field}: {reason}")
+        self.pair_id, self.field, self.reason = pair_id, field, reason
+
+
+@dataclass
+class RewardPair:
+    """Chosen and rejected items of one pair, with its query and tie flag."""
+
+    pair_id: str
+    query_id: str
+    category: str
+    chosen: RewardItem
+    rejected: RewardItem
+    is_tie: bool = False
+
+
+def pick_critique(row: dict[str, Any], side: str, source: str) -> str | None:
+    """The ground-truth critique of ``side`` ("chosen"/"rejected") under ``source``."""
+    pid = str(row.get("pair_id"))
+    if source == "none":
+        return None
+    expanded, human = row.get(f"{side}_critique"), row.get(f"{side}_reason")
+    if source == "expanded":
+        if not expanded:
+            raise PairError(pid, f"{side}_critique", "missing (critique_source=expanded)")
+        return expanded
+    if source == "human":
+        if not human:
+            raise PairError(pid, f"{side}_reason", "missing (critique_source=human)")
+        return human
+    if expanded or human:
+        return expanded or human
+    raise PairError(pid, f"{side}_critique", "no critique nor reason (critique_source=auto)")
+
+
+def pair_from_row(row: dict[str, Any], source: str, max_frames: int = 4,
+                  max_side: int | None = None) -> RewardPair:
+    """A ``RewardPair`` from a pair row, images decoded; raises ``PairError``."""
+    pid = str(row.get("pair_id"))
+    for name in ("question", "chosen", "rejected"):
+        if not isinstance(row.get(name), str) or not row[name]:
+            raise PairError(pid, name, "missing or empty")
+    try:
+        images = row_images(row, max_frames=max_frames, max_side=max_side or None)
+    except MediaError as exc:
+        raise PairError(pid, exc.field, exc.reason) from exc
+    question = row["question"]
+    return RewardPair(
+        pair_id=pid,
+        query_id=str(row.get("query_id") or pid),
+        category=str(row.get("category") or "unknown"),
+        chosen=RewardItem(question, row["chosen"], images, pick_critique(row, "chosen", source)),
+        rejected=RewardItem(
+            question, row["rejected"], images, pick_critique(row, "rejected", source)
+        ),
+        is_tie=bool(row.get("is_tie") or False),
+    )
+
+
+def pairs_from_rows(rows: Iterable[dict[str, Any]], source: str, max_frames: int = 4,
+                    max_side: int | None = None, stage: str = "pairs"
+                    ) -> tuple[list[RewardPair], list[dict[str, Any]]]:
+    """(usable pairs, quarantine rows {source, locator, field, reason, raw})."""
+    good, bad = [], []
+    for row in rows:
+        try:
+            good.append(pair_from_row(row, source, max_frames, max_side))
+        except PairError as exc:
+            raw = {k: v for k, v in row.items() if not isinstance(v, (bytes, list))}
+            bad.append({"source": stage, "locator": exc.pair_id, "field": exc.field,
+                        "reason": exc.reason, "raw": raw})
+    return good, bad
+
+
+def is_heldout(query_id: str, fraction: float, seed: int = 0) -> bool:
+    """Deterministic query-level split: a stable hash of (seed, query_id) below fraction."""
+    digest = hashlib.sha256(f"{seed}:{query_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_pairs(pairs: Sequence[RewardPair], fraction: float, seed: int = 0
+                ) -> tuple[list[RewardPair], list[RewardPair]]:
+    """(train, held-out) by query id."""
+    train, held = [], []
+    for p in pairs:
+        (held if is_heldout(p.query_id, fraction, seed) else train).append(p)
+    return train, held
+
+
+def collate_pairs(model: CritiqueRewardModel, pairs: Sequence[RewardPair]
+                  ) -> dict[str, torch.Tensor]:
+    """One batch of 2P sequences: the P chosen first, then the P rejected, with labels
+    on critique tokens and an ``is_tie`` [P] flag."""
+    items = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    batch = model.encode(items, with_labels=True)
+    batch["is_tie"] = torch.tensor([p.is_tie for p in pairs], dtype=torch.bool)
+    return batch
+
+
+def make_loss_fn(weights: RewardLossWeights):
+    """``loss_fn(model, batch) -> (loss, metrics)`` for the training harness."""
+
+    def loss_fn(model: CritiqueRewardModel, batch: dict[str, torch.Tensor]):
+        batch = dict(batch)
+        is_tie = batch.pop("is_tie")
+        if weights.critique == 0:
+            batch.pop("labels", None)  # score-only: skip the LM head entirely
+        out = model(**batch)
+        scores = out["scores"]
+        n = scores.shape[0] // 2
+        if "logits" in out:
+            nll = critique_nll(out["logits"], out["targets"])
+        else:
+            nll = scores.sum() * 0.0
+        return reward_loss(scores[:n], scores[n:], is_tie.to(scores.device), nll, weights)
+
+    return loss_fn

@@ -1,0 +1,336 @@
+"""The critique reward model: a VLM backbone, its LM head (critique head h_l) and a
+scalar scoring head h_r (paper Sec. 3.2, Fig. 4).
+
+The sequence is the chat prompt "evaluator instruction + [Question] + [LMM Response]"
+(with the images) followed by the assistant turn = the critique and the end token. The
+score is read from the final hidden state at the last non-pad token, i.e. the end token
+after the critique. The three inference modes of Table 2:
+
+* ``generate``: greedy-decode a critique with the LM head, then score prompt + critique;
+* ``given``: score with a critique supplied by the caller (e.g. ground truth);
+* ``none``: score with an empty critique (what a score-only model sees in training).
+
+On disk (Hugging Face layout): the backbone's ``config.json`` + ``model.safetensors``,
+its processor files, ``reward_head.safetensors`` and ``reward_config.json`` beside them.
+Weights load from safetensors only; ``trust_remote_code`` stays off.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mmrlhf_ray.reward.losses import IGNORE_INDEX
+
+try:  # the generation engineer owns the shared prompt text
+    from mmrlhf_ray.prompts import CRITIQUE_PROMPT  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - local copy until prompts.py lands
+    CRITIQUE_PROMPT = (
+        "You are an impartial evaluator of a large multimodal model. Look at the image "
+        "and judge the response to the question for helpfulness, faithfulness to the "
+        "image and ethics, then explain your judgement.\n"
+        "[Question]: {question}\n[LMM Response]: {response}\n[Evaluation]:"
+    )
+
+HEAD_FILE = "reward_head.safetensors"
+META_FILE = "reward_config.json"
+
+
+@dataclass
+class RewardItem:
+    """One thing to score: a question, its images (video = several frames), a response
+    and optionally a critique (``None`` = generate or leave empty, per the mode)."""
+
+    question: str
+    response: str
+    images: list[Image.Image] = field(default_factory=list)
+    critique: str | None = None
+
+    @classmethod
+    def of(cls, item: RewardItem | Mapping[str, Any]) -> RewardItem:
+        if isinstance(item, RewardItem):
+            return item
+        images = item.get("images")
+        if images is None and item.get("image") is not None:
+            images = [item["image"]]
+        return cls(
+            question=str(item["question"]),
+            response=str(item["response"]),
+            images=list(images or []),
+            critique=item.get("critique"),
+        )
+
+
+class RewardHead(nn.Module):
+    """Official-style scoring head: dropout, Linear(h, h), tanh, dropout, Linear(h, 1)."""
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``[B, H]`` final hidden states -> ``[B]`` scalar rewards."""
+        x = torch.tanh(self.dense(self.dropout(h)))
+        return self.out_proj(self.dropout(x)).squeeze(-1)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-pad token of each row (works for left or right padding)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * (positions + 1)).argmax(dim=1)
+
+
+@dataclass
+class RewardMeta:
+    """What ``reward_config.json`` records beside the backbone."""
+
+    hidden_size: int
+    head_dropout: float = 0.1
+    prompt_template: str = CRITIQUE_PROMPT
+    max_length: int = 512
+    max_frames: int = 4
+    critique_trained: bool = True  # False for the score-only ablation
+
+
+class CritiqueRewardModel(nn.Module):
+    """Backbone VLM + LM head (critique) + scalar head, with encode/score/critique."""
+
+    def __init__(self, backbone: nn.Module, processor: Any, meta: RewardMeta):
+        super().__init__()
+        self.backbone = backbone
+        self.processor = processor
+        self.meta = meta
+        self.head = RewardHead(meta.hidden_size, meta.head_dropout)
+        tok = self.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.end_text = tok.eos_token or ""
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    # ---- encoding ---------------------------------------------------------------------
+    def prompt_text(self, item: RewardItem) -> str:
+        """The chat prompt (with image placeholders) up to the assistant turn."""
+        text = self.meta.prompt_template.format(question=item.question, response=item.response)
+        content = [{"type": "image"} for _ in item.images[: self.meta.max_frames]]
+        messages = [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
+        return self.processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+
+    def _encode_prompt(self, item: RewardItem) -> dict[str, torch.Tensor]:
+        images = item.images[: self.meta.max_frames]
+        out = self.processor(
+            text=[self.prompt_text(item)], images=images or None, return_tensors="pt"
+        )
+        return dict(out)
+
+    def encode(
+        self, items: Sequence[RewardItem | Mapping], with_labels: bool = False,
+        left_pad: bool = False, add_critique: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """Tokenise prompt + critique + end token per item and pad into one batch.
+
+        ``labels`` (with ``with_labels``) mark the critique and end tokens only, so the
+        LM loss is Eq. 2 on critique tokens. ``add_critique=False`` stops after the
+        prompt (for generation). Over-long sequences are cut from the critique's end.
+        """
+        rows, pixel, grids = [], [], []
+        for raw in items:
+            item = RewardItem.of(raw)
+            enc = self._encode_prompt(item)
+            prompt_ids = enc["input_ids"][0]
+            extra = {k: v[0] for k, v in enc.items()
+                     if k not in ("input_ids", "attention_mask") and v.dim() == 2
+                     and v.shape[1] == prompt_ids.shape[0] and v.shape[0] == 1}
+            suffix: list[int] = []
+            if add_critique:
+                suffix = self.tokenizer((item.critique or "") + self.end_text,
+                                        add_special_tokens=False)["input_ids"]
+                room = max(1, self.meta.max_length - prompt_ids.shape[0])
+                suffix = suffix[: room - 1] + suffix[-1:] if len(suffix) > room else suffix
+            ids = torch.cat([prompt_ids, torch.tensor(suffix, dtype=prompt_ids.dtype)])
+            labels = torch.full_like(ids, IGNORE_INDEX)
+            if suffix:
+                labels[prompt_ids.shape[0]:] = ids[prompt_ids.shape[0]:]
+            extra = {k: torch.cat([v, v.new_zeros(len(suffix))]) for k, v in extra.items()}
+            rows.append((ids, labels, extra))
+            if "pixel_values" in enc:
+                pixel.append(enc["pixel_values"])
+                grids.append(enc["image_grid_thw"])
+        batch = _pad_rows(rows, self.pad_id, left_pad)
+        if not with_labels:
+            batch.pop("labels")
+        if pixel:
+            batch["pixel_values"] = torch.cat(pixel)
+            batch["image_grid_thw"] = torch.cat(grids)
+        return batch
+
+    # ---- forward ----------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None, **vision: Any) -> dict[str, torch.Tensor]:
+        """Scores ``[B]`` at the last non-pad token; with ``labels``, also ``logits``
+        ``[N, V]`` at the N positions that predict a labelled token and ``targets`` [N]
+        (the LM head runs only there: cheap even with a 150k vocabulary)."""
+        hidden = self._last_hidden(input_ids, attention_mask, vision)
+        idx = last_token_index(attention_mask)
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+        out = {"scores": self.head(last.to(self.head.dense.weight.dtype))}
+        if labels is not None:
+            shifted = labels[:, 1:]
+            keep = shifted != IGNORE_INDEX
+            lm_head = self.backbone.get_output_embeddings()
+            out["logits"] = lm_head(hidden[:, :-1][keep])
+            out["targets"] = shifted[keep]
+        return out
+
+    def _last_hidden(self, input_ids, attention_mask, vision) -> torch.Tensor:
+        inner = getattr(self.backbone, "model", None)
+        if inner is not None:
+            res = inner(input_ids=input_ids, attention_mask=attention_mask, **vision)
+            return res.last_hidden_state
+        res = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                            output_hidden_states=True, **vision)
+        return res.hidden_states[-1]
+
+    # ---- inference (Table 2's modes) -------------------------------------------------
+    @torch.no_grad()
+    def critique(self, items: Sequence[RewardItem | Mapping], max_new_tokens: int = 64,
+                 batch_size: int = 8) -> list[str]:
+        """Greedy critiques from the LM head (the critique head h_l)."""
+        was_training = self.training
+        self.eval()
+        texts: list[str] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            batch = self.encode(chunk, left_pad=True, add_critique=False)
+            out = self.backbone.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False,
+                pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id,
+            )
+            new = out[:, batch["input_ids"].shape[1]:]
+            texts += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        self.train(was_training)
+        return texts
+
+    @torch.no_grad()
+    def score(self, items: Sequence[RewardItem | Mapping], batch_size: int = 8) -> list[float]:
+        """Rewards of prompt + the items' own critiques (empty when ``critique`` is None)."""
+        was_training = self.training
+        self.eval()
+        scores: list[float] = []
+        for start in range(0, len(items), batch_size):
+            batch = self.encode(items[start:start + batch_size])
+            scores += self(**batch)["scores"].float().tolist()
+        self.train(was_training)
+        return scores
+
+    def score_with_critique(
+        self, items: Sequence[RewardItem | Mapping], mode: str = "generate",
+        max_new_tokens: int = 64, batch_size: int = 8,
+    ) -> list[tuple[float, str]]:
+        """(score, critique used) per item. ``generate``: generate then score; ``given``:
+        the item's critique; ``none``: no critique."""
+        parsed = [RewardItem.of(i) for i in items]
+        if mode == "generate":
+            crits = self.critique(parsed, max_new_tokens, batch_size)
+        elif mode == "given":
+            missing = [n for n, i in enumerate(parsed) if i.critique is None]
+            if missing:
+                raise ValueError(f"items[{missing[0]}].critique: required in mode 'given'")
+            crits = [i.critique or "" for i in parsed]
+        elif mode == "none":
+            crits = ["" for _ in parsed]
+        else:
+            raise ValueError(f"mode: {mode!r} is not one of generate, given, none")
+        scored = [RewardItem(i.question, i.response, i.images, c) for i, c in zip(parsed, crits)]
+        return list(zip(self.score(scored, batch_size), crits))
+
+    # ---- save / load ------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path) -> str:
+        """Backbone + processor in HF format, head in safetensors, meta in JSON."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(out, safe_serialization=True)
+        self.processor.save_pretrained(out)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
+        save_file(state, str(out / HEAD_FILE))
+        (out / META_FILE).write_text(json.dumps(asdict(self.meta), indent=2))
+        return str(out)
+
+
+def _pad_rows(rows, pad_id: int, left: bool) -> dict[str, torch.Tensor]:
+    width = max(ids.shape[0] for ids, _, _ in rows)
+    keys = sorted({k for _, _, extra in rows for k in extra})
+    cols: dict[str, list[torch.Tensor]] = {"input_ids": [], "attention_mask": [], "labels": []}
+    cols.update({k: [] for k in keys})
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        filler = t.new_full((width - t.shape[0],), value)
+        return torch.cat([filler, t] if left else [t, filler])
+
+    for ids, labels, extra in rows:
+        cols["input_ids"].append(pad(ids, pad_id))
+        cols["attention_mask"].append(pad(torch.ones_like(ids), 0))
+        cols["labels"].append(pad(labels, IGNORE_INDEX))
+        for k in keys:
+            cols[k].append(pad(extra.get(k, torch.zeros_like(ids)), 0))
+    return {k: torch.stack(v) for k, v in cols.items()}
+
+
+def _load_backbone(path: str | Path, dtype: torch.dtype | None = None) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    backbone = AutoModelForImageTextToText.from_pretrained(
+        str(path), use_safetensors=True, trust_remote_code=False, dtype=dtype or torch.float32
+    )
+    processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=False)
+    return backbone, processor
+
+
+def text_hidden_size(backbone: nn.Module) -> int:
+    cfg = backbone.config
+    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return int(text.hidden_size)
+
+
+def load_reward_model(path: str | Path, dtype: torch.dtype | None = None) -> CritiqueRewardModel:
+    """A saved reward model (backbone + processor + head) in eval mode."""
+    path = Path(path)
+    if not (path / HEAD_FILE).exists():
+        raise FileNotFoundError(f"{path}: no {HEAD_FILE}; not a reward model directory")
+    backbone, processor = _load_backbone(path, dtype)
+    meta = RewardMeta(**json.loads((path / META_FILE).read_text()))
+    model = CritiqueRewardModel(backbone, processor, meta)
+    model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+    model.head.to(next(backbone.parameters()).dtype)
+    return model.eval()
+
+
+def new_reward_model(backbone_dir: str | Path, seed: int = 0, head_dropout: float = 0.1,
+                     max_length: int = 512, max_frames: int = 4,
+                     dtype: torch.dtype | None = None) -> CritiqueRewardModel:
+    """A fresh reward model: pretrained backbone + a newly initialised scoring head."""
+    backbone, processor = _load_backbone(backbone_dir, dtype)
+    meta = RewardMeta(hidden_size=text_hidden_size(backbone), head_dropout=head_dropout,
+                      max_length=max_length, max_frames=max_frames)
+    torch.manual_seed(seed)
+    model = CritiqueRewardModel(backbone, processor, meta)
+    model.head.to(next(backbone.parameters()).dtype)
+    return model
+
+
+def build_tiny_reward_model(policy_dir: str | Path, out_dir: str | Path, seed: int = 0) -> str:
+    """Save an untrained reward model (fresh head over the tiny policy) to ``out_dir``."""
+    return new_reward_model(policy_dir, seed=seed).save_pretrained(out_dir)

@@ -1,0 +1,218 @@
+"""Online margin scoring, without Ray: pairs grouped per query, margins, retries.
+
+The ``score`` stage asks the reward service for δ = r(chosen) − r(rejected) of every
+preference pair (the signal of the paper's Dynamic Reward Scaling, Sec. 4). A query
+with K responses has up to C(K, 2) pairs but only K distinct responses, so the pairs
+are grouped per query and each distinct response is scored once, in one
+``/v1/compare`` call per query (K forwards, not 2·C(K, 2)).
+
+* ``group_pairs(rows)`` -> (``QueryGroup`` list, quarantined rows): groups by
+  ``query_id``; a row that fails ``validate_row`` or disagrees with its query's
+  question/media is quarantined with the field named.
+* ``compare_payload(group)`` -> the JSON body of ``POST /v1/compare``.
+* ``group_margins(group, scores)`` -> one margin per pair row.
+* ``RetryPolicy`` + ``call_with_retries``: exponential backoff with jitter for
+  ``ServiceUnavailable`` (5xx, 429, connection errors); ``RequestRejected`` (a 4xx:
+  the input is wrong) is not retried and quarantines the query; anything else, or
+  exhausted retries, raises ``ScoringFailed``. Never a silent reward of 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mmrlhf_ray.media import frame_paths, sample_uniform
+from mmrlhf_ray.schemas import validate_row
+
+T = TypeVar("T")
+MARGIN_SOURCE = "reward-service"
+_MEDIA = ("image", "image_path", "video_frames", "video_path")
+
+
+class ServiceUnavailable(RuntimeError):
+    """The service failed or could not be reached (5xx, 429, timeout): worth a retry."""
+
+
+class RequestRejected(ValueError):
+    """The service refused the input (4xx): retrying cannot help; ``field`` names why."""
+
+    def __init__(self, status: int, field: str, reason: str):
+        super().__init__(f"HTTP {status}: {field}: {reason}")
+        self.status, self.field, self.reason = status, field, reason
+
+
+class ScoringFailed(RuntimeError):
+    """Scoring could not be completed; the stage stops (finished parts are kept)."""
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff: delay_n = min(max_delay, base * multiplier**n) * (1 ± jitter)."""
+
+    max_attempts: int = field(default=5, metadata={"help": "attempts per request, first included"})
+    base_delay_s: float = field(default=0.2, metadata={"help": "delay before the first retry"})
+    multiplier: float = field(default=2.0, metadata={"help": "growth of the delay per retry"})
+    max_delay_s: float = field(default=5.0, metadata={"help": "cap on one delay"})
+    jitter: float = field(default=0.1, metadata={"help": "relative random spread of a delay"})
+
+    def delay(self, retry: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based)."""
+        base = min(self.max_delay_s, self.base_delay_s * self.multiplier ** retry)
+        spread = (rng or random).uniform(-self.jitter, self.jitter) if self.jitter else 0.0
+        return max(0.0, base * (1.0 + spread))
+
+
+def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, what: str = "request",
+                      sleep: Callable[[float], None] = time.sleep,
+                      on_retry: Callable[[int, Exception], None] | None = None) -> T:
+    """``fn()``, retried on ``ServiceUnavailable`` with backoff.
+
+    ``RequestRejected`` propagates at once (the caller quarantines); any other error or
+    running out of attempts raises ``ScoringFailed`` naming ``what``.
+    """
+    last: Exception | None = None
+    for attempt in range(policy.max_attempts):
+        try:
+            return fn()
+        except RequestRejected:
+            raise
+        except ServiceUnavailable as exc:
+            last = exc
+            if attempt + 1 < policy.max_attempts:
+                if on_retry:
+                    on_retry(attempt + 1, exc)
+                sleep(policy.delay(attempt))
+        except Exception as exc:  # a bug or a malformed answer: stop, loudly
+            raise ScoringFailed(f"{what}: {type(exc).__name__}: {exc}") from exc
+    raise ScoringFailed(f"{what}: gave up after {policy.max_attempts} attempts: {last}")
+
+
+@dataclass
+class ScoreConfig:
+    """`mmrlhf score`: δ = r(chosen) − r(rejected) for every pair, through the service."""
+
+    run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
+    via: str = field(default="http", metadata={"help": "http | handle (in-cluster Serve handle)"})
+    url: str = field(default="", metadata={"help": "service URL ('' = from serve-reward's manifest)"})
+    app_name: str = field(default="reward", metadata={"help": "Serve app name (via=handle)"})
+    token_env: str = field(default="", metadata={"help": "env var with the bearer token"})
+    queries_per_part: int = field(default=64, metadata={"help": "queries per output part (resume unit)"})
+    concurrency: int = field(default=8, metadata={"help": "requests in flight"})
+    timeout_s: float = field(default=120.0, metadata={"help": "per request timeout"})
+    max_frames: int = field(default=8, metadata={"help": "video frames sent per query"})
+    use_pair_critiques: bool = field(default=False, metadata={"help": "send the pairs' critiques instead of generating"})
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass
+class QueryGroup:
+    """The pairs of one query: its distinct responses and which pair uses which."""
+
+    query_id: str
+    question: str
+    media: dict[str, Any]
+    responses: list[str] = field(default_factory=list)
+    critiques: list[str | None] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    pairs: list[tuple[int, int]] = field(default_factory=list)  # (chosen idx, rejected idx) per row
+    _index: dict[tuple, int] = field(default_factory=dict, repr=False)
+
+    def add_response(self, rid: str | None, text: str, critique: str | None) -> int:
+        key = (rid, text)
+        if key not in self._index:
+            self._index[key] = len(self.responses)
+            self.responses.append(text)
+            self.critiques.append(critique)
+        return self._index[key]
+
+
+def quarantine_row(row: dict[str, Any], fld: str, reason: str, source: str = "pairs") -> dict:
+    raw = {k: v for k, v in row.items() if k not in ("image", "video_frames")}
+    return {"source": source, "locator": f"pair_id={row.get('pair_id')}", "field": fld,
+            "reason": reason, "raw": str(raw)}
+
+
+def _media_of(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in _MEDIA if row.get(k) is not None}
+
+
+def group_pairs(rows: Iterable[dict[str, Any]], use_critiques: bool = False
+                ) -> tuple[list[QueryGroup], list[dict]]:
+    """Pairs -> per-query groups (sorted by query_id) and quarantined rows."""
+    groups: dict[str, QueryGroup] = {}
+    bad: list[dict] = []
+    for row in rows:
+        problems = validate_row(row, "pair")
+        if problems:
+            bad.append(quarantine_row(row, problems[0].split(":")[0], "; ".join(problems)))
+            continue
+        qid = row["query_id"]
+        group = groups.get(qid)
+        if group is None:
+            group = groups[qid] = QueryGroup(qid, row["question"], _media_of(row))
+        elif row["question"] != group.question:
+            bad.append(quarantine_row(row, "question", f"differs from other pairs of query {qid}"))
+            continue
+        elif _media_of(row) != group.media:
+            bad.append(quarantine_row(row, "image", f"media differ from other pairs of query {qid}"))
+            continue
+        c = group.add_response(row.get("chosen_id"), row["chosen"],
+                               row.get("chosen_critique") if use_critiques else None)
+        r = group.add_response(row.get("rejected_id"), row["rejected"],
+                               row.get("rejected_critique") if use_critiques else None)
+        group.rows.append(row)
+        group.pairs.append((c, r))
+    return [groups[k] for k in sorted(groups)], bad
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def compare_payload(group: QueryGroup, max_frames: int = 8) -> dict[str, Any]:
+    """The ``POST /v1/compare`` body for one query (media sent inline as base64)."""
+    body: dict[str, Any] = {"question": group.question, "responses": list(group.responses)}
+    if any(c is not None for c in group.critiques):
+        body["critiques"] = list(group.critiques)
+    media = group.media
+    if media.get("image") is not None:
+        body["image"] = _b64(media["image"])
+    elif media.get("image_path"):
+        body["image"] = _b64(Path(media["image_path"]).read_bytes())
+    elif media.get("video_frames"):
+        body["video_frames"] = [_b64(f) for f in sample_uniform(list(media["video_frames"]), max_frames)]
+    elif media.get("video_path"):
+        paths = sample_uniform(frame_paths(media["video_path"]), max_frames)
+        body["video_frames"] = [_b64(p.read_bytes()) for p in paths]
+    return body
+
+
+def check_scores(group: QueryGroup, answer: Any) -> list[float]:
+    """The service's scores for ``group``, or ``ScoringFailed`` if they are not K finite numbers."""
+    scores = answer.get("scores") if isinstance(answer, dict) else None
+    if not isinstance(scores, list) or len(scores) != len(group.responses):
+        raise ScoringFailed(f"query {group.query_id}: expected {len(group.responses)} scores, "
+                            f"got {str(answer)[:200]}")
+    if not all(isinstance(s, (int, float)) and math.isfinite(s) for s in scores):
+        raise ScoringFailed(f"query {group.query_id}: non-finite score in {scores}")
+    return [float(s) for s in scores]
+
+
+def group_margins(group: QueryGroup, scores: list[float]) -> list[dict[str, Any]]:
+    """The group's pair rows with margin = r(chosen) − r(rejected), source reward-service."""
+    return [dict(row, margin=scores[c] - scores[r], margin_source=MARGIN_SOURCE)
+            for row, (c, r) in zip(group.rows, group.pairs)]
+
+
+def chunk(items: list[T], size: int) -> list[list[T]]:
+    """``items`` cut into consecutive lists of ``size`` (the resume units of the stage)."""
+    if size < 1:
+        raise ValueError("chunk size must be >= 1")
+    return [items[i:i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,49 @@
+import pyarrow as pa
+import pytest
+
+from mmrlhf_ray.schemas import to_table, validate_row
+from mmrlhf_ray.stage import CountMismatch, StageDir, require_done
+
+
+def _pool_rows(n):
+    return [{"sample_id": f"s{i}", "question": f"q{i}", "image": b"\x89PNG"} for i in range(n)]
+
+
+def test_parts_manifest_and_idempotence(tmp_path):
+    stage = StageDir(str(tmp_path), "toy")
+    cfg = {"a": 1}
+    assert not stage.is_done(cfg)
+    stage.begin(cfg)
+    stage.write_part("p0", to_table(_pool_rows(3), "pool"))
+    stage.write_part("p1", to_table(_pool_rows(2), "pool"))
+    stage.write_quarantine("p1", [{"source": "f", "locator": "line 4", "field": "question", "reason": "missing"}])
+    assert stage.has_part("p0") and not stage.has_part("p2")
+    manifest = stage.finish(rows_in=6, rows_out=stage.count_rows(), rows_quarantined=stage.count_rows(quarantine=True))
+    assert manifest["counts"] == {"in": 6, "out": 5, "quarantined": 1}
+    assert stage.is_done(cfg) and not stage.is_done({"a": 2})
+    assert stage.read().num_rows == 5
+    assert stage.read(quarantine=True).column("field").to_pylist() == ["question"]
+    assert require_done(str(tmp_path), "toy").root == stage.root
+
+
+def test_counts_must_add_up(tmp_path):
+    stage = StageDir(str(tmp_path), "x")
+    stage.begin({})
+    with pytest.raises(CountMismatch, match="rows in 5"):
+        stage.finish(rows_in=5, rows_out=3, rows_quarantined=1)
+    with pytest.raises(FileNotFoundError, match="mmrlhf x"):
+        require_done(str(tmp_path), "x")
+
+
+def test_validate_row_names_fields():
+    assert validate_row({"sample_id": "a", "question": "q"}, "pool") == []
+    problems = validate_row({"sample_id": "a", "question": ""}, "pool")
+    assert problems == ["question: missing or empty"]
+    record = {"query_id": "q", "question": "x", "category": "weird",
+              "responses": [{"text": "a", "helpfulness": 9, "rank": 0}]}
+    problems = validate_row(record, "record")
+    assert any(p.startswith("category:") for p in problems)
+    assert any(p.startswith("responses[0].helpfulness") for p in problems)
+    assert any(p.startswith("responses[0].rank") for p in problems)
+    table = to_table([{"pair_id": "p", "query_id": "q", "question": "x", "chosen": "a", "rejected": "b"}], "pair")
+    assert table.column("margin").type == pa.float32() and table.column("margin").null_count == 1
