@@ -72,13 +72,19 @@ def _problem(row: dict[str, Any], index: int, field_name: str, reason: str) -> d
             "raw": repr(raw)}
 
 
+def _text(row: dict[str, Any]) -> Any:
+    """The response text: ``text`` (generation.GENERATE_SCHEMA) or ``response``."""
+    return row["text"] if "text" in row else row.get("response")
+
+
 def _row_problem(row: dict[str, Any]) -> tuple[str, str] | None:
-    for name in ("sample_id", "question", "response"):
+    for name in ("sample_id", "question"):
         value = row.get(name)
         if not isinstance(value, str) or not value.strip():
             return name, "missing, empty or not a string"
-    if row.get("error"):
-        return "error", f"generation failed: {row['error']}"
+    text = _text(row)
+    if not isinstance(text, str) or not text.strip() or row.get("is_empty"):
+        return "text", "empty generation (no response text)"
     return None
 
 
@@ -87,7 +93,8 @@ def group_generated(rows: Iterable[dict[str, Any]]
     """Join generated response rows by ``sample_id``.
 
     Returns ({sample_id: QueryGroup}, problems). A row with no sample id, question or
-    response text is a problem naming the field. Responses are ordered by (model,
+    response text (or flagged ``is_empty``) is a problem naming the field; truncated
+    responses are kept (the annotator judges them). Responses are ordered by (model,
     sample_index) so ids and pairs do not depend on the order rows arrived in.
     """
     groups: dict[str, QueryGroup] = {}
@@ -105,10 +112,10 @@ def group_generated(rows: Iterable[dict[str, Any]]
         model = row.get("model") or "unknown"
         sample_index = int(row.get("sample_index") or 0)
         group.responses.append({
-            "response_id": f"{sid}#{model}#{sample_index}",
+            "response_id": row.get("response_id") or f"{sid}/{model}/{sample_index}",
             "model": model,
             "sample_index": sample_index,
-            "text": row["response"],
+            "text": _text(row),
         })
         group.row_count += 1
     for group in groups.values():

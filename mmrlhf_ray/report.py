@@ -101,7 +101,7 @@ def markdown_to_html(text: str, title: str) -> str:
         if table:
             head, *body = table
             out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body]
+            out.extend(["<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body])
             out.append("</table>")
             table.clear()
 

@@ -112,21 +112,8 @@ def per_pair_logps(model, processor, group: QueryGroup, max_response_tokens: int
             for i in (pair.chosen, pair.rejected)
         ]
         batch = collate(examples, pad)
-        logits = model(**model_inputs(batch), mm_token_type_ids=_types(batch, examples),
-                       use_cache=False).logits
+        logits = model(**model_inputs(batch), use_cache=False).logits
         logps, _ = sequence_logps(logits, batch["labels"])
         chosen.append(logps[0]), rejected.append(logps[1])
     return torch.stack(chosen), torch.stack(rejected)
 
-
-def _types(batch: dict, examples: list[dict]) -> torch.Tensor:
-    """Right-padded mm_token_type_ids of collated ``encode_prompt_response`` examples."""
-    length = batch["input_ids"].shape[1]
-    rows = []
-    for e in examples:
-        t = e.get("mm_token_type_ids")
-        n = e["input_ids"].shape[1]
-        t = torch.zeros(n, dtype=torch.long) if t is None else t[0]
-        t = torch.cat([t, torch.zeros(n - t.numel(), dtype=t.dtype)])
-        rows.append(torch.nn.functional.pad(t, (0, length - n)))
-    return torch.stack(rows)

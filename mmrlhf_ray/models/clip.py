@@ -114,7 +114,8 @@ def embed_images(model: Any, pixels: Any) -> np.ndarray:
     """L2-normalised image embeddings, float32 ``(N, embed_dim)``, for a ``(N,3,H,W)`` batch."""
     import torch
 
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        feats = model.encode_image(pixels)
+        feats = model.encode_image(pixels.to(device))
         feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-    return feats.numpy()
+    return feats.cpu().numpy()

@@ -74,7 +74,6 @@ def _fake_object(rng: random.Random, gt: dict) -> dict[str, str]:
 def _wrong(gt: dict, rng: random.Random) -> str:
     """The answer with exactly one attribute wrong."""
     kind, objects = gt["kind"], gt.get("objects", [])
-    by_shape = {o["shape"]: o for o in objects}
     if kind == "color":
         return L.color_answer(gt["target"], _other(rng, list(COLORS), gt["answer"]))
     if kind == "count":
@@ -97,7 +96,6 @@ def _wrong(gt: dict, rng: random.Random) -> str:
             victim["position"] = rng.choice([p for p in POSITIONS if p not in taken])
         return L.long_answer(changed)
     raise ValueError(f"ground_truth.kind: no wrong answer for {kind!r}")
-    _ = by_shape
 
 
 def _correct(gt: dict, reference: str, rng: random.Random) -> str:
@@ -116,8 +114,8 @@ def respond(gt: dict[str, Any], reference: str, style: str, rng: random.Random) 
     if style == "correct":
         return _correct(gt, reference, rng)
     if style == "wrong_attribute":
-        return _wrong(gt, rng) if gt["kind"] != "harmful" else rng.choice(UNSAFE).format(
-            c=gt["objects"][0]["color"], s=gt["target"])
+        # on a harmful query the "wrong" answer is to comply
+        return _wrong(gt, rng) if gt["kind"] != "harmful" else respond(gt, reference, "unsafe", rng)
     if style == "hallucination":
         fake = _fake_object(rng, gt)
         if gt["kind"] == "describe":
