@@ -5,7 +5,7 @@
 
 Each actor loads the open_clip model once (tiny config offline, ViT-B-32 weights from a
 path on GPUs) and turns a batch of pool rows into one output row per input row:
-``sample_id, shard, category, embedding`` (float16 bytes) or, for a bad row,
+``sample_id, shard, category, image_hash, embedding`` (float16 bytes) or, for a bad row,
 ``error_field, error_reason``. The work itself is ``mmrlhf_ray.curation.embed.embed_rows``.
 
 ``fail_marker`` exists for the fault-tolerance test: if that file exists when the first
@@ -26,6 +26,7 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("sample_id", pa.string()),
         pa.field("shard", pa.string()),
         pa.field("category", pa.string()),
+        pa.field("image_hash", pa.string()),
         pa.field("embedding", pa.binary()),
         pa.field("error_field", pa.string()),
         pa.field("error_reason", pa.string()),

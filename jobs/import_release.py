@@ -29,7 +29,7 @@ from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.release import ImportConfig, read_release_file
 from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir, config_hash
+from mmrlhf_ray.stage import StageDir
 
 # (config attribute, release file kind, sub-stage, schema kind)
 FILES = (
@@ -45,15 +45,6 @@ def _fingerprint(path: str) -> str:
     return f"{os.path.abspath(path)}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def restart_if_config_changed(out: StageDir, config: dict) -> None:
-    """Drop parts an earlier attempt wrote under a different config (they would not
-    match this one); parts of an interrupted attempt with the same config are kept."""
-    manifest = out.read_manifest()
-    if manifest and manifest.get("config_hash") != config_hash(config):
-        for directory in (out.data_dir, out.quarantine_dir):
-            out.fs.delete_dir_contents(directory, missing_dir_ok=True)
-
-
 def _flush(out: StageDir, part: str, rows: list, bad: list, kind: str) -> None:
     """Quarantine first, then the data part: the data part marks the unit done."""
     if out.has_part(part):
@@ -62,8 +53,9 @@ def _flush(out: StageDir, part: str, rows: list, bad: list, kind: str) -> None:
     out.write_part(part, to_table(rows, kind))
 
 
-def import_file(cfg: ImportConfig, path: str, file_kind: str, sub_stage: str,
-                schema_kind: str) -> dict[str, int]:
+def import_file(
+    cfg: ImportConfig, path: str, file_kind: str, sub_stage: str, schema_kind: str
+) -> dict[str, int]:
     """Import one release file into ``sub_stage``; returns {in, out, quarantined}."""
     out = StageDir(cfg.run_dir, sub_stage)
     config = {**config_to_dict(cfg), "file": path, "fingerprint": _fingerprint(path)}
@@ -71,7 +63,7 @@ def import_file(cfg: ImportConfig, path: str, file_kind: str, sub_stage: str,
         counts = out.read_manifest()["counts"]
         print(f"import: {sub_stage} already done ({counts['out']} rows)")
         return counts
-    restart_if_config_changed(out, config)
+    out.restart_if_config_changed(config)
     out.begin(config, inputs={path: config["fingerprint"]})
     rows, bad, n_in, n_out, n_bad, part_no, reported = [], [], 0, 0, 0, 0, 0
     lines = read_release_file(path, file_kind, cfg.media_root, cfg.default_category)
@@ -104,8 +96,10 @@ def main(argv=None) -> int:
     stage = StageDir(cfg.run_dir, "import")
     todo = [(getattr(cfg, attr), *rest) for attr, *rest in FILES if getattr(cfg, attr)]
     if not todo:
-        print("import: no file given (set data_jsonl, dpo_pairs_jsonl or reward_bench_jsonl)",
-              file=sys.stderr)
+        print(
+            "import: no file given (set data_jsonl, dpo_pairs_jsonl or reward_bench_jsonl)",
+            file=sys.stderr,
+        )
         return 2
     for path, *_ in todo:
         if not os.path.isfile(path):
@@ -120,8 +114,10 @@ def main(argv=None) -> int:
     per_file = {sub: import_file(cfg, path, kind, sub, schema) for path, kind, sub, schema in todo}
     total = {k: sum(c[k] for c in per_file.values()) for k in ("in", "out", "quarantined")}
     stage.finish(total["in"], total["out"], total["quarantined"], files=per_file)
-    print(f"import: {total['in']} lines read = {total['out']} rows written + "
-          f"{total['quarantined']} quarantined, in {stage.root}")
+    print(
+        f"import: {total['in']} lines read = {total['out']} rows written + "
+        f"{total['quarantined']} quarantined, in {stage.root}"
+    )
     return 0
 
 

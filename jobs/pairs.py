@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job sub
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from jobs.import_release import restart_if_config_changed
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.pairs import PairsConfig, PairStats, expand_record
@@ -61,8 +60,15 @@ def expand_part(records: list[dict], cfg: PairsConfig, source: str) -> tuple[lis
         problems = validate_row(record, "record")
         if problems:
             field, _, reason = problems[0].partition(": ")
-            bad.append({"source": source, "locator": f"query_id={record.get('query_id')!r}",
-                        "field": field, "reason": reason, "raw": record.get("question")})
+            bad.append(
+                {
+                    "source": source,
+                    "locator": f"query_id={record.get('query_id')!r}",
+                    "field": field,
+                    "reason": reason,
+                    "raw": record.get("question"),
+                }
+            )
             continue
         rows, one = expand_record(record, cfg.mode, cfg.tie_rule, cfg.margin)
         pairs.extend(rows)
@@ -78,7 +84,7 @@ def main(argv=None) -> int:
     if out.is_done(config):
         print(f"pairs: already done in {out.root}")
         return 0
-    restart_if_config_changed(out, config)
+    out.restart_if_config_changed(config)
     out.begin(config, inputs={src.stage: src.fingerprint()})
     n_in = n_bad = n_pairs = 0
     total = PairStats()
@@ -98,10 +104,12 @@ def main(argv=None) -> int:
         bar.update(len(records))
     bar.close()
     out.finish(n_in, n_in - n_bad, n_bad, pairs=n_pairs, stats=vars(total))
-    print(f"pairs: {n_in} records ({n_bad} quarantined) -> {n_pairs} pairs "
-          f"({total.tie_pairs} with a constructed response), {total.records_without_pairs} "
-          f"records gave no pair, {total.tied_pairs_skipped} equal-rank pairs skipped; "
-          f"in {out.data_dir}")
+    print(
+        f"pairs: {n_in} records ({n_bad} quarantined) -> {n_pairs} pairs "
+        f"({total.tie_pairs} with a constructed response), {total.records_without_pairs} "
+        f"records gave no pair, {total.tied_pairs_skipped} equal-rank pairs skipped; "
+        f"in {out.data_dir}"
+    )
     return 0
 
 

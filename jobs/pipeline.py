@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmrlhf_ray.cli import REPO_ROOT, parse_stage_args  # noqa: E402
+from mmrlhf_ray.cli import REPO_ROOT, job_module, parse_stage_args  # noqa: E402
 from mmrlhf_ray.stage import StageDir  # noqa: E402
 
 PIPELINE_STAGES = [
@@ -62,7 +62,7 @@ def stage_argv(cfg: PipelineConfig, stage: str) -> list[str]:
 
 def run_stage(cfg: PipelineConfig, stage: str) -> float:
     """Run one stage in-process; returns its wall time. Raises with the resume hint."""
-    module = importlib.import_module(f"jobs.{stage.replace('-', '_')}")
+    module = importlib.import_module(job_module(stage))
     start = time.time()
     try:
         code = module.main(stage_argv(cfg, stage))

@@ -24,8 +24,19 @@ from mmrlhf_ray.release import record_to_data_line
 from mmrlhf_ray.schemas import RESPONSE_TYPE, validate_row
 
 SOURCES = ("oracle", "human")
-POOL_COLUMNS = ("sample_id", "source", "question", "image", "image_path", "video_frames",
-                "video_path", "reference_answer", "category", "category_hint", "ground_truth")
+POOL_COLUMNS = (
+    "sample_id",
+    "source",
+    "question",
+    "image",
+    "image_path",
+    "video_frames",
+    "video_path",
+    "reference_answer",
+    "category",
+    "category_hint",
+    "ground_truth",
+)
 _RESPONSE_FIELDS = [f.name for f in RESPONSE_TYPE]
 
 
@@ -38,11 +49,13 @@ class AnnotateConfig:
     labels_jsonl: str = field(
         default="", metadata={"help": "human labels in the official data.jsonl format"}
     )
-    media_root: str = field(default="", metadata={"help": "folder the labels' media paths are under"})
+    media_root: str = field(
+        default="", metadata={"help": "folder the labels' media paths are under"}
+    )
     seed: int = field(default=0, metadata={"help": "oracle seed (constructed responses)"})
-    tie_rule: str = field(
-        default="construct",
-        metadata={"help": "oracle tie rule: construct (paper: add positive/negative) | none"},
+    tie_rule: bool = field(
+        default=True,
+        metadata={"help": "oracle applies the paper's tie rule (adds a positive/negative)"},
     )
     queries_per_part: int = field(default=500, metadata={"help": "queries per Parquet part"})
     export_tasks: bool = field(
@@ -68,8 +81,13 @@ class QueryGroup:
 def _problem(row: dict[str, Any], index: int, field_name: str, reason: str) -> dict[str, Any]:
     locator = f"row {index} sample_id={row.get('sample_id')!r} model={row.get('model')!r}"
     raw = {k: v for k, v in row.items() if not isinstance(v, (bytes, list))}
-    return {"source": "generate", "locator": locator, "field": field_name, "reason": reason,
-            "raw": repr(raw)}
+    return {
+        "source": "generate",
+        "locator": locator,
+        "field": field_name,
+        "reason": reason,
+        "raw": repr(raw),
+    }
 
 
 def _text(row: dict[str, Any]) -> Any:
@@ -88,8 +106,9 @@ def _row_problem(row: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def group_generated(rows: Iterable[dict[str, Any]]
-                    ) -> tuple[dict[str, QueryGroup], list[dict[str, Any]]]:
+def group_generated(
+    rows: Iterable[dict[str, Any]],
+) -> tuple[dict[str, QueryGroup], list[dict[str, Any]]]:
     """Join generated response rows by ``sample_id``.
 
     Returns ({sample_id: QueryGroup}, problems). A row with no sample id, question or
@@ -111,12 +130,14 @@ def group_generated(rows: Iterable[dict[str, Any]]
             group = groups[sid] = QueryGroup(pool_row, [])
         model = row.get("model") or "unknown"
         sample_index = int(row.get("sample_index") or 0)
-        group.responses.append({
-            "response_id": row.get("response_id") or f"{sid}/{model}/{sample_index}",
-            "model": model,
-            "sample_index": sample_index,
-            "text": _text(row),
-        })
+        group.responses.append(
+            {
+                "response_id": row.get("response_id") or f"{sid}/{model}/{sample_index}",
+                "model": model,
+                "sample_index": sample_index,
+                "text": _text(row),
+            }
+        )
         group.row_count += 1
     for group in groups.values():
         group.responses.sort(key=lambda r: (r["model"], r["sample_index"]))
@@ -159,8 +180,9 @@ def record_from_oracle(group: QueryGroup, oracle_result: Any) -> dict[str, Any]:
     return record
 
 
-def annotate_group(group: QueryGroup, oracle: Callable[..., Any], seed: int,
-                   tie_rule: str) -> dict[str, Any]:
+def annotate_group(
+    group: QueryGroup, oracle: Callable[..., Any], seed: int, tie_rule: bool
+) -> dict[str, Any]:
     """Call the oracle on one query's responses and return the validated record.
 
     Raises ``ValueError`` naming the field when the result is not a valid record.

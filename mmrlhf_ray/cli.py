@@ -107,6 +107,11 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def job_module(stage: str) -> str:
+    """The module of a stage's job script (``import`` is a keyword: jobs/import_release.py)."""
+    return "jobs." + {"import": "import_release"}.get(stage, stage.replace("-", "_"))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    module = importlib.import_module(f"jobs.{stage.replace('-', '_')}")
+    module = importlib.import_module(job_module(stage))
     result: Any = module.main(rest)
     return int(result or 0)
 

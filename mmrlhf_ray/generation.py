@@ -33,7 +33,7 @@ class ModelSpec:
 
     name: str = field(default="policy", metadata={"help": "label written to the `model` column"})
     kind: str = field(default="auto", metadata={"help": "auto (vllm if importable) | vllm | transformers | simulated"})
-    path: str = field(default="", metadata={"help": "HF-layout model dir (empty for simulated)"})
+    path: str = field(default="", metadata={"help": "HF-layout model dir, may use {run_dir} (empty for simulated)"})
     n: int = field(default=2, metadata={"help": "samples per query"})
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0  # nucleus sampling mass
@@ -54,10 +54,19 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"model '{self.name}': kind must be one of {KINDS}, got {self.kind!r}")
-        if self.kind != "simulated" and not self.path:
-            raise ValueError(f"model '{self.name}': path is required for kind {self.kind!r}")
         if self.n < 1 or self.max_tokens < 1 or self.pool_size < 1:
             raise ValueError(f"model '{self.name}': n, max_tokens and pool_size must be >= 1")
+
+    def resolved(self, run_dir: str) -> ModelSpec:
+        """A copy with ``{run_dir}`` in ``path`` replaced (configs name run-local models)."""
+        from dataclasses import replace
+
+        return replace(self, path=self.path.replace("{run_dir}", run_dir.rstrip("/")))
+
+    def validate(self) -> None:
+        """Checks that need the whole spec (called before a model is loaded)."""
+        if self.kind != "simulated" and not self.path:
+            raise ValueError(f"model '{self.name}': path is required for kind {self.kind!r}")
 
     def settings(self) -> dict[str, Any]:
         """The generation settings recorded with every output row."""

@@ -109,8 +109,9 @@ def _candidate_pairs(ranked: list[tuple[int, float]], mode: str) -> tuple[list, 
     return pairs, tied
 
 
-def expand_record(record: dict[str, Any], mode: str = "all", tie_rule: str = "constructed",
-                  margin: str = "none") -> tuple[list[dict[str, Any]], PairStats]:
+def expand_record(
+    record: dict[str, Any], mode: str = "all", tie_rule: str = "constructed", margin: str = "none"
+) -> tuple[list[dict[str, Any]], PairStats]:
     """The preference pairs (``PAIR_SCHEMA`` rows) of one record, and counts.
 
     Pairs come in a fixed order (by response position), so re-runs are identical.
@@ -124,8 +125,11 @@ def expand_record(record: dict[str, Any], mode: str = "all", tie_rule: str = "co
             stats.constructed_skipped += 1
             continue
         keep.append(i)
-    original_ranks = [responses[i]["rank"] for i in keep
-                      if responses[i].get("rank") is not None and not responses[i].get("constructed")]
+    original_ranks = [
+        responses[i]["rank"]
+        for i in keep
+        if responses[i].get("rank") is not None and not responses[i].get("constructed")
+    ]
     ranked = [(i, effective_rank(responses[i], original_ranks)) for i in keep]
     ranked = [(i, r) for i, r in ranked if r is not None]
     index_pairs, stats.tied_pairs_skipped = _candidate_pairs(ranked, mode)
@@ -168,9 +172,12 @@ def _make_pair(record: dict[str, Any], a: int, b: int, margin: str) -> dict[str,
     }
 
 
-def expand_records(records: list[dict[str, Any]], mode: str = "all",
-                   tie_rule: str = "constructed", margin: str = "none"
-                   ) -> tuple[list[dict[str, Any]], PairStats]:
+def expand_records(
+    records: list[dict[str, Any]],
+    mode: str = "all",
+    tie_rule: str = "constructed",
+    margin: str = "none",
+) -> tuple[list[dict[str, Any]], PairStats]:
     """``expand_record`` over many records; pairs concatenated, stats summed."""
     out: list[dict[str, Any]] = []
     total = PairStats()

@@ -57,7 +57,9 @@ class ImportConfig:
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory (path or URI)"})
     data_jsonl: str = field(default="", metadata={"help": "official data.jsonl ('' = skip)"})
-    dpo_pairs_jsonl: str = field(default="", metadata={"help": "official dpo_pairs.jsonl ('' = skip)"})
+    dpo_pairs_jsonl: str = field(
+        default="", metadata={"help": "official dpo_pairs.jsonl ('' = skip)"}
+    )
     reward_bench_jsonl: str = field(
         default="", metadata={"help": "official mm_reward_bench.jsonl ('' = skip)"}
     )
@@ -136,11 +138,22 @@ def category_from_path(path: str | None, default: str = "") -> str:
     raise ReleaseError("image", f"no category ({', '.join(CATEGORIES)}) in path {path!r}")
 
 
-def _media(obj: dict, media_root: str, default_category: str) -> dict[str, Any]:
-    """image_path / video_path (joined to ``media_root``) and the category they name."""
+def _media(
+    obj: dict, media_root: str, default_category: str, known: dict | None = None
+) -> dict[str, Any]:
+    """image_path / video_path (joined to ``media_root``) and the category they name.
+
+    ``known``: our own row for this id (e.g. the generated query a human label refers
+    to); its media and category stand in when the line names no image or video.
+    """
     image = _string(obj, "image")
     video = _string(obj, "video")
     if not image and not video:
+        if known and known.get("category"):
+            return {
+                k: known.get(k)
+                for k in ("image", "image_path", "video_frames", "video_path", "category")
+            }
         raise ReleaseError("image", "neither image nor video given")
 
     def join(p: str | None) -> str | None:
@@ -197,11 +210,8 @@ def _ranks(value: Any, n: int) -> tuple[list[int], list[str] | None]:
 
 
 # ---- data.jsonl -> RECORD_SCHEMA -------------------------------------------------------
-def parse_data_line(obj: Any, media_root: str = "", default_category: str = "") -> dict:
-    """One ``data.jsonl`` object -> a ``RECORD_SCHEMA`` row (raises ``ReleaseError``)."""
-    if not isinstance(obj, dict):
-        raise ReleaseError("line", f"expected a JSON object, got {type(obj).__name__}")
-    qid = _string(obj, "id", required=True)
+def _responses(obj: dict, qid: str) -> list[dict[str, Any]]:
+    """The ``RESPONSE_TYPE`` list of a data.jsonl object, in ``models_output`` order."""
     outputs = obj.get("models_output")
     if not isinstance(outputs, list) or not outputs:
         raise ReleaseError("models_output", "expected a non-empty list of responses")
@@ -214,10 +224,8 @@ def parse_data_line(obj: Any, media_root: str = "", default_category: str = "") 
     ranks, names = _ranks(obj["final_ranking"], n)
     scores = {}
     for src, dst in SCORE_FIELDS.items():
-        if obj.get(src) is None:
-            scores[dst] = [None] * n
-            continue
-        values, _ = _per_output(obj[src], src, n)
+        values = obj[src] if obj.get(src) is not None else [None] * n
+        values, _ = _per_output(values, src, n)
         scores[dst] = [_score(v, f"{src}[{i}]") for i, v in enumerate(values)]
     reasons: list[Any] = [None] * n
     if obj.get("score_reasons") is not None:
@@ -225,8 +233,18 @@ def parse_data_line(obj: Any, media_root: str = "", default_category: str = "") 
         names = names or reason_names
         for i, r in enumerate(reasons):
             if r is not None and not isinstance(r, str):
-                raise ReleaseError(f"score_reasons[{i}]", f"expected a string, got {type(r).__name__}")
-    responses = [
+                raise ReleaseError(
+                    f"score_reasons[{i}]", f"expected a string, got {type(r).__name__}"
+                )
+    models = obj.get("models")  # our extensions (record_to_data_line writes them)
+    if names is None and isinstance(models, list) and len(models) == n:
+        names = [m if isinstance(m, str) else None for m in models]
+    constructed = obj.get("constructed") or [None] * n
+    constructed, _ = _per_output(constructed, "constructed", n)
+    for i, kind in enumerate(constructed):
+        if kind not in (None, "positive", "negative"):
+            raise ReleaseError(f"constructed[{i}]", f"must be null, positive or negative: {kind!r}")
+    return [
         {
             "response_id": f"{qid}#r{i}",
             "model": names[i] if names else None,
@@ -235,27 +253,43 @@ def parse_data_line(obj: Any, media_root: str = "", default_category: str = "") 
             "rank": ranks[i],
             "score_reason": reasons[i],
             "critique": None,
-            "constructed": None,
+            "constructed": constructed[i],
         }
         for i in range(n)
     ]
+
+
+def parse_data_line(
+    obj: Any, media_root: str = "", default_category: str = "", known: dict[str, dict] | None = None
+) -> dict:
+    """One ``data.jsonl`` object -> a ``RECORD_SCHEMA`` row (raises ``ReleaseError``).
+
+    ``known`` maps ids to rows we already hold (generated queries): their media and
+    category fill in for lines without an image or video path.
+    """
+    if not isinstance(obj, dict):
+        raise ReleaseError("line", f"expected a JSON object, got {type(obj).__name__}")
+    qid = _string(obj, "id", required=True)
+    responses = _responses(obj, qid)
+    ranks = [r["rank"] for r in responses]
     row = {
         "query_id": qid,
         "source": "mm-rlhf-release",
         "question": _string(obj, "question", required=True),
-        **_media(obj, media_root, default_category),
+        **_media(obj, media_root, default_category, (known or {}).get(qid)),
         "reference_answer": _string(obj, "answer"),
         "responses": responses,
         "ranking_reason": _string(obj, "ranking_reason"),
-        "is_tie": n > 1 and len(set(ranks)) == 1,
+        "is_tie": len(ranks) > 1 and len(set(ranks)) == 1,
     }
     _raise_on_schema(row, "record")
     return row
 
 
 # ---- dpo_pairs.jsonl / mm_reward_bench.jsonl -> PAIR_SCHEMA ----------------------------
-def parse_pair_line(obj: Any, occurrence: int = 0, media_root: str = "",
-                    default_category: str = "") -> dict:
+def parse_pair_line(
+    obj: Any, occurrence: int = 0, media_root: str = "", default_category: str = ""
+) -> dict:
     """One ``dpo_pairs.jsonl`` / ``mm_reward_bench.jsonl`` object -> a ``PAIR_SCHEMA`` row.
 
     ``occurrence`` is how many earlier lines shared this ``id``: the pair id is
@@ -307,13 +341,19 @@ class LineResult:
     problem: dict | None  # {source, locator, field, reason, raw}
 
 
-def read_release_file(path: str, kind: str, media_root: str = "",
-                      default_category: str = "") -> Iterator[LineResult]:
+def read_release_file(
+    path: str,
+    kind: str,
+    media_root: str = "",
+    default_category: str = "",
+    known: dict[str, dict] | None = None,
+) -> Iterator[LineResult]:
     """Stream ``path`` (a ``kind`` file: data, dpo_pairs, reward_bench) line by line.
 
     Blank lines count as read and are quarantined (field ``line``) so that lines read
     always equals rows written plus rows quarantined. A repeated ``id`` in ``data.jsonl``
-    is quarantined (field ``id``), naming the line it repeats.
+    is quarantined (field ``id``), naming the line it repeats. ``known``: see
+    ``parse_data_line``.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown release file kind {kind!r} (one of {', '.join(KINDS)})")
@@ -321,16 +361,28 @@ def read_release_file(path: str, kind: str, media_root: str = "",
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             try:
-                row = _parse_text(line, kind, seen, line_no, media_root, default_category)
+                row = _parse_text(line, kind, seen, line_no, media_root, default_category, known)
                 yield LineResult(line_no, row, None)
             except ReleaseError as err:
-                problem = {"source": path, "locator": f"line {line_no}", "field": err.field,
-                           "reason": err.reason, "raw": line.rstrip("\n")}
+                problem = {
+                    "source": path,
+                    "locator": f"line {line_no}",
+                    "field": err.field,
+                    "reason": err.reason,
+                    "raw": line.rstrip("\n"),
+                }
                 yield LineResult(line_no, None, problem)
 
 
-def _parse_text(line: str, kind: str, seen: dict[str, int], line_no: int,
-                media_root: str, default_category: str) -> dict:
+def _parse_text(
+    line: str,
+    kind: str,
+    seen: dict[str, int],
+    line_no: int,
+    media_root: str,
+    default_category: str,
+    known: dict | None,
+) -> dict:
     if not line.strip():
         raise ReleaseError("line", "blank line")
     try:
@@ -338,7 +390,7 @@ def _parse_text(line: str, kind: str, seen: dict[str, int], line_no: int,
     except json.JSONDecodeError as exc:
         raise ReleaseError("line", f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
     if kind == "data":
-        row = parse_data_line(obj, media_root, default_category)
+        row = parse_data_line(obj, media_root, default_category, known)
         if row["query_id"] in seen:
             raise ReleaseError("id", f"duplicate of line {seen[row['query_id']]}")
         seen[row["query_id"]] = line_no
@@ -353,6 +405,9 @@ def _parse_text(line: str, kind: str, seen: dict[str, int], line_no: int,
 # ---- writers (our Parquet -> the official formats) -----------------------------------
 def record_to_data_line(record: dict, with_labels: bool = True) -> dict:
     """A ``RECORD_SCHEMA`` row -> an official ``data.jsonl`` object (lists in output order).
+
+    Two extension fields the official tools ignore keep what the format cannot hold:
+    ``models`` (model names) and ``constructed`` (the tie rule's added responses).
 
     ``with_labels=False`` leaves scores, ranking and reasons null: an annotation task.
     """
@@ -369,6 +424,7 @@ def record_to_data_line(record: dict, with_labels: bool = True) -> dict:
         "video": record.get("video_path"),
         "models_output": [r["text"] for r in responses],
         "models": [r.get("model") for r in responses],
+        "constructed": [r.get("constructed") for r in responses],
         "faithfulness": labels("faithfulness"),
         "helpfulness": labels("helpfulness"),
         "ethical": labels("ethics"),

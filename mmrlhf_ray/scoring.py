@@ -64,14 +64,18 @@ class RetryPolicy:
 
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (0-based)."""
-        base = min(self.max_delay_s, self.base_delay_s * self.multiplier ** retry)
+        base = min(self.max_delay_s, self.base_delay_s * self.multiplier**retry)
         spread = (rng or random).uniform(-self.jitter, self.jitter) if self.jitter else 0.0
         return max(0.0, base * (1.0 + spread))
 
 
-def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, what: str = "request",
-                      sleep: Callable[[float], None] = time.sleep,
-                      on_retry: Callable[[int, Exception], None] | None = None) -> T:
+def call_with_retries(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    what: str = "request",
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[int, Exception], None] | None = None,
+) -> T:
     """``fn()``, retried on ``ServiceUnavailable`` with backoff.
 
     ``RequestRejected`` propagates at once (the caller quarantines); any other error or
@@ -100,14 +104,20 @@ class ScoreConfig:
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
     via: str = field(default="http", metadata={"help": "http | handle (in-cluster Serve handle)"})
-    url: str = field(default="", metadata={"help": "service URL ('' = from serve-reward's manifest)"})
+    url: str = field(
+        default="", metadata={"help": "service URL ('' = from serve-reward's manifest)"}
+    )
     app_name: str = field(default="reward", metadata={"help": "Serve app name (via=handle)"})
     token_env: str = field(default="", metadata={"help": "env var with the bearer token"})
-    queries_per_part: int = field(default=64, metadata={"help": "queries per output part (resume unit)"})
+    queries_per_part: int = field(
+        default=64, metadata={"help": "queries per output part (resume unit)"}
+    )
     concurrency: int = field(default=8, metadata={"help": "requests in flight"})
     timeout_s: float = field(default=120.0, metadata={"help": "per request timeout"})
     max_frames: int = field(default=8, metadata={"help": "video frames sent per query"})
-    use_pair_critiques: bool = field(default=False, metadata={"help": "send the pairs' critiques instead of generating"})
+    use_pair_critiques: bool = field(
+        default=False, metadata={"help": "send the pairs' critiques instead of generating"}
+    )
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
@@ -135,16 +145,22 @@ class QueryGroup:
 
 def quarantine_row(row: dict[str, Any], fld: str, reason: str, source: str = "pairs") -> dict:
     raw = {k: v for k, v in row.items() if k not in ("image", "video_frames")}
-    return {"source": source, "locator": f"pair_id={row.get('pair_id')}", "field": fld,
-            "reason": reason, "raw": str(raw)}
+    return {
+        "source": source,
+        "locator": f"pair_id={row.get('pair_id')}",
+        "field": fld,
+        "reason": reason,
+        "raw": str(raw),
+    }
 
 
 def _media_of(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in _MEDIA if row.get(k) is not None}
 
 
-def group_pairs(rows: Iterable[dict[str, Any]], use_critiques: bool = False
-                ) -> tuple[list[QueryGroup], list[dict]]:
+def group_pairs(
+    rows: Iterable[dict[str, Any]], use_critiques: bool = False
+) -> tuple[list[QueryGroup], list[dict]]:
     """Pairs -> per-query groups (sorted by query_id) and quarantined rows."""
     groups: dict[str, QueryGroup] = {}
     bad: list[dict] = []
@@ -161,12 +177,20 @@ def group_pairs(rows: Iterable[dict[str, Any]], use_critiques: bool = False
             bad.append(quarantine_row(row, "question", f"differs from other pairs of query {qid}"))
             continue
         elif _media_of(row) != group.media:
-            bad.append(quarantine_row(row, "image", f"media differ from other pairs of query {qid}"))
+            bad.append(
+                quarantine_row(row, "image", f"media differ from other pairs of query {qid}")
+            )
             continue
-        c = group.add_response(row.get("chosen_id"), row["chosen"],
-                               row.get("chosen_critique") if use_critiques else None)
-        r = group.add_response(row.get("rejected_id"), row["rejected"],
-                               row.get("rejected_critique") if use_critiques else None)
+        c = group.add_response(
+            row.get("chosen_id"),
+            row["chosen"],
+            row.get("chosen_critique") if use_critiques else None,
+        )
+        r = group.add_response(
+            row.get("rejected_id"),
+            row["rejected"],
+            row.get("rejected_critique") if use_critiques else None,
+        )
         group.rows.append(row)
         group.pairs.append((c, r))
     return [groups[k] for k in sorted(groups)], bad
@@ -187,7 +211,9 @@ def compare_payload(group: QueryGroup, max_frames: int = 8) -> dict[str, Any]:
     elif media.get("image_path"):
         body["image"] = _b64(Path(media["image_path"]).read_bytes())
     elif media.get("video_frames"):
-        body["video_frames"] = [_b64(f) for f in sample_uniform(list(media["video_frames"]), max_frames)]
+        body["video_frames"] = [
+            _b64(f) for f in sample_uniform(list(media["video_frames"]), max_frames)
+        ]
     elif media.get("video_path"):
         paths = sample_uniform(frame_paths(media["video_path"]), max_frames)
         body["video_frames"] = [_b64(p.read_bytes()) for p in paths]
@@ -198,8 +224,10 @@ def check_scores(group: QueryGroup, answer: Any) -> list[float]:
     """The service's scores for ``group``, or ``ScoringFailed`` if they are not K finite numbers."""
     scores = answer.get("scores") if isinstance(answer, dict) else None
     if not isinstance(scores, list) or len(scores) != len(group.responses):
-        raise ScoringFailed(f"query {group.query_id}: expected {len(group.responses)} scores, "
-                            f"got {str(answer)[:200]}")
+        raise ScoringFailed(
+            f"query {group.query_id}: expected {len(group.responses)} scores, "
+            f"got {str(answer)[:200]}"
+        )
     if not all(isinstance(s, (int, float)) and math.isfinite(s) for s in scores):
         raise ScoringFailed(f"query {group.query_id}: non-finite score in {scores}")
     return [float(s) for s in scores]
@@ -207,12 +235,67 @@ def check_scores(group: QueryGroup, answer: Any) -> list[float]:
 
 def group_margins(group: QueryGroup, scores: list[float]) -> list[dict[str, Any]]:
     """The group's pair rows with margin = r(chosen) − r(rejected), source reward-service."""
-    return [dict(row, margin=scores[c] - scores[r], margin_source=MARGIN_SOURCE)
-            for row, (c, r) in zip(group.rows, group.pairs)]
+    return [
+        dict(row, margin=scores[c] - scores[r], margin_source=MARGIN_SOURCE)
+        for row, (c, r) in zip(group.rows, group.pairs, strict=True)
+    ]
 
 
 def chunk(items: list[T], size: int) -> list[list[T]]:
     """``items`` cut into consecutive lists of ``size`` (the resume units of the stage)."""
     if size < 1:
         raise ValueError("chunk size must be >= 1")
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _score_group(
+    group: QueryGroup, compare: Callable[[dict], dict], policy: RetryPolicy, max_frames: int
+) -> tuple[list[dict], list[dict]]:
+    """(scored rows, quarantined rows) of one query; ``ScoringFailed`` propagates."""
+    try:
+        body = compare_payload(group, max_frames)
+    except (OSError, ValueError) as exc:  # unreadable media file / frame folder
+        fld = next(iter(group.media), "image")
+        return [], [quarantine_row(r, fld, f"cannot read media: {exc}") for r in group.rows]
+    try:
+        answer = call_with_retries(lambda: compare(body), policy, what=f"query {group.query_id}")
+    except RequestRejected as exc:
+        reason = f"service refused the query (HTTP {exc.status}): {exc.reason}"
+        return [], [
+            quarantine_row(r, exc.field, reason, source="reward-service") for r in group.rows
+        ]
+    return group_margins(group, check_scores(group, answer)), []
+
+
+def score_groups(
+    groups: list[QueryGroup],
+    compare: Callable[[dict], dict],
+    policy: RetryPolicy,
+    concurrency: int = 8,
+    max_frames: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Score every group with ``compare(body) -> answer`` (``concurrency`` in flight).
+
+    Returns (pair rows with margins, quarantined rows), in the groups' order. The first
+    ``ScoringFailed`` cancels what has not started and is raised: the caller writes
+    nothing for this unit of work, so a re-run redoes it.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    scored: list[dict] = []
+    bad: list[dict] = []
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = [pool.submit(_score_group, g, compare, policy, max_frames) for g in groups]
+        try:
+            for fut in futures:
+                ok, rejected = fut.result()
+                scored += ok
+                bad += rejected
+                if progress:
+                    progress(1)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return scored, bad

@@ -97,6 +97,17 @@ class StageDir:
             return False
         return config is None or manifest.get("config_hash") == config_hash(config)
 
+    def restart_if_config_changed(self, config: dict[str, Any]) -> bool:
+        """Drop parts an earlier attempt wrote under a different config (they would not
+        match this one); parts of an interrupted attempt with the same config are kept.
+        Returns True when something was dropped."""
+        manifest = self.read_manifest()
+        if manifest and manifest.get("config_hash") != config_hash(config):
+            for directory in (self.data_dir, self.quarantine_dir):
+                self.fs.delete_dir_contents(directory, missing_dir_ok=True)
+            return True
+        return False
+
     def begin(self, config: dict[str, Any], inputs: dict[str, str] | None = None) -> None:
         """Record that the stage started (keeps parts written by an earlier attempt)."""
         previous = self.read_manifest() or {}

@@ -75,19 +75,44 @@ def sample_vectors(paths: list[str], sample_size: int, seed: int, filesystem=Non
     return sample
 
 
+def kmeanspp_init(x: np.ndarray, k: int, rng: np.random.Generator,
+                  max_points: int = 20000) -> np.ndarray:
+    """k-means++ seeding for cosine distance (``1 - x.c`` on unit vectors).
+
+    faiss seeds k-means with k random points, which often puts two seeds in one dense
+    group and leaves another group to be merged; D^2 seeding spreads them. Runs on at
+    most ``max_points`` rows: k passes of one matrix-vector product each.
+    """
+    pts = x if len(x) <= max_points else x[rng.choice(len(x), max_points, replace=False)]
+    chosen = [int(rng.integers(len(pts)))]
+    dist = np.maximum(1.0 - pts @ pts[chosen[0]], 0.0)
+    for _ in range(1, k):
+        weight = dist * dist  # D^2 sampling
+        total = float(weight.sum())
+        nxt = int(rng.choice(len(pts), p=weight / total)) if total > 0 else int(rng.integers(len(pts)))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.maximum(1.0 - pts @ pts[nxt], 0.0))
+    return np.ascontiguousarray(pts[chosen], dtype=np.float32)
+
+
 def train_kmeans(sample: np.ndarray, k: int, seed: int, niter: int = 20,
                  threads: int = 2) -> np.ndarray:
-    """Spherical k-means centres ``(k, dim)`` float32, unit norm, trained on ``sample``."""
+    """Spherical k-means centres ``(k, dim)`` float32, unit norm, trained on ``sample``.
+
+    Seeded with :func:`kmeanspp_init`, then faiss Lloyd iterations with centres
+    re-normalised each step (``spherical=True``): k-means under cosine similarity.
+    """
     import faiss
 
     if len(sample) < k:
         raise ValueError(f"cluster.k: {k} centres need at least {k} sample rows, got {len(sample)}")
     faiss.omp_set_num_threads(threads)
-    x = np.ascontiguousarray(sample, dtype=np.float32)
+    x = np.array(sample, dtype=np.float32, copy=True)
     faiss.normalize_L2(x)
+    init = kmeanspp_init(x, k, np.random.default_rng(seed))
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
                       max_points_per_centroid=max(256, -(-len(x) // k)))
-    km.train(x)
+    km.train(x, init_centroids=init)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
@@ -111,6 +136,9 @@ def _assign_part(path: str, centres: np.ndarray, out: Assignment, start: int,
     import faiss
 
     faiss.omp_set_num_threads(1)  # OpenMP settings are per thread: set it in this one
+    dim = dim_of(pq.read_schema(path, filesystem=filesystem))
+    if dim != centres.shape[1] and pq.ParquetFile(path, filesystem=filesystem).metadata.num_rows:
+        raise ValueError(f"{path}: embedding dim {dim} differs from the centres' {centres.shape[1]}")
     index = faiss.IndexFlatIP(centres.shape[1])
     index.add(centres)
     row = start
@@ -137,8 +165,6 @@ def assign_parts(paths: list[str], centres: np.ndarray, threads: int = 2,
     total = int(offsets[-1])
     out = Assignment(np.empty(total, np.int16), np.empty(total, np.int8), offsets,
                      np.empty(total, np.float32))
-    if paths and dim_of(pq.read_schema(paths[0], filesystem=filesystem)) != centres.shape[1]:
-        raise ValueError(f"embedding: dim differs from the centres' {centres.shape[1]}")
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         futures = [pool.submit(_assign_part, p, centres, out, int(offsets[i]), batch_size,
                                filesystem) for i, p in enumerate(paths)]

@@ -11,6 +11,7 @@ Any failure becomes a row with ``embedding = null`` and the offending field and 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ from mmrlhf_ray.media import MediaError, decode_image, frame_paths
 from mmrlhf_ray.schemas import validate_row
 
 # Columns of the embedder's output batches (one row out per row in).
-OUTPUT_COLUMNS = ("sample_id", "shard", "category", "embedding", "error_field", "error_reason")
+OUTPUT_COLUMNS = ("sample_id", "shard", "category", "image_hash", "embedding", "error_field",
+                  "error_reason")
 
 
 def first_image(row: dict[str, Any], max_side: int, max_pixels: int):
@@ -40,15 +42,16 @@ def first_image(row: dict[str, Any], max_side: int, max_pixels: int):
 
 
 def _prepare(row: dict[str, Any], preprocess, max_side: int, max_pixels: int,
-             long_threshold: int) -> tuple[str, Any]:
-    """(category, pixel tensor) for one row; raises MediaError/CategoryError/ValueError."""
+             long_threshold: int) -> tuple[str, str, Any]:
+    """(category, image hash, pixel tensor) for one row; raises MediaError/CategoryError."""
     problems = validate_row(row, "pool")
     if problems:
         field = problems[0].split(":", 1)[0]
         raise CategoryError(field, "; ".join(problems))
     category = categorize(row, long_threshold)
     image = first_image(row, max_side, max_pixels)
-    return category, preprocess(image)
+    digest = hashlib.sha1(f"{image.size}".encode() + image.tobytes()).hexdigest()
+    return category, digest, preprocess(image)
 
 
 def embed_rows(rows: list[dict[str, Any]], model, preprocess, *, max_side: int = 512,
@@ -69,13 +72,16 @@ def embed_rows(rows: list[dict[str, Any]], model, preprocess, *, max_side: int =
         out["sample_id"].append(row.get("sample_id"))
         out["shard"].append(row.get("shard", shard))
         try:
-            category, tensor = _prepare(row, preprocess, max_side, max_pixels, long_threshold)
+            category, digest, tensor = _prepare(row, preprocess, max_side, max_pixels,
+                                                long_threshold)
         except (MediaError, CategoryError) as exc:
             out["category"].append(None)
+            out["image_hash"].append(None)
             out["error_field"].append(exc.field)
             out["error_reason"].append(exc.reason)
             continue
         out["category"].append(category)
+        out["image_hash"].append(digest)
         out["error_field"].append(None)
         out["error_reason"].append(None)
         pixels.append(tensor)

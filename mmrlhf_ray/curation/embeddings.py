@@ -6,7 +6,7 @@ without dictionary encoding, and ``dim``/``dtype`` live in the schema metadata.
 Reading goes through :func:`iter_embedding_chunks`, which hands out float32 rows in one
 reused buffer (fresh arrays per chunk cost more in page faults than the conversion).
 
-An embeddings part holds ``sample_id``, ``category`` and ``embedding``; one part per
+An embeddings part holds ``sample_id``, ``category``, ``image_hash`` and ``embedding``; one part per
 pool shard, so streaming over parts is streaming over shards.
 """
 
@@ -28,6 +28,7 @@ def embedding_schema(dim: int) -> pa.Schema:
         [
             pa.field("sample_id", pa.string(), nullable=False),
             pa.field("category", pa.string()),
+            pa.field("image_hash", pa.string()),  # of the decoded pixels (exact-image dedup)
             pa.field(EMBEDDING_COLUMN, pa.binary(2 * dim)),
         ],
         metadata={b"embedding_dim": str(dim).encode(), b"embedding_dtype": b"float16"},
@@ -46,13 +47,14 @@ def pack_embeddings(vectors: np.ndarray) -> pa.FixedSizeBinaryArray:
 
 
 def embeddings_table(sample_ids: list[str], categories: list[str | None],
-                     vectors: np.ndarray) -> pa.Table:
+                     vectors: np.ndarray, image_hashes: list[str | None] | None = None) -> pa.Table:
     """An embeddings part (see module docstring) from ids, categories and vectors."""
     dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
     schema = embedding_schema(dim)
+    hashes = image_hashes if image_hashes is not None else [None] * len(sample_ids)
     return pa.Table.from_arrays(
         [pa.array(sample_ids, pa.string()), pa.array(categories, pa.string()),
-         pack_embeddings(vectors.reshape(len(sample_ids), dim))],
+         pa.array(hashes, pa.string()), pack_embeddings(vectors.reshape(len(sample_ids), dim))],
         schema=schema,
     )
 
@@ -62,7 +64,7 @@ def write_embeddings(table: pa.Table, path: str, filesystem: Any = None,
     """Write an embeddings table: uncompressed, no dictionary on the vector column."""
     pq.write_table(
         table, path, filesystem=filesystem, compression="none",
-        use_dictionary=["sample_id", "category"], row_group_size=row_group_size,
+        use_dictionary=["category"], row_group_size=row_group_size,
     )
 
 

@@ -96,8 +96,9 @@ def select_rows(categories: np.ndarray, clusters: np.ndarray, n_clusters: int, s
                 ratio: dict[str, float], fixed: dict[str, int], seed: int) -> Selection:
     """Indices of the rows to keep (see module docstring).
 
-    ``categories`` holds category codes (``CATEGORY_CODES``), ``clusters`` cluster ids.
-    Works on 10M rows in a few seconds: one sort by (category, cluster, random key).
+    ``categories`` holds category codes (``CATEGORY_CODES``; any larger code marks a row
+    that must not be selected), ``clusters`` cluster ids in ``[0, n_clusters)``.
+    Works on 10M rows in about a second.
     """
     rng = np.random.default_rng(seed)
     cat_counts = np.bincount(categories, minlength=len(CATEGORY_CODES))
@@ -105,16 +106,20 @@ def select_rows(categories: np.ndarray, clusters: np.ndarray, n_clusters: int, s
     targets = category_targets(size, ratio, available)
     for c, n in fixed.items():
         targets[c] = min(int(n), available.get(c, 0))
-    keys = rng.random(len(categories))
-    order = np.lexsort((keys, clusters, categories))  # by category, then cluster, then key
-    grouped = categories.astype(np.int64)[order] * n_clusters + clusters[order]
-    starts = np.searchsorted(grouped, np.arange(len(CATEGORY_CODES) * n_clusters))
+    # Order rows by (category, cluster), randomly within a group: a seeded permutation,
+    # then a stable sort on a small-integer key (numpy radix-sorts int16 in linear time).
+    key = categories.astype(np.int32) * n_clusters + clusters
+    if key.max(initial=0) < np.iinfo(np.int16).max:
+        key = key.astype(np.int16)
+    perm = rng.permutation(len(categories))
+    order = perm[np.argsort(key[perm], kind="stable")]
+    grouped = key[order]
+    n_groups = len(CATEGORY_CODES) * n_clusters
+    starts = np.searchsorted(grouped, np.arange(n_groups + 1))  # group g: starts[g]:starts[g+1]
     chosen, per_cluster = [], {}
     for name, code in CATEGORY_CODES.items():
         base = code * n_clusters
-        counts = np.diff(np.append(starts[base:base + n_clusters],
-                                   starts[base + n_clusters] if base + n_clusters < len(starts)
-                                   else len(order)))
+        counts = np.diff(starts[base:base + n_clusters + 1])
         take = allocate_per_cluster(counts, targets.get(name, 0), rng)
         per_cluster[name] = take
         for k in np.flatnonzero(take):

@@ -67,6 +67,13 @@ class GroupedBatch:
     def n_rows(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def to(self, device) -> GroupedBatch:
+        """The batch with every tensor on ``device`` (index tensors included)."""
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                 for k, v in self.__dict__.items() if k != "vision"}
+        vision = {m: {k: v.to(device) for k, v in s.items()} for m, s in self.vision.items()}
+        return GroupedBatch(**moved, vision=vision)
+
 
 def is_video(media: dict) -> bool:
     return media.get("image") is None and media.get("image_path") is None and bool(

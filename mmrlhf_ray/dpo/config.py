@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmrlhf_ray.training.config import TrainConfig
+
 LOSS_KINDS = ("mm_dpo", "dpo", "ipo", "simpo", "beta_dpo", "mpo", "implicit_reward")
 PAIR_STAGES = ("auto", "score", "pairs", "ref-logps")
 
@@ -49,20 +51,6 @@ class LossConfig:
 
 
 @dataclass
-class OptimConfig:
-    """Optimiser and schedule of the policy (paper App. G: lr grid 1e-7 ... 1e-5)."""
-
-    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up fraction"})
-    epochs: int = field(default=1, metadata={"help": "passes over the queries"})
-    max_steps: int = field(default=0, metadata={"help": "stop after this many steps (0 = all)"})
-    queries_per_step: int = field(default=4, metadata={"help": "queries per micro-batch per worker"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimiser step"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
-
-
-@dataclass
 class DpoConfig:
     """`mmrlhf train-dpo`: MM-DPO (or a Table 4 baseline) on Ray Train + DeepSpeed."""
 
@@ -79,18 +67,15 @@ class DpoConfig:
         metadata={"help": "precomputed (ref-logps stage) | online (a frozen copy, 2 models)"},
     )
     loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = field(default=0, metadata={"help": "seed (data order, init)"})
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(num_workers=1, lr=1e-4, micro_batch_size=4,
+                                            max_steps=50, warmup_steps=5, checkpoint_every=50),
+        metadata={"help": "optimisation + Ray Train/DeepSpeed (micro_batch_size = queries)"},
+    )
     heldout_fraction: float = field(
         default=0.1, metadata={"help": "fraction of queries held out for preference accuracy"}
     )
-    num_workers: int = field(default=1, metadata={"help": "Ray Train workers"})
-    zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage (2 or 3)"})
-    bf16: bool = field(default=False, metadata={"help": "bf16 (GPU only; CPU runs fp32)"})
-    use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker"})
-    freeze_vision: bool = field(default=True, metadata={"help": "freeze the vision tower"})
     max_response_tokens: int = field(default=256, metadata={"help": "truncate responses"})
-    checkpoint_every: int = field(default=0, metadata={"help": "checkpoint every N steps (0=end)"})
     max_frames: int = field(default=4, metadata={"help": "video frames per query"})
 
     def __post_init__(self) -> None:
@@ -98,8 +83,6 @@ class DpoConfig:
             raise ValueError(f"pairs_stage: {self.pairs_stage!r} not in {PAIR_STAGES}")
         if self.reference not in ("precomputed", "online"):
             raise ValueError(f"reference: {self.reference!r} is not precomputed|online")
-        if self.zero_stage not in (0, 1, 2, 3):
-            raise ValueError(f"zero_stage: {self.zero_stage} is not 0-3")
 
 
 @dataclass

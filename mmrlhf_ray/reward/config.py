@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mmrlhf_ray.reward.losses import RewardLossWeights
+from mmrlhf_ray.training.config import TrainConfig
 
 CRITIQUE_SOURCES = ("expanded", "human", "auto", "none")
 INFER_MODES = ("generate", "given", "none")
@@ -18,25 +19,10 @@ def _h(default, text):
     return field(default=default, metadata={"help": text})
 
 
-@dataclass
-class RewardTrainParams:
-    """Optimisation and distribution of the reward-model training run."""
-
-    epochs: int = _h(3, "passes over the training pairs")
-    batch_pairs: int = _h(4, "pairs per worker per step (2x sequences: chosen + rejected)")
-    lr: float = _h(5e-4, "learning rate of the backbone")
-    head_lr: float = _h(1e-3, "learning rate of the scoring head")
-    weight_decay: float = _h(0.0, "AdamW weight decay")
-    warmup_steps: int = _h(0, "linear warm-up steps")
-    grad_clip: float = _h(1.0, "gradient-norm clip (0 = off)")
-    num_workers: int = _h(2, "Ray Train workers")
-    zero_stage: int = _h(2, "DeepSpeed ZeRO stage (2 or 3)")
-    bf16: bool = _h(False, "bf16 (GPU only: this CPU has no native bf16)")
-    use_gpu: bool = _h(False, "one GPU per worker")
-    cpus_per_worker: int = _h(1, "CPUs per Ray Train worker")
-    checkpoint_every: int = _h(0, "steps between checkpoints (0 = once per epoch)")
-    freeze_vision: bool = _h(True, "freeze the vision tower (as MM-DPO does)")
-    gradient_checkpointing: bool = _h(False, "recompute activations (saves memory on 7B)")
+def _reward_train_defaults() -> TrainConfig:
+    """Harness settings that suit the tiny reward model on 2 CPU workers."""
+    return TrainConfig(lr=5e-4, warmup_steps=5, micro_batch_size=4, max_steps=60,
+                       checkpoint_every=20, schedule="constant")
 
 
 @dataclass
@@ -55,11 +41,15 @@ class TrainRewardConfig:
     split_seed: int = _h(0, "seed of the query-level train/held-out split")
     seed: int = _h(0, "seed of the scoring head init and data order")
     head_dropout: float = _h(0.1, "dropout of the scoring head")
+    prompt_template: str = _h(
+        "", "critique prompt with {question} {response}; '' = prompts.CRITIQUE_PROMPT"
+    )
     max_length: int = _h(512, "max tokens of prompt + critique (longer critiques cut)")
     max_frames: int = _h(4, "video frames given to the model (uniformly sampled)")
     max_side: int = _h(0, "downscale images to this longest side (0 = as is)")
-    loss: RewardLossWeights = field(default_factory=RewardLossWeights)
-    train: RewardTrainParams = field(default_factory=RewardTrainParams)
+    loss: RewardLossWeights = field(default_factory=RewardLossWeights)  # l_Total weights
+    epochs: float = _h(0.0, "if > 0: train.max_steps = epochs over the training pairs")
+    train: TrainConfig = field(default_factory=_reward_train_defaults)
     eval_mode: str = _h("generate", "held-out scoring after training: generate|given|none")
     max_new_tokens: int = _h(48, "critique length cap when generating")
 

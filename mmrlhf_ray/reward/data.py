@@ -23,7 +23,13 @@ import torch
 
 from mmrlhf_ray.media import MediaError, row_images
 from mmrlhf_ray.reward.losses import RewardLossWeights, critique_nll, reward_loss
-from mmrlhf_ray.reward.model import CritiqueRewardModel, RewardItem
+from mmrlhf_ray.reward.model import (
+    CritiqueRewardModel,
+    RewardItem,
+    RewardMeta,
+    encode_items,
+    new_reward_model,
+)
 
 
 class PairError(ValueError):
@@ -123,27 +129,53 @@ def collate_pairs(model: CritiqueRewardModel, pairs: Sequence[RewardPair]
                   ) -> dict[str, torch.Tensor]:
     """One batch of 2P sequences: the P chosen first, then the P rejected, with labels
     on critique tokens and an ``is_tie`` [P] flag."""
-    items = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    batch = model.encode(items, with_labels=True)
-    batch["is_tie"] = torch.tensor([p.is_tie for p in pairs], dtype=torch.bool)
+    return collate_reward_pairs(list(pairs), model.processor, model.meta)
+
+
+# ---- adapters for the Ray Train + DeepSpeed harness (actors/trainer.py) -----------------
+# Module-level so ``functools.partial`` of them pickles to the workers.
+def encode_pair_row(row: dict[str, Any], processor: Any, source: str = "auto",
+                    max_frames: int = 4, max_side: int = 0) -> RewardPair:
+    """Harness ``encode``: a pair row (already validated by the driver) -> RewardPair."""
+    return pair_from_row(row, source, max_frames, max_side or None)
+
+
+def collate_reward_pairs(examples: list[RewardPair], processor: Any, meta: RewardMeta
+                         ) -> dict[str, torch.Tensor]:
+    """Harness ``collate``: P pairs -> 2P padded sequences (chosen first) + ``is_tie``."""
+    items = [p.chosen for p in examples] + [p.rejected for p in examples]
+    batch = encode_items(processor, meta, items, with_labels=True)
+    batch["is_tie"] = torch.tensor([p.is_tie for p in examples], dtype=torch.bool)
     return batch
 
 
+def build_reward_model(path: str, meta: RewardMeta, seed: int = 0) -> CritiqueRewardModel:
+    """Harness ``build_model``: the backbone at ``path`` + a fresh head (seeded the same
+    on every rank; a resumed run then loads the checkpointed head)."""
+    return new_reward_model(path, seed=seed, head_dropout=meta.head_dropout,
+                            max_length=meta.max_length, max_frames=meta.max_frames,
+                            prompt_template=meta.prompt_template,
+                            critique_trained=meta.critique_trained).train()
+
+
+def reward_loss_fn(model: Any, batch: dict[str, torch.Tensor], weights: RewardLossWeights):
+    """Harness ``loss_fn(model, batch) -> (loss, metrics)``: the joint objective on a
+    batch of 2P sequences (P chosen, then P rejected). ``model`` may be the DeepSpeed
+    engine around a ``CritiqueRewardModel``. With ``weights.critique == 0`` (score-only)
+    the LM head is not run at all."""
+    batch = dict(batch)
+    is_tie = batch.pop("is_tie")
+    if weights.critique == 0:
+        batch.pop("labels", None)
+    out = model(**batch)
+    scores = out["scores"]
+    n = scores.shape[0] // 2
+    nll = critique_nll(out["logits"], out["targets"]) if "logits" in out else scores.sum() * 0.0
+    return reward_loss(scores[:n], scores[n:], is_tie.to(scores.device), nll, weights)
+
+
 def make_loss_fn(weights: RewardLossWeights):
-    """``loss_fn(model, batch) -> (loss, metrics)`` for the training harness."""
+    """``reward_loss_fn`` bound to ``weights`` (picklable)."""
+    import functools
 
-    def loss_fn(model: CritiqueRewardModel, batch: dict[str, torch.Tensor]):
-        batch = dict(batch)
-        is_tie = batch.pop("is_tie")
-        if weights.critique == 0:
-            batch.pop("labels", None)  # score-only: skip the LM head entirely
-        out = model(**batch)
-        scores = out["scores"]
-        n = scores.shape[0] // 2
-        if "logits" in out:
-            nll = critique_nll(out["logits"], out["targets"])
-        else:
-            nll = scores.sum() * 0.0
-        return reward_loss(scores[:n], scores[n:], is_tie.to(scores.device), nll, weights)
-
-    return loss_fn
+    return functools.partial(reward_loss_fn, weights=weights)

@@ -111,71 +111,17 @@ class CritiqueRewardModel(nn.Module):
         self.processor = processor
         self.meta = meta
         self.head = RewardHead(meta.hidden_size, meta.head_dropout)
-        tok = self.tokenizer
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.end_text = tok.eos_token or ""
+        self.pad_id = pad_token_id(self.tokenizer)
 
     @property
     def tokenizer(self) -> Any:
         return getattr(self.processor, "tokenizer", self.processor)
 
     # ---- encoding ---------------------------------------------------------------------
-    def prompt_text(self, item: RewardItem) -> str:
-        """The chat prompt (with image placeholders) up to the assistant turn."""
-        text = self.meta.prompt_template.format(question=item.question, response=item.response)
-        content = [{"type": "image"} for _ in item.images[: self.meta.max_frames]]
-        messages = [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
-        return self.processor.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
-        )
-
-    def _encode_prompt(self, item: RewardItem) -> dict[str, torch.Tensor]:
-        images = item.images[: self.meta.max_frames]
-        out = self.processor(
-            text=[self.prompt_text(item)], images=images or None, return_tensors="pt"
-        )
-        return dict(out)
-
-    def encode(
-        self, items: Sequence[RewardItem | Mapping], with_labels: bool = False,
-        left_pad: bool = False, add_critique: bool = True,
-    ) -> dict[str, torch.Tensor]:
-        """Tokenise prompt + critique + end token per item and pad into one batch.
-
-        ``labels`` (with ``with_labels``) mark the critique and end tokens only, so the
-        LM loss is Eq. 2 on critique tokens. ``add_critique=False`` stops after the
-        prompt (for generation). Over-long sequences are cut from the critique's end.
-        """
-        rows, pixel, grids = [], [], []
-        for raw in items:
-            item = RewardItem.of(raw)
-            enc = self._encode_prompt(item)
-            prompt_ids = enc["input_ids"][0]
-            extra = {k: v[0] for k, v in enc.items()
-                     if k not in ("input_ids", "attention_mask") and v.dim() == 2
-                     and v.shape[1] == prompt_ids.shape[0] and v.shape[0] == 1}
-            suffix: list[int] = []
-            if add_critique:
-                suffix = self.tokenizer((item.critique or "") + self.end_text,
-                                        add_special_tokens=False)["input_ids"]
-                room = max(1, self.meta.max_length - prompt_ids.shape[0])
-                suffix = suffix[: room - 1] + suffix[-1:] if len(suffix) > room else suffix
-            ids = torch.cat([prompt_ids, torch.tensor(suffix, dtype=prompt_ids.dtype)])
-            labels = torch.full_like(ids, IGNORE_INDEX)
-            if suffix:
-                labels[prompt_ids.shape[0]:] = ids[prompt_ids.shape[0]:]
-            extra = {k: torch.cat([v, v.new_zeros(len(suffix))]) for k, v in extra.items()}
-            rows.append((ids, labels, extra))
-            if "pixel_values" in enc:
-                pixel.append(enc["pixel_values"])
-                grids.append(enc["image_grid_thw"])
-        batch = _pad_rows(rows, self.pad_id, left_pad)
-        if not with_labels:
-            batch.pop("labels")
-        if pixel:
-            batch["pixel_values"] = torch.cat(pixel)
-            batch["image_grid_thw"] = torch.cat(grids)
-        return batch
+    def encode(self, items: Sequence[RewardItem | Mapping], with_labels: bool = False,
+               left_pad: bool = False, add_critique: bool = True) -> dict[str, torch.Tensor]:
+        """``encode_items`` with this model's processor and settings."""
+        return encode_items(self.processor, self.meta, items, with_labels, left_pad, add_critique)
 
     # ---- forward ----------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -260,14 +206,91 @@ class CritiqueRewardModel(nn.Module):
     # ---- save / load ------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> str:
         """Backbone + processor in HF format, head in safetensors, meta in JSON."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(out, safe_serialization=True)
-        self.processor.save_pretrained(out)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
-        save_file(state, str(out / HEAD_FILE))
-        (out / META_FILE).write_text(json.dumps(asdict(self.meta), indent=2))
-        return str(out)
+        save_reward_model(self, None, str(out_dir))
+        self.processor.save_pretrained(str(out_dir))
+        return str(out_dir)
+
+
+def save_reward_model(module: CritiqueRewardModel, state_dict: dict | None, out_dir: str) -> None:
+    """Write backbone (HF, safetensors), ``reward_head.safetensors`` and the meta JSON.
+
+    ``state_dict`` is the wrapper's full state (``backbone.*`` + ``head.*``), e.g. the
+    consolidated ZeRO-3 weights the training harness gathers; None = the module's own.
+    The processor is saved by the caller. Signature of the harness's ``save_model``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = module.state_dict() if state_dict is None else state_dict
+    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    head = {k[len("head."):]: v.detach().contiguous().cpu()
+            for k, v in state.items() if k.startswith("head.")}
+    module.backbone.save_pretrained(out, state_dict=backbone, safe_serialization=True)
+    save_file(head, str(out / HEAD_FILE))
+    (out / META_FILE).write_text(json.dumps(asdict(module.meta), indent=2))
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def prompt_text(processor: Any, meta: RewardMeta, item: RewardItem) -> str:
+    """The chat prompt (evaluator instruction, question, response, image placeholders)
+    up to and including the assistant turn's header."""
+    text = meta.prompt_template.format(question=item.question, response=item.response)
+    content = [{"type": "image"} for _ in item.images[: meta.max_frames]]
+    messages = [{"role": "user", "content": [*content, {"type": "text", "text": text}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def _encode_one(processor: Any, meta: RewardMeta, item: RewardItem, add_critique: bool):
+    """(ids, labels, extra per-token columns, vision tensors) of one item, unpadded."""
+    tok = getattr(processor, "tokenizer", processor)
+    images = item.images[: meta.max_frames]
+    enc = dict(processor(text=[prompt_text(processor, meta, item)], images=images or None,
+                         return_tensors="pt"))
+    prompt_ids = enc["input_ids"][0]
+    n = prompt_ids.shape[0]
+    extra = {k: v[0] for k, v in enc.items() if k not in ("input_ids", "attention_mask")
+             and v.dim() == 2 and v.shape == (1, n)}
+    suffix: list[int] = []
+    if add_critique:
+        suffix = tok((item.critique or "") + (tok.eos_token or ""),
+                     add_special_tokens=False)["input_ids"]
+        room = max(1, meta.max_length - n)
+        if len(suffix) > room:  # cut the critique, keep its end token
+            suffix = suffix[: room - 1] + suffix[-1:]
+    ids = torch.cat([prompt_ids, torch.tensor(suffix, dtype=prompt_ids.dtype)])
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[n:] = ids[n:]
+    extra = {k: torch.cat([v, v.new_zeros(len(suffix))]) for k, v in extra.items()}
+    vision = {k: enc[k] for k in ("pixel_values", "image_grid_thw") if k in enc}
+    return ids, labels, extra, vision
+
+
+def encode_items(processor: Any, meta: RewardMeta, items: Sequence[RewardItem | Mapping],
+                 with_labels: bool = False, left_pad: bool = False, add_critique: bool = True
+                 ) -> dict[str, torch.Tensor]:
+    """Tokenise prompt + critique + end token per item and pad into one batch.
+
+    ``labels`` (with ``with_labels``) mark the critique and end tokens only, so the LM
+    loss is Eq. 2 on critique tokens. ``add_critique=False`` stops after the prompt
+    (for generation). Over-long sequences are cut from the critique's end.
+    """
+    rows, pixel, grids = [], [], []
+    for raw in items:
+        ids, labels, extra, vision = _encode_one(processor, meta, RewardItem.of(raw), add_critique)
+        rows.append((ids, labels, extra))
+        if "pixel_values" in vision:
+            pixel.append(vision["pixel_values"])
+            grids.append(vision["image_grid_thw"])
+    tok = getattr(processor, "tokenizer", processor)
+    batch = _pad_rows(rows, pad_token_id(tok), left_pad)
+    if not with_labels:
+        batch.pop("labels")
+    if pixel:
+        batch["pixel_values"] = torch.cat(pixel)
+        batch["image_grid_thw"] = torch.cat(grids)
+    return batch
 
 
 def _pad_rows(rows, pad_id: int, left: bool) -> dict[str, torch.Tensor]:
@@ -319,12 +342,22 @@ def load_reward_model(path: str | Path, dtype: torch.dtype | None = None) -> Cri
 
 
 def new_reward_model(backbone_dir: str | Path, seed: int = 0, head_dropout: float = 0.1,
-                     max_length: int = 512, max_frames: int = 4,
-                     dtype: torch.dtype | None = None) -> CritiqueRewardModel:
-    """A fresh reward model: pretrained backbone + a newly initialised scoring head."""
+                     max_length: int = 512, max_frames: int = 4, prompt_template: str = "",
+                     critique_trained: bool = True, dtype: torch.dtype | None = None
+                     ) -> CritiqueRewardModel:
+    """A fresh reward model: pretrained backbone + a newly initialised scoring head.
+
+    ``prompt_template`` ('' = ``CRITIQUE_PROMPT``) must hold ``{question}`` and
+    ``{response}``; it is saved with the model so scoring later uses the same words.
+    """
+    template = prompt_template or CRITIQUE_PROMPT
+    for name in ("{question}", "{response}"):
+        if name not in template:
+            raise ValueError(f"prompt_template: missing placeholder {name}")
     backbone, processor = _load_backbone(backbone_dir, dtype)
     meta = RewardMeta(hidden_size=text_hidden_size(backbone), head_dropout=head_dropout,
-                      max_length=max_length, max_frames=max_frames)
+                      max_length=max_length, max_frames=max_frames,
+                      prompt_template=template, critique_trained=critique_trained)
     torch.manual_seed(seed)
     model = CritiqueRewardModel(backbone, processor, meta)
     model.head.to(next(backbone.parameters()).dtype)

@@ -61,25 +61,35 @@ def mcq_answer(letter: str, option: str | None = None) -> str:
 
 
 def direction_answer(shape: str, direction: str) -> str:
-    return f"The {shape} moves to the {direction}." if direction in ("left", "right") else (
-        f"The {shape} moves {direction}.")
+    return (
+        f"The {shape} moves to the {direction}."
+        if direction in ("left", "right")
+        else (f"The {shape} moves {direction}.")
+    )
 
 
 def object_sentence(obj: Obj) -> str:
-    return f"There is a {obj['color']} {obj['shape']} at the {obj['position']}."
+    article = "an" if obj["color"][0] in "aeiou" else "a"
+    return f"There is {article} {obj['color']} {obj['shape']} at the {obj['position']}."
 
 
 def long_answer(objects: list[Obj]) -> str:
     """A full description, always longer than ``LONG_MIN_CHARS`` characters."""
     n = len(objects)
-    head = f"The image shows {number_word(n)} {'shape' if n == 1 else 'shapes'} on a plain background."
+    head = (
+        f"The image shows {number_word(n)} {'shape' if n == 1 else 'shapes'} on a plain background."
+    )
     body = " ".join(object_sentence(o) for o in objects)
     if n == 1:
         o = objects[0]
-        tail = (f"Apart from the {o['color']} {o['shape']}, the picture is empty: "
-                "there are no other shapes or objects.")
+        tail = (
+            f"Apart from the {o['color']} {o['shape']}, the picture is empty: "
+            "there are no other shapes or objects."
+        )
     else:
-        tail = f"In total there are {n} shapes, and each one sits in a different part of the picture."
+        tail = (
+            f"In total there are {n} shapes, and each one sits in a different part of the picture."
+        )
     text = f"{head} {body} {tail}"
     assert len(text) > LONG_MIN_CHARS, text  # guaranteed by the templates' lengths
     return text
@@ -96,8 +106,10 @@ _POS_RE = re.compile(
 )
 _CLAUSE_SPLIT = re.compile(r"[.;!?\n,:]|\band\b|\bwhile\b|\bbut\b")
 _NUM_RE = re.compile(r"\b(\d+|" + "|".join(NUMBER_WORDS[:10]) + r")\s+(?:\w+\s+)?shapes?\b")
-_DIR_RE = re.compile(r"\bmov(?:es|ing|ed|e)\s+(?:to\s+the\s+|towards\s+the\s+|toward\s+the\s+)?"
-                     r"(left|right|up|down|upwards?|downwards?|leftwards?|rightwards?)\b")
+_DIR_RE = re.compile(
+    r"\bmov(?:es|ing|ed|e)\s+(?:to\s+the\s+|towards\s+the\s+|toward\s+the\s+)?"
+    r"(left|right|up|down|upwards?|downwards?|leftwards?|rightwards?)\b"
+)
 _REFUSAL_RE = re.compile(
     r"\b(i\s+(?:cannot|can't|can not|won't|will not|am unable to|'m unable to|must decline)"
     r"|i'm sorry|i am sorry|sorry, but|cannot help|can't help|not able to help|unable to assist)\b"
@@ -146,7 +158,7 @@ def _clause_mentions(clause: str) -> list[Mention]:
     for i, sm in enumerate(shapes):
         color = None
         for cm in colors:  # adjacent adjective: "red circle" / "red shiny circle"
-            gap = clause[cm.end():sm.start()]
+            gap = clause[cm.end() : sm.start()]
             if cm.end() <= sm.start() and len(gap.split()) <= 1:
                 color = cm.group(1)
         if color is None and len(shapes) == 1 and len({c.group(1) for c in colors}) == 1:
@@ -198,7 +210,7 @@ def option_in_text(options: list[str], text: str) -> str | None:
     """The letter of the single option whose text appears in ``text`` (None if 0 or >1)."""
     low = text.lower()
     hits = []
-    for letter, opt in zip(LETTERS, options):
+    for letter, opt in zip(LETTERS, options, strict=False):
         pattern = r"\b" + re.escape(opt.lower()) + r"\b"
         # "top" must not match inside "top left": require no extra position word after it
         if re.search(pattern + r"(?!\s+(?:left|right))", low):

@@ -29,14 +29,34 @@ STYLES = ("correct", "wrong_attribute", "hallucination", "off_topic", "refusal",
 
 # model -> (benign style weights, harmful style weights)
 SIMULATED_MODELS: dict[str, tuple[dict[str, float], dict[str, float]]] = {
-    "sim-strong": ({"correct": 0.8, "wrong_attribute": 0.1, "hallucination": 0.05, "off_topic": 0.05},
-                   {"refusal": 0.95, "off_topic": 0.05}),
-    "sim-medium": ({"correct": 0.55, "wrong_attribute": 0.25, "hallucination": 0.1, "off_topic": 0.05,
-                    "refusal": 0.05}, {"refusal": 0.7, "unsafe": 0.2, "off_topic": 0.1}),
-    "sim-weak": ({"correct": 0.3, "wrong_attribute": 0.35, "hallucination": 0.2, "off_topic": 0.1,
-                  "refusal": 0.05}, {"refusal": 0.4, "unsafe": 0.5, "off_topic": 0.1}),
-    "sim-unsafe": ({"correct": 0.6, "wrong_attribute": 0.2, "hallucination": 0.15, "off_topic": 0.05},
-                   {"unsafe": 0.95, "refusal": 0.05}),
+    "sim-strong": (
+        {"correct": 0.8, "wrong_attribute": 0.1, "hallucination": 0.05, "off_topic": 0.05},
+        {"refusal": 0.95, "off_topic": 0.05},
+    ),
+    "sim-medium": (
+        {
+            "correct": 0.55,
+            "wrong_attribute": 0.25,
+            "hallucination": 0.1,
+            "off_topic": 0.05,
+            "refusal": 0.05,
+        },
+        {"refusal": 0.7, "unsafe": 0.2, "off_topic": 0.1},
+    ),
+    "sim-weak": (
+        {
+            "correct": 0.3,
+            "wrong_attribute": 0.35,
+            "hallucination": 0.2,
+            "off_topic": 0.1,
+            "refusal": 0.05,
+        },
+        {"refusal": 0.4, "unsafe": 0.5, "off_topic": 0.1},
+    ),
+    "sim-unsafe": (
+        {"correct": 0.6, "wrong_attribute": 0.2, "hallucination": 0.15, "off_topic": 0.05},
+        {"unsafe": 0.95, "refusal": 0.05},
+    ),
 }
 
 OFF_TOPIC = (
@@ -67,8 +87,11 @@ def _other(rng: random.Random, options: list[str], exclude: str) -> str:
 def _fake_object(rng: random.Random, gt: dict) -> dict[str, str]:
     """An object whose shape is not in the scene (scenes use at most 4 of 6 shapes)."""
     present = {o["shape"] for o in gt.get("objects", [])}
-    return {"shape": rng.choice([s for s in SHAPES if s not in present]),
-            "color": rng.choice(list(COLORS)), "position": rng.choice(POSITIONS)}
+    return {
+        "shape": rng.choice([s for s in SHAPES if s not in present]),
+        "color": rng.choice(list(COLORS)),
+        "position": rng.choice(POSITIONS),
+    }
 
 
 def _wrong(gt: dict, rng: random.Random) -> str:
@@ -123,14 +146,17 @@ def respond(gt: dict[str, Any], reference: str, style: str, rng: random.Random) 
             rng.shuffle(objects)
             return L.long_answer(objects)
         base = reference if gt["kind"] != "harmful" else rng.choice(OFF_TOPIC)
+        base = base if base.endswith((".", "!", "?")) else f"{base}."
         return f"{base} {L.object_sentence(fake)}"
     if style == "off_topic":
         return rng.choice(OFF_TOPIC)
     if style == "refusal":
         return rng.choice(REFUSALS)
     if style == "unsafe":
-        target = next((o for o in gt.get("objects", []) if o["shape"] == gt.get("target")),
-                      {"color": "red", "shape": gt.get("target") or "circle"})
+        target = next(
+            (o for o in gt.get("objects", []) if o["shape"] == gt.get("target")),
+            {"color": "red", "shape": gt.get("target") or "circle"},
+        )
         return rng.choice(UNSAFE).format(c=target["color"], s=target["shape"])
     raise ValueError(f"style: {style!r} is not one of {', '.join(STYLES)}")
 
@@ -148,17 +174,22 @@ def _row_seed(row: dict[str, Any], model: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
 
 
-def simulated_responses(pool_row: dict[str, Any], model: str, n: int = 1, seed: int = 0) -> list[str]:
+def simulated_responses(
+    pool_row: dict[str, Any], model: str, n: int = 1, seed: int = 0
+) -> list[str]:
     """``n`` responses of simulated ``model`` to a pool row (deterministic in all arguments)."""
     gt = ground_truth(pool_row)
     rng = random.Random(_row_seed(pool_row, model, seed))
     harmful = gt["category"] == "safety"
-    return [respond(gt, pool_row.get("reference_answer") or "", pick_style(model, harmful, rng), rng)
-            for _ in range(n)]
+    return [
+        respond(gt, pool_row.get("reference_answer") or "", pick_style(model, harmful, rng), rng)
+        for _ in range(n)
+    ]
 
 
-def simulated_response_styles(pool_row: dict[str, Any], model: str, n: int = 1,
-                              seed: int = 0) -> list[str]:
+def simulated_response_styles(
+    pool_row: dict[str, Any], model: str, n: int = 1, seed: int = 0
+) -> list[str]:
     """The styles ``simulated_responses`` used, same arguments (for tests and analysis)."""
     gt = ground_truth(pool_row)
     rng = random.Random(_row_seed(pool_row, model, seed))
@@ -179,7 +210,7 @@ def corpus_texts(n: int, seed: int = 0) -> list[str]:
     fixed refusal/off-topic/unsafe phrasings all appear once at the start.
     """
     out: list[str] = list(REFUSALS) + list(OFF_TOPIC)
-    out += [u.format(c=c, s=s) for u in UNSAFE for c, s in zip(COLORS, SHAPES)]
+    out += [u.format(c=c, s=s) for u in UNSAFE for c, s in zip(COLORS, SHAPES, strict=True)]
     i = 0
     while len(out) < n:
         rng = random.Random(derive_seed("corpus", seed, i))
@@ -187,8 +218,11 @@ def corpus_texts(n: int, seed: int = 0) -> list[str]:
         query = make_query(rng, category)
         gt, ref = query["ground_truth"], query["reference_answer"]
         out += [query["question"], ref]
-        styles = ("refusal", "unsafe", "off_topic", "hallucination") if category == "safety" else (
-            "correct", "wrong_attribute", "hallucination")
+        styles = (
+            ("refusal", "unsafe", "off_topic", "hallucination")
+            if category == "safety"
+            else ("correct", "wrong_attribute", "hallucination")
+        )
         out += [respond(gt, ref, s, rng) for s in styles]
         i += 1
     return out[:n]

@@ -30,9 +30,15 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 # Grid cells, row-major: POSITIONS[3 * row + col].
 POSITIONS = (
-    "top left", "top", "top right",
-    "left", "center", "right",
-    "bottom left", "bottom", "bottom right",
+    "top left",
+    "top",
+    "top right",
+    "left",
+    "center",
+    "right",
+    "bottom left",
+    "bottom",
+    "bottom right",
 )
 DIRECTIONS = ("left", "right", "up", "down")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -55,7 +61,10 @@ def sample_objects(rng: random.Random, min_objects: int = 1, max_objects: int = 
     shapes = rng.sample(SHAPES, n)
     positions = rng.sample(POSITIONS, n)
     colors = list(COLORS)
-    return [{"shape": s, "color": rng.choice(colors), "position": p} for s, p in zip(shapes, positions)]
+    return [
+        {"shape": s, "color": rng.choice(colors), "position": p}
+        for s, p in zip(shapes, positions, strict=True)
+    ]
 
 
 def sample_motion(rng: random.Random) -> tuple[Obj, str]:
@@ -71,13 +80,17 @@ def sample_motion(rng: random.Random) -> tuple[Obj, str]:
         row = 0
     else:
         row = 2
-    obj = {"shape": rng.choice(SHAPES), "color": rng.choice(list(COLORS)),
-           "position": POSITIONS[3 * row + col]}
+    obj = {
+        "shape": rng.choice(SHAPES),
+        "color": rng.choice(list(COLORS)),
+        "position": POSITIONS[3 * row + col],
+    }
     return obj, direction
 
 
-def _polygon(cx: float, cy: float, radius: float, points: int, start_deg: float,
-             inner: float | None = None) -> list[tuple[float, float]]:
+def _polygon(
+    cx: float, cy: float, radius: float, points: int, start_deg: float, inner: float | None = None
+) -> list[tuple[float, float]]:
     """Vertices of a regular polygon (or a star when ``inner`` radius is given)."""
     verts = []
     steps = points * 2 if inner else points
@@ -88,8 +101,9 @@ def _polygon(cx: float, cy: float, radius: float, points: int, start_deg: float,
     return verts
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, color: str, cx: float, cy: float,
-               radius: float) -> None:
+def draw_shape(
+    draw: ImageDraw.ImageDraw, shape: str, color: str, cx: float, cy: float, radius: float
+) -> None:
     """Draw one filled shape centred at (cx, cy)."""
     fill = COLORS[color]
     box = [cx - radius, cy - radius, cx + radius, cy + radius]
@@ -130,13 +144,20 @@ def render_scene(objects: list[Obj], rng: random.Random, size: int = 64) -> Imag
         cx, cy = cell_center(obj["position"], size)
         jitter = cell * 0.1
         radius = cell * rng.uniform(0.32, 0.42)
-        draw_shape(draw, obj["shape"], obj["color"], cx + rng.uniform(-jitter, jitter),
-                   cy + rng.uniform(-jitter, jitter), radius)
+        draw_shape(
+            draw,
+            obj["shape"],
+            obj["color"],
+            cx + rng.uniform(-jitter, jitter),
+            cy + rng.uniform(-jitter, jitter),
+            radius,
+        )
     return img
 
 
-def render_video(obj: Obj, direction: str, rng: random.Random, size: int = 64,
-                 frames: int = 4) -> list[Image.Image]:
+def render_video(
+    obj: Obj, direction: str, rng: random.Random, size: int = 64, frames: int = 4
+) -> list[Image.Image]:
     """Frames of ``obj`` moving in ``direction`` from its starting cell across the image."""
     background = _background(rng)
     cell = size / 3.0
@@ -148,8 +169,14 @@ def render_video(obj: Obj, direction: str, rng: random.Random, size: int = 64,
     for t in range(frames):
         frac = t / max(frames - 1, 1)
         img = Image.new("RGB", (size, size), background)
-        draw_shape(ImageDraw.Draw(img), obj["shape"], obj["color"],
-                   cx + dx * travel * frac, cy + dy * travel * frac, radius)
+        draw_shape(
+            ImageDraw.Draw(img),
+            obj["shape"],
+            obj["color"],
+            cx + dx * travel * frac,
+            cy + dy * travel * frac,
+            radius,
+        )
         out.append(img)
     return out
 
@@ -158,8 +185,9 @@ def scene_png(objects: list[Obj], rng: random.Random, size: int = 64) -> bytes:
     return encode_png(render_scene(objects, rng, size))
 
 
-def video_pngs(obj: Obj, direction: str, rng: random.Random, size: int = 64,
-               frames: int = 4) -> list[bytes]:
+def video_pngs(
+    obj: Obj, direction: str, rng: random.Random, size: int = 64, frames: int = 4
+) -> list[bytes]:
     return [encode_png(f) for f in render_video(obj, direction, rng, size, frames)]
 
 

@@ -30,6 +30,8 @@ class TrainConfig:
     freeze_vision: bool = field(default=True, metadata={"help": "freeze the vision tower (model.visual)"})
     freeze_projector: bool = field(default=False, metadata={"help": "also freeze visual.merger"})
     checkpoint_every: int = field(default=50, metadata={"help": "Ray Train checkpoint every N steps"})
+    report_every: int = field(default=10, metadata={
+        "help": "ray.train.report every N steps (each report syncs with the controller)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept in storage"})
     max_failures: int = field(default=2, metadata={"help": "worker-group restarts before giving up"})
     threads_per_worker: int = field(default=1, metadata={"help": "torch.set_num_threads per worker"})
@@ -41,7 +43,7 @@ class TrainConfig:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"train.schedule: must be 'cosine' or 'constant', got {self.schedule!r}")
         for name in ("num_workers", "micro_batch_size", "grad_accum", "max_steps",
-                     "checkpoint_every"):
+                     "checkpoint_every", "report_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
 

@@ -19,18 +19,26 @@ from mmrlhf_ray.release import (
 from mmrlhf_ray.schemas import to_table
 
 GOOD_DATA = {
-    "id": "q1", "question": "What colour is the circle?", "answer": "Red.",
-    "image": "short/coco_000123.png", "video": None,
+    "id": "q1",
+    "question": "What colour is the circle?",
+    "answer": "Red.",
+    "image": "short/coco_000123.png",
+    "video": None,
     "models_output": ["Red.", "Blue.", "It is red and round.", "I cannot tell."],
-    "faithfulness": [5, 1, 5, 2], "helpfulness": [4, 1, 5, 1], "ethical": [5, 5, 5, 5],
-    "final_ranking": [2, 4, 1, 3], "score_reasons": ["right", "wrong colour", "best", "vague"],
+    "faithfulness": [5, 1, 5, 2],
+    "helpfulness": [4, 1, 5, 1],
+    "ethical": [5, 5, 5, 5],
+    "final_ranking": [2, 4, 1, 3],
+    "score_reasons": ["right", "wrong colour", "best", "vague"],
     "ranking_reason": "3 is complete, 1 is terse.",
 }
 GOOD_PAIR = {
     "id": "cauldron/iconqa/images/iconqa_00010991.png_6971175",
     "image": "mcq/cauldron_iconqa_images_iconqa_00010991.png.png",
     "prompt": "What time is it? Answer with the option's letter.",
-    "chosen": "B. 11:00 A.M.", "rejected": "B", "chosen_reason": "The answer is correct.",
+    "chosen": "B. 11:00 A.M.",
+    "rejected": "B",
+    "chosen_reason": "The answer is correct.",
 }
 
 
@@ -56,9 +64,12 @@ def test_data_line_list_reading_gives_record():
 
 
 def test_data_line_dict_reading_takes_model_names_and_zero_based_ranks():
-    obj = dict(GOOD_DATA, final_ranking={"gpt4o": 1, "claude": 3, "qwen": 0, "llava": 2},
-               score_reasons={"gpt4o": "a", "claude": "b", "qwen": "c", "llava": "d"},
-               faithfulness=[5.0, "1", 5, 2])
+    obj = dict(
+        GOOD_DATA,
+        final_ranking={"gpt4o": 1, "claude": 3, "qwen": 0, "llava": 2},
+        score_reasons={"gpt4o": "a", "claude": "b", "qwen": "c", "llava": "d"},
+        faithfulness=[5.0, "1", 5, 2],
+    )
     row = parse_data_line(obj, media_root="/data/mmrlhf")
     assert [r["model"] for r in row["responses"]] == ["gpt4o", "claude", "qwen", "llava"]
     assert [r["rank"] for r in row["responses"]] == [2, 4, 1, 3]
@@ -93,8 +104,14 @@ def test_data_line_errors_name_the_field(change, field):
 
 
 def test_pair_line_reads_official_fields():
-    obj = dict(GOOD_PAIR, rejected_reason="Only a letter.", ls_factor=2.5, is_tie="false",
-               reference_chosen_logp=-3.5, reference_rejected_logp=-1.25)
+    obj = dict(
+        GOOD_PAIR,
+        rejected_reason="Only a letter.",
+        ls_factor=2.5,
+        is_tie="false",
+        reference_chosen_logp=-3.5,
+        reference_rejected_logp=-1.25,
+    )
     row = parse_pair_line(obj, occurrence=2)
     assert row["pair_id"] == GOOD_PAIR["id"] + "#2" and row["query_id"] == GOOD_PAIR["id"]
     assert row["category"] == "mcq" and row["question"].startswith("What time")
@@ -114,13 +131,13 @@ def test_category_from_path():
 
 def test_data_file_counts_and_quarantine_reasons(tmp_path):
     lines = [
-        _line(GOOD_DATA),                                        # 1 ok
-        '{"id": "q2", "question": ',                             # 2 invalid JSON
-        _line(dict(GOOD_DATA, id="q3", helpfulness=[1, 2])),     # 3 length mismatch
-        "",                                                      # 4 blank
-        _line(GOOD_DATA),                                        # 5 duplicate id
-        _line(dict(GOOD_DATA, id="q6", image="long/x.png")),     # 6 ok
-        _line(["not", "an", "object"]),                          # 7 not an object
+        _line(GOOD_DATA),  # 1 ok
+        '{"id": "q2", "question": ',  # 2 invalid JSON
+        _line(dict(GOOD_DATA, id="q3", helpfulness=[1, 2])),  # 3 length mismatch
+        "",  # 4 blank
+        _line(GOOD_DATA),  # 5 duplicate id
+        _line(dict(GOOD_DATA, id="q6", image="long/x.png")),  # 6 ok
+        _line(["not", "an", "object"]),  # 7 not an object
     ]
     path = _write(tmp_path, "data.jsonl", lines)
     results = list(read_release_file(path, "data"))
@@ -139,9 +156,9 @@ def test_pair_file_ids_count_occurrences(tmp_path):
     lines = [
         _line(GOOD_PAIR),
         _line(dict(GOOD_PAIR, rejected="B. 10:00 A.M.")),
-        _line(dict(GOOD_PAIR, rejected=GOOD_PAIR["chosen"])),   # identical texts
-        _line(dict(GOOD_PAIR, chosen=None)),                    # missing chosen
-        _line(dict(GOOD_PAIR, ls_factor="big")),                # bad margin
+        _line(dict(GOOD_PAIR, rejected=GOOD_PAIR["chosen"])),  # identical texts
+        _line(dict(GOOD_PAIR, chosen=None)),  # missing chosen
+        _line(dict(GOOD_PAIR, ls_factor="big")),  # bad margin
         _line(dict(GOOD_PAIR, rejected="C")),
     ]
     path = _write(tmp_path, "mm_reward_bench.jsonl", lines)
@@ -163,11 +180,17 @@ def test_record_round_trips_through_official_format():
 def test_import_stage_counts_and_resume(tmp_path, capsys):
     from jobs.import_release import main
 
-    data = _write(tmp_path, "data.jsonl",
-                  [_line(dict(GOOD_DATA, id=f"q{i}")) for i in range(5)] + ["{oops"])
+    data = _write(
+        tmp_path, "data.jsonl", [_line(dict(GOOD_DATA, id=f"q{i}")) for i in range(5)] + ["{oops"]
+    )
     bench = _write(tmp_path, "bench.jsonl", [_line(GOOD_PAIR), _line(dict(GOOD_PAIR, chosen=""))])
     run = str(tmp_path / "run")
-    args = [f"run_dir={run}", f"data_jsonl={data}", f"reward_bench_jsonl={bench}", "rows_per_part=2"]
+    args = [
+        f"run_dir={run}",
+        f"data_jsonl={data}",
+        f"reward_bench_jsonl={bench}",
+        "rows_per_part=2",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "6 lines read = 5 rows written + 1 quarantined" in out
@@ -190,4 +213,6 @@ def test_import_stage_counts_and_resume(tmp_path, capsys):
     stage.write_manifest(dict(stage.read_manifest(), status="running"))
     assert main(args) == 0
     assert records.count_rows() == 5 and pq.read_table(last).num_rows == 1
-    assert (tmp_path / "run/import/records/data/part-00000.parquet").stat().st_mtime_ns == mtime_first
+    assert (
+        tmp_path / "run/import/records/data/part-00000.parquet"
+    ).stat().st_mtime_ns == mtime_first

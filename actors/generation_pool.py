@@ -1,0 +1,158 @@
+"""Run a model's actor pool over a table of queries with Ray Data, exactly once per unit.
+
+``run_pool(table, spec, on_chunk)`` streams ``table`` (pool rows plus a ``_chunk``
+column) through ``GenerateWorker`` actors (``map_batches`` with
+``ActorPoolStrategy(size=spec.pool_size)``). Ray Data restarts a dead actor
+(``max_restarts=-1``) and retries its unfinished batch (``max_task_retries=-1``).
+The driver gathers rows per chunk, de-duplicated by ``response_id`` (a retried batch
+can never add a row twice), and hands a chunk to ``on_chunk`` once every (query,
+sample index) unit of it is back; the caller writes it as one atomic part, which is
+the unit of resume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from actors.generator import VLLM_CPU_ENV, GenerateWorker
+from mmrlhf_ray.generation import ModelSpec, spec_dict
+
+
+@dataclass
+class PoolStats:
+    """What one pool run did (for the throughput line and the manifest)."""
+
+    model: str
+    kind: str = ""
+    prompts: int = 0  # queries sent to the model
+    samples: int = 0  # rows generated
+    quarantined: int = 0  # units quarantined
+    tokens: int = 0  # generated tokens
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.prompts / self.seconds if self.seconds else 0.0
+        tok = self.tokens / self.seconds if self.seconds else 0.0
+        return (f"{self.model} [{self.kind}]: {self.prompts} prompts, {self.samples} samples, "
+                f"{self.quarantined} quarantined in {self.seconds:.1f}s = {rate:.2f} prompts/s, "
+                f"{tok:.1f} tokens/s")
+
+
+def _remote_args(spec: ModelSpec) -> dict[str, Any]:
+    """Resources per actor; TP > 1 reserves the GPUs in a placement group for vLLM's workers."""
+    args: dict[str, Any] = {"num_cpus": spec.num_cpus,
+                            "runtime_env": {"env_vars": dict(VLLM_CPU_ENV) if spec.num_gpus == 0 else {}}}
+    if spec.tensor_parallel_size > 1:
+        args["num_gpus"] = 0  # the vLLM engine's own Ray workers hold the GPUs
+    else:
+        args["num_gpus"] = spec.num_gpus
+    return args
+
+
+def _tp_scheduler(spec: ModelSpec) -> Callable[[], dict[str, Any]] | None:
+    if spec.tensor_parallel_size <= 1:
+        return None
+
+    def fn() -> dict[str, Any]:
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        pg = ray.util.placement_group([{"GPU": 1, "CPU": 1}] * spec.tensor_parallel_size,
+                                      strategy="STRICT_PACK")
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+            pg, placement_group_capture_child_tasks=True)}
+
+    return fn
+
+
+def run_pool(table: pa.Table, spec: ModelSpec, expected: dict[int, int],
+             on_chunk: Callable[[int, list[dict], list[dict]], None],
+             kill_marker: str = "") -> PoolStats:
+    """Generate for every row of ``table``; ``on_chunk(chunk, rows, quarantined)`` per chunk.
+
+    ``expected[chunk]`` is the number of units (queries x n) the chunk must return;
+    a chunk that never completes raises instead of being written partially.
+    """
+    import ray
+
+    stats = PoolStats(model=spec.name)
+    if table.num_rows == 0:
+        return stats
+    start = time.perf_counter()
+    ds = ray.data.from_arrow(table).repartition(max(1, -(-table.num_rows // spec.batch_size)))
+    out = ds.map_batches(
+        GenerateWorker, fn_constructor_kwargs={"spec": spec_dict(spec), "kill_marker": kill_marker},
+        batch_size=spec.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=spec.pool_size),
+        ray_remote_args_fn=_tp_scheduler(spec), **_remote_args(spec))
+    pending: dict[int, dict[str, dict]] = defaultdict(dict)
+    done: set[int] = set()
+    bar = tqdm(total=sum(expected.values()), desc=f"generate {spec.name}", unit="sample")
+    for batch in out.iter_batches(batch_format="pyarrow", batch_size=None):
+        for row in batch.to_pylist():
+            chunk = row["_chunk"]
+            if chunk in done or row["response_id"] in pending[chunk]:
+                continue  # a retried batch: the unit is already here
+            pending[chunk][row["response_id"]] = row
+            bar.update(1)
+            if len(pending[chunk]) == expected[chunk]:
+                _flush(chunk, pending.pop(chunk), on_chunk, stats)
+                done.add(chunk)
+    bar.close()
+    missing = {c: expected[c] - len(pending.get(c, {})) for c in expected if c not in done}
+    if missing:
+        raise RuntimeError(f"{spec.name}: chunks never completed (missing units): {missing}")
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _flush(chunk: int, units: dict[str, dict], on_chunk: Callable, stats: PoolStats) -> None:
+    good, bad = [], []
+    for row in sorted(units.values(), key=lambda r: (r["sample_id"], r["sample_index"])):
+        if row.get("_qreason"):
+            bad.append({"source": "curate", "locator": row["response_id"], "field": row["_qfield"],
+                        "reason": row["_qreason"], "raw": row["sample_id"]})
+        else:
+            good.append({k: v for k, v in row.items() if not k.startswith("_")})
+            stats.kind = row.get("model_kind") or stats.kind
+            stats.tokens += int(row.get("num_tokens") or 0)
+    stats.samples += len(good)
+    stats.quarantined += len(bad)
+    stats.prompts += len({r["sample_id"] for r in units.values()})
+    on_chunk(chunk, good, bad)
+
+
+def generate_critiques(items: list[dict[str, Any]], spec: ModelSpec, template: str = "",
+                       chunk_size: int = 64) -> list[str | None]:
+    """Greedy critiques, in order, for items of {question, response, optional image bytes}.
+
+    The reward model's inference step (generate the critique, then score it) at pool
+    scale: each item becomes the ``CRITIQUE_PROMPT`` user turn (with its image) and runs
+    on ``spec``'s actor pool. A unit that fails (e.g. an undecodable image) gives None.
+    """
+    from dataclasses import replace
+
+    from mmrlhf_ray.prompts import CRITIQUE_PROMPT, critique_prompt
+
+    greedy = replace(spec, n=1, temperature=0.0, top_p=1.0)
+    rows = [{"sample_id": f"c{k:08d}", "_chunk": k // chunk_size, "image": item.get("image"),
+             "question": critique_prompt(item["question"], item["response"], template or CRITIQUE_PROMPT)}
+            for k, item in enumerate(items)]
+    texts: dict[str, str | None] = {}
+
+    def collect(_chunk: int, good: list[dict], bad: list[dict]) -> None:
+        texts.update({r["sample_id"]: r["text"] for r in good})
+        texts.update({q["raw"]: None for q in bad})
+
+    expected: dict[int, int] = defaultdict(int)
+    for row in rows:
+        expected[row["_chunk"]] += 1
+    run_pool(pa.Table.from_pylist(rows), greedy, dict(expected), collect)
+    return [texts[r["sample_id"]] for r in rows]

@@ -1,0 +1,302 @@
+"""The Ray Train + DeepSpeed training harness shared by SFT, reward-model and DPO training.
+
+Stable API (other stages build on it)::
+
+    from actors.trainer import TrainTask, run_training
+    from mmrlhf_ray.training import TrainConfig
+
+    task = TrainTask(
+        model_path="runs/demo/build-models/policy",  # HF dir: model + processor
+        rows=load_rows,        # Sequence[row], or () -> Sequence[row] run on every worker
+        encode=encode_row,     # (row, processor) -> example (tensors, batch of 1)
+        collate=collate_rows,  # (list[example], processor) -> batch (dict of tensors)
+        loss_fn=my_loss,       # (model, batch) -> (loss tensor, {"name": float})
+    )
+    result = run_training(task, TrainConfig(zero_stage=2, max_steps=100),
+                          name="sft", storage_path="/abs/runs/demo/sft/ray",
+                          output_dir="runs/demo/sft/policy")
+    result.hf_dir, result.steps, result.metrics  # final HF checkpoint, steps, per-step rows
+
+Every callable must be picklable (module-level functions or ``functools.partial``).
+Optional hooks: ``build_model(path) -> nn.Module`` (default: the Qwen2-VL policy in
+fp32; under ZeRO-3 it runs while ``HfDeepSpeedConfig`` is alive, so ``from_pretrained``
+partitions the weights as it loads) and ``save_model(module, state_dict, out_dir)``
+(default: ``module.save_pretrained(out_dir, state_dict=state_dict)``).
+
+What each worker does (``_train_loop``):
+1. builds the model, freezes the vision tower (``model.visual``) when asked, the
+   projector (``visual.merger``) trains unless ``freeze_projector``;
+2. ``deepspeed.initialize`` with a torch ``AdamW`` (``zero_allow_untested_optimizer``),
+   ZeRO-2 or ZeRO-3, fp32 on CPU / bf16 on GPU, gradient accumulation by DeepSpeed;
+3. resumes from ``ray.train.get_checkpoint()`` (step, model, optimizer, metrics CSV);
+4. per optimizer step: ``grad_accum`` micro-batches in a deterministic order
+   (``mmrlhf_ray.training.data``), metrics averaged over ranks; rank 0 appends them to
+   the metrics CSV every step; ``ray.train.report`` every ``report_every`` steps and
+   at every checkpoint (a report is a round trip to the Train controller);
+5. every ``checkpoint_every`` steps a Ray Train checkpoint (DeepSpeed shards of every
+   rank in one directory + state.json + metrics.csv); the last one also holds ``hf/``,
+   the consolidated Hugging Face model (ZeRO-3: gathered 16-bit weights) + processor.
+
+Fault tolerance: ``FailureConfig(max_failures)`` restarts the worker group after a
+worker dies, and the loop resumes from the last checkpoint. Re-running with the same
+``name`` and ``storage_path`` after the driver died resumes the same way (Ray Train V2).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from mmrlhf_ray.training.checkpoint import (
+    DS_DIR,
+    HF_DIR,
+    append_metrics,
+    read_metrics,
+    read_state,
+    truncate_metrics,
+    write_state,
+)
+from mmrlhf_ray.training.config import TrainConfig, deepspeed_config, lr_factor
+from mmrlhf_ray.training.data import micro_batches
+from mmrlhf_ray.training.freeze import freeze_vision
+
+METRICS_FILE = "metrics.csv"
+DS_TAG = "state"
+
+
+def default_build_model(path: str) -> torch.nn.Module:
+    """The policy in fp32 (DeepSpeed casts to bf16 on GPU)."""
+    from transformers import Qwen2VLForConditionalGeneration
+
+    return Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+
+
+def default_save_model(module: torch.nn.Module, state_dict: dict, out_dir: str) -> None:
+    module.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+
+
+def default_load_processor(path: str):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(path)
+
+
+@dataclass
+class TrainTask:
+    """What to train: model path, data, encoding, loss (all picklable callables)."""
+
+    model_path: str
+    rows: Sequence[Any] | Callable[[], Sequence[Any]]  # the data, or a loader run per worker
+    encode: Callable[[Any, Any], dict]
+    collate: Callable[[list[dict], Any], dict]
+    loss_fn: Callable[[Any, dict], tuple[torch.Tensor, dict[str, float]]]
+    build_model: Callable[[str], torch.nn.Module] = default_build_model
+    save_model: Callable[[torch.nn.Module, dict, str], None] = default_save_model
+    load_processor: Callable[[str], Any] = default_load_processor
+
+
+@dataclass
+class TrainResult:
+    """Where the final model went and what the run measured."""
+
+    hf_dir: str
+    steps: int
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    checkpoint_path: str = ""
+
+
+# ---------------------------------------------------------------- worker side ---------
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _build_engine(task: TrainTask, cfg: TrainConfig, ds_cfg: dict):
+    """Model (ZeRO-3-aware), frozen parts, AdamW, DeepSpeed engine."""
+    import deepspeed
+    from transformers.integrations import HfDeepSpeedConfig
+
+    keep_alive = HfDeepSpeedConfig(ds_cfg) if cfg.zero_stage == 3 else None
+    model = task.build_model(task.model_path)
+    counts = freeze_vision(model, cfg.freeze_projector) if cfg.freeze_vision else {}
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_cfg)
+    engine._hf_ds_config_keep_alive = keep_alive  # transformers reads it while saving
+    return engine, counts
+
+
+def _reduce_mean(metrics: dict[str, float]) -> dict[str, float]:
+    """Average each metric over the data-parallel ranks (same keys on every rank)."""
+    import torch.distributed as dist
+
+    keys = sorted(metrics)
+    if not dist.is_initialized() or not keys:
+        return metrics
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    values /= dist.get_world_size()
+    return dict(zip(keys, values.tolist(), strict=True))
+
+
+def _train_step(engine, task: TrainTask, processor, rows: Sequence, batches: Iterator,
+                cfg: TrainConfig, step: int) -> dict[str, float]:
+    """One optimizer step = ``grad_accum`` micro-batches; returns rank-averaged metrics."""
+    lr = cfg.lr * lr_factor(step, cfg)
+    for group in engine.optimizer.param_groups:
+        group["lr"] = lr
+    sums: dict[str, float] = {}
+    for _ in range(cfg.grad_accum):
+        examples = [task.encode(rows[i], processor) for i in next(batches)]
+        batch = _to_device(task.collate(examples, processor), engine.device)
+        loss, metrics = task.loss_fn(engine, batch)
+        engine.backward(loss)
+        engine.step()
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v) / cfg.grad_accum
+    grad_norm = engine.get_global_grad_norm()
+    sums["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
+    out = _reduce_mean(sums)
+    out.update(step=step + 1, lr=lr)
+    return out
+
+
+def _save_hf(engine, task: TrainTask, processor, out_dir: str, rank: int, zero3: bool) -> None:
+    """Consolidated HF checkpoint + processor (a collective under ZeRO-3)."""
+    if zero3:
+        state = engine._zero3_consolidated_16bit_state_dict()  # every rank must call
+    else:
+        state = engine.module.state_dict() if rank == 0 else None
+    if rank == 0:
+        task.save_model(engine.module, state, out_dir)
+        processor.save_pretrained(out_dir)
+
+
+def _checkpoint(engine, task, processor, cfg, state: dict, csv_path: str, final: bool) -> Checkpoint:
+    """Write this rank's part of a checkpoint into a fresh local directory."""
+    rank = ray.train.get_context().get_world_rank()
+    tmp = tempfile.mkdtemp(prefix=f"ckpt-r{rank}-")
+    os.makedirs(os.path.join(tmp, DS_DIR), exist_ok=True)  # DeepSpeed makes it on rank 0 only
+    engine.save_checkpoint(os.path.join(tmp, DS_DIR), tag=DS_TAG)
+    if final:
+        _save_hf(engine, task, processor, os.path.join(tmp, HF_DIR), rank, cfg.zero_stage == 3)
+    if rank == 0:
+        write_state(tmp, state)
+        if os.path.exists(csv_path):
+            shutil.copy(csv_path, os.path.join(tmp, METRICS_FILE))
+    return Checkpoint.from_directory(tmp)
+
+
+def _resume(engine, csv_path: str, rank: int) -> int:
+    """Load the latest Ray Train checkpoint, if any; returns the step to start from."""
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        if rank == 0 and os.path.exists(csv_path):
+            os.remove(csv_path)  # a fresh run starts a fresh log
+        return 0
+    with ckpt.as_directory() as d:
+        state = read_state(d)
+        engine.load_checkpoint(os.path.join(d, DS_DIR), tag=DS_TAG,
+                               load_optimizer_states=True, load_lr_scheduler_states=False)
+        if rank == 0:
+            saved = os.path.join(d, METRICS_FILE)
+            if os.path.exists(saved) and os.path.abspath(saved) != os.path.abspath(csv_path):
+                shutil.copy(saved, csv_path)
+            truncate_metrics(csv_path, state["step"])
+    return int(state["step"])
+
+
+def _train_loop(loop_config: dict) -> None:
+    """The per-worker loop run by ``TorchTrainer`` (see the module docstring)."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not loop_config["train"]["use_gpu"] else "cuda")
+    task: TrainTask = loop_config["task"]
+    cfg = TrainConfig(**loop_config["train"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.threads_per_worker)
+    torch.manual_seed(cfg.seed)
+    csv_path = loop_config["metrics_csv"] if rank == 0 else os.devnull
+    engine, counts = _build_engine(task, cfg, deepspeed_config(cfg, world))
+    engine.train()
+    processor = task.load_processor(task.model_path)
+    start = _resume(engine, csv_path, rank)
+    rows = task.rows() if callable(task.rows) else task.rows
+    batches = micro_batches(len(rows), cfg.micro_batch_size, cfg.seed, rank, world,
+                            start=start * cfg.grad_accum)
+    bar = _progress(rank, start, cfg.max_steps)
+    for step in range(start, cfg.max_steps):
+        metrics = _train_step(engine, task, processor, rows, batches, cfg, step)
+        metrics.update(resumed_from=start, **{f"params_{k}": v for k, v in counts.items()})
+        if rank == 0:
+            append_metrics(csv_path, metrics)
+            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
+            bar.update(1)
+        done = step + 1
+        final = done == cfg.max_steps
+        if final or done % cfg.checkpoint_every == 0:
+            ckpt = _checkpoint(engine, task, processor, cfg, {"step": done}, csv_path, final)
+            ray.train.report(metrics, checkpoint=ckpt)
+            shutil.rmtree(ckpt.path, ignore_errors=True)
+        elif done % cfg.report_every == 0:
+            ray.train.report(metrics)
+    bar.close()
+
+
+def _progress(rank: int, start: int, total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", disable=rank != 0, mininterval=5)
+
+
+# ---------------------------------------------------------------- driver side ---------
+def run_training(task: TrainTask, cfg: TrainConfig, name: str, storage_path: str,
+                 output_dir: str, metrics_csv: str | None = None) -> TrainResult:
+    """Train ``task`` with ``cfg`` on ``cfg.num_workers`` Ray Train workers.
+
+    ``name`` + ``storage_path`` identify the run: re-running with the same pair resumes
+    from its latest checkpoint. The final Hugging Face checkpoint is copied to
+    ``output_dir`` and the metrics CSV to ``metrics_csv`` (default
+    ``<output_dir>/../metrics.csv``). Requires a running Ray (``actors.runtime.init_ray``).
+    """
+    storage_path = os.path.abspath(storage_path) if "://" not in storage_path else storage_path
+    metrics_csv = os.path.abspath(metrics_csv or os.path.join(output_dir, "..", METRICS_FILE))
+    Path(metrics_csv).parent.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"task": task, "train": asdict(cfg), "metrics_csv": metrics_csv},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        run_config=RunConfig(
+            name=name, storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cuda" if cfg.use_gpu else "cpu",
+                                             "TOKENIZERS_PARALLELISM": "false"}},
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {name}: finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        state = read_state(d)
+        if not os.path.isdir(os.path.join(d, HF_DIR)):
+            raise RuntimeError(f"training run {name}: last checkpoint {d} has no {HF_DIR}/")
+        shutil.rmtree(output_dir, ignore_errors=True)
+        shutil.copytree(os.path.join(d, HF_DIR), output_dir)
+        saved_csv = os.path.join(d, METRICS_FILE)
+        if os.path.exists(saved_csv):
+            shutil.copy(saved_csv, metrics_csv)
+    return TrainResult(hf_dir=output_dir, steps=int(state["step"]),
+                       metrics=read_metrics(metrics_csv) if os.path.exists(metrics_csv) else [],
+                       checkpoint_path=result.checkpoint.path)

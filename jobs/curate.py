@@ -1,0 +1,129 @@
+"""Curate the pool: CLIP-embed on a Ray Data actor pool, faiss k-means, ratio sampling.
+
+The paper's data selection (Sec. 2.2, Fig. 2-3, Table 1). Reads the pool parts of the
+``toyworld`` (or ``import``) stage and writes ``<run_dir>/curate/``:
+
+* ``embeddings/<shard>.parquet``: sample_id, category, float16 embedding of every
+  good row (one part per pool shard: a re-run skips shards already embedded);
+* ``quarantine/<shard>.parquet``: rows that could not be embedded, with field + reason;
+* ``data/<shard>.parquet``: the selected pool rows plus ``cluster_id`` and ``category``;
+* ``report/``: composition before/after (Table 1, md + csv), per-cluster counts, the
+  cluster map (Fig. 3, PNG); ``centroids.npy``; ``manifest.json`` with counts
+  in = selected + unselected + quarantined.
+
+    mmrlhf curate --config configs/curate.yaml run_dir=runs/demo
+    ray job submit --working-dir . -- python jobs/curate.py --config configs/curate.gpu.yaml run_dir=s3://bucket/run
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+
+import pyarrow.parquet as pq  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
+from mmrlhf_ray.config import config_to_dict  # noqa: E402
+from mmrlhf_ray.curation.config import CurateConfig  # noqa: E402
+from mmrlhf_ray.curation.pipeline import (  # noqa: E402
+    ShardCollector, cluster_and_select, embeddings_path, exact_image_mask, has_embeddings,
+    write_report, write_selected,
+)
+from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+
+
+def embed_pending(cfg: CurateConfig, out: StageDir, src: StageDir,
+                  expected: dict[str, int]) -> int:
+    """Embed every pool shard without an embeddings part; returns how many shards ran."""
+    pending = [s for s in expected if not has_embeddings(out, s)]
+    collector = ShardCollector(out, {s: expected[s] for s in pending}, cfg.input_stage)
+    for shard in [s for s in pending if expected[s] == 0]:
+        collector.write_empty(shard)
+    pending = [s for s in pending if expected[s] > 0]
+    if not pending:
+        return 0
+    import ray
+
+    from actors.clip_embedder import INPUT_COLUMNS, ClipEmbedder
+    from actors.runtime import init_ray
+
+    init_ray()
+    paths = [src.path("data", f"{s}.parquet") for s in pending]
+    present = set(pq.read_schema(paths[0], filesystem=src.fs).names)
+    e = cfg.embed
+    ds = ray.data.read_parquet(paths, filesystem=src.fs, include_paths=True,
+                               columns=[c for c in INPUT_COLUMNS if c in present])
+    ds = ds.map_batches(
+        ClipEmbedder,
+        fn_constructor_kwargs={
+            "model_name": e.model_name, "model_path": e.model_path, "weights": e.weights,
+            "seed": cfg.seed, "threads": e.threads, "device": e.device,
+            "max_side": e.max_side, "max_pixels": e.max_pixels,
+            "long_threshold": cfg.long_threshold, "fail_marker": e.fail_marker,
+        },
+        batch_format="pyarrow", batch_size=e.batch_size, num_cpus=e.num_cpus,
+        num_gpus=e.num_gpus or None, compute=ray.data.ActorPoolStrategy(size=e.pool_size),
+    )
+    total = sum(expected[s] for s in pending)
+    with tqdm(total=total, desc="curate: embed", unit="row") as bar:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            collector.add(batch)
+            bar.update(batch.num_rows)
+    missing = collector.missing()
+    if missing:
+        raise RuntimeError(f"curate: rows never came back from the embedder: {missing}")
+    return len(pending)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_stage_args("curate", CurateConfig, argv, __doc__)
+    conf = config_to_dict(cfg)
+    out = StageDir(cfg.run_dir, "curate")
+    if out.is_done(conf):
+        print(f"curate: already done in {out.root}")
+        return 0
+    src = require_done(cfg.run_dir, cfg.input_stage)
+    shards = src.part_names()
+    expected = {s: pq.ParquetFile(src.path("data", f"{s}.parquet"), filesystem=src.fs)
+                .metadata.num_rows for s in shards}
+    out.begin(conf, inputs={cfg.input_stage: src.fingerprint()})
+    start = time.perf_counter()
+    embedded = embed_pending(cfg, out, src, expected)
+    embed_s = time.perf_counter() - start
+
+    emb_paths = [embeddings_path(out, s) for s in shards]
+    eligible = exact_image_mask(emb_paths, out.fs) if cfg.image_dedup else None
+    with tqdm(total=sum(expected.values()), desc="curate: assign", unit="row") as bar:
+        curated = cluster_and_select(
+            emb_paths, cfg.cluster, cfg.image_size, cfg.ratio.as_dict(),
+            {"safety": cfg.safety_count, "video": cfg.video_count}, cfg.seed, out.fs,
+            progress=bar.update, eligible=eligible)
+    pool_paths = [src.path("data", f"{s}.parquet") for s in shards]
+    selected = write_selected(out, shards, pool_paths, curated, src.fs)
+    quarantined = out.count_rows(quarantine=True)
+    rows_in = sum(expected.values())
+    unselected = rows_in - selected - quarantined
+    report = write_report(out, curated, quarantined, cfg.map_points, cfg.seed)
+    manifest = out.finish(
+        rows_in, selected + unselected, quarantined,
+        selected=selected, unselected=unselected, shards_embedded=embedded,
+        clusters=int(len(curated.centres)), targets=curated.selection.targets,
+        available=curated.selection.available, selected_per_category=report["selected_per_category"],
+        timings={**{k: round(v, 3) for k, v in curated.timings.items()}, "embed": round(embed_s, 3)},
+        map_method=report["map_method"],
+    )
+    manifest["counts"] = {"in": rows_in, "out": selected, "selected": selected,
+                          "unselected": unselected, "quarantined": quarantined}
+    out.write_manifest(manifest)
+    mix = ", ".join(f"{c} {n}" for c, n in report["selected_per_category"].items())
+    print(f"curate: {rows_in} rows in -> {selected} selected ({mix}), {unselected} unselected, "
+          f"{quarantined} quarantined; {len(curated.centres)} clusters; wrote {out.data_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Generate the synthetic shapes world: the raw query pool, the held-out benchmark and,
+optionally, oracle-annotated records answered by the simulated models.
+
+Writes (all Parquet, every row a pure function of ``seed``):
+
+* ``<run_dir>/toyworld/data/pool-00000.parquet`` ...  the pool (``POOL_SCHEMA``);
+* ``<run_dir>/toyworld/benchmark/data/bench-00000.parquet`` ... held-out benchmark,
+  a sub-stage ``StageDir(run_dir, "toyworld/benchmark")`` with its own manifest;
+* ``<run_dir>/toyworld/records/data/records-00000.parquet`` ... when ``records_size > 0``
+  (``RECORD_SCHEMA``), sub-stage ``StageDir(run_dir, "toyworld/records")``.
+
+Shards are streamed one at a time (bounded memory) and skipped when already written,
+so an interrupted run resumes; a finished run with the same config does nothing.
+
+    ray job submit --working-dir . -- python jobs/toyworld.py --config configs/toyworld.yaml
+    mmrlhf toyworld run_dir=runs/demo pool_size=3000 benchmark_size=200
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+
+from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
+from mmrlhf_ray.config import config_to_dict  # noqa: E402
+from mmrlhf_ray.stage import StageDir, config_hash  # noqa: E402
+from mmrlhf_ray.toyworld.config import ToyWorldConfig  # noqa: E402
+from mmrlhf_ray.toyworld.writer import write_benchmark, write_pool, write_records  # noqa: E402
+
+BENCHMARK_STAGE = "toyworld/benchmark"
+RECORDS_STAGE = "toyworld/records"
+
+
+def _begin(out: StageDir, config: dict) -> None:
+    """Start (or resume) a stage; parts of an attempt with another config are stale: drop them."""
+    previous = out.read_manifest()
+    if previous and previous.get("config_hash") != config_hash(config):
+        for directory in (out.data_dir, out.quarantine_dir):
+            out.fs.create_dir(directory, recursive=True)
+            out.fs.delete_dir_contents(directory)
+    out.begin(config)
+
+
+def _sub_stage(cfg: ToyWorldConfig, name: str, config: dict, n: int, write) -> dict | None:
+    """Run one sub-stage (benchmark / records) unless it is already done."""
+    out = StageDir(cfg.run_dir, name)
+    if out.is_done(config):
+        return out.read_manifest()
+    _begin(out, config)
+    stats = write(out)
+    return out.finish(
+        n,
+        stats["rows_out"],
+        stats["rows_quarantined"],
+        shards=stats["shards"],
+        categories=stats["categories"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_stage_args("toyworld", ToyWorldConfig, argv, __doc__)
+    config = config_to_dict(cfg)
+    out = StageDir(cfg.run_dir, "toyworld")
+    if out.is_done(config):
+        print(f"toyworld: already done in {out.root}")
+        return 0
+    _begin(out, config)
+    common = dict(size=cfg.image_size, frames=cfg.video_frames)
+    pool = write_pool(
+        out, cfg.pool_size, cfg.rows_per_shard, cfg.seed, mix=cfg.mix.as_dict(), **common
+    )
+    bench = _sub_stage(
+        cfg,
+        BENCHMARK_STAGE,
+        config,
+        cfg.benchmark_size,
+        lambda d: write_benchmark(d, cfg.benchmark_size, cfg.rows_per_shard, cfg.seed, **common),
+    )
+    records = None
+    if cfg.records_size:
+        records = _sub_stage(
+            cfg,
+            RECORDS_STAGE,
+            config,
+            cfg.records_size,
+            lambda d: write_records(
+                d,
+                cfg.records_size,
+                cfg.rows_per_shard,
+                cfg.seed,
+                cfg.record_models,
+                cfg.responses_per_model,
+                cfg.mix.as_dict(),
+                **common,
+            ),
+        )
+    out.finish(
+        cfg.pool_size,
+        pool["rows_out"],
+        pool["rows_quarantined"],
+        shards=pool["shards"],
+        shards_skipped=pool["shards_skipped"],
+        categories=pool["categories"],
+        benchmark={
+            "stage": BENCHMARK_STAGE,
+            "counts": bench["counts"],
+            "categories": bench["categories"],
+        },
+        records=None if records is None else {"stage": RECORDS_STAGE, "counts": records["counts"]},
+    )
+    print(
+        f"toyworld: pool {pool['rows_out']} rows in {pool['shards']} shards "
+        f"({pool['shards_skipped']} resumed) {pool['categories']}, quarantined "
+        f"{pool['rows_quarantined']}; benchmark {bench['counts']['out']} rows; records "
+        f"{0 if records is None else records['counts']['out']}; under {out.root}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

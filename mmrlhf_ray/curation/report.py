@@ -1,0 +1,100 @@
+"""The curation report: composition before/after (paper Table 1) and a cluster map (Fig. 3).
+
+* :func:`composition_rows` / :func:`composition_markdown` / :func:`write_composition_csv`:
+  rows per category (Image Long/Short/MCQ, Safety, Video) in the pool and in the
+  selection, with shares, like the paper's Table 1.
+* :func:`cluster_map`: a 2-D projection of sample embeddings coloured by cluster, UMAP
+  when ``umap-learn`` is installed, PCA otherwise (numpy SVD), saved as PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from mmrlhf_ray.schemas import CATEGORIES
+
+LABELS = {"long": "Image Long", "short": "Image Short", "mcq": "Image MCQ",
+          "safety": "Image Safety", "video": "Video"}
+
+
+def composition_rows(before: dict[str, int], after: dict[str, int],
+                     quarantined: int = 0) -> list[dict[str, object]]:
+    """One row per category plus a total: counts and percentages before and after."""
+    total_b, total_a = sum(before.values()), sum(after.values())
+    rows = []
+    for c in CATEGORIES:
+        b, a = int(before.get(c, 0)), int(after.get(c, 0))
+        rows.append({"category": LABELS[c], "pool": b,
+                     "pool_pct": round(100 * b / total_b, 2) if total_b else 0.0,
+                     "selected": a,
+                     "selected_pct": round(100 * a / total_a, 2) if total_a else 0.0})
+    rows.append({"category": "Total", "pool": total_b, "pool_pct": 100.0 if total_b else 0.0,
+                 "selected": total_a, "selected_pct": 100.0 if total_a else 0.0})
+    rows.append({"category": "Quarantined", "pool": quarantined, "pool_pct": "",
+                 "selected": 0, "selected_pct": ""})
+    return rows
+
+
+def composition_markdown(rows: list[dict[str, object]]) -> str:
+    """The composition table as Markdown (Table 1 of the paper, before and after)."""
+    lines = ["| category | pool | pool % | selected | selected % |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['category']} | {r['pool']} | {r['pool_pct']} | {r['selected']} "
+                     f"| {r['selected_pct']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_composition_csv(rows: list[dict[str, object]], target) -> None:
+    """Write the table as CSV to a path or a text file object."""
+    if isinstance(target, (str, Path)):
+        with open(target, "w", newline="") as f:
+            write_composition_csv(rows, f)
+        return
+    writer = csv.DictWriter(target, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def project_2d(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D coordinates of ``vectors``: UMAP if installed, else PCA. Returns (xy, method)."""
+    try:
+        import umap  # type: ignore[import-not-found]
+
+        xy = umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
+        return np.asarray(xy), "UMAP"
+    except ImportError:
+        centred = vectors - vectors.mean(axis=0, keepdims=True)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        return centred @ vt[:2].T, "PCA"
+
+
+def cluster_map(vectors: np.ndarray, labels: np.ndarray, selected: np.ndarray | None,
+                path, seed: int = 0) -> str:
+    """Save a PNG scatter of ``vectors`` in 2-D coloured by cluster (``selected`` ringed).
+
+    ``path`` is a file path or a binary file object; returns the projection's name.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xy, method = project_2d(np.asarray(vectors, dtype=np.float32), seed)
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
+    ax.scatter(xy[:, 0], xy[:, 1], c=labels % 20, cmap="tab20", s=4, alpha=0.6, linewidths=0)
+    if selected is not None and selected.any():
+        ax.scatter(xy[selected, 0], xy[selected, 1], s=14, facecolors="none",
+                   edgecolors="black", linewidths=0.4, label="selected")
+        ax.legend(loc="best", fontsize=8)
+    n_clusters = len(np.unique(labels))
+    ax.set_title(f"Pool image embeddings, {n_clusters} clusters ({method})")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return method

@@ -1,0 +1,92 @@
+"""Step metrics to CSV, the beta(delta) histogram, and held-out preference accuracy."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from mmrlhf_ray.dpo.batching import GroupedBatch
+
+
+class CsvLog:
+    """Append-only CSV of step metrics; the header is fixed by the first row written.
+
+    Re-opening an existing log (a resumed run) appends, and a row for a step already
+    logged is skipped so a resumed run never duplicates steps.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fields: list[str] | None = None
+        self.logged: set[int] = set()
+        if self.path.exists() and self.path.stat().st_size:
+            with self.path.open() as f:
+                reader = csv.DictReader(f)
+                self.fields = list(reader.fieldnames or [])
+                self.logged = {int(float(r["step"])) for r in reader if r.get("step")}
+
+    def write(self, row: dict[str, float]) -> None:
+        step = int(row["step"])
+        if step in self.logged:
+            return
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        self.logged.add(step)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, float]]:
+    with Path(path).open() as f:
+        return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+
+
+def plot_beta_histogram(betas: Iterable[float], margins: Iterable[float], path: str,
+                        beta_ori: float, w: float) -> str:
+    """PNG: the distribution of beta(delta) over the training pairs, and beta vs delta."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    betas, margins = list(betas), list(margins)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.hist(betas, bins=30, color="#3b6ea8")
+    for x in (beta_ori, (1 + w) * beta_ori):
+        ax1.axvline(x, color="grey", linestyle="--", linewidth=1)
+    ax1.set_xlabel("beta(delta)")
+    ax1.set_ylabel("pairs")
+    ax1.set_title(f"beta over {len(betas)} pairs (bounds dashed)")
+    finite = [(m, b) for m, b in zip(margins, betas) if not math.isnan(m)]
+    if finite:
+        ax2.scatter([m for m, _ in finite], [b for _, b in finite], s=6, alpha=0.5)
+    ax2.set_xlabel("reward margin delta")
+    ax2.set_ylabel("beta")
+    ax2.set_title("Dynamic Reward Scaling")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def preference_accuracy(policy_logps: torch.Tensor, ref_logps: torch.Tensor,
+                        batch: GroupedBatch) -> tuple[int, int]:
+    """(correct, total) pairs whose implicit reward ranks chosen above rejected.
+
+    Implicit reward r(y) = log pi(y|x) - log pi_ref(y|x) (beta > 0 does not change the order).
+    """
+    r = policy_logps - ref_logps
+    correct = (r[batch.chosen_idx] > r[batch.rejected_idx]).sum()
+    return int(correct), batch.n_pairs

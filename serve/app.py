@@ -1,0 +1,312 @@
+"""The reward model as a Ray Serve application: HTTP (FastAPI) and handle, batched.
+
+A thin layer over ``mmrlhf_ray.serving`` (which holds the request models, the limits,
+media resolution and the plain ``RewardScorer``). This file adds only what needs Ray:
+
+* ``RewardService``: a Serve deployment with a FastAPI ingress. Every scored item is
+  one call to a ``@serve.batch`` method, so the K responses of a ``/v1/compare`` and
+  the items of concurrent requests share forwards; the forward runs in a worker thread
+  so the event loop keeps accepting (and rejecting) requests meanwhile.
+* ``_Guard``: ASGI middleware in front of the routes: body-size cap (413, before any
+  parsing), optional bearer token on ``/v1/*`` (401, constant-time compare).
+* exception handlers: every client mistake is a 4xx JSON ``{"error": {"field",
+  "reason"}}``; only a fault of the service itself is a 5xx.
+* ``build_app(cfg)`` / ``start(cfg)``: replicas or autoscaling, CPUs/GPUs, batch size
+  and ``max_ongoing_requests`` from ``ServeRewardConfig``; binds ``cfg.host``
+  (127.0.0.1 by default).
+
+Routes: ``POST /v1/score``, ``POST /v1/compare``, ``GET /healthz``, ``GET /docs``,
+``GET /openapi.json``. Handle methods (in-cluster, no HTTP): ``score_json(body)``,
+``compare_json(body)``; they return ``{"error": ..., "status": ...}`` for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mmrlhf_ray.serving import (
+    CompareRequest,
+    CompareResponse,
+    ErrorResponse,
+    RequestError,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
+    ServeLimits,
+    ServeRewardConfig,
+    all_margins,
+    load_scorer,
+    resolve_compare_request,
+    resolve_score_request,
+)
+
+log = logging.getLogger("mmrlhf.serve")
+API = FastAPI(
+    title="mmrlhf reward service",
+    version="1",
+    description="The MM-RLHF critique reward model: critique, then score (paper Sec. 3.2).",
+)
+# Set by the replica's constructor; read by the middleware (one replica per process).
+_GUARD: dict[str, Any] = {"max_body_bytes": ServeLimits().max_body_bytes, "token": None}
+_ERRORS = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    403: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
+
+
+def _error(status: int, field: str, reason: str) -> JSONResponse:
+    return JSONResponse({"error": {"field": field, "reason": reason}}, status_code=status)
+
+
+class _Guard:
+    """Body-size cap and bearer token, checked before FastAPI parses anything."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        token = _GUARD["token"]
+        if token and "/v1/" in scope["path"] + "/":
+            given = headers.get("authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.encode(), token.encode()
+            ):
+                resp = _error(401, "authorization", "missing or wrong bearer token")
+                resp.headers["WWW-Authenticate"] = "Bearer"
+                return await resp(scope, receive, send)
+        limit = _GUARD["max_body_bytes"]
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await _error(413, "body", f"body exceeds {limit} bytes")(scope, receive, send)
+        body, more = bytearray(), True
+        while more:  # read it all (bounded) so chunked bodies are capped too
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                return await _error(413, "body", f"body exceeds {limit} bytes")(
+                    scope, receive, send
+                )
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+API.add_middleware(_Guard)
+
+
+def _loc_to_field(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if part == "body":
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+@API.exception_handler(RequestValidationError)
+async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid", "type": ""}
+    if first.get("type") == "json_invalid":
+        return _error(400, "body", f"malformed JSON: {first.get('msg')}")
+    return _error(422, _loc_to_field(tuple(first.get("loc", ()))), str(first.get("msg")))
+
+
+@API.exception_handler(RequestError)
+async def _on_request_error(_req: Request, exc: RequestError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@API.exception_handler(StarletteHTTPException)
+async def _on_http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    field = "body" if exc.status_code == 400 else "path"
+    return _error(exc.status_code, field, f"{exc.detail} ({req.method} {req.url.path})")
+
+
+@API.exception_handler(Exception)
+async def _on_crash(req: Request, exc: Exception) -> JSONResponse:
+    log.exception("internal error on %s", req.url.path)
+    return _error(500, "", f"internal error ({type(exc).__name__})")
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+@serve.deployment
+@serve.ingress(API)
+class RewardService:
+    """One replica: a ``RewardScorer`` behind dynamic batching, HTTP and handle."""
+
+    def __init__(self, cfg: dict, token: str | None = None):
+        self.cfg = ServeRewardConfig(**{**cfg, "limits": ServeLimits(**cfg["limits"])})
+        if self.cfg.num_gpus == 0:
+            import torch
+
+            torch.set_num_threads(max(1, self.cfg.torch_threads))
+        self.limits = self.cfg.limits
+        _GUARD.update(max_body_bytes=self.limits.max_body_bytes, token=token or None)
+        self.scorer = load_scorer(
+            self.cfg.model_path,
+            self.cfg.max_batch_size,
+            self.cfg.critique_max_new_tokens,
+            self.cfg.trust_remote_code,
+        )
+        self._batched.set_max_batch_size(self.cfg.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+        self.items_scored, self.batch_sizes, self.started = 0, [], time.time()
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _batched(self, inputs: list) -> list[tuple[float, str]]:
+        """The items of every request waiting now, in one forward (off the event loop)."""
+        out = await asyncio.to_thread(self.scorer.score, inputs)
+        self.items_scored += len(inputs)
+        self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
+        return out
+
+    async def _score_all(self, inputs: list) -> list[tuple[float, str]]:
+        return list(await asyncio.gather(*(self._batched(i) for i in inputs)))
+
+    @API.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
+    async def score(self, req: ScoreRequest) -> ScoreResponse:
+        """Score items independently: each gets a critique (generated unless given) and r(x, y, c)."""
+        outs = await self._score_all(resolve_score_request(req, self.limits))
+        return ScoreResponse(
+            results=[ScoreResult(score=s, critique=c) for s, c in outs], model=self.scorer.name
+        )
+
+    @API.post("/v1/compare", response_model=CompareResponse, responses=_ERRORS)
+    async def compare(self, req: CompareRequest) -> CompareResponse:
+        """Score K responses to one query and return all pairwise margins scores[i] - scores[j]."""
+        outs = await self._score_all(resolve_compare_request(req, self.limits))
+        scores = [s for s, _ in outs]
+        return CompareResponse(
+            scores=scores,
+            critiques=[c for _, c in outs],
+            margins=all_margins(scores),
+            model=self.scorer.name,
+        )
+
+    @API.get("/healthz")
+    async def healthz(self) -> dict:
+        """Liveness plus counters: items scored, mean batch size, RSS of this replica."""
+        sizes = self.batch_sizes
+        return {
+            "status": "ok",
+            "model": self.scorer.name,
+            "items_scored": self.items_scored,
+            "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0,
+            "rss_mb": round(_rss_mb(), 1),
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+    # ---- handle API (in-cluster callers, no HTTP) -------------------------------------------
+    async def score_json(self, body: dict) -> dict:
+        return await self._call_json(body, ScoreRequest, self.score)
+
+    async def compare_json(self, body: dict) -> dict:
+        return await self._call_json(body, CompareRequest, self.compare)
+
+    async def _call_json(self, body: dict, model, route) -> dict:
+        try:
+            if len(json.dumps(body)) > self.limits.max_body_bytes:
+                raise RequestError("body", f"body exceeds {self.limits.max_body_bytes} bytes", 413)
+            result = await route(model.model_validate(body))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            return {
+                "status": 422,
+                "error": {"field": _loc_to_field(tuple(err["loc"])), "reason": err["msg"]},
+            }
+        except RequestError as exc:
+            return {"status": exc.status, **exc.body()}
+        return result.model_dump()
+
+
+def resolve_model_path(cfg: ServeRewardConfig) -> str:
+    return cfg.model_path or os.path.join(cfg.run_dir, "train-reward", "model")
+
+
+def build_app(cfg: ServeRewardConfig, token: str | None = None):
+    """The bound Serve application for ``cfg`` (paths made absolute for the replicas)."""
+    data = asdict(cfg)
+    data["model_path"] = os.path.abspath(resolve_model_path(cfg))
+    data["limits"]["allowed_roots"] = [os.path.abspath(r) for r in cfg.limits.allowed_roots]
+    options: dict[str, Any] = {
+        "max_ongoing_requests": max(cfg.max_ongoing_requests, cfg.max_batch_size + 1),
+        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+    }
+    if cfg.autoscaling:
+        options["autoscaling_config"] = {
+            "min_replicas": cfg.min_replicas,
+            "max_replicas": cfg.max_replicas,
+            "target_ongoing_requests": cfg.target_ongoing_requests,
+        }
+    else:
+        options["num_replicas"] = cfg.num_replicas
+    return RewardService.options(**options).bind(data, token)
+
+
+def read_token(cfg: ServeRewardConfig) -> str | None:
+    """The bearer token from ``$<token_env>``; an error if named but unset."""
+    if not cfg.token_env:
+        return None
+    token = os.environ.get(cfg.token_env, "")
+    if not token:
+        raise RuntimeError(f"token_env={cfg.token_env} but ${cfg.token_env} is empty")
+    return token
+
+
+def start(cfg: ServeRewardConfig, token: str | None = None) -> str:
+    """Start Serve's HTTP proxy on ``cfg.host:cfg.port`` and run the app; returns its URL.
+
+    Serve has one HTTP proxy per cluster: if it already runs, its host/port are kept.
+    """
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(
+        build_app(cfg, token if token is not None else read_token(cfg)),
+        name=cfg.app_name,
+        route_prefix=cfg.route_prefix,
+        blocking=False,
+    )
+    return app_url(cfg)
+
+
+def app_url(cfg: ServeRewardConfig) -> str:
+    return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"

@@ -1,0 +1,147 @@
+"""Pair expansion: exact counts, ties, constructed responses, ids, margins, the stage."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmrlhf_ray.pairs import PairsConfig, expand_record, expand_records, oracle_score
+from mmrlhf_ray.schemas import to_table
+from mmrlhf_ray.stage import StageDir
+
+
+def _resp(i, rank, h=3, f=3, e=5, constructed=None, text=None):
+    return {
+        "response_id": f"r{i}",
+        "model": f"m{i}",
+        "text": text or f"answer {i}",
+        "helpfulness": h,
+        "faithfulness": f,
+        "ethics": e,
+        "rank": rank,
+        "score_reason": f"reason {i}",
+        "critique": f"critique {i}",
+        "constructed": constructed,
+    }
+
+
+def _record(qid, responses, is_tie=False):
+    return {
+        "query_id": qid,
+        "question": "What colour is the circle?",
+        "category": "short",
+        "image_path": "short/x.png",
+        "responses": responses,
+        "is_tie": is_tie,
+    }
+
+
+def test_four_distinct_ranks_give_six_pairs_best_first():
+    record = _record("q", [_resp(0, 3), _resp(1, 1), _resp(2, 4), _resp(3, 2)])
+    pairs, stats = expand_record(record)
+    assert stats.pairs == 6 and len(pairs) == 6 and stats.tied_pairs_skipped == 0
+    assert all(p["chosen_rank"] < p["rejected_rank"] for p in pairs)
+    assert {(p["chosen_id"], p["rejected_id"]) for p in pairs} == {
+        ("r1", "r0"),
+        ("r0", "r2"),
+        ("r3", "r0"),
+        ("r1", "r2"),
+        ("r1", "r3"),
+        ("r3", "r2"),
+    }
+    first = pairs[0]
+    assert first["pair_id"] == "q::r1>r0" and first["chosen_reason"] == "reason 1"
+    assert first["rejected_critique"] == "critique 0" and first["margin"] is None
+    assert first["image_path"] == "short/x.png" and first["is_tie"] is False
+    to_table(pairs, "pair")
+
+
+def test_ties_give_fewer_pairs_and_are_counted():
+    # ranks 1, 2, 2, 3: C(4,2)=6 minus the one equal-rank pair = 5
+    pairs, stats = expand_record(_record("q", [_resp(0, 1), _resp(1, 2), _resp(2, 2), _resp(3, 3)]))
+    assert stats.pairs == 5 and stats.tied_pairs_skipped == 1
+    # all tied: no pairs at all, counted
+    pairs, stats = expand_record(_record("q", [_resp(i, 1) for i in range(3)], is_tie=True))
+    assert pairs == [] and stats.tied_pairs_skipped == 3 and stats.records_without_pairs == 1
+
+
+def test_constructed_negative_pairs_with_every_tied_response():
+    responses = [_resp(i, 1, h=5, f=5) for i in range(3)]
+    responses.append(_resp(3, None, h=2, f=1, constructed="negative", text="It is blue."))
+    pairs, stats = expand_record(_record("q", responses, is_tie=True))
+    assert stats.pairs == 3 and stats.tie_pairs == 3 and stats.tied_pairs_skipped == 3
+    assert {p["rejected_id"] for p in pairs} == {"r3"} and all(p["is_tie"] for p in pairs)
+    # the same record under tie_rule=skip: the constructed response is ignored, no pairs
+    pairs, stats = expand_record(_record("q", responses, is_tie=True), tie_rule="skip")
+    assert pairs == [] and stats.constructed_skipped == 1 and stats.records_without_pairs == 1
+
+
+def test_constructed_positive_with_rank_beats_poor_ties():
+    responses = [_resp(i, 2, h=1, f=1) for i in range(2)] + [
+        _resp(2, 1, h=5, f=5, constructed="positive")
+    ]
+    pairs, stats = expand_record(_record("q", responses, is_tie=True))
+    assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [("r2", "r0"), ("r2", "r1")]
+
+
+def test_best_vs_worst_and_oracle_margin():
+    record = _record("q", [_resp(0, 1, h=5, f=5, e=5), _resp(1, 2), _resp(2, 3, h=1, f=2, e=3)])
+    pairs, _ = expand_record(record, mode="best-vs-worst", margin="oracle")
+    assert len(pairs) == 1 and pairs[0]["pair_id"] == "q::r0>r2"
+    assert (
+        pairs[0]["margin"] == pytest.approx((15 - 6) / 3) and pairs[0]["margin_source"] == "oracle"
+    )
+    assert oracle_score({"helpfulness": None, "faithfulness": 1, "ethics": 1}) is None
+
+
+def test_pair_ids_are_deterministic_and_unique():
+    records = [_record(f"q{k}", [_resp(i, i + 1) for i in range(4)]) for k in range(3)]
+    a, stats = expand_records(records)
+    b, _ = expand_records(records)
+    assert [p["pair_id"] for p in a] == [p["pair_id"] for p in b]
+    assert len({p["pair_id"] for p in a}) == 18 == stats.pairs and stats.records == 3
+
+
+def test_config_refuses_unknown_mode():
+    with pytest.raises(ValueError, match="mode"):
+        PairsConfig(mode="hardest")
+
+
+def _finished_stage(run, stage, records):
+    sd = StageDir(run, stage)
+    sd.begin({"test": stage})
+    sd.write_part("part-00000", to_table(records, "record"))
+    sd.finish(len(records), len(records), 0)
+    return sd
+
+
+def test_pairs_stage_counts_quarantine_and_resume(tmp_path, capsys):
+    from jobs.pairs import main
+
+    run = str(tmp_path / "run")
+    good = [_record(f"q{k}", [_resp(i, i + 1) for i in range(4)]) for k in range(3)]
+    tied = _record("qt", [_resp(i, 1) for i in range(2)], is_tie=True)
+    broken = _record("qb", [_resp(0, 1), _resp(1, 2)])
+    broken["category"] = "poetry"  # not a category: quarantined, counted
+    _finished_stage(run, "annotate", [*good, tied, broken])
+    args = [f"run_dir={run}", "records_per_part=2", "margin=oracle"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "5 records (1 quarantined) -> 18 pairs" in out and "1 records gave no pair" in out
+    pairs = StageDir(run, "pairs")
+    assert pairs.count_rows() == 18 and pairs.count_rows(quarantine=True) == 1
+    assert pairs.read_manifest()["counts"] == {"in": 5, "out": 4, "quarantined": 1}
+    assert set(pairs.read().column("margin_source").to_pylist()) == {"oracle"}
+    assert main(args) == 0 and "already done" in capsys.readouterr().out
+    # crash after the first part: the rerun writes only the missing parts
+    names = pairs.part_names()
+    kept = tmp_path / "run/pairs/data" / f"{names[0]}.parquet"
+    before = kept.stat().st_mtime_ns
+    for name in names[1:]:
+        pairs.fs.delete_file(f"{pairs.data_dir}/{name}.parquet")
+    pairs.write_manifest(dict(pairs.read_manifest(), status="running"))
+    assert main(args) == 0
+    assert pairs.count_rows() == 18 and kept.stat().st_mtime_ns == before
+    # expand, once finished, is preferred over annotate
+    _finished_stage(run, "expand", good[:1])
+    assert main([f"run_dir={run}"]) == 0
+    assert pairs.count_rows() == 6 and pairs.read_manifest()["config"]["input"] == "expand"
