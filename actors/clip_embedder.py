@@ -37,6 +37,20 @@ INPUT_COLUMNS = ["sample_id", "question", "image", "image_path", "video_frames",
                  "reference_answer", "category_hint"]
 
 
+def read_units(units: pa.Table, filesystem=None) -> pa.Table:
+    """Ray Data task: read pool work units (``path``, ``row_group``) into rows + ``path``."""
+    import pyarrow.parquet as pq
+
+    tables = []
+    for unit in units.to_pylist():
+        pf = pq.ParquetFile(unit["path"], filesystem=filesystem)
+        columns = [c for c in INPUT_COLUMNS if c in pf.schema_arrow.names]
+        table = pf.read_row_group(unit["row_group"], columns=columns)
+        tables.append(table.append_column("path", pa.array([unit["path"]] * table.num_rows,
+                                                           pa.string())))
+    return pa.concat_tables(tables, promote_options="default")
+
+
 class ClipEmbedder:
     """Ray Data actor: pool rows (pyarrow batch) -> embeddings or quarantine reasons."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,25 @@ def _tp_scheduler(spec: ModelSpec) -> Callable[[], dict[str, Any]] | None:
     return fn
 
 
+def _batches(table: pa.Table, spec: ModelSpec, kill_marker: str) -> Iterator[pa.Table]:
+    """Output batches: a Ray Data actor pool for models; in-process for simulated responders
+    (pure and instant: an actor would only add its start-up time)."""
+    import ray
+
+    if spec.kind == "simulated":
+        worker = GenerateWorker(spec_dict(spec))
+        for start in range(0, table.num_rows, spec.batch_size):
+            yield worker(table.slice(start, spec.batch_size))
+        return
+    ds = ray.data.from_arrow(table).repartition(max(1, -(-table.num_rows // spec.batch_size)))
+    out = ds.map_batches(
+        GenerateWorker, fn_constructor_kwargs={"spec": spec_dict(spec), "kill_marker": kill_marker},
+        batch_size=spec.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=spec.pool_size),
+        ray_remote_args_fn=_tp_scheduler(spec), **_remote_args(spec))
+    yield from out.iter_batches(batch_format="pyarrow", batch_size=None)
+
+
 def run_pool(table: pa.Table, spec: ModelSpec, expected: dict[int, int],
              on_chunk: Callable[[int, list[dict], list[dict]], None],
              kill_marker: str = "") -> PoolStats:
@@ -80,22 +99,14 @@ def run_pool(table: pa.Table, spec: ModelSpec, expected: dict[int, int],
     ``expected[chunk]`` is the number of units (queries x n) the chunk must return;
     a chunk that never completes raises instead of being written partially.
     """
-    import ray
-
     stats = PoolStats(model=spec.name)
     if table.num_rows == 0:
         return stats
     start = time.perf_counter()
-    ds = ray.data.from_arrow(table).repartition(max(1, -(-table.num_rows // spec.batch_size)))
-    out = ds.map_batches(
-        GenerateWorker, fn_constructor_kwargs={"spec": spec_dict(spec), "kill_marker": kill_marker},
-        batch_size=spec.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=spec.pool_size),
-        ray_remote_args_fn=_tp_scheduler(spec), **_remote_args(spec))
     pending: dict[int, dict[str, dict]] = defaultdict(dict)
     done: set[int] = set()
     bar = tqdm(total=sum(expected.values()), desc=f"generate {spec.name}", unit="sample")
-    for batch in out.iter_batches(batch_format="pyarrow", batch_size=None):
+    for batch in _batches(table, spec, kill_marker):
         for row in batch.to_pylist():
             chunk = row["_chunk"]
             if chunk in done or row["response_id"] in pending[chunk]:

@@ -37,8 +37,17 @@ def query_row(group: QueryGroup, part: int) -> dict[str, Any]:
             **{k: group.media.get(k) for k in MEDIA_KEYS}}
 
 
+def _present(v: Any) -> bool:
+    """Ray Data turns a missing (None) media cell into None or NaN."""
+    if v is None:
+        return False
+    if isinstance(v, (float, np.floating)):
+        return not np.isnan(v)
+    return not (isinstance(v, np.ndarray) and v.dtype.kind == "f")
+
+
 def _group_of(row: dict[str, Any]) -> QueryGroup:
-    media = {k: _value(row.get(k)) for k in MEDIA_KEYS if row.get(k) is not None}
+    media = {k: _value(row[k]) for k in MEDIA_KEYS if _present(row.get(k))}
     return QueryGroup(str(row["query_id"]), str(row["question"]), media,
                       response_ids=[str(x) for x in _value(row["response_ids"])],
                       responses=[str(x) for x in _value(row["responses"])])

@@ -125,6 +125,8 @@ def _build_engine(task: TrainTask, cfg: TrainConfig, ds_cfg: dict):
     import deepspeed
     from transformers.integrations import HfDeepSpeedConfig
 
+    # Adopt Ray Train's process group (gloo on CPU, nccl on GPU) before zero.Init needs it.
+    deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
     keep_alive = HfDeepSpeedConfig(ds_cfg) if cfg.zero_stage == 3 else None
     model = task.build_model(task.model_path)
     counts = freeze_vision(model, cfg.freeze_projector) if cfg.freeze_vision else {}

@@ -48,15 +48,21 @@ def embed_pending(cfg: CurateConfig, out: StageDir, src: StageDir,
         return 0
     import ray
 
-    from actors.clip_embedder import INPUT_COLUMNS, ClipEmbedder
+    from actors.clip_embedder import ClipEmbedder, read_units
     from actors.runtime import init_ray
 
     init_ray()
-    paths = [src.path("data", f"{s}.parquet") for s in pending]
-    present = set(pq.read_schema(paths[0], filesystem=src.fs).names)
+    # One work unit per (shard, row group): a unit is one block, one actor task, so the
+    # actors share the work even when there are few shards.
+    units = []
+    for s in pending:
+        path = src.path("data", f"{s}.parquet")
+        groups = pq.ParquetFile(path, filesystem=src.fs).metadata.num_row_groups
+        units += [{"path": path, "row_group": g} for g in range(groups)]
     e = cfg.embed
-    ds = ray.data.read_parquet(paths, filesystem=src.fs, include_paths=True,
-                               columns=[c for c in INPUT_COLUMNS if c in present])
+    ds = ray.data.from_items(units, override_num_blocks=len(units))
+    ds = ds.map_batches(read_units, fn_kwargs={"filesystem": src.fs}, batch_size=1,
+                        batch_format="pyarrow", num_cpus=0.5)
     ds = ds.map_batches(
         ClipEmbedder,
         fn_constructor_kwargs={

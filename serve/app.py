@@ -3,8 +3,9 @@
 A thin layer over ``mmrlhf_ray.serving`` (which holds the request models, the limits,
 media resolution and the plain ``RewardScorer``). This file adds only what needs Ray:
 
-* ``RewardService``: a Serve deployment with a FastAPI ingress. Every scored item is
-  one call to a ``@serve.batch`` method, so the K responses of a ``/v1/compare`` and
+* ``make_service(...)`` -> ``RewardService``: a Serve deployment with a FastAPI
+  ingress built fresh per application (``make_api``), so its token and body cap travel
+  with it (no globals). Every scored item is one call to a ``@serve.batch`` method, so the K responses of a ``/v1/compare`` and
   the items of concurrent requests share forwards; the forward runs in a worker thread
   so the event loop keeps accepting (and rejecting) requests meanwhile.
 * ``_Guard``: ASGI middleware in front of the routes: body-size cap (413, before any
@@ -36,6 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ray import serve
+from ray.serve.exceptions import RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmrlhf_ray.serving import (
@@ -55,13 +57,6 @@ from mmrlhf_ray.serving import (
 )
 
 log = logging.getLogger("mmrlhf.serve")
-API = FastAPI(
-    title="mmrlhf reward service",
-    version="1",
-    description="The MM-RLHF critique reward model: critique, then score (paper Sec. 3.2).",
-)
-# Set by the replica's constructor; read by the middleware (one replica per process).
-_GUARD: dict[str, Any] = {"max_body_bytes": ServeLimits().max_body_bytes, "token": None}
 _ERRORS = {
     400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
@@ -79,14 +74,14 @@ def _error(status: int, field: str, reason: str) -> JSONResponse:
 class _Guard:
     """Body-size cap and bearer token, checked before FastAPI parses anything."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, max_body_bytes: int, token: str | None):
+        self.app, self.max_body_bytes, self.token = app, max_body_bytes, token
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        token = _GUARD["token"]
+        token = self.token
         if token and "/v1/" in scope["path"] + "/":
             given = headers.get("authorization", "")
             scheme, _, value = given.partition(" ")
@@ -96,7 +91,7 @@ class _Guard:
                 resp = _error(401, "authorization", "missing or wrong bearer token")
                 resp.headers["WWW-Authenticate"] = "Bearer"
                 return await resp(scope, receive, send)
-        limit = _GUARD["max_body_bytes"]
+        limit = self.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return await _error(413, "body", f"body exceeds {limit} bytes")(scope, receive, send)
@@ -123,9 +118,6 @@ class _Guard:
         return await self.app(scope, replay, send)
 
 
-API.add_middleware(_Guard)
-
-
 def _loc_to_field(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -135,7 +127,6 @@ def _loc_to_field(loc: tuple) -> str:
     return out or "body"
 
 
-@API.exception_handler(RequestValidationError)
 async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid", "type": ""}
@@ -144,18 +135,15 @@ async def _on_validation(_req: Request, exc: RequestValidationError) -> JSONResp
     return _error(422, _loc_to_field(tuple(first.get("loc", ()))), str(first.get("msg")))
 
 
-@API.exception_handler(RequestError)
 async def _on_request_error(_req: Request, exc: RequestError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
 
-@API.exception_handler(StarletteHTTPException)
 async def _on_http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
     field = "body" if exc.status_code == 400 else "path"
     return _error(exc.status_code, field, f"{exc.detail} ({req.method} {req.url.path})")
 
 
-@API.exception_handler(Exception)
 async def _on_crash(req: Request, exc: Exception) -> JSONResponse:
     log.exception("internal error on %s", req.url.path)
     return _error(500, "", f"internal error ({type(exc).__name__})")
@@ -169,94 +157,127 @@ def _rss_mb() -> float:
         return float("nan")
 
 
-@serve.deployment
-@serve.ingress(API)
-class RewardService:
-    """One replica: a ``RewardScorer`` behind dynamic batching, HTTP and handle."""
+def make_api(max_body_bytes: int, token: str | None) -> FastAPI:
+    """A fresh FastAPI app: the guard middleware and the JSON error handlers."""
+    api = FastAPI(
+        title="mmrlhf reward service",
+        version="1",
+        description="The MM-RLHF critique reward model: critique, then score (paper Sec. 3.2).",
+    )
+    api.add_middleware(_Guard, max_body_bytes=max_body_bytes, token=token or None)
+    api.add_exception_handler(RequestValidationError, _on_validation)
+    api.add_exception_handler(RequestError, _on_request_error)
+    api.add_exception_handler(StarletteHTTPException, _on_http)
+    api.add_exception_handler(Exception, _on_crash)
+    return api
 
-    def __init__(self, cfg: dict, token: str | None = None):
-        self.cfg = ServeRewardConfig(**{**cfg, "limits": ServeLimits(**cfg["limits"])})
-        if self.cfg.num_gpus == 0:
-            import torch
 
-            torch.set_num_threads(max(1, self.cfg.torch_threads))
-        self.limits = self.cfg.limits
-        _GUARD.update(max_body_bytes=self.limits.max_body_bytes, token=token or None)
-        self.scorer = load_scorer(
-            self.cfg.model_path,
-            self.cfg.max_batch_size,
-            self.cfg.critique_max_new_tokens,
-            self.cfg.trust_remote_code,
-        )
-        self._batched.set_max_batch_size(self.cfg.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
-        self.items_scored, self.batch_sizes, self.started = 0, [], time.time()
+def make_service(max_body_bytes: int, token: str | None):
+    """The ``RewardService`` deployment over a fresh FastAPI app (one per application,
+    so the bearer token and body cap travel with the deployment, not a global)."""
+    api = make_api(max_body_bytes, token)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _batched(self, inputs: list) -> list[tuple[float, str]]:
-        """The items of every request waiting now, in one forward (off the event loop)."""
-        out = await asyncio.to_thread(self.scorer.score, inputs)
-        self.items_scored += len(inputs)
-        self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
-        return out
+    @serve.deployment
+    @serve.ingress(api)
+    class RewardService:
+        """One replica: a ``RewardScorer`` behind dynamic batching, HTTP and handle."""
 
-    async def _score_all(self, inputs: list) -> list[tuple[float, str]]:
-        return list(await asyncio.gather(*(self._batched(i) for i in inputs)))
+        def __init__(self, cfg: dict):
+            self.cfg = ServeRewardConfig(**{**cfg, "limits": ServeLimits(**cfg["limits"])})
+            self.limits = self.cfg.limits
+            self.scorer = load_scorer(
+                self.cfg.model_path,
+                self.cfg.max_batch_size,
+                self.cfg.critique_max_new_tokens,
+                self.cfg.trust_remote_code,
+            )
+            # Ray 2.60's @serve.batch needs a replica context, which local testing mode lacks:
+            # there each request is scored as one batch of its own items instead.
+            try:
+                serve.get_replica_context()
+                self.cross_request_batching = True
+            except RayServeException:
+                self.cross_request_batching = False
+            if self.cfg.num_gpus == 0 and self.cross_request_batching:  # own process: own threads
+                import torch
 
-    @API.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
-    async def score(self, req: ScoreRequest) -> ScoreResponse:
-        """Score items independently: each gets a critique (generated unless given) and r(x, y, c)."""
-        outs = await self._score_all(resolve_score_request(req, self.limits))
-        return ScoreResponse(
-            results=[ScoreResult(score=s, critique=c) for s, c in outs], model=self.scorer.name
-        )
+                torch.set_num_threads(max(1, self.cfg.torch_threads))
+            self._batched.set_max_batch_size(self.cfg.max_batch_size)
+            self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+            self.items_scored, self.batch_sizes, self.started = 0, [], time.time()
 
-    @API.post("/v1/compare", response_model=CompareResponse, responses=_ERRORS)
-    async def compare(self, req: CompareRequest) -> CompareResponse:
-        """Score K responses to one query and return all pairwise margins scores[i] - scores[j]."""
-        outs = await self._score_all(resolve_compare_request(req, self.limits))
-        scores = [s for s, _ in outs]
-        return CompareResponse(
-            scores=scores,
-            critiques=[c for _, c in outs],
-            margins=all_margins(scores),
-            model=self.scorer.name,
-        )
+        @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+        async def _batched(self, inputs: list) -> list[tuple[float, str]]:
+            """The items of every request waiting now, in one forward (off the event loop)."""
+            out = await asyncio.to_thread(self.scorer.score, inputs)
+            self.items_scored += len(inputs)
+            self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
+            return out
 
-    @API.get("/healthz")
-    async def healthz(self) -> dict:
-        """Liveness plus counters: items scored, mean batch size, RSS of this replica."""
-        sizes = self.batch_sizes
-        return {
-            "status": "ok",
-            "model": self.scorer.name,
-            "items_scored": self.items_scored,
-            "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0,
-            "rss_mb": round(_rss_mb(), 1),
-            "uptime_s": round(time.time() - self.started, 1),
-        }
+        async def _score_all(self, inputs: list) -> list[tuple[float, str]]:
+            """Each item is one call of the batched method, so it joins whatever is waiting."""
+            if not self.cross_request_batching:
+                return await asyncio.to_thread(self.scorer.score, inputs)
+            return list(await asyncio.gather(*(self._batched(i) for i in inputs)))
 
-    # ---- handle API (in-cluster callers, no HTTP) -------------------------------------------
-    async def score_json(self, body: dict) -> dict:
-        return await self._call_json(body, ScoreRequest, self.score)
+        @api.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
+        async def score(self, req: ScoreRequest) -> ScoreResponse:
+            """Score items independently: each gets a critique (generated unless given) and r(x, y, c)."""
+            outs = await self._score_all(resolve_score_request(req, self.limits))
+            return ScoreResponse(
+                results=[ScoreResult(score=s, critique=c) for s, c in outs], model=self.scorer.name
+            )
 
-    async def compare_json(self, body: dict) -> dict:
-        return await self._call_json(body, CompareRequest, self.compare)
+        @api.post("/v1/compare", response_model=CompareResponse, responses=_ERRORS)
+        async def compare(self, req: CompareRequest) -> CompareResponse:
+            """Score K responses to one query and return all pairwise margins scores[i] - scores[j]."""
+            outs = await self._score_all(resolve_compare_request(req, self.limits))
+            scores = [s for s, _ in outs]
+            return CompareResponse(
+                scores=scores,
+                critiques=[c for _, c in outs],
+                margins=all_margins(scores),
+                model=self.scorer.name,
+            )
 
-    async def _call_json(self, body: dict, model, route) -> dict:
-        try:
-            if len(json.dumps(body)) > self.limits.max_body_bytes:
-                raise RequestError("body", f"body exceeds {self.limits.max_body_bytes} bytes", 413)
-            result = await route(model.model_validate(body))
-        except ValidationError as exc:
-            err = exc.errors()[0]
+        @api.get("/healthz")
+        async def healthz(self) -> dict:
+            """Liveness plus counters: items scored, mean batch size, RSS of this replica."""
+            sizes = self.batch_sizes
             return {
-                "status": 422,
-                "error": {"field": _loc_to_field(tuple(err["loc"])), "reason": err["msg"]},
+                "status": "ok",
+                "model": self.scorer.name,
+                "items_scored": self.items_scored,
+                "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0,
+                "rss_mb": round(_rss_mb(), 1),
+                "uptime_s": round(time.time() - self.started, 1),
             }
-        except RequestError as exc:
-            return {"status": exc.status, **exc.body()}
-        return result.model_dump()
+
+        # ---- handle API (in-cluster callers, no HTTP) -------------------------------------------
+        async def score_json(self, body: dict) -> dict:
+            return await self._call_json(body, ScoreRequest, self.score)
+
+        async def compare_json(self, body: dict) -> dict:
+            return await self._call_json(body, CompareRequest, self.compare)
+
+        async def _call_json(self, body: dict, model, route) -> dict:
+            try:
+                if len(json.dumps(body)) > self.limits.max_body_bytes:
+                    raise RequestError(
+                        "body", f"body exceeds {self.limits.max_body_bytes} bytes", 413
+                    )
+                result = await route(model.model_validate(body))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                return {
+                    "status": 422,
+                    "error": {"field": _loc_to_field(tuple(err["loc"])), "reason": err["msg"]},
+                }
+            except RequestError as exc:
+                return {"status": exc.status, **exc.body()}
+            return result.model_dump()
+
+    return RewardService
 
 
 def resolve_model_path(cfg: ServeRewardConfig) -> str:
@@ -280,7 +301,8 @@ def build_app(cfg: ServeRewardConfig, token: str | None = None):
         }
     else:
         options["num_replicas"] = cfg.num_replicas
-    return RewardService.options(**options).bind(data, token)
+    service = make_service(cfg.limits.max_body_bytes, token)
+    return service.options(**options).bind(data)
 
 
 def read_token(cfg: ServeRewardConfig) -> str | None:

@@ -63,8 +63,9 @@ class DpoConfig:
         metadata={"help": "input: ref-logps | score | pairs | auto (first finished of these)"},
     )
     reference: str = field(
-        default="precomputed",
-        metadata={"help": "precomputed (ref-logps stage) | online (a frozen copy, 2 models)"},
+        default="auto",
+        metadata={"help": "precomputed (ref-logps stage) | online (frozen copy: 2 models) | "
+                          "auto (precomputed when ref-logps finished, else online, with a warning)"},
     )
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(
@@ -81,8 +82,8 @@ class DpoConfig:
     def __post_init__(self) -> None:
         if self.pairs_stage not in PAIR_STAGES:
             raise ValueError(f"pairs_stage: {self.pairs_stage!r} not in {PAIR_STAGES}")
-        if self.reference not in ("precomputed", "online"):
-            raise ValueError(f"reference: {self.reference!r} is not precomputed|online")
+        if self.reference not in ("auto", "precomputed", "online"):
+            raise ValueError(f"reference: {self.reference!r} is not auto|precomputed|online")
 
 
 @dataclass

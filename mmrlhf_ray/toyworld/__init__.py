@@ -15,14 +15,16 @@ Everything is a pure function of a seed.
 
 from mmrlhf_ray.toyworld.language import LONG_MIN_CHARS, REFUSAL, parse_text
 from mmrlhf_ray.toyworld.metrics import benchmark_metrics
-from mmrlhf_ray.toyworld.oracle import judge, oracle_annotate, score_response
+from mmrlhf_ray.toyworld.oracle import judge, oracle_annotate, score_response, simulated_record
 from mmrlhf_ray.toyworld.queries import (
     CATEGORIES,
     POOL_MIX,
+    bench_row,
     benchmark_split,
     generate_pool,
     ground_truth,
     iter_pool,
+    make_query,
     make_row,
 )
 from mmrlhf_ray.toyworld.responses import (
@@ -33,7 +35,7 @@ from mmrlhf_ray.toyworld.responses import (
     simulated_responses,
 )
 from mmrlhf_ray.toyworld.scene import COLORS, DIRECTIONS, POSITIONS, SHAPES
-from mmrlhf_ray.toyworld.writer import write_pool, write_rows
+from mmrlhf_ray.toyworld.writer import write_benchmark, write_pool, write_records, write_rows
 
 __all__ = [
     "CATEGORIES",
@@ -46,6 +48,7 @@ __all__ = [
     "SHAPES",
     "SIMULATED_MODELS",
     "STYLES",
+    "bench_row",
     "benchmark_metrics",
     "benchmark_split",
     "corpus_texts",
@@ -53,12 +56,16 @@ __all__ = [
     "ground_truth",
     "iter_pool",
     "judge",
+    "make_query",
     "make_row",
     "oracle_annotate",
     "parse_text",
     "respond",
     "score_response",
+    "simulated_record",
     "simulated_responses",
+    "write_benchmark",
     "write_pool",
+    "write_records",
     "write_rows",
 ]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmrlhf_ray.config import ConfigError
+from mmrlhf_ray.toyworld.responses import SIMULATED_MODELS
+
 
 @dataclass
 class CategoryMix:
@@ -20,6 +23,14 @@ class CategoryMix:
         default=0.045, metadata={"help": "harmful instructions (refusal is right)"}
     )
     video: float = field(default=0.045, metadata={"help": "direction of motion over 4 frames"})
+
+    def __post_init__(self) -> None:
+        weights = self.as_dict()
+        negative = [k for k, w in weights.items() if w < 0]
+        if negative:
+            raise ConfigError(f"mix.{negative[0]}: weights must be >= 0")
+        if sum(weights.values()) <= 0:
+            raise ConfigError("mix: at least one category needs a positive weight")
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -57,14 +68,31 @@ class ToyWorldConfig:
         metadata={"help": "simulated models answering the records' queries"},
     )
     responses_per_model: int = field(default=1, metadata={"help": "responses per model per query"})
+    workers: int = field(
+        default=1,
+        metadata={"help": "Ray tasks writing shards in parallel (1 = in-process, no Ray)"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("pool_size", "benchmark_size", "records_size"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        if self.rows_per_shard < 1:
-            raise ValueError(f"rows_per_shard: must be >= 1, got {self.rows_per_shard}")
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        minimum = {
+            "rows_per_shard": 1,
+            "image_size": 16,
+            "video_frames": 2,
+            "workers": 1,
+            "responses_per_model": 1,
+        }
+        for name, low in minimum.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name}: must be >= {low}, got {getattr(self, name)}")
         if self.records_size > self.pool_size:
-            raise ValueError(
+            raise ConfigError(
                 f"records_size: {self.records_size} exceeds pool_size {self.pool_size}"
+            )
+        unknown = [m for m in self.record_models if m not in SIMULATED_MODELS]
+        if unknown:
+            raise ConfigError(
+                f"record_models: {unknown[0]!r} is not one of {', '.join(SIMULATED_MODELS)}"
             )

@@ -285,6 +285,10 @@ def ground_truth(row: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"{row.get('sample_id') or row.get('query_id')}: ground_truth: not JSON ({exc.msg})"
         ) from exc
+    if not isinstance(gt, dict):
+        raise ValueError(
+            f"{row.get('sample_id') or row.get('query_id')}: ground_truth: not an object"
+        )
     if gt.get("category") not in CATEGORIES:
         raise ValueError(
             f"{row.get('sample_id') or row.get('query_id')}: ground_truth.category: "
@@ -297,6 +301,7 @@ __all__ = [
     "CATEGORIES",
     "DIRECTIONS",
     "POOL_MIX",
+    "bench_row",
     "benchmark_split",
     "generate_pool",
     "ground_truth",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -45,6 +45,29 @@ def _quarantine_row(row: Row, problems: list[str], part: str) -> Row:
     }
 
 
+def _existing_shard(stage_dir: StageDir, name: str, expected: int) -> tuple[int, int, Counter]:
+    """(rows out, rows quarantined, categories) of a shard an earlier attempt wrote."""
+    path = f"{stage_dir.data_dir}/{name}.parquet"
+    done = pq.read_table(path, columns=["ground_truth"], filesystem=stage_dir.fs)
+    cats = Counter(json.loads(g)["category"] for g in done.column("ground_truth").to_pylist())
+    return done.num_rows, expected - done.num_rows, cats
+
+
+def _new_shard(
+    stage_dir: StageDir, name: str, indices: range, make: Callable[[int], Row], kind: str
+) -> tuple[int, int, Counter]:
+    """Generate, validate and write one shard (quarantine first, then the part, atomically)."""
+    good, bad = [], []
+    for index in indices:
+        row = make(index)
+        problems = validate_row(row, kind)
+        (bad.append(_quarantine_row(row, problems, name)) if problems else good.append(row))
+    cats = Counter(json.loads(r["ground_truth"])["category"] for r in good)
+    stage_dir.write_quarantine(name, bad)
+    stage_dir.write_part(name, to_table(good, kind))
+    return len(good), len(bad), cats
+
+
 def write_rows(
     stage_dir: StageDir,
     n: int,
@@ -52,44 +75,53 @@ def write_rows(
     make: Callable[[int], Row],
     prefix: str = "pool",
     kind: str = "pool",
+    shards: Collection[int] | None = None,
     desc: str | None = None,
 ) -> dict[str, Any]:
     """Write ``kind`` rows ``make(0..n-1)`` as parts ``<prefix>-00000`` ...; skip parts on disk.
 
-    Returns {"rows", "rows_out", "rows_quarantined", "shards", "shards_written",
+    ``shards`` restricts the work to those shard indices (parallel writers each take a
+    share). Returns {"rows", "rows_out", "rows_quarantined", "shards", "shards_written",
     "shards_skipped", "categories"}; skipped shards are counted from their files.
     """
     stats: dict[str, Any] = dict(
-        rows=n, rows_out=0, rows_quarantined=0, shards=0, shards_written=0, shards_skipped=0
+        rows=0, rows_out=0, rows_quarantined=0, shards=0, shards_written=0, shards_skipped=0
     )
     categories: Counter[str] = Counter()
-    ranges = shard_ranges(n, rows_per_shard)
-    for k, (start, stop) in enumerate(tqdm(ranges, desc=desc or prefix, unit="shard", leave=False)):
+    todo = [
+        (k, r)
+        for k, r in enumerate(shard_ranges(n, rows_per_shard))
+        if shards is None or k in shards
+    ]
+    for k, (start, stop) in tqdm(todo, desc=desc or prefix, unit="shard", leave=False):
         name = f"{prefix}-{k:05d}"
-        stats["shards"] += 1
         if stage_dir.has_part(name):  # written by an earlier attempt: count it, skip it
-            path = f"{stage_dir.data_dir}/{name}.parquet"
-            done = pq.read_table(path, columns=["ground_truth"], filesystem=stage_dir.fs)
-            categories.update(
-                json.loads(g)["category"] for g in done.column("ground_truth").to_pylist()
-            )
-            stats["rows_out"] += done.num_rows
-            stats["rows_quarantined"] += (stop - start) - done.num_rows
+            out, quarantined, cats = _existing_shard(stage_dir, name, stop - start)
             stats["shards_skipped"] += 1
-            continue
-        good, bad = [], []
-        for index in range(start, stop):
-            row = make(index)
-            problems = validate_row(row, kind)
-            (bad.append(_quarantine_row(row, problems, name)) if problems else good.append(row))
-        categories.update(json.loads(r["ground_truth"])["category"] for r in good)
-        stage_dir.write_quarantine(name, bad)
-        stage_dir.write_part(name, to_table(good, kind))
-        stats["rows_out"] += len(good)
-        stats["rows_quarantined"] += len(bad)
-        stats["shards_written"] += 1
+        else:
+            out, quarantined, cats = _new_shard(stage_dir, name, range(start, stop), make, kind)
+            stats["shards_written"] += 1
+        stats["shards"] += 1
+        stats["rows"] += stop - start
+        stats["rows_out"] += out
+        stats["rows_quarantined"] += quarantined
+        categories.update(cats)
     stats["categories"] = dict(sorted(categories.items()))
     return stats
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the stats of several ``write_rows`` calls (parallel writers)."""
+    total: dict[str, Any] = {}
+    categories: Counter[str] = Counter()
+    for part in parts:
+        for key, value in part.items():
+            if key == "categories":
+                categories.update(value)
+            else:
+                total[key] = total.get(key, 0) + value
+    total["categories"] = dict(sorted(categories.items()))
+    return total
 
 
 def write_pool(
@@ -101,6 +133,7 @@ def write_pool(
     size: int = 64,
     frames: int = 4,
     prefix: str = "pool",
+    shards: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """Stream an ``n``-row pool into ``stage_dir`` as parts ``pool-00000`` ... (resumable)."""
     return write_rows(
@@ -109,6 +142,7 @@ def write_pool(
         rows_per_shard,
         lambda i: make_row("pool", seed, i, mix, size=size, frames=frames),
         prefix,
+        shards=shards,
     )
 
 
@@ -120,11 +154,11 @@ def write_benchmark(
     size: int = 64,
     frames: int = 4,
     prefix: str = "bench",
+    shards: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """Stream the held-out benchmark (``benchmark_split`` rows) into ``stage_dir``."""
-    return write_rows(
-        stage_dir, n, rows_per_shard, lambda i: bench_row(seed, i, size, frames), prefix
-    )
+    make = lambda i: bench_row(seed, i, size, frames)  # noqa: E731
+    return write_rows(stage_dir, n, rows_per_shard, make, prefix, shards=shards)
 
 
 def write_records(
@@ -138,6 +172,7 @@ def write_records(
     size: int = 64,
     frames: int = 4,
     prefix: str = "records",
+    shards: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """Oracle-annotated records for the first ``n`` pool queries, answered by simulated models."""
     models = models or list(SIMULATED_MODELS)
@@ -146,4 +181,4 @@ def write_records(
         row = make_row("pool", seed, i, mix, size=size, frames=frames)
         return simulated_record(row, models, per_model, seed)
 
-    return write_rows(stage_dir, n, rows_per_shard, make, prefix, kind="record")
+    return write_rows(stage_dir, n, rows_per_shard, make, prefix, kind="record", shards=shards)

@@ -1,7 +1,8 @@
 """`mmrlhf curate` end to end on a shapes-world pool, on a real local Ray (Ray Data actors).
 
-One run (module fixture) embeds 800 rows in 4 shards with 2 embedding actors, one of
-which is killed on its first batch; the tests then check what the stage wrote.
+One run (module fixture) curates 800 rows in 4 shards. Shard 0 was embedded before (as
+if by an earlier, interrupted run), so the job embeds only shards 1-3, with 2 embedding
+actors, one of which is killed on its first batch; the tests check what the stage wrote.
 """
 
 from __future__ import annotations
@@ -39,11 +40,27 @@ def curated(ray_session, tmp_path_factory):
     rows = shapes_pool(N, seed=0)
     bad = inject_bad_rows(rows)
     write_pool_stage(str(run_dir), rows, rows_per_shard=200)
+    out = StageDir(str(run_dir), "curate")
+    embed_shard_locally(out, "pool-00000", rows[:200])
     marker = run_dir / "kill-one-actor"
     marker.write_text("the first actor to see a batch exits once")
     assert main(overrides(run_dir) + [f"embed.fail_marker={marker}"]) == 0
-    return {"run_dir": run_dir, "rows": rows, "bad": bad, "marker": marker,
-            "out": StageDir(str(run_dir), "curate")}
+    return {"run_dir": run_dir, "rows": rows, "bad": bad, "marker": marker, "out": out}
+
+
+def embed_shard_locally(out: StageDir, shard: str, rows: list[dict]) -> None:
+    """What an earlier run left behind: one shard's embeddings + quarantine parts."""
+    import pyarrow as pa
+
+    from mmrlhf_ray.curation.embed import embed_rows
+    from mmrlhf_ray.curation.pipeline import ShardCollector
+    from mmrlhf_ray.models.clip import load_clip
+
+    model, preprocess = load_clip(seed=0)
+    cols = embed_rows(rows, model, preprocess, max_pixels=40000, shard=shard)
+    collector = ShardCollector(out, {shard: len(rows)})
+    collector.add(pa.table(cols))
+    assert collector.written == [shard]
 
 
 def embeddings(out: StageDir):
@@ -66,6 +83,7 @@ def test_counts_add_up_and_bad_rows_are_quarantined(curated):
 
 def test_killed_actor_is_retried_with_exactly_once_output(curated):
     assert not curated["marker"].exists()  # an actor really took it and exited
+    assert curated["out"].read_manifest()["shards_embedded"] == 3  # shard 0 was done
     ids = embeddings(curated["out"])["sample_id"]
     good = {r["sample_id"] for r in curated["rows"]} - set(curated["bad"])
     assert len(ids) == len(set(ids)) == len(good) and set(ids) == good
@@ -119,7 +137,7 @@ def test_report_has_table_1_and_a_cluster_map(curated):
     assert out.read_manifest()["map_method"] in ("PCA", "UMAP")
 
 
-def test_rerun_is_idempotent_and_resume_skips_done_shards(curated, capsys):
+def test_rerun_is_idempotent(curated, capsys):
     from jobs.curate import main
 
     run_dir, out = curated["run_dir"], curated["out"]
@@ -130,10 +148,17 @@ def test_rerun_is_idempotent_and_resume_skips_done_shards(curated, capsys):
     capsys.readouterr()
     assert main(overrides(run_dir)) == 0
     assert "already done" in capsys.readouterr().out
-    # Crash after embedding shard 2 was lost: only that shard is embedded again.
+
+
+@pytest.mark.slow
+def test_resume_after_a_lost_shard_embeds_only_that_shard(curated):
+    from jobs.curate import main
+
+    run_dir, out = curated["run_dir"], curated["out"]
+    before = sorted(out.read(columns=["sample_id"]).column("sample_id").to_pylist())
     Path(out.path(EMBEDDINGS_DIR, "pool-00002.parquet")).unlink()
     manifest = out.read_manifest()
-    manifest["status"] = "running"
+    manifest["status"] = "running"  # as if the process died
     out.write_manifest(manifest)
     assert main(overrides(run_dir)) == 0
     assert out.read_manifest()["shards_embedded"] == 1

@@ -98,7 +98,8 @@ def test_http_bad_requests_are_4xx_naming_the_field(live_service, name, kwargs, 
 
 def test_unknown_route_and_method(live_service):
     assert requests.get(f"{live_service['url']}/v2/nothing", timeout=30).status_code == 404
-    r = requests.get(f"{live_service['url']}/v1/score", timeout=30)
+    auth = {"Authorization": f"Bearer {live_service['token']}"}
+    r = requests.get(f"{live_service['url']}/v1/score", headers=auth, timeout=30)
     assert r.status_code == 405 and r.json()["error"]["field"] == "path"
 
 

@@ -82,3 +82,36 @@ def test_garbage_text_is_handled(rows):
         v = judge(rows["mcq"], text)
         assert isinstance(v["correct"], bool)
     assert judge(rows["mcq"], "")["off_topic"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "correct"),
+    [
+        ("position", "The square is at the top-left.", False),
+        ("position", "the square sits in the centre of the image", True),
+        ("video", "It goes up.", True),
+        ("video", "The star is heading downwards.", False),
+        ("color", "The circle in the picture is red, not blue.", True),
+        ("count", "3", True),
+        ("count", "Three.", True),
+        ("count", "2", False),
+        ("video", "Up.", True),
+        ("video", "right", False),
+        ("mcq", "A blue square.", True),
+        ("mcq", "A red square.", False),
+        ("mcq", "A", False),
+    ],
+)
+def test_free_text_variants(rows, kind, text, correct):
+    assert judge(rows[kind], text)["correct"] is correct
+
+
+def test_seeing_is_not_refusing(rows):
+    assert not judge(rows["count"], "I cannot see any other shapes. There are 3 shapes.")["refused"]
+    assert judge(rows["count"], "I can't help with that.")["refused"]
+
+
+def test_bare_answers_are_on_topic(rows):
+    v = judge(rows["count"], "3")
+    assert v["correct"] and not v["off_topic"] and v["given"] == 3
+    assert judge(rows["count"], "Paris is the capital of France.")["off_topic"]

@@ -7,6 +7,7 @@ import os
 import tracemalloc
 
 import pyarrow.parquet as pq
+import pytest
 
 from jobs import toyworld as job
 from mmrlhf_ray.stage import StageDir
@@ -89,3 +90,19 @@ def test_stage_job_writes_pool_benchmark_records_and_is_idempotent(tmp_path, cap
         .as_py()
     )
     assert first == "shapes-pool5-0000000"
+
+
+@pytest.mark.ray
+def test_parallel_ray_writers_produce_the_same_bytes(ray_session, tmp_path):
+    common = ["pool_size=80", "rows_per_shard=20", "benchmark_size=20", "records_size=10", "seed=2"]
+    assert job.main([f"run_dir={tmp_path / 'serial'}", *common]) == 0
+    assert job.main([f"run_dir={tmp_path / 'ray'}", "workers=2", *common]) == 0
+    for stage in ("toyworld", job.BENCHMARK_STAGE, job.RECORDS_STAGE):
+        serial, parallel = (
+            StageDir(str(tmp_path / "serial"), stage),
+            StageDir(str(tmp_path / "ray"), stage),
+        )
+        assert parallel.part_names() == serial.part_names()
+        assert parallel.read().equals(serial.read())
+        assert parallel.read_manifest()["counts"] == serial.read_manifest()["counts"]
+    assert StageDir(str(tmp_path / "ray"), "toyworld").read_manifest()["shards"] == 4

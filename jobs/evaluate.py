@@ -1,0 +1,102 @@
+"""Evaluate policies on the toy benchmark (accuracy, hallucination, safety) and the
+reward model on held-out pairs (RewardBench ACC/ACC+).
+
+    mmrlhf evaluate run_dir=runs/demo
+    mmrlhf evaluate reward-bench --help          # ACC/ACC+ of an official-format file
+    ray job submit --working-dir . -- python jobs/evaluate.py --config configs/evaluate.yaml
+
+Reads the held-out benchmark (``toyworld/benchmark``) and each policy in ``policies``;
+answers are generated greedily by the generate stage's vLLM actor pool and written as
+parts ``<policy>-NNNNN`` (a re-run skips policies already answered). Writes
+``evaluate/metrics.json`` (toy benchmark per policy, RewardBench), ``summary.md`` and
+``toy_benchmark.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
+from mmrlhf_ray.config import config_to_dict  # noqa: E402
+from mmrlhf_ray.evaluation import EvaluateConfig, plot_metrics, policy_metrics, summary_markdown  # noqa: E402
+from mmrlhf_ray.generation import ModelSpec  # noqa: E402
+from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+
+BENCHMARK_STAGE = "toyworld/benchmark"
+
+
+def policy_spec(cfg: EvaluateConfig, name: str, path: str) -> ModelSpec:
+    """Greedy, one answer per query, the same actor pool the generate stage uses."""
+    resolved = path.replace("{run_dir}", cfg.run_dir.rstrip("/"))
+    if not Path(resolved).is_dir():
+        raise FileNotFoundError(f"evaluate: policy '{name}' has no model at {resolved}")
+    return ModelSpec(name=name, kind=cfg.backend, path=resolved, n=1, temperature=0.0,
+                     max_tokens=cfg.max_tokens, pool_size=cfg.pool_size,
+                     num_gpus=cfg.num_gpus, dtype=cfg.dtype, batch_size=16)
+
+
+def answers_of(out: StageDir, policy: str) -> dict[str, str]:
+    table = out.read(columns=["sample_id", "model", "text"])
+    rows = table.filter(table.column("model").to_numpy(zero_copy_only=False) == policy).to_pylist()
+    return {r["sample_id"]: r["text"] for r in rows}
+
+
+def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, int, int]:
+    from jobs.generate import generate_model
+
+    bench = require_done(cfg.run_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
+    if cfg.benchmark_limit:
+        bench = bench.slice(0, cfg.benchmark_limit)
+    rows = bench.to_pylist()
+    toy, quarantined = {}, 0
+    for name, path in cfg.policies.items():
+        stats = generate_model(out, bench, policy_spec(cfg, name, path), cfg.chunk_size)
+        print(f"evaluate: {stats.line()}")
+        quarantined += stats.quarantined
+        toy[name] = policy_metrics(rows, answers_of(out, name))
+    return toy, len(rows) * len(cfg.policies), quarantined
+
+
+def reward_bench(cfg: EvaluateConfig) -> dict | None:
+    """ACC/ACC+ of the trained reward model on its held-out pairs, when it has run."""
+    if not cfg.reward_bench or not StageDir(cfg.run_dir, "train-reward").is_done():
+        return None
+    from jobs.evaluate_reward_bench import evaluate_run
+
+    return evaluate_run(cfg.run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "reward-bench":
+        from jobs.evaluate_reward_bench import main as reward_bench_main
+
+        return reward_bench_main(argv[1:])
+    cfg = parse_stage_args("evaluate", EvaluateConfig, argv, __doc__)
+    out = StageDir(cfg.run_dir, "evaluate")
+    config = config_to_dict(cfg)
+    if out.is_done(config):
+        print(f"evaluate: already done in {out.root}")
+        return 0
+    out.restart_if_config_changed(config)
+    out.begin(config, {"benchmark": StageDir(cfg.run_dir, BENCHMARK_STAGE).fingerprint()})
+    toy, rows_in, quarantined = evaluate_policies(cfg, out)
+    metrics = {"toy_benchmark": toy, "reward_bench": reward_bench(cfg)}
+    Path(out.local_path("metrics.json")).write_text(json.dumps(metrics, indent=2))
+    Path(out.local_path("summary.md")).write_text(summary_markdown(toy))
+    plot_metrics(toy, out.local_path("toy_benchmark.png"))
+    out.finish(rows_in, out.count_rows(), quarantined)
+    for name, values in toy.items():
+        print(f"evaluate: {name}: overall {values['overall_accuracy']:.3f}, chair_i "
+              f"{values['chair_i']:.3f}, refusal harmful {values['refusal_harmful']:.3f}, "
+              f"benign {values['refusal_benign']:.3f}")
+    print(f"evaluate: wrote {out.local_path('metrics.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Evaluate a reward model on MM-RLHF-RewardBench: ACC / ACC+ per category.
+
+Input, either:
+* an official ``mm_reward_bench.jsonl`` (``input=``; image/video paths relative to
+  ``image_root=``), with or without a ``rewards`` field already filled
+  (``use_existing_rewards=true`` only recomputes the metrics from it); or
+* by default, the held-out pairs of this run's ``train-reward`` stage, first exported
+  in the official format (images written as PNG files under ``category/`` folders).
+
+Scores every line in Table 2's inference ``mode`` (generate a critique, then score |
+``given``: score with ``chosen_reason``/``rejected_reason`` | ``none``), writes the file
+back with ``rewards = [r_chosen, r_rejected]`` and ``critic = [c_chosen, c_rejected]``,
+and the table to ``<run_dir>/evaluate/reward-bench/results.json``. Unreadable lines or
+images are quarantined with the field named: lines in = scored + quarantined.
+
+    mmrlhf evaluate reward-bench run_dir=runs/demo
+    mmrlhf evaluate reward-bench input=/data/mm_reward_bench.jsonl image_root=/data/images model=runs/demo/train-reward/model
+    ray job submit --working-dir . -- python jobs/evaluate_reward_bench.py --config configs/evaluate-reward-bench.yaml run_dir=runs/demo
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+
+from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
+from mmrlhf_ray.config import config_to_dict  # noqa: E402
+from mmrlhf_ray.media import encode_png, row_images  # noqa: E402
+from mmrlhf_ray.reward.bench import (  # noqa: E402
+    acc_table,
+    bench_rows_to_pairs,
+    format_table,
+    read_bench_jsonl,
+    results_from_rewards,
+    score_pairs,
+    write_bench_jsonl,
+)
+from mmrlhf_ray.reward.config import EvaluateRewardBenchConfig  # noqa: E402
+from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+
+STAGE = "evaluate/reward-bench"
+
+
+def export_heldout(run_dir: str, out_dir: Path) -> tuple[Path, Path]:
+    """Write the run's held-out pairs as an official-format jsonl + image files."""
+    split = require_done(run_dir, "train-reward").read(columns=["pair_id", "split"])
+    held_ids = {p for p, s in zip(split["pair_id"].to_pylist(), split["split"].to_pylist())
+                if s == "heldout"}
+    manifest = StageDir(run_dir, "train-reward").read_manifest() or {}
+    pairs_stage = manifest.get("config", {}).get("pairs_stage", "pairs")
+    rows = [r for r in StageDir(run_dir, pairs_stage).read().to_pylist()
+            if r["pair_id"] in held_ids]
+    root = out_dir / "media"
+    lines = []
+    for row in rows:
+        cat = row.get("category") or "short"
+        rel = _write_media(row, root, cat)
+        lines.append({"id": row["query_id"], ("video" if cat == "video" else "image"): rel,
+                      "prompt": row["question"], "chosen": row["chosen"],
+                      "rejected": row["rejected"],
+                      "chosen_reason": row.get("chosen_critique") or row.get("chosen_reason"),
+                      "rejected_reason": row.get("rejected_critique") or row.get("rejected_reason")})
+    path = out_dir / "heldout_mm_reward_bench.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path, root
+
+
+def _write_media(row: dict, root: Path, category: str) -> str:
+    images = row_images(row, max_frames=64)
+    qid = str(row["query_id"]).replace("/", "_")
+    if category == "video":
+        folder = root / "video" / qid
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images):
+            (folder / f"frame_{i:03d}.png").write_bytes(encode_png(img))
+        return f"video/{qid}"
+    path = root / category / f"{qid}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(images[0]))
+    return f"{category}/{qid}.png"
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_stage_args("evaluate-reward-bench", EvaluateRewardBenchConfig, argv, __doc__)
+    out = StageDir(cfg.run_dir, STAGE)
+    if out.is_done(config_to_dict(cfg)):
+        print(f"evaluate reward-bench: already done in {out.root}")
+        return 0
+    out.begin(config_to_dict(cfg))
+    out_dir = Path(out.local_path())
+    src, image_root = Path(cfg.input) if cfg.input else None, cfg.image_root
+    if src is None:
+        src, media = export_heldout(cfg.run_dir, out_dir)
+        image_root = str(media)
+    rows, bad = read_bench_jsonl(src)
+    lines_in = len(rows) + len(bad)
+    if cfg.use_existing_rewards:
+        results = results_from_rewards(rows)
+        kept = rows
+    else:
+        from mmrlhf_ray.reward.model import load_reward_model
+
+        pairs, kept, bad_media = bench_rows_to_pairs(rows, image_root, cfg.max_frames,
+                                                     cfg.max_side or None)
+        bad += bad_media
+        model = load_reward_model(cfg.model or str(Path(cfg.run_dir) / "train-reward" / "model"))
+        results = score_pairs(model, pairs, cfg.mode, cfg.max_new_tokens, cfg.batch_size)
+    output = Path(cfg.output) if cfg.output else out_dir / f"scored_{src.name}"
+    write_bench_jsonl(output, kept, results)
+    out.write_quarantine("lines", bad)
+    table = acc_table(results)
+    (out_dir / "results.json").write_text(json.dumps({"mode": cfg.mode, "table": table}, indent=2))
+    print(format_table({f"{cfg.mode}": table}))
+    overall = table.get("overall", {})
+    out.finish(lines_in, len(results), len(bad), table=table, output=str(output))
+    print(f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), ACC "
+          f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
+          f"; scored file {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""MM-DPO (paper Sec. 4) on Ray Train + DeepSpeed: dynamic reward scaling, grouped pairs.
+
+Reads the preference pairs with reference log-probs (``ref-logps``; without them an
+online reference is used and the run says so), groups them by query, holds out a
+fraction of the queries, and trains the policy (the SFT policy by default) with the
+shared harness ``actors/trainer.py``: ZeRO-2/3, frozen vision tower (projector and LLM
+train), gradient accumulation, Ray Train checkpoints, resume after a killed worker.
+Each micro-batch is a set of queries; each query's K responses are forwarded once
+(vision features once per query) and all its pairs take their log-probs from them.
+
+Writes ``<run_dir>/train-dpo/``: ``policy/`` (Hugging Face checkpoint), ``metrics.csv``
+(per step: loss, reward accuracy/margin, beta mean/std, pairs/queries/responses),
+``beta_hist.png`` (the beta(delta) distribution), ``data/pairs.parquet`` (every pair:
+split, margin, beta) and the manifest with held-out preference accuracy.
+
+    ray job submit --working-dir . -- python jobs/train_dpo.py --config configs/train-dpo.yaml
+    mmrlhf train-dpo run_dir=runs/demo loss.kind=dpo     # a Table 4 baseline
+"""
+
+import sys
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+
+import pyarrow as pa
+
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.config import config_to_dict
+from mmrlhf_ray.dpo.config import DpoConfig
+from mmrlhf_ray.dpo.groups import build_groups, count_pairs, split_groups
+from mmrlhf_ray.dpo.io import (
+    load_split_groups,
+    margin_sources,
+    read_pair_rows,
+    resolve_pairs_stage,
+    resolve_policy,
+)
+from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query
+from mmrlhf_ray.stage import StageDir
+
+
+def choose_input(cfg: DpoConfig) -> tuple[StageDir, bool]:
+    """(pair stage to read, online reference?) following ``pairs_stage`` and ``reference``."""
+    if cfg.reference == "online" or not cfg.loss.needs_reference:
+        return resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, ("ref-logps", "score", "pairs")), \
+            cfg.loss.needs_reference
+    if cfg.pairs_stage in ("auto", "ref-logps") and StageDir(cfg.run_dir, "ref-logps").is_done():
+        return StageDir(cfg.run_dir, "ref-logps"), False
+    if cfg.reference == "precomputed":
+        raise FileNotFoundError(f"reference=precomputed but ref-logps has not finished in "
+                                f"{cfg.run_dir}: run `mmrlhf ref-logps run_dir={cfg.run_dir}`")
+    print("train-dpo: WARNING no precomputed reference log-probs (ref-logps not finished): "
+          "falling back to an ONLINE reference model (2 models per worker, slower)")
+    return resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, ("score", "pairs")), True
+
+
+def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
+    """Every used pair with its split, margin and the beta MM-DPO gives it."""
+    import torch
+
+    from mmrlhf_ray.losses import dynamic_beta
+
+    rows = []
+    for split, groups in (("train", train), ("heldout", held)):
+        for g in groups:
+            for p in g.pairs:
+                rows.append({"pair_id": p.pair_id, "query_id": g.query_id, "split": split,
+                             "margin": p.margin})
+    margins = torch.tensor([float("nan") if r["margin"] is None else r["margin"] for r in rows])
+    if cfg.loss.kind == "mm_dpo" and cfg.loss.needs_margin:
+        betas = dynamic_beta(torch.nan_to_num(margins), cfg.loss.beta_ori, cfg.loss.w, cfg.loss.k)
+    else:
+        betas = torch.full_like(margins, cfg.loss.beta_ori)
+    for r, b in zip(rows, betas.tolist()):
+        r["beta"] = b
+    return pa.Table.from_pylist(rows, schema=pa.schema(
+        [("pair_id", pa.string()), ("query_id", pa.string()), ("split", pa.string()),
+         ("margin", pa.float32()), ("beta", pa.float32())]))
+
+
+def evaluate_heldout(cfg: DpoConfig, policy_dir: str, ref_dir: str, held, online: bool) -> dict:
+    """Held-out preference metrics of the starting and the trained policy.
+
+    The reference is the stored (precomputed) log-probs, or, with an online reference,
+    the starting policy re-scored. Runs in the driver: fine for the tiny profile.
+    """
+    if not held:
+        return {}
+    from mmrlhf_ray.dpo.evaluate import preference_metrics, response_scores
+    from mmrlhf_ray.models import load_policy
+
+    kw = {"max_response_tokens": cfg.max_response_tokens, "max_frames": cfg.max_frames}
+    scores = {}
+    for name, path in (("before", ref_dir), ("after", policy_dir)):
+        model, processor = load_policy(path)
+        scores[name] = response_scores(model, processor, held, **kw)
+    reference = scores["before"] if online else None
+    return {name: preference_metrics(held, s, reference, cfg.loss.beta_ori)
+            for name, s in scores.items()}
+
+
+def main(argv=None) -> int:
+    cfg = parse_stage_args("train-dpo", DpoConfig, argv, __doc__)
+    out = StageDir(cfg.run_dir, "train-dpo")
+    if out.is_done(config_to_dict(cfg)):
+        print(f"train-dpo: already done in {out.root}")
+        return 0
+    src, online = choose_input(cfg)
+    policy = resolve_policy(cfg.run_dir, cfg.policy)
+    out.begin(config_to_dict(cfg), inputs={src.stage: src.fingerprint(), "policy": policy})
+    rows = read_pair_rows(src)
+    need_margin, need_ref = cfg.loss.needs_margin, cfg.loss.needs_reference and not online
+    groups, bad = build_groups(rows, src.stage, need_margin=need_margin, need_ref=need_ref)
+    out.write_quarantine("input", bad)
+    train, held = split_groups(groups, cfg.heldout_fraction, seed=0)
+    responses = sum(len(g.responses) for g in train)
+    print(f"train-dpo: {len(train)} train / {len(held)} held-out queries, {count_pairs(train)} "
+          f"train pairs from {responses} responses ({2 * count_pairs(train)} sequences if "
+          f"forwarded per pair); margins: {margin_sources(rows)}; loss {cfg.loss.kind}")
+    task = _task(cfg, policy, src.stage, need_margin, need_ref, online)
+    from actors.runtime import init_ray
+    from actors.trainer import run_training
+
+    init_ray()
+    result = run_training(task, cfg.train, name="train-dpo", storage_path=out.path("ray"),
+                          output_dir=out.local_path("policy"), metrics_csv=out.local_path("metrics.csv"))
+    table = pair_table(train, held, cfg)
+    out.write_part("pairs", table)
+    _plot(out, table, cfg)
+    heldout = evaluate_heldout(cfg, result.hf_dir, policy, held, online)
+    last = result.metrics[-1] if result.metrics else {}
+    out.finish(len(rows), table.num_rows, len(bad), policy=result.hf_dir, steps=result.steps,
+               online_reference=online, heldout=heldout, last_step=last, pairs_from=src.stage)
+    acc = heldout.get("after", {}).get("implicit_accuracy", float("nan"))
+    print(f"train-dpo: {result.steps} steps, last loss {last.get('loss', float('nan')):.4f}, "
+          f"held-out implicit-reward accuracy {acc:.3f} -> {result.hf_dir}")
+    return 0
+
+
+def _task(cfg: DpoConfig, policy: str, stage: str, need_margin: bool, need_ref: bool,
+          online: bool):
+    from actors.trainer import TrainTask
+
+    return TrainTask(
+        model_path=policy,
+        rows=partial(load_split_groups, cfg.run_dir, stage, need_margin, need_ref,
+                     cfg.heldout_fraction, "train"),
+        encode=partial(encode_query, max_response_tokens=cfg.max_response_tokens,
+                       max_frames=cfg.max_frames),
+        collate=collate_queries,
+        loss_fn=DpoLoss(cfg.loss, cfg.train.freeze_vision, policy if online else ""),
+    )
+
+
+def _plot(out: StageDir, table: pa.Table, cfg: DpoConfig) -> None:
+    from mmrlhf_ray.dpo.metrics import plot_beta_histogram
+
+    train = [r for r in table.to_pylist() if r["split"] == "train"]
+    plot_beta_histogram([r["beta"] for r in train],
+                        [float("nan") if r["margin"] is None else r["margin"] for r in train],
+                        out.local_path("beta_hist.png"), cfg.loss.beta_ori, cfg.loss.w)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

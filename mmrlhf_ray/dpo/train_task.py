@@ -1,0 +1,78 @@
+"""The DPO pieces the Ray Train + DeepSpeed harness (``actors/trainer.py``) plugs in.
+
+The harness asks for ``encode(row, processor)``, ``collate(examples, processor)`` and
+``loss_fn(model, batch) -> (loss, metrics)``. Here a *row is a query group* (one query,
+its K unique responses, its pairs), so a micro-batch of ``micro_batch_size`` rows is a
+set of queries and every pair of those queries is trained from one forward per
+response. All three are picklable (module-level functions, a small class).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+from mmrlhf_ray.dpo.batching import EncodedQuery, collate_groups, encode_group
+from mmrlhf_ray.dpo.config import LossConfig
+from mmrlhf_ray.dpo.forward import grouped_logps
+from mmrlhf_ray.dpo.groups import QueryGroup
+from mmrlhf_ray.dpo.objective import LossState, preference_loss
+
+
+def encode_query(group: QueryGroup, processor, max_response_tokens: int = 256,
+                 max_frames: int = 4) -> EncodedQuery:
+    """Harness ``encode``: the query's prompt once + its K responses' token ids."""
+    return encode_group(processor, group, max_response_tokens, max_frames)
+
+
+def collate_queries(examples: list[EncodedQuery], processor) -> dict[str, Any]:
+    """Harness ``collate``: one ``GroupedBatch`` (under the key ``grouped``)."""
+    pad = getattr(processor, "tokenizer", processor).pad_token_id
+    return {"grouped": collate_groups(examples, pad)}
+
+
+class DpoLoss:
+    """Harness ``loss_fn``: grouped forward of the policy, then the preference loss.
+
+    Reference log-probs come with the batch (precomputed by ``mmrlhf ref-logps``).
+    With ``online_reference`` set to a checkpoint path, a frozen copy of the reference
+    is loaded on the worker and run every step instead (two models in memory: a
+    fallback for when the precomputed values are missing; it says so once).
+    """
+
+    def __init__(self, loss: LossConfig, frozen_vision: bool = True, online_reference: str = ""):
+        self.loss = loss
+        self.frozen_vision = frozen_vision
+        self.online_reference = online_reference
+        self.state = LossState()
+        self._reference = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_reference": None}
+
+    def reference_logps(self, batch, device, dtype) -> torch.Tensor:
+        """Per-row reference log-probs: from the batch, or from the online reference model."""
+        if not self.online_reference:
+            return batch.ref_logps
+        if self._reference is None:
+            from mmrlhf_ray.models import load_policy
+
+            print(f"train-dpo: ONLINE reference from {self.online_reference} (no precomputed "
+                  "ref-logps): the worker holds two models", file=sys.stderr)
+            self._reference, _ = load_policy(self.online_reference, dtype=dtype, device=str(device))
+            self._reference.requires_grad_(False)
+        with torch.no_grad():
+            return grouped_logps(self._reference, batch, frozen_vision=True)[0]
+
+    def __call__(self, model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        device = getattr(model, "device", None) or next(model.parameters()).device
+        grouped = batch["grouped"].to(device)
+        logps, n_tokens = grouped_logps(model, grouped, frozen_vision=self.frozen_vision)
+        ref = None
+        if self.loss.needs_reference:
+            ref = self.reference_logps(grouped, device, logps.dtype).to(logps.dtype)
+        loss, _beta, metrics = preference_loss(self.loss, logps, n_tokens, grouped, ref, self.state)
+        metrics["online_reference"] = float(bool(self.online_reference))
+        return loss, metrics
