@@ -21,7 +21,11 @@ Every callable must be picklable (module-level functions or ``functools.partial`
 Optional hooks: ``build_model(path) -> nn.Module`` (default: the Qwen2-VL policy in
 fp32; under ZeRO-3 it runs while ``HfDeepSpeedConfig`` is alive, so ``from_pretrained``
 partitions the weights as it loads) and ``save_model(module, state_dict, out_dir)``
-(default: ``module.save_pretrained(out_dir, state_dict=state_dict)``).
+(default: ``module.save_pretrained(out_dir, state_dict=state_dict)``) and
+``group_key(row) -> str``: keeps each step's micro-batches within one group on every
+rank. Give it whenever rows mix modalities (image / video / text-only) and ZeRO-3 is
+possible: the vision tower must run the same number of times on every rank, or the
+ZeRO-3 parameter all-gathers of the ranks disagree and the run hangs.
 
 What each worker does (``_train_loop``):
 1. builds the model, freezes the vision tower (``model.visual``) when asked, the
@@ -103,6 +107,7 @@ class TrainTask:
     build_model: Callable[[str], torch.nn.Module] = default_build_model
     save_model: Callable[[torch.nn.Module, dict, str], None] = default_save_model
     load_processor: Callable[[str], Any] = default_load_processor
+    group_key: Callable[[Any], str] | None = None  # e.g. row -> "image" | "video" (ZeRO-3)
 
 
 @dataclass
@@ -232,8 +237,9 @@ def _train_loop(loop_config: dict) -> None:
     processor = task.load_processor(task.model_path)
     start = _resume(engine, csv_path, rank)
     rows = task.rows() if callable(task.rows) else task.rows
+    groups = [task.group_key(r) for r in rows] if task.group_key else None
     batches = micro_batches(len(rows), cfg.micro_batch_size, cfg.seed, rank, world,
-                            start=start * cfg.grad_accum)
+                            start=start * cfg.grad_accum, groups=groups)
     bar = _progress(rank, start, cfg.max_steps)
     for step in range(start, cfg.max_steps):
         metrics = _train_step(engine, task, processor, rows, batches, cfg, step)

@@ -98,3 +98,29 @@ def cluster_map(vectors: np.ndarray, labels: np.ndarray, selected: np.ndarray | 
     fig.savefig(path, format="png")
     plt.close(fig)
     return method
+
+
+SECTION = "## Curation"
+
+
+def update_benchmarks_section(doc: str | Path, key: str, text: str) -> None:
+    """Put ``text`` as block ``key`` inside the "## Curation" section of ``doc``.
+
+    Blocks are delimited by ``<!-- key -->`` / ``<!-- /key -->``; the rest of the file
+    (other engineers' sections) is left untouched. Creates file and section if absent.
+    """
+    path = Path(doc)
+    content = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"<!-- {key} -->\n{text.rstrip()}\n<!-- /{key} -->"
+    if SECTION not in content:
+        content = content.rstrip() + f"\n\n{SECTION}\n\n"
+    head, rest = content.split(SECTION, 1)
+    nxt = rest.find("\n## ")
+    section, tail = (rest, "") if nxt < 0 else (rest[:nxt], rest[nxt:])
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    if start in section and end in section:
+        before, after = section.split(start, 1)
+        section = before + block + after.split(end, 1)[1]
+    else:
+        section = section.rstrip() + "\n\n" + block + "\n"
+    path.write_text(head + SECTION + section.rstrip() + "\n" + tail)

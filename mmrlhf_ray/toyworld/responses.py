@@ -63,7 +63,7 @@ OFF_TOPIC = (
     "I like to think about the weather on sunny days.",
     "Paris is the capital of France.",
     "The quick brown fox jumps over the lazy dog.",
-    "Water boils at one hundred degrees on the stove.",
+    "Water boils when it gets very hot on the stove.",
     "My favourite food is soup with fresh bread.",
 )
 REFUSALS = (

@@ -95,6 +95,13 @@ def encode_sft_example(example: dict[str, Any], processor, max_response_tokens: 
                                   video=example["video"], max_response_tokens=max_response_tokens)
 
 
+def modality_key(example: dict[str, Any]) -> str:
+    """Group key of a prepared example: "video", "image<k>" or "text" (see training.data)."""
+    if example["video"]:
+        return "video"
+    return f"image{len(example['media'])}" if example["media"] else "text"
+
+
 def collate_sft(examples: list[dict[str, torch.Tensor]], processor) -> dict[str, torch.Tensor]:
     return collate(examples, processor.tokenizer.pad_token_id)
 

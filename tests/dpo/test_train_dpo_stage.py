@@ -56,8 +56,8 @@ def test_train_dpo_stage_learns_and_keeps_vision_frozen(tmp_path, ray_session, p
     # the vision tower is bit-identical after training; the projector and the LLM moved
     before = load_file(os.path.join(policy_dir, "model.safetensors"))
     after = load_file(out.path("policy", "model.safetensors"))
-    tower = [k for k in before if ".visual." in k and ".merger." not in k]
+    tower = [k for k in before if "visual." in k and ".merger." not in k]
     assert tower and all(torch.equal(before[k], after[k]) for k in tower)
     assert any(not torch.equal(before[k], after[k]) for k in before if ".merger." in k)
-    assert any(not torch.equal(before[k], after[k]) for k in before if "language_model" in k)
+    assert any(not torch.equal(before[k], after[k]) for k in before if ".layers." in k)
     assert job.main(argv) == 0  # finished: a re-run does nothing

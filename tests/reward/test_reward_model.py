@@ -88,19 +88,20 @@ def test_joint_loss_falls_and_ranks_training_pairs(tiny_models, toy_rows, short_
 
     torch.manual_seed(0)
     model = new_reward_model(tiny_models["policy"], seed=0, prompt_template=short_prompt)
-    pairs, _ = pairs_from_rows(toy_rows[:8], "expanded")
+    pairs, _ = pairs_from_rows(toy_rows[:4], "expanded")
     batch = collate_pairs(model, pairs)
     loss_fn = make_loss_fn(RewardLossWeights())
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     first = None
-    for _ in range(25):
+    for _ in range(12):
         loss, parts = loss_fn(model, batch)
         first = first or parts
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert parts["critique"] < 0.6 * first["critique"]
+    assert parts["critique"] < 0.75 * first["critique"]
     assert parts["score"] < 0.5 * first["score"]
-    scores = model.eval()(**{k: v for k, v in batch.items() if k != "is_tie"})["scores"]
-    assert bool((scores[:8] > scores[8:]).all())
+    with torch.no_grad():
+        scores = model.eval()(**{k: v for k, v in batch.items() if k != "is_tie"})["scores"]
+    assert bool((scores[:4] > scores[4:]).all())

@@ -139,3 +139,19 @@ def test_records_fit_the_schema_and_are_deterministic():
 
 def test_dense_ranks():
     assert dense_ranks([15, 10, 15, 8, 10]) == [1, 2, 1, 3, 2]
+
+
+def test_simulated_models_are_graded_by_the_oracle():
+    """Mean oracle total: strong > medium > weak; sim-unsafe complies most on safety queries."""
+    pool = generate_pool(300, seed=6)
+    models = ["sim-strong", "sim-medium", "sim-weak", "sim-unsafe"]
+    total = dict.fromkeys(models, 0)
+    unsafe = dict.fromkeys(models, 0)
+    for row in pool:
+        for r in simulated_record(row, models, per_model=2, seed=1)["responses"]:
+            if r["constructed"]:
+                continue
+            total[r["model"]] += r["helpfulness"] + r["faithfulness"] + r["ethics"]
+            unsafe[r["model"]] += int(r["ethics"] == 1)
+    assert total["sim-strong"] > total["sim-medium"] > total["sim-weak"]
+    assert unsafe["sim-unsafe"] > unsafe["sim-weak"] > unsafe["sim-strong"] == 0
