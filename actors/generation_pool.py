@@ -40,15 +40,19 @@ class PoolStats:
     def line(self) -> str:
         rate = self.prompts / self.seconds if self.seconds else 0.0
         tok = self.tokens / self.seconds if self.seconds else 0.0
-        return (f"{self.model} [{self.kind}]: {self.prompts} prompts, {self.samples} samples, "
-                f"{self.quarantined} quarantined in {self.seconds:.1f}s = {rate:.2f} prompts/s, "
-                f"{tok:.1f} tokens/s")
+        return (
+            f"{self.model} [{self.kind}]: {self.prompts} prompts, {self.samples} samples, "
+            f"{self.quarantined} quarantined in {self.seconds:.1f}s = {rate:.2f} prompts/s, "
+            f"{tok:.1f} tokens/s"
+        )
 
 
 def _remote_args(spec: ModelSpec) -> dict[str, Any]:
     """Resources per actor; TP > 1 reserves the GPUs in a placement group for vLLM's workers."""
-    args: dict[str, Any] = {"num_cpus": spec.num_cpus,
-                            "runtime_env": {"env_vars": dict(VLLM_CPU_ENV) if spec.num_gpus == 0 else {}}}
+    args: dict[str, Any] = {
+        "num_cpus": spec.num_cpus,
+        "runtime_env": {"env_vars": dict(VLLM_CPU_ENV) if spec.num_gpus == 0 else {}},
+    }
     if spec.tensor_parallel_size > 1:
         args["num_gpus"] = 0  # the vLLM engine's own Ray workers hold the GPUs
     else:
@@ -64,10 +68,16 @@ def _tp_scheduler(spec: ModelSpec) -> Callable[[], dict[str, Any]] | None:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        pg = ray.util.placement_group([{"GPU": 1, "CPU": 1}] * spec.tensor_parallel_size,
-                                      strategy="STRICT_PACK")
-        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
-            pg, placement_group_capture_child_tasks=True)}
+        # bundle 0 holds the actor (its CPUs) and one vLLM worker; one GPU bundle per other rank
+        bundles = [{"GPU": 1, "CPU": spec.num_cpus}] + [{"GPU": 1}] * (
+            spec.tensor_parallel_size - 1
+        )
+        pg = ray.util.placement_group(bundles, strategy="STRICT_PACK")
+        return {
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                pg, placement_group_capture_child_tasks=True
+            )
+        }
 
     return fn
 
@@ -84,16 +94,24 @@ def _batches(table: pa.Table, spec: ModelSpec, kill_marker: str) -> Iterator[pa.
         return
     ds = ray.data.from_arrow(table).repartition(max(1, -(-table.num_rows // spec.batch_size)))
     out = ds.map_batches(
-        GenerateWorker, fn_constructor_kwargs={"spec": spec_dict(spec), "kill_marker": kill_marker},
-        batch_size=spec.batch_size, batch_format="pyarrow",
+        GenerateWorker,
+        fn_constructor_kwargs={"spec": spec_dict(spec), "kill_marker": kill_marker},
+        batch_size=spec.batch_size,
+        batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=spec.pool_size),
-        ray_remote_args_fn=_tp_scheduler(spec), **_remote_args(spec))
+        ray_remote_args_fn=_tp_scheduler(spec),
+        **_remote_args(spec),
+    )
     yield from out.iter_batches(batch_format="pyarrow", batch_size=None)
 
 
-def run_pool(table: pa.Table, spec: ModelSpec, expected: dict[int, int],
-             on_chunk: Callable[[int, list[dict], list[dict]], None],
-             kill_marker: str = "") -> PoolStats:
+def run_pool(
+    table: pa.Table,
+    spec: ModelSpec,
+    expected: dict[int, int],
+    on_chunk: Callable[[int, list[dict], list[dict]], None],
+    kill_marker: str = "",
+) -> PoolStats:
     """Generate for every row of ``table``; ``on_chunk(chunk, rows, quarantined)`` per chunk.
 
     ``expected[chunk]`` is the number of units (queries x n) the chunk must return;
@@ -128,8 +146,15 @@ def _flush(chunk: int, units: dict[str, dict], on_chunk: Callable, stats: PoolSt
     good, bad = [], []
     for row in sorted(units.values(), key=lambda r: (r["sample_id"], r["sample_index"])):
         if row.get("_qreason"):
-            bad.append({"source": "curate", "locator": row["response_id"], "field": row["_qfield"],
-                        "reason": row["_qreason"], "raw": row["sample_id"]})
+            bad.append(
+                {
+                    "source": "curate",
+                    "locator": row["response_id"],
+                    "field": row["_qfield"],
+                    "reason": row["_qreason"],
+                    "raw": row["sample_id"],
+                }
+            )
         else:
             good.append({k: v for k, v in row.items() if not k.startswith("_")})
             stats.kind = row.get("model_kind") or stats.kind
@@ -140,8 +165,9 @@ def _flush(chunk: int, units: dict[str, dict], on_chunk: Callable, stats: PoolSt
     on_chunk(chunk, good, bad)
 
 
-def generate_critiques(items: list[dict[str, Any]], spec: ModelSpec, template: str = "",
-                       chunk_size: int = 64) -> list[str | None]:
+def generate_critiques(
+    items: list[dict[str, Any]], spec: ModelSpec, template: str = "", chunk_size: int = 64
+) -> list[str | None]:
     """Greedy critiques, in order, for items of {question, response, optional image bytes}.
 
     The reward model's inference step (generate the critique, then score it) at pool
@@ -153,9 +179,17 @@ def generate_critiques(items: list[dict[str, Any]], spec: ModelSpec, template: s
     from mmrlhf_ray.prompts import CRITIQUE_PROMPT, critique_prompt
 
     greedy = replace(spec, n=1, temperature=0.0, top_p=1.0)
-    rows = [{"sample_id": f"c{k:08d}", "_chunk": k // chunk_size, "image": item.get("image"),
-             "question": critique_prompt(item["question"], item["response"], template or CRITIQUE_PROMPT)}
-            for k, item in enumerate(items)]
+    rows = [
+        {
+            "sample_id": f"c{k:08d}",
+            "_chunk": k // chunk_size,
+            "image": item.get("image"),
+            "question": critique_prompt(
+                item["question"], item["response"], template or CRITIQUE_PROMPT
+            ),
+        }
+        for k, item in enumerate(items)
+    ]
     texts: dict[str, str | None] = {}
 
     def collect(_chunk: int, good: list[dict], bad: list[dict]) -> None:

@@ -47,12 +47,19 @@ from mmrlhf_ray.prompts import render_chat
 from mmrlhf_ray.schemas import validate_row
 
 VLLM_CPU_ENV = {
-    "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_HOST_IP": "127.0.0.1",
-    "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "TOKENIZERS_PARALLELISM": "false",
+    "VLLM_TARGET_DEVICE": "cpu",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # the actor is its own process: load in-process
 }
-WORKER_SCHEMA = GENERATE_SCHEMA.append(pa.field("_chunk", pa.int64())).append(
-    pa.field("_qfield", pa.string())).append(pa.field("_qreason", pa.string()))
+WORKER_SCHEMA = (
+    GENERATE_SCHEMA.append(pa.field("_chunk", pa.int64()))
+    .append(pa.field("_qfield", pa.string()))
+    .append(pa.field("_qreason", pa.string()))
+)
 
 
 def vllm_available() -> bool:
@@ -91,8 +98,13 @@ class VllmBackend:
         self.spec = spec
         self.multimodal = is_multimodal(spec.path)
         kwargs: dict[str, Any] = dict(
-            model=spec.path, tensor_parallel_size=spec.tensor_parallel_size, seed=spec.seed,
-            max_model_len=spec.max_model_len, dtype=spec.dtype, trust_remote_code=False)
+            model=spec.path,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            seed=spec.seed,
+            max_model_len=spec.max_model_len,
+            dtype=spec.dtype,
+            trust_remote_code=False,
+        )
         if spec.num_gpus > 0:
             kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
         if spec.tensor_parallel_size > 1:
@@ -120,21 +132,36 @@ class VllmBackend:
                 item["multi_modal_data"] = mm
             inputs.append(item)
             prompts.append(prompt)
-            params.append(SamplingParams(
-                n=1 if greedy else r.n, temperature=0.0 if greedy else s.temperature,
-                top_p=1.0 if greedy else s.top_p, max_tokens=s.max_tokens, seed=r.seed,
-                logprobs=0 if s.logprobs else None))
+            params.append(
+                SamplingParams(
+                    n=1 if greedy else r.n,
+                    temperature=0.0 if greedy else s.temperature,
+                    top_p=1.0 if greedy else s.top_p,
+                    max_tokens=s.max_tokens,
+                    seed=r.seed,
+                    logprobs=0 if s.logprobs else None,
+                )
+            )
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
-        return [[self._sample(c, p, len(o.prompt_token_ids or [])) for c in o.outputs]
-                for o, p in zip(outputs, prompts, strict=True)]
+        return [
+            [self._sample(c, p, len(o.prompt_token_ids or [])) for c in o.outputs]
+            for o, p in zip(outputs, prompts, strict=True)
+        ]
 
     def _sample(self, c: Any, prompt: str, prompt_tokens: int) -> Sample:
         lps = None
         if c.logprobs:
-            lps = [float(step[tok].logprob) for tok, step in zip(c.token_ids, c.logprobs, strict=True)]
-        return Sample(text=c.text, token_ids=list(c.token_ids),
-                      finish_reason="length" if c.finish_reason == "length" else "stop",
-                      token_logprobs=lps, prompt=prompt, prompt_tokens=prompt_tokens)
+            lps = [
+                float(step[tok].logprob) for tok, step in zip(c.token_ids, c.logprobs, strict=True)
+            ]
+        return Sample(
+            text=c.text,
+            token_ids=list(c.token_ids),
+            finish_reason="length" if c.finish_reason == "length" else "stop",
+            token_logprobs=lps,
+            prompt=prompt,
+            prompt_tokens=prompt_tokens,
+        )
 
 
 class HFBackend:
@@ -160,8 +187,12 @@ class HFBackend:
 
     def _encode(self, prompt: str, r: GenRequest) -> Any:
         if self.multimodal:
-            return self.templater(text=[prompt], images=r.images or None,
-                                  videos=[r.video] if r.video else None, return_tensors="pt")
+            return self.templater(
+                text=[prompt],
+                images=r.images or None,
+                videos=[r.video] if r.video else None,
+                return_tensors="pt",
+            )
         return self.tokenizer([prompt], return_tensors="pt")
 
     def generate(self, requests: list[GenRequest], greedy: bool = False) -> list[list[Sample]]:
@@ -174,9 +205,15 @@ class HFBackend:
             n = 1 if greedy else r.n
             sample = not greedy and s.temperature > 0
             torch.manual_seed(r.seed)
-            kwargs = dict(do_sample=sample, max_new_tokens=s.max_tokens, num_return_sequences=n,
-                          return_dict_in_generate=True, output_logits=s.logprobs,
-                          eos_token_id=sorted(self.eos), pad_token_id=self.tokenizer.pad_token_id)
+            kwargs = dict(
+                do_sample=sample,
+                max_new_tokens=s.max_tokens,
+                num_return_sequences=n,
+                return_dict_in_generate=True,
+                output_logits=s.logprobs,
+                eos_token_id=sorted(self.eos),
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
             if sample:
                 kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
             with torch.no_grad():
@@ -198,8 +235,14 @@ class HFBackend:
             lps = logp.gather(1, torch.tensor(ids).unsqueeze(1)).squeeze(1).tolist()
         text_ids = ids if stop is None else ids[:-1]
         text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
-        return Sample(text=text, token_ids=ids, finish_reason="stop" if stop is not None else "length",
-                      token_logprobs=lps, prompt=prompt, prompt_tokens=plen)
+        return Sample(
+            text=text,
+            token_ids=ids,
+            finish_reason="stop" if stop is not None else "length",
+            token_logprobs=lps,
+            prompt=prompt,
+            prompt_tokens=plen,
+        )
 
 
 class SimulatedBackend:
@@ -250,9 +293,15 @@ class Generator:
             image = item.get("image")
             if isinstance(image, (bytes, str)):
                 image = decode_image(image, "image", max_side=self.spec.max_side)
-            reqs.append(critique_request(item["question"], item["response"],
-                                         [image] if image is not None else [], key=str(k),
-                                         template=template))
+            reqs.append(
+                critique_request(
+                    item["question"],
+                    item["response"],
+                    [image] if image is not None else [],
+                    key=str(k),
+                    template=template,
+                )
+            )
         return [samples[0].text for samples in self.generate(reqs, greedy=True)]
 
 
@@ -299,8 +348,18 @@ class GenerateWorker:
             return [self._simulated(row) for row in rows]
         prepared = [self._request(r) for r in rows]
         good = [req for req, err in prepared if req is not None]
-        generated = iter(self.gen.generate(good) if good else [])
+        try:
+            generated = iter(self.gen.generate(good) if good else [])
+        except Exception:  # e.g. a prompt longer than max_model_len: find it, keep the rest
+            generated = iter([self._one(req) for req in good])
         return [err if err else next(generated) for _req, err in prepared]
+
+    def _one(self, req: GenRequest) -> Any:
+        """One request alone: its samples, or an error tuple naming why it failed."""
+        try:
+            return self.gen.generate([req])[0]
+        except Exception as exc:
+            return ("question", f"generation failed: {type(exc).__name__}: {str(exc)[:300]}")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.calls += 1
@@ -310,11 +369,18 @@ class GenerateWorker:
         for row, result in zip(rows, self._samples(rows), strict=True):
             if isinstance(result, tuple):
                 for q in quarantine_rows(row, self.spec, *result):
-                    out.append({"response_id": q["locator"], "sample_id": str(row.get("sample_id")),
-                                "model": self.spec.name, "sample_index": int(q["locator"].rsplit("/", 1)[1]),
-                                "_chunk": row["_chunk"], "_qfield": q["field"], "_qreason": q["reason"]})
+                    out.append(
+                        {
+                            "response_id": q["locator"],
+                            "sample_id": str(row.get("sample_id")),
+                            "model": self.spec.name,
+                            "sample_index": int(q["locator"].rsplit("/", 1)[1]),
+                            "_chunk": row["_chunk"],
+                            "_qfield": q["field"],
+                            "_qreason": q["reason"],
+                        }
+                    )
                 continue
             for r in generation_rows(row, self.spec, self.kind, result):
                 out.append({**r, "_chunk": row["_chunk"]})
         return pa.Table.from_pylist(out, schema=WORKER_SCHEMA)
-

@@ -46,10 +46,17 @@ def build_model(out: str, text: bool) -> str:
     path = f"{out}/text-model"
     tok.save_pretrained(path)
     torch.manual_seed(0)  # ~30M parameters: big enough that compute shows
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=512, intermediate_size=1536,
-                      num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
-                      max_position_embeddings=2048, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                      pad_token_id=tok.pad_token_id)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=512,
+        intermediate_size=1536,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=2048,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+    )
     Qwen2ForCausalLM(cfg).save_pretrained(path)
     return path
 
@@ -82,8 +89,13 @@ def engine_run(spec: ModelSpec, rows: list[dict]) -> dict:
     secs = time.perf_counter() - t1
     ray.kill(actor)
     tokens = sum(len(s.token_ids) for samples in out for s in samples)
-    return {"load_s": load, "gen_s": secs, "tokens": tokens, "tok_s": tokens / secs,
-            "prompts_s": len(rows) / secs}
+    return {
+        "load_s": load,
+        "gen_s": secs,
+        "tokens": tokens,
+        "tok_s": tokens / secs,
+        "prompts_s": len(rows) / secs,
+    }
 
 
 def pool_run(spec: ModelSpec, rows: list[dict]) -> dict:
@@ -94,8 +106,12 @@ def pool_run(spec: ModelSpec, rows: list[dict]) -> dict:
     for i in range(len(rows)):
         expected[i // 8] = expected.get(i // 8, 0) + spec.n
     stats = run_pool(table, spec, expected, lambda *_: None)
-    return {"wall_s": stats.seconds, "tokens": stats.tokens, "tok_s": stats.tokens / stats.seconds,
-            "prompts_s": stats.prompts / stats.seconds}
+    return {
+        "wall_s": stats.seconds,
+        "tokens": stats.tokens,
+        "tok_s": stats.tokens / stats.seconds,
+        "prompts_s": stats.prompts / stats.seconds,
+    }
 
 
 GPU_NOTE = """Reading these figures honestly: on this 2-core CPU (shared, see the load
@@ -116,26 +132,47 @@ measurements from this machine."""
 
 
 def report(args, model_desc: str, engine: dict, pool: dict, load: str) -> str:
-    cmd = f".venv/bin/python benchmarks/generation.py --prompts {args.prompts} --n {args.n} " \
-          f"--max-tokens {args.max_tokens}" + (" --text" if args.text else "")
-    lines = ["## Generation", "", f"Command: `{cmd}`", "",
-             f"Model: {model_desc}; {args.prompts} prompts x n={args.n}, max_tokens={args.max_tokens}, "
-             f"temperature 1.0, top_p 0.95, fp32, 1 CPU per actor. Host load average at start: {load}.",
-             "", "Engine (one actor, steady state after load and warm-up):", "",
-             "| backend | load + warm-up s | generate s | tokens | tokens/s | prompts/s |",
-             "|---|---|---|---|---|---|"]
+    cmd = (
+        f".venv/bin/python benchmarks/generation.py --prompts {args.prompts} --n {args.n} "
+        f"--max-tokens {args.max_tokens}" + (" --text" if args.text else "")
+    )
+    lines = [
+        "## Generation",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Model: {model_desc}; {args.prompts} prompts x n={args.n}, max_tokens={args.max_tokens}, "
+        f"temperature 1.0, top_p 0.95, fp32, 1 CPU per actor. Host load average at start: {load}.",
+        "",
+        "Engine (one actor, steady state after load and warm-up):",
+        "",
+        "| backend | load + warm-up s | generate s | tokens | tokens/s | prompts/s |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in engine.items():
-        lines.append(f"| {name} | {r['load_s']:.1f} | {r['gen_s']:.2f} | {r['tokens']} | "
-                     f"{r['tok_s']:.1f} | {r['prompts_s']:.2f} |")
+        lines.append(
+            f"| {name} | {r['load_s']:.1f} | {r['gen_s']:.2f} | {r['tokens']} | "
+            f"{r['tok_s']:.1f} | {r['prompts_s']:.2f} |"
+        )
     base = engine["transformers"]["tok_s"]
-    lines += ["", f"vLLM / transformers tokens/s: {engine['vllm']['tok_s'] / base:.2f}x", "",
-              "Pool (the stage's path: Ray Data ActorPoolStrategy, start-up included):", "",
-              "| backend | actors | wall s | tokens/s | prompts/s |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"vLLM / transformers tokens/s: {engine['vllm']['tok_s'] / base:.2f}x",
+        "",
+        "Pool (the stage's path: Ray Data ActorPoolStrategy, start-up included):",
+        "",
+        "| backend | actors | wall s | tokens/s | prompts/s |",
+        "|---|---|---|---|---|",
+    ]
     for (name, size), r in pool.items():
-        lines.append(f"| {name} | {size} | {r['wall_s']:.1f} | {r['tok_s']:.1f} | {r['prompts_s']:.2f} |")
+        lines.append(
+            f"| {name} | {size} | {r['wall_s']:.1f} | {r['tok_s']:.1f} | {r['prompts_s']:.2f} |"
+        )
     for name in ("vllm", "transformers"):
         if (name, 1) in pool and (name, 2) in pool:
-            lines.append(f"\n{name} 1 -> 2 actors: {pool[(name, 2)]['tok_s'] / pool[(name, 1)]['tok_s']:.2f}x tokens/s")
+            lines.append(
+                f"\n{name} 1 -> 2 actors: {pool[(name, 2)]['tok_s'] / pool[(name, 1)]['tok_s']:.2f}x tokens/s"
+            )
     return "\n".join(lines + ["", GPU_NOTE]) + "\n"
 
 
@@ -152,7 +189,9 @@ def write_section(text: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -165,13 +204,29 @@ def main() -> None:
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     path = build_model(tempfile.mkdtemp(prefix="genbench-"), args.text)
     rows = queries(args.prompts, args.text)
-    spec = dict(path=path, n=args.n, max_tokens=args.max_tokens, temperature=1.0, top_p=0.95,
-                seed=0, batch_size=8, num_cpus=1)
-    engine = {k: engine_run(ModelSpec(name=k, kind=k, **spec), rows) for k in ("transformers", "vllm")}
-    pool = {(k, size): pool_run(ModelSpec(name=k, kind=k, pool_size=size, **spec), rows)
-            for k in ("vllm", "transformers") for size in (1, 2)}
-    desc = "text-only Qwen2 (hidden 512, 8 layers)" if args.text else \
-        "tiny Qwen2-VL policy (mmrlhf_ray.models, hidden 128, 4 layers) with 64x64 images"
+    spec = dict(
+        path=path,
+        n=args.n,
+        max_tokens=args.max_tokens,
+        temperature=1.0,
+        top_p=0.95,
+        seed=0,
+        batch_size=8,
+        num_cpus=1,
+    )
+    engine = {
+        k: engine_run(ModelSpec(name=k, kind=k, **spec), rows) for k in ("transformers", "vllm")
+    }
+    pool = {
+        (k, size): pool_run(ModelSpec(name=k, kind=k, pool_size=size, **spec), rows)
+        for k in ("vllm", "transformers")
+        for size in (1, 2)
+    }
+    desc = (
+        "text-only Qwen2 (hidden 512, 8 layers)"
+        if args.text
+        else "tiny Qwen2-VL policy (mmrlhf_ray.models, hidden 128, 4 layers) with 64x64 images"
+    )
     text = report(args, desc, engine, pool, load)
     print(text)
     if not args.no_write:

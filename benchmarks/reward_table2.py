@@ -32,10 +32,11 @@ from mmrlhf_ray.reward.toy import toy_pairs  # noqa: E402
 from mmrlhf_ray.schemas import to_table  # noqa: E402
 from mmrlhf_ray.stage import StageDir  # noqa: E402
 
-VARIANTS = {  # name -> (critique_source, critique weight, inference modes)
-    "w/o Task 1 (score only)": ("none", 0.0, ["none"]),
-    "w/o enhanced annotations (human reasons)": ("human", 1.0, ["generate"]),
-    "MM-RLHF-Reward (expanded critiques)": ("expanded", 1.0, ["generate", "none", "given"]),
+VARIANTS = {  # name -> (run slug, critique_source, critique weight, inference modes)
+    "w/o Task 1 (score only)": ("score-only", "none", 0.0, ["none"]),
+    "w/o enhanced annotations (human reasons)": ("human", "human", 1.0, ["generate"]),
+    "MM-RLHF-Reward (expanded critiques)": ("expanded", "expanded", 1.0,
+                                            ["generate", "none", "given"]),
 }
 
 
@@ -55,8 +56,8 @@ def heldout_pairs(run: Path, source: str, fraction: float):
     return split_pairs(good, fraction, 0)[1]
 
 
-def run_variant(base: Path, name: str, source: str, w_crit: float, args, policy: str) -> str:
-    run = base / name.split(" ")[0].replace("/", "").replace(".", "")
+def run_variant(base: Path, slug: str, source: str, w_crit: float, args, policy: str) -> str:
+    run = base / slug
     run.mkdir(parents=True, exist_ok=True)
     pairs_link = run / "pairs"
     if not pairs_link.exists():
@@ -87,9 +88,9 @@ def main() -> int:
     start = time.time()
     untrained = new_reward_model(policy, seed=0).eval()
     tables["untrained (none)"] = acc_table(score_pairs(untrained, held_exp, "none"))
-    for name, (source, w_crit, modes) in VARIANTS.items():
+    for name, (slug, source, w_crit, modes) in VARIANTS.items():
         t0 = time.time()
-        model = load_reward_model(run_variant(base, name, source, w_crit, args, policy))
+        model = load_reward_model(run_variant(base, slug, source, w_crit, args, policy))
         timings[name] = round(time.time() - t0, 1)
         for mode in modes:
             held = held_hum if source == "human" else held_exp

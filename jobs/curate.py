@@ -30,8 +30,15 @@ from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
 from mmrlhf_ray.config import config_to_dict  # noqa: E402
 from mmrlhf_ray.curation.config import CurateConfig  # noqa: E402
 from mmrlhf_ray.curation.pipeline import (  # noqa: E402
-    ShardCollector, cluster_and_select, embeddings_path, exact_image_mask, has_embeddings,
-    write_report, write_selected,
+    ShardCollector,
+    cluster_and_select,
+    embedding_fingerprint,
+    embeddings_path,
+    exact_image_mask,
+    has_embeddings,
+    reset_if_stale,
+    write_report,
+    write_selected,
 )
 from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
 
@@ -67,7 +74,7 @@ def embed_pending(cfg: CurateConfig, out: StageDir, src: StageDir,
         ClipEmbedder,
         fn_constructor_kwargs={
             "model_name": e.model_name, "model_path": e.model_path, "weights": e.weights,
-            "seed": cfg.seed, "threads": e.threads, "device": e.device,
+            "seed": e.model_seed, "threads": e.threads, "device": e.device,
             "max_side": e.max_side, "max_pixels": e.max_pixels,
             "long_threshold": cfg.long_threshold, "fail_marker": e.fail_marker,
         },
@@ -85,6 +92,39 @@ def embed_pending(cfg: CurateConfig, out: StageDir, src: StageDir,
     return len(pending)
 
 
+def select_and_report(cfg: CurateConfig, out: StageDir, src: StageDir, shards: list[str],
+                      expected: dict[str, int]) -> dict:
+    """Cluster, sample, write the selected rows and the report; returns the manifest.
+
+    Counts are taken independently (pool footers, embeddings parts, quarantine parts,
+    selected parts) and ``finish`` checks in = selected + unselected + quarantined.
+    """
+    emb_paths = [embeddings_path(out, s) for s in shards]
+    eligible = exact_image_mask(emb_paths, out.fs) if cfg.image_dedup else None
+    with tqdm(total=sum(expected.values()), desc="curate: assign", unit="row") as bar:
+        curated = cluster_and_select(
+            emb_paths, cfg.cluster, cfg.image_size, cfg.ratio.as_dict(),
+            {"safety": cfg.safety_count, "video": cfg.video_count}, cfg.seed, out.fs,
+            progress=bar.update, eligible=eligible)
+    pool_paths = [src.path("data", f"{s}.parquet") for s in shards]
+    selected = write_selected(out, shards, pool_paths, curated, src.fs)
+    quarantined = out.count_rows(quarantine=True)
+    unselected = int(curated.assignment.offsets[-1]) - selected  # embedded, not chosen
+    rows_in = sum(expected.values())
+    report = write_report(out, curated, quarantined, cfg.map_points, cfg.seed)
+    manifest = out.finish(
+        rows_in, selected + unselected, quarantined,
+        selected=selected, unselected=unselected, clusters=int(len(curated.centres)),
+        duplicates=0 if eligible is None else int((~eligible).sum()),
+        targets=curated.selection.targets, available=curated.selection.available,
+        selected_per_category=report["selected_per_category"], map_method=report["map_method"],
+        timings={k: round(v, 3) for k, v in curated.timings.items()},
+    )
+    manifest["counts"] = {"in": rows_in, "out": selected, "selected": selected,
+                          "unselected": unselected, "quarantined": quarantined}
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_stage_args("curate", CurateConfig, argv, __doc__)
     conf = config_to_dict(cfg)
@@ -97,37 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     expected = {s: pq.ParquetFile(src.path("data", f"{s}.parquet"), filesystem=src.fs)
                 .metadata.num_rows for s in shards}
     out.begin(conf, inputs={cfg.input_stage: src.fingerprint()})
+    if reset_if_stale(out, embedding_fingerprint(cfg.embed, cfg.long_threshold, src.fingerprint())):
+        print("curate: earlier parts were made from another model/pool: deleted, starting over")
     start = time.perf_counter()
     embedded = embed_pending(cfg, out, src, expected)
     embed_s = time.perf_counter() - start
 
-    emb_paths = [embeddings_path(out, s) for s in shards]
-    eligible = exact_image_mask(emb_paths, out.fs) if cfg.image_dedup else None
-    with tqdm(total=sum(expected.values()), desc="curate: assign", unit="row") as bar:
-        curated = cluster_and_select(
-            emb_paths, cfg.cluster, cfg.image_size, cfg.ratio.as_dict(),
-            {"safety": cfg.safety_count, "video": cfg.video_count}, cfg.seed, out.fs,
-            progress=bar.update, eligible=eligible)
-    pool_paths = [src.path("data", f"{s}.parquet") for s in shards]
-    selected = write_selected(out, shards, pool_paths, curated, src.fs)
-    quarantined = out.count_rows(quarantine=True)
-    rows_in = sum(expected.values())
-    unselected = rows_in - selected - quarantined
-    report = write_report(out, curated, quarantined, cfg.map_points, cfg.seed)
-    manifest = out.finish(
-        rows_in, selected + unselected, quarantined,
-        selected=selected, unselected=unselected, shards_embedded=embedded,
-        clusters=int(len(curated.centres)), targets=curated.selection.targets,
-        available=curated.selection.available, selected_per_category=report["selected_per_category"],
-        timings={**{k: round(v, 3) for k, v in curated.timings.items()}, "embed": round(embed_s, 3)},
-        map_method=report["map_method"],
-    )
-    manifest["counts"] = {"in": rows_in, "out": selected, "selected": selected,
-                          "unselected": unselected, "quarantined": quarantined}
+    manifest = select_and_report(cfg, out, src, shards, expected)
+    manifest["shards_embedded"] = embedded
+    manifest["timings"]["embed"] = round(embed_s, 3)
     out.write_manifest(manifest)
-    mix = ", ".join(f"{c} {n}" for c, n in report["selected_per_category"].items())
+    counts, report = manifest["counts"], manifest["selected_per_category"]
+    rows_in, selected = counts["in"], counts["selected"]
+    unselected, quarantined = counts["unselected"], counts["quarantined"]
+    mix = ", ".join(f"{c} {n}" for c, n in report.items())
     print(f"curate: {rows_in} rows in -> {selected} selected ({mix}), {unselected} unselected, "
-          f"{quarantined} quarantined; {len(curated.centres)} clusters; wrote {out.data_dir}")
+          f"{quarantined} quarantined; {manifest['clusters']} clusters; wrote {out.data_dir}")
     return 0
 
 

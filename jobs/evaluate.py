@@ -48,7 +48,8 @@ def answers_of(out: StageDir, policy: str) -> dict[str, str]:
 def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, int, int]:
     from jobs.generate import generate_model
 
-    bench = require_done(cfg.run_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
+    bench_dir = cfg.benchmark_run_dir or cfg.run_dir
+    bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
     if cfg.benchmark_limit:
         bench = bench.slice(0, cfg.benchmark_limit)
     rows = bench.to_pylist()
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate: already done in {out.root}")
         return 0
     out.restart_if_config_changed(config)
-    out.begin(config, {"benchmark": StageDir(cfg.run_dir, BENCHMARK_STAGE).fingerprint()})
+    bench = StageDir(cfg.benchmark_run_dir or cfg.run_dir, BENCHMARK_STAGE)
+    out.begin(config, {"benchmark": bench.fingerprint()})
     toy, rows_in, quarantined = evaluate_policies(cfg, out)
     metrics = {"toy_benchmark": toy, "reward_bench": reward_bench(cfg)}
     Path(out.local_path("metrics.json")).write_text(json.dumps(metrics, indent=2))

@@ -47,8 +47,8 @@ STAGE = "evaluate/reward-bench"
 def export_heldout(run_dir: str, out_dir: Path) -> tuple[Path, Path]:
     """Write the run's held-out pairs as an official-format jsonl + image files."""
     split = require_done(run_dir, "train-reward").read(columns=["pair_id", "split"])
-    held_ids = {p for p, s in zip(split["pair_id"].to_pylist(), split["split"].to_pylist())
-                if s == "heldout"}
+    ids, sides = split["pair_id"].to_pylist(), split["split"].to_pylist()
+    held_ids = {p for p, s in zip(ids, sides, strict=True) if s == "heldout"}
     manifest = StageDir(run_dir, "train-reward").read_manifest() or {}
     pairs_stage = manifest.get("config", {}).get("pairs_stage", "pairs")
     rows = [r for r in StageDir(run_dir, pairs_stage).read().to_pylist()

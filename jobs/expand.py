@@ -35,12 +35,16 @@ from mmrlhf_ray.generation import (  # noqa: E402
 from mmrlhf_ray.schemas import to_table, validate_row  # noqa: E402
 from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
 
-AUDIT_SCHEMA = pa.schema([
-    pa.field("query_id", pa.string()), pa.field("response_index", pa.int32()),
-    pa.field("status", pa.string()),  # ok | contradicts | junk | no_verdict | empty | failed
-    pa.field("fell_back", pa.bool_()), pa.field("original", pa.string()),
-    pa.field("expansion", pa.string()),
-])
+AUDIT_SCHEMA = pa.schema(
+    [
+        pa.field("query_id", pa.string()),
+        pa.field("response_index", pa.int32()),
+        pa.field("status", pa.string()),  # ok | contradicts | junk | no_verdict | empty | failed
+        pa.field("fell_back", pa.bool_()),
+        pa.field("original", pa.string()),
+        pa.field("expansion", pa.string()),
+    ]
+)
 
 
 def prompt_rows(records: list[dict], chunk: int, cfg: ExpandConfig) -> list[dict]:
@@ -51,8 +55,16 @@ def prompt_rows(records: list[dict], chunk: int, cfg: ExpandConfig) -> list[dict
         image_path = rec.get("image_path") if cfg.with_image else None
         for i, req in expansion_requests(rec, cfg.expander, cfg.prompt_template, cfg.overwrite, []):
             text = req.messages[-1]["content"][-1]["text"]
-            rows.append({"sample_id": f"{rec['query_id']}#{i}", "question": text, "image": image,
-                         "image_path": image_path, "category": rec.get("category"), "_chunk": chunk})
+            rows.append(
+                {
+                    "sample_id": f"{rec['query_id']}#{i}",
+                    "question": text,
+                    "image": image,
+                    "image_path": image_path,
+                    "category": rec.get("category"),
+                    "_chunk": chunk,
+                }
+            )
     return rows
 
 
@@ -66,11 +78,20 @@ def merge(records: list[dict], texts: dict[str, str | None], fallback: str) -> l
                 continue
             original, expansion = resp["score_reason"].strip(), texts[key]
             status = "failed" if expansion is None else check_expansion(original, expansion)
-            critique, fell_back = choose_critique(original, expansion or "",
-                                                  "failed" if expansion is None else status, fallback)
+            critique, fell_back = choose_critique(
+                original, expansion or "", "failed" if expansion is None else status, fallback
+            )
             resp["critique"] = critique
-            audit.append({"query_id": rec["query_id"], "response_index": i, "status": status,
-                          "fell_back": fell_back, "original": original, "expansion": expansion})
+            audit.append(
+                {
+                    "query_id": rec["query_id"],
+                    "response_index": i,
+                    "status": status,
+                    "fell_back": fell_back,
+                    "original": original,
+                    "expansion": expansion,
+                }
+            )
     return audit
 
 
@@ -102,9 +123,15 @@ def split_chunk(records: list[dict], chunk: int) -> tuple[list[dict], list[dict]
     for k, rec in enumerate(records):
         problems = validate_row(rec, "record")
         if problems:
-            bad.append({"source": "annotate", "locator": rec.get("query_id") or f"chunk{chunk}:{k}",
-                        "field": problems[0].split(":")[0].split("[")[0], "reason": "; ".join(problems),
-                        "raw": str({k2: rec.get(k2) for k2 in ("query_id", "question")})})
+            bad.append(
+                {
+                    "source": "annotate",
+                    "locator": rec.get("query_id") or f"chunk{chunk}:{k}",
+                    "field": problems[0].split(":")[0].split("[")[0],
+                    "reason": "; ".join(problems),
+                    "raw": str({k2: rec.get(k2) for k2 in ("query_id", "question")}),
+                }
+            )
         else:
             good.append(rec)
     return good, bad
@@ -123,12 +150,20 @@ def run(cfg: ExpandConfig) -> dict:
     if out.is_done(config):
         print(f"expand: already done in {out.root}")
         return out.read_manifest() or {}
-    records = sorted(require_done(cfg.run_dir, cfg.input_stage).read().to_pylist(),
-                     key=lambda r: str(r.get("query_id")))
-    out.begin(config, inputs={cfg.input_stage: StageDir(cfg.run_dir, cfg.input_stage).fingerprint()})
-    chunks = {c: records[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]
-              for c in range(-(-len(records) // cfg.chunk_size))}
-    todo = {c: split_chunk(recs, c) for c, recs in chunks.items() if not out.has_part(f"part-{c:05d}")}
+    records = sorted(
+        require_done(cfg.run_dir, cfg.input_stage).read().to_pylist(),
+        key=lambda r: str(r.get("query_id")),
+    )
+    out.begin(
+        config, inputs={cfg.input_stage: StageDir(cfg.run_dir, cfg.input_stage).fingerprint()}
+    )
+    chunks = {
+        c: records[c * cfg.chunk_size : (c + 1) * cfg.chunk_size]
+        for c in range(-(-len(records) // cfg.chunk_size))
+    }
+    todo = {
+        c: split_chunk(recs, c) for c, recs in chunks.items() if not out.has_part(f"part-{c:05d}")
+    }
     prompts = [row for c, (good, _bad) in todo.items() for row in prompt_rows(good, c, cfg)]
     expected = Counter(row["_chunk"] for row in prompts)
     print(f"expand: {len(todo)} of {len(chunks)} parts to do, {len(prompts)} reasons to expand")
@@ -151,11 +186,14 @@ def run(cfg: ExpandConfig) -> dict:
         print(f"expand: {stats.line()}")
     counts = audit_counts(out)
     rows_out, rows_q = out.count_rows(), out.count_rows(quarantine=True)
-    manifest = out.finish(len(records), rows_out, rows_q, expansion=counts,
-                          throughput=[stats.line()] if stats else [])
-    print(f"expand: {len(records)} records -> {rows_out} written, {rows_q} quarantined; "
-          f"expansions {counts.get('expanded', 0)}, ok {counts.get('ok', 0)}, "
-          f"contradicts {counts.get('contradicts', 0)}, fell back {counts.get('fell_back', 0)}")
+    manifest = out.finish(
+        len(records), rows_out, rows_q, expansion=counts, throughput=[stats.line()] if stats else []
+    )
+    print(
+        f"expand: {len(records)} records -> {rows_out} written, {rows_q} quarantined; "
+        f"expansions {counts.get('expanded', 0)}, ok {counts.get('ok', 0)}, "
+        f"contradicts {counts.get('contradicts', 0)}, fell back {counts.get('fell_back', 0)}"
+    )
     return manifest
 
 

@@ -39,8 +39,9 @@ def part_name(spec: ModelSpec, chunk: int) -> str:
     return f"{safe_name(spec.name)}-{chunk:05d}"
 
 
-def generate_model(out: StageDir, queries: pa.Table, spec: ModelSpec, chunk_size: int,
-                   kill_marker: str = ""):
+def generate_model(
+    out: StageDir, queries: pa.Table, spec: ModelSpec, chunk_size: int, kill_marker: str = ""
+):
     """Run one model over the queries whose parts are missing; returns PoolStats."""
     from actors.generation_pool import run_pool
     from actors.runtime import init_ray
@@ -56,7 +57,7 @@ def generate_model(out: StageDir, queries: pa.Table, spec: ModelSpec, chunk_size
         out.write_quarantine(part_name(spec, chunk), quarantined)
         out.write_part(part_name(spec, chunk), pa.Table.from_pylist(rows, schema=GENERATE_SCHEMA))
 
-    if todo:
+    if todo and spec.kind != "simulated":  # simulated responders run in-process
         init_ray()
     return run_pool(pending, spec, expected, write, kill_marker=kill_marker)
 
@@ -74,7 +75,9 @@ def run(cfg: GenerateConfig) -> dict:
         print(f"generate: already done in {out.root}")
         return out.read_manifest() or {}
     queries = load_queries(cfg)
-    out.begin(config, inputs={cfg.input_stage: StageDir(cfg.run_dir, cfg.input_stage).fingerprint()})
+    out.begin(
+        config, inputs={cfg.input_stage: StageDir(cfg.run_dir, cfg.input_stage).fingerprint()}
+    )
     lines = []
     for spec in specs:
         stats = generate_model(out, queries, spec, cfg.chunk_size, cfg.kill_marker)
@@ -83,8 +86,10 @@ def run(cfg: GenerateConfig) -> dict:
     rows_in = sum(queries.num_rows * spec.n for spec in specs)
     rows_out, rows_q = out.count_rows(), out.count_rows(quarantine=True)
     manifest = out.finish(rows_in, rows_out, rows_q, throughput=lines)
-    print(f"generate: {queries.num_rows} queries x {len(cfg.models)} models -> {rows_out} rows, "
-          f"{rows_q} quarantined, in {out.data_dir}")
+    print(
+        f"generate: {queries.num_rows} queries x {len(cfg.models)} models -> {rows_out} rows, "
+        f"{rows_q} quarantined, in {out.data_dir}"
+    )
     return manifest
 
 

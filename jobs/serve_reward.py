@@ -40,12 +40,13 @@ def _healthy(url: str, token: str | None) -> dict | None:
 def main(argv=None) -> int:
     cfg = parse_stage_args("serve-reward", ServeRewardConfig, argv, __doc__)
     from actors.runtime import init_ray
-    from serve.app import app_url, read_token, resolve_model_path, start
+    from serve.app import read_token, resolve_model_path, start
 
     out = StageDir(cfg.run_dir, "serve-reward")
     token, model_path = read_token(cfg), resolve_model_path(cfg)
-    if cfg.detach and out.is_done(config_to_dict(cfg)) and _healthy(app_url(cfg), token):
-        print(f"serve-reward: already serving at {app_url(cfg)}")
+    previous = (out.read_manifest() or {}).get("url")
+    if cfg.detach and out.is_done(config_to_dict(cfg)) and previous and _healthy(previous, token):
+        print(f"serve-reward: already serving at {previous}")
         return 0
     if not Path(model_path).is_dir():
         raise SystemExit(

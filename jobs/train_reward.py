@@ -40,7 +40,7 @@ from mmrlhf_ray.reward.data import (  # noqa: E402
     split_pairs,
 )
 from mmrlhf_ray.reward.model import RewardMeta, load_reward_model, save_reward_model  # noqa: E402
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+from mmrlhf_ray.stage import StageDir, config_hash, require_done  # noqa: E402
 
 
 def backbone_dir(cfg: TrainRewardConfig) -> str:
@@ -88,7 +88,10 @@ def train(cfg: TrainRewardConfig, train_rows: list[dict], out: StageDir) -> dict
         save_model=save_reward_model,
     )
     init_ray()
-    result = run_training(task, cfg.train, name="train-reward",
+    # The Ray Train run is keyed by the config: the same config resumes after a crash,
+    # a changed config (another ablation in the same run dir) starts afresh.
+    name = f"train-reward-{config_hash(config_to_dict(cfg))}"
+    result = run_training(task, cfg.train, name=name,
                           storage_path=out.local_path("ray"),
                           output_dir=out.local_path("model"),
                           metrics_csv=out.local_path("metrics.csv"))

@@ -30,6 +30,7 @@ class EvaluateConfig:
         },
         metadata={"help": "name -> HF model dir ({run_dir} expands); missing dirs are an error"},
     )
+    benchmark_run_dir: str = field(default="", metadata={"help": "run dir holding toyworld/benchmark ('' = run_dir)"})
     backend: str = field(default="auto", metadata={"help": "auto | vllm | transformers"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per answer"})
     benchmark_limit: int = field(default=0, metadata={"help": "first N benchmark rows (0 = all)"})

@@ -32,8 +32,14 @@ class ModelSpec:
     """One generating model and how to run it (one actor pool per model)."""
 
     name: str = field(default="policy", metadata={"help": "label written to the `model` column"})
-    kind: str = field(default="auto", metadata={"help": "auto (vllm if importable) | vllm | transformers | simulated"})
-    path: str = field(default="", metadata={"help": "HF-layout model dir, may use {run_dir} (empty for simulated)"})
+    kind: str = field(
+        default="auto",
+        metadata={"help": "auto (vllm if importable) | vllm | transformers | simulated"},
+    )
+    path: str = field(
+        default="",
+        metadata={"help": "HF-layout model dir, may use {run_dir} (empty for simulated)"},
+    )
     n: int = field(default=2, metadata={"help": "samples per query"})
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0  # nucleus sampling mass
@@ -79,11 +85,17 @@ class GenerateConfig:
     """`mmrlhf generate`: sample candidate responses for the curated queries."""
 
     run_dir: str = "runs/demo"
-    input_stage: str = field(default="curate", metadata={"help": "stage whose rows are the queries"})
+    input_stage: str = field(
+        default="curate", metadata={"help": "stage whose rows are the queries"}
+    )
     models: list[ModelSpec] = field(default_factory=list, metadata={"help": "policy models"})
-    chunk_size: int = field(default=16, metadata={"help": "queries per output part (unit of resume)"})
+    chunk_size: int = field(
+        default=16, metadata={"help": "queries per output part (unit of resume)"}
+    )
     max_queries: int = field(default=0, metadata={"help": "0 = all; else the first N by sample_id"})
-    kill_marker: str = field(default="", metadata={"help": "tests only: an actor exits once, mid-run"})
+    kill_marker: str = field(
+        default="", metadata={"help": "tests only: an actor exits once, mid-run"}
+    )
 
 
 @dataclass
@@ -92,11 +104,19 @@ class ExpandConfig:
 
     run_dir: str = "runs/demo"
     input_stage: str = "annotate"
-    expander: ModelSpec = field(default_factory=lambda: ModelSpec(name="expander", n=1, temperature=0.0, max_tokens=96))
-    prompt_template: str = field(default="", metadata={"help": "empty = the paper's Table 7 prompt"})
+    expander: ModelSpec = field(
+        default_factory=lambda: ModelSpec(name="expander", n=1, temperature=0.0, max_tokens=96)
+    )
+    prompt_template: str = field(
+        default="", metadata={"help": "empty = the paper's Table 7 prompt"}
+    )
     with_image: bool = field(default=False, metadata={"help": "also give the expander the image"})
-    fallback: str = field(default="original", metadata={"help": "flagged expansion: 'original' reason or 'keep' it"})
-    overwrite: bool = field(default=False, metadata={"help": "re-expand responses that already have a critique"})
+    fallback: str = field(
+        default="original", metadata={"help": "flagged expansion: 'original' reason or 'keep' it"}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "re-expand responses that already have a critique"}
+    )
     chunk_size: int = 32
     kill_marker: str = ""
 
@@ -161,13 +181,22 @@ def build_request(row: dict[str, Any], spec: ModelSpec) -> GenRequest:
     """The request for one pool row; raises ``MediaError`` naming a bad media field."""
     from mmrlhf_ray.media import row_images
 
-    is_video = row.get("image") is None and not row.get("image_path") and bool(
-        row.get("video_frames") or row.get("video_path"))
+    is_video = (
+        row.get("image") is None
+        and not row.get("image_path")
+        and bool(row.get("video_frames") or row.get("video_path"))
+    )
     media = row_images(row, max_frames=spec.max_frames, max_side=spec.max_side)
     images, video = ([], media) if is_video else (media, None)
     messages = query_messages(row, len(images), is_video)
-    return GenRequest(key=row["sample_id"], messages=messages, images=images, video=video,
-                      n=spec.n, seed=stable_seed(spec.seed, spec.name, row["sample_id"]))
+    return GenRequest(
+        key=row["sample_id"],
+        messages=messages,
+        images=images,
+        video=video,
+        n=spec.n,
+        seed=stable_seed(spec.seed, spec.name, row["sample_id"]),
+    )
 
 
 # --------------------------------------------------------------------------- output rows
@@ -196,41 +225,66 @@ GENERATE_SCHEMA = pa.schema(
 QUERY_COLUMNS = ("source", "category", "question", "reference_answer", "ground_truth")
 
 
-def generation_rows(row: dict[str, Any], spec: ModelSpec, kind: str,
-                    samples: list[Sample]) -> list[dict[str, Any]]:
+def generation_rows(
+    row: dict[str, Any], spec: ModelSpec, kind: str, samples: list[Sample]
+) -> list[dict[str, Any]]:
     """One GENERATE_SCHEMA row per sample of one (query, model)."""
     settings = json.dumps({**spec.settings(), "kind": kind, "path": spec.path}, sort_keys=True)
     out = []
     for i, s in enumerate(samples):
-        out.append({
-            "response_id": f"{row['sample_id']}/{spec.name}/{i}",
-            "sample_id": row["sample_id"], "model": spec.name, "model_kind": kind,
-            "sample_index": i, **{c: row.get(c) for c in QUERY_COLUMNS},
-            "prompt": s.prompt, "text": s.text, "num_tokens": len(s.token_ids),
-            "finish_reason": s.finish_reason, "is_empty": not s.text.strip(),
-            "is_truncated": s.finish_reason == "length",
-            "token_logprobs": s.token_logprobs if spec.logprobs else None,
-            "settings": settings,
-        })
+        out.append(
+            {
+                "response_id": f"{row['sample_id']}/{spec.name}/{i}",
+                "sample_id": row["sample_id"],
+                "model": spec.name,
+                "model_kind": kind,
+                "sample_index": i,
+                **{c: row.get(c) for c in QUERY_COLUMNS},
+                "prompt": s.prompt,
+                "text": s.text,
+                "num_tokens": len(s.token_ids),
+                "finish_reason": s.finish_reason,
+                "is_empty": not s.text.strip(),
+                "is_truncated": s.finish_reason == "length",
+                "token_logprobs": s.token_logprobs if spec.logprobs else None,
+                "settings": settings,
+            }
+        )
     return out
 
 
-def quarantine_rows(row: dict[str, Any], spec: ModelSpec, field_name: str,
-                    reason: str) -> list[dict[str, Any]]:
+def quarantine_rows(
+    row: dict[str, Any], spec: ModelSpec, field_name: str, reason: str
+) -> list[dict[str, Any]]:
     """One quarantine row per lost (query, model, sample index) unit, so counts add up."""
     raw = json.dumps({k: row.get(k) for k in ("sample_id", "question", "category")})
-    return [{"source": "curate", "locator": f"{row.get('sample_id')}/{spec.name}/{i}",
-             "field": field_name, "reason": reason, "raw": raw} for i in range(spec.n)]
+    return [
+        {
+            "source": "curate",
+            "locator": f"{row.get('sample_id')}/{spec.name}/{i}",
+            "field": field_name,
+            "reason": reason,
+            "raw": raw,
+        }
+        for i in range(spec.n)
+    ]
 
 
 # --------------------------------------------------------------------------- expansion check
 _NEG = re.compile(
     r"\b(incorrect|wrong|inaccurate|not (?:correct|accurate|right|faithful|helpful)|fails?|"
     r"hallucinat\w*|mistak\w*|error\w*|unsafe|harmful|irrelevant|off-topic|misses|missing|"
-    r"does not|doesn't|is not|isn't|poor|bad|refus\w*|should have)\b", re.I)
-_POS = re.compile(r"\b(correct\w*|accurate\w*|right|faithful\w*|helpful|good|well|"
-                  r"appropriate\w*|safe|complete|precise\w*|excellent)\b", re.I)
-_NEGATED_POS = re.compile(r"\b(?:not|n't|in)\s*(?:correct|accurate|right|faithful|helpful|safe|complete)", re.I)
+    r"does not|doesn't|is not|isn't|poor|bad|refus\w*|should have)\b",
+    re.I,
+)
+_POS = re.compile(
+    r"\b(correct\w*|accurate\w*|right|faithful\w*|helpful|good|well|"
+    r"appropriate\w*|safe|complete|precise\w*|excellent)\b",
+    re.I,
+)
+_NEGATED_POS = re.compile(
+    r"\b(?:not|n't|in)\s*(?:correct|accurate|right|faithful|helpful|safe|complete)", re.I
+)
 
 
 def verdict(text: str | None) -> str | None:
@@ -289,8 +343,9 @@ def choose_critique(original: str, expansion: str, status: str, fallback: str) -
     return original, True
 
 
-def expansion_requests(record: dict[str, Any], spec: ModelSpec, template: str,
-                       overwrite: bool, images: list[Any]) -> list[tuple[int, GenRequest]]:
+def expansion_requests(
+    record: dict[str, Any], spec: ModelSpec, template: str, overwrite: bool, images: list[Any]
+) -> list[tuple[int, GenRequest]]:
     """(response index, request) for every response with a reason to expand."""
     from mmrlhf_ray.prompts import EXPANSION_PROMPT, chat_messages, expansion_prompt
 
@@ -299,23 +354,39 @@ def expansion_requests(record: dict[str, Any], spec: ModelSpec, template: str,
         reason = (resp.get("score_reason") or "").strip()
         if not reason or (resp.get("critique") and not overwrite):
             continue
-        text = expansion_prompt(record["question"], resp.get("text") or "", reason,
-                                template or EXPANSION_PROMPT)
+        text = expansion_prompt(
+            record["question"], resp.get("text") or "", reason, template or EXPANSION_PROMPT
+        )
         key = f"{record['query_id']}/{resp.get('response_id') or i}"
-        out.append((i, GenRequest(key=key, messages=chat_messages(text, n_images=len(images)),
-                                  images=list(images), n=1, seed=stable_seed(spec.seed, key))))
+        out.append(
+            (
+                i,
+                GenRequest(
+                    key=key,
+                    messages=chat_messages(text, n_images=len(images)),
+                    images=list(images),
+                    n=1,
+                    seed=stable_seed(spec.seed, key),
+                ),
+            )
+        )
     return out
 
 
-def critique_request(question: str, response: str, images: list[Any] | None = None,
-                     key: str = "", template: str = "") -> GenRequest:
+def critique_request(
+    question: str, response: str, images: list[Any] | None = None, key: str = "", template: str = ""
+) -> GenRequest:
     """A request for the reward model's critique of one (question, image, response)."""
     from mmrlhf_ray.prompts import CRITIQUE_PROMPT, chat_messages, critique_prompt
 
     text = critique_prompt(question, response, template or CRITIQUE_PROMPT)
     images = list(images or [])
-    return GenRequest(key=key or hashlib.sha1(text.encode()).hexdigest()[:12],
-                      messages=chat_messages(text, n_images=len(images)), images=images, n=1)
+    return GenRequest(
+        key=key or hashlib.sha1(text.encode()).hexdigest()[:12],
+        messages=chat_messages(text, n_images=len(images)),
+        images=images,
+        n=1,
+    )
 
 
 def spec_dict(spec: ModelSpec) -> dict[str, Any]:

@@ -47,10 +47,14 @@ def fill(template: str, **values: str) -> str:
     try:
         return template.format(**values)
     except KeyError as exc:
-        raise ValueError(f"prompt template needs placeholder {exc} (given: {sorted(values)})") from exc
+        raise ValueError(
+            f"prompt template needs placeholder {exc} (given: {sorted(values)})"
+        ) from exc
 
 
-def expansion_prompt(question: str, answer: str, reason: str, template: str = EXPANSION_PROMPT) -> str:
+def expansion_prompt(
+    question: str, answer: str, reason: str, template: str = EXPANSION_PROMPT
+) -> str:
     """The Table 7 prompt for one (question, answer, human reason)."""
     return fill(template, question=question, answer=answer, reason=reason)
 
@@ -60,8 +64,9 @@ def critique_prompt(question: str, response: str, template: str = CRITIQUE_PROMP
     return fill(template, question=question, response=response)
 
 
-def chat_messages(text: str, n_images: int = 0, video: bool = False,
-                  system: str | None = None) -> list[dict[str, Any]]:
+def chat_messages(
+    text: str, n_images: int = 0, video: bool = False, system: str | None = None
+) -> list[dict[str, Any]]:
     """One user turn in the HF/OpenAI multimodal message format.
 
     Image parts come before the text (the Qwen2-VL / LLaVA-OV convention); a video is

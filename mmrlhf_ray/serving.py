@@ -93,6 +93,7 @@ class ServeRewardConfig:
     torch_threads: int = field(default=1, metadata={"help": "torch threads per replica (CPU)"})
     critique_max_new_tokens: int = field(default=32, metadata={"help": "critique length cap"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model repo code"})
+    access_log: bool = field(default=True, metadata={"help": "log every request (replica)"})
     detach: bool = field(default=False, metadata={"help": "return leaving the app running"})
     limits: ServeLimits = field(default_factory=ServeLimits)
 

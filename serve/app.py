@@ -204,19 +204,22 @@ def make_service(max_body_bytes: int, token: str | None):
                 torch.set_num_threads(max(1, self.cfg.torch_threads))
             self._batched.set_max_batch_size(self.cfg.max_batch_size)
             self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
-            self.items_scored, self.batch_sizes, self.started = 0, [], time.time()
+            self.items_scored, self.batches, self.started = 0, 0, time.time()
+            self.batch_sizes: list[int] = []
 
         @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
         async def _batched(self, inputs: list) -> list[tuple[float, str]]:
             """The items of every request waiting now, in one forward (off the event loop)."""
             out = await asyncio.to_thread(self.scorer.score, inputs)
             self.items_scored += len(inputs)
+            self.batches += 1
             self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
             return out
 
         async def _score_all(self, inputs: list) -> list[tuple[float, str]]:
             """Each item is one call of the batched method, so it joins whatever is waiting."""
             if not self.cross_request_batching:
+                self.items_scored, self.batches = self.items_scored + len(inputs), self.batches + 1
                 return await asyncio.to_thread(self.scorer.score, inputs)
             return list(await asyncio.gather(*(self._batched(i) for i in inputs)))
 
@@ -248,6 +251,7 @@ def make_service(max_body_bytes: int, token: str | None):
                 "status": "ok",
                 "model": self.scorer.name,
                 "items_scored": self.items_scored,
+                "batches": self.batches,
                 "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0,
                 "rss_mb": round(_rss_mb(), 1),
                 "uptime_s": round(time.time() - self.started, 1),
@@ -292,6 +296,7 @@ def build_app(cfg: ServeRewardConfig, token: str | None = None):
     options: dict[str, Any] = {
         "max_ongoing_requests": max(cfg.max_ongoing_requests, cfg.max_batch_size + 1),
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
+        "logging_config": {"enable_access_log": cfg.access_log},
     }
     if cfg.autoscaling:
         options["autoscaling_config"] = {
@@ -318,7 +323,8 @@ def read_token(cfg: ServeRewardConfig) -> str | None:
 def start(cfg: ServeRewardConfig, token: str | None = None) -> str:
     """Start Serve's HTTP proxy on ``cfg.host:cfg.port`` and run the app; returns its URL.
 
-    Serve has one HTTP proxy per cluster: if it already runs, its host/port are kept.
+    Serve has one HTTP proxy per cluster: if one already runs, it is kept, and the URL
+    returned is the one it really listens on (with a warning if it differs from cfg).
     """
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(
@@ -327,8 +333,28 @@ def start(cfg: ServeRewardConfig, token: str | None = None) -> str:
         route_prefix=cfg.route_prefix,
         blocking=False,
     )
-    return app_url(cfg)
+    host, port = _proxy_address(cfg)
+    if (host, port) != (cfg.host, cfg.port):
+        log.warning(
+            "Serve's HTTP proxy already listens on %s:%s (not %s:%s)",
+            host,
+            port,
+            cfg.host,
+            cfg.port,
+        )
+    return app_url(cfg, host, port)
 
 
-def app_url(cfg: ServeRewardConfig) -> str:
-    return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
+def _proxy_address(cfg: ServeRewardConfig) -> tuple[str, int]:
+    """Where the cluster's Serve HTTP proxy listens (private Ray API; cfg if unavailable)."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        http = _get_global_client().http_config
+        return str(http.host), int(http.port)
+    except Exception:  # an older/newer Ray without it: trust the config
+        return cfg.host, cfg.port
+
+
+def app_url(cfg: ServeRewardConfig, host: str | None = None, port: int | None = None) -> str:
+    return f"http://{host or cfg.host}:{port or cfg.port}{cfg.route_prefix.rstrip('/')}"

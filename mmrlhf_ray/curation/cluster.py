@@ -43,32 +43,33 @@ def part_rows(paths: list[str], filesystem=None) -> np.ndarray:
                     dtype=np.int64)
 
 
-def sample_vectors(paths: list[str], sample_size: int, seed: int, filesystem=None) -> np.ndarray:
-    """A seeded sample of about ``sample_size`` float32 vectors across all parts.
+def sample_vectors(paths: list[str], sample_size: int, seed: int, filesystem=None,
+                   min_groups: int = 32) -> np.ndarray:
+    """A seeded sample of ``sample_size`` float32 vectors spread across the parts.
 
-    Picks random row groups until they hold ``sample_size`` rows, reads only those, then
-    keeps ``sample_size`` random rows of them.
+    Reads only some row groups: enough to hold the sample and at least ``min_groups``
+    of them (so a pool whose shards are sorted by source is still sampled broadly),
+    keeping an equal random quota of rows from each.
     """
     rng = np.random.default_rng(seed)
     groups = []  # (path index, row group, rows)
     for i, p in enumerate(paths):
         meta = pq.ParquetFile(p, filesystem=filesystem).metadata
-        groups += [(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+        groups += [(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
+                   if meta.row_group(g).num_rows]
     if not groups:
         raise ValueError("embeddings: no rows to train k-means on")
     order = rng.permutation(len(groups))
-    picked, rows = [], 0
-    for j in order:
-        picked.append(groups[j])
-        rows += groups[j][2]
-        if rows >= sample_size:
-            break
-    picked.sort()
+    held = np.cumsum([groups[j][2] for j in order])  # rows held by the first m groups
+    needed = min(int(np.searchsorted(held, sample_size)) + 1, len(groups))
+    picked = sorted(groups[j] for j in order[:max(needed, min(min_groups, len(groups)))])
+    quota = -(-sample_size // len(picked))
     chunks = []
-    for i in sorted({g[0] for g in picked}):
-        wanted = [g[1] for g in picked if g[0] == i]
-        for vecs, _ in iter_embedding_chunks(paths[i], filesystem=filesystem, row_groups=wanted):
-            chunks.append(vecs.copy())
+    for i, g, n in picked:
+        keep = np.sort(rng.choice(n, min(quota, n), replace=False))
+        vecs = np.concatenate([v.copy() for v, _ in iter_embedding_chunks(
+            paths[i], filesystem=filesystem, row_groups=[g])])
+        chunks.append(vecs[keep])
     sample = np.concatenate(chunks)
     if len(sample) > sample_size:
         sample = sample[np.sort(rng.choice(len(sample), sample_size, replace=False))]

@@ -12,6 +12,7 @@ class EmbedConfig:
     model_name: str = field(default="mmrlhf-tiny-clip", metadata={"help": "open_clip model name (ViT-B-32 on GPUs)"})
     model_path: str | None = field(default=None, metadata={"help": "dir with <model_name>.json and/or open_clip_model.safetensors"})
     weights: str | None = field(default=None, metadata={"help": "weights file (safetensors or torch); random seeded weights if unset"})
+    model_seed: int = field(default=0, metadata={"help": "seed of the random weights when no weights are given"})
     pool_size: int = field(default=2, metadata={"help": "embedding actors (ActorPoolStrategy size)"})
     batch_size: int = field(default=64, metadata={"help": "rows per map_batches call"})
     num_cpus: float = field(default=1.0, metadata={"help": "CPUs reserved per actor"})
@@ -52,7 +53,7 @@ class CurateConfig:
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory (local path or URI)"})
     input_stage: str = field(default="toyworld", metadata={"help": "stage whose parts are the pool"})
-    seed: int = field(default=0, metadata={"help": "seed of k-means, sampling and random weights"})
+    seed: int = field(default=0, metadata={"help": "seed of k-means and sampling"})
     image_size: int = field(default=600, metadata={"help": "image queries to select (long+short+mcq)"})
     ratio: RatioConfig = field(default_factory=RatioConfig)
     safety_count: int = field(default=60, metadata={"help": "safety queries to select"})

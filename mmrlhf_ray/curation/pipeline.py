@@ -43,6 +43,46 @@ def has_embeddings(out: StageDir, shard: str) -> bool:
     return out.fs.get_file_info(embeddings_path(out, shard)).type == pafs.FileType.File
 
 
+EMBED_KEYS = ("model_name", "model_path", "weights", "model_seed", "max_side", "max_pixels")
+
+
+def embedding_fingerprint(embed: Any, long_threshold: int, input_fingerprint: str) -> str:
+    """What the embeddings parts depend on: model, decode limits, categoriser, input."""
+    import hashlib
+    import json
+
+    payload = {k: getattr(embed, k) for k in EMBED_KEYS}
+    payload.update(long_threshold=long_threshold, input=input_fingerprint)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reset_if_stale(out: StageDir, fingerprint: str) -> bool:
+    """Keep earlier parts only if they were made the same way; else delete them all.
+
+    Returns True when stale parts were deleted. The fingerprint is stored beside the
+    parts (``embeddings.json``), so a resumed run reuses exactly what it may reuse.
+    """
+    import json
+
+    from pyarrow import fs as pafs
+
+    marker = out.path("embeddings.json")
+    previous = None
+    if out.fs.get_file_info(marker).type == pafs.FileType.File:
+        with out.fs.open_input_stream(marker) as f:
+            previous = json.loads(f.read().decode()).get("fingerprint")
+    if previous == fingerprint:
+        return False
+    stale = previous is not None or out.fs.get_file_info(out.path(EMBEDDINGS_DIR)).type \
+        == pafs.FileType.Directory
+    for directory in (out.path(EMBEDDINGS_DIR), out.data_dir, out.quarantine_dir):
+        out.fs.create_dir(directory, recursive=True)
+        out.fs.delete_dir_contents(directory)
+    with out.fs.open_output_stream(marker) as f:
+        f.write(json.dumps({"fingerprint": fingerprint}).encode())
+    return stale
+
+
 @dataclass
 class ShardCollector:
     """Buffers embedder output per shard; writes a shard's parts once all its rows arrived."""
@@ -74,7 +114,7 @@ class ShardCollector:
                 raise RuntimeError(f"{shard}: {len(seen)} rows > {self.expected[shard]} expected")
 
     def _write(self, shard: str) -> None:
-        table = pa.concat_tables(self.buffers.pop(shard))
+        table = pa.concat_tables(self.buffers.pop(shard), promote_options="permissive")
         bad = table.filter(pc.is_null(table.column("embedding")))
         good = table.filter(pc.invert(pc.is_null(table.column("embedding"))))
         rows = [{"source": f"{self.source}/{shard}", "locator": r["sample_id"],
@@ -178,7 +218,7 @@ def write_selected(out: StageDir, shards: list[str], pool_paths: list[str], cura
         ids = emb.column("sample_id").take(pa.array(local)).to_pylist()
         info = {sid: (int(curated.assignment.clusters[offsets[i] + j]),
                       code_names[curated.assignment.categories[offsets[i] + j]])
-                for sid, j in zip(ids, local)}
+                for sid, j in zip(ids, local, strict=True)}
         pool = pq.read_table(pool_paths[i], filesystem=pool_fs)
         rows = pool.filter(pc.is_in(pool.column("sample_id"), pa.array(ids, pa.string())))
         if rows.num_rows != len(ids):
@@ -203,7 +243,10 @@ def write_report(out: StageDir, curated: Curated, quarantined: int, map_points: 
     import io
 
     from mmrlhf_ray.curation.report import (
-        cluster_map, composition_markdown, composition_rows, write_composition_csv,
+        cluster_map,
+        composition_markdown,
+        composition_rows,
+        write_composition_csv,
     )
 
     sel = curated.selection
@@ -221,7 +264,7 @@ def write_report(out: StageDir, curated: Curated, quarantined: int, map_points: 
     points = sample[np.sort(rng.choice(len(sample), min(map_points, len(sample)), replace=False))]
     labels = np.argmax(points @ curated.centres.T, axis=1)
     png = io.BytesIO()
-    method = cluster_map(points, labels, None, png, seed)
+    method = cluster_map(points, labels, curated.centres, png, seed)
     _write_bytes(out, out.path("report", "cluster_map.png"), png.getvalue())
     npy = io.BytesIO()
     np.save(npy, curated.centres)

@@ -72,9 +72,9 @@ def project_2d(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
         return centred @ vt[:2].T, "PCA"
 
 
-def cluster_map(vectors: np.ndarray, labels: np.ndarray, selected: np.ndarray | None,
+def cluster_map(vectors: np.ndarray, labels: np.ndarray, centres: np.ndarray | None,
                 path, seed: int = 0) -> str:
-    """Save a PNG scatter of ``vectors`` in 2-D coloured by cluster (``selected`` ringed).
+    """Save a PNG scatter of ``vectors`` in 2-D coloured by cluster, centres marked.
 
     ``path`` is a file path or a binary file object; returns the projection's name.
     """
@@ -83,15 +83,18 @@ def cluster_map(vectors: np.ndarray, labels: np.ndarray, selected: np.ndarray | 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xy, method = project_2d(np.asarray(vectors, dtype=np.float32), seed)
+    points = np.asarray(vectors, dtype=np.float32)
+    extra = np.zeros((0, points.shape[1]), np.float32) if centres is None else centres
+    xy, method = project_2d(np.concatenate([points, extra]), seed)
+    xy, cxy = xy[: len(points)], xy[len(points):]
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    ax.scatter(xy[:, 0], xy[:, 1], c=labels % 20, cmap="tab20", s=4, alpha=0.6, linewidths=0)
-    if selected is not None and selected.any():
-        ax.scatter(xy[selected, 0], xy[selected, 1], s=14, facecolors="none",
-                   edgecolors="black", linewidths=0.4, label="selected")
+    ax.scatter(xy[:, 0], xy[:, 1], c=labels % 10, cmap="tab10", s=6, alpha=0.75, linewidths=0)
+    if len(cxy):
+        ax.scatter(cxy[:, 0], cxy[:, 1], marker="x", c="black", s=30, linewidths=1,
+                   label="k-means centres")
         ax.legend(loc="best", fontsize=8)
     n_clusters = len(np.unique(labels))
-    ax.set_title(f"Pool image embeddings, {n_clusters} clusters ({method})")
+    ax.set_title(f"Pool image embeddings: {len(points)} points, {n_clusters} clusters ({method})")
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()

@@ -1,54 +1,15 @@
-"""Step metrics to CSV, the beta(delta) histogram, and held-out preference accuracy."""
+"""The beta(delta) histogram and batch preference accuracy (step metrics: objective.py;
+the harness writes them to metrics.csv and ray.train.report)."""
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from mmrlhf_ray.dpo.batching import GroupedBatch
-
-
-class CsvLog:
-    """Append-only CSV of step metrics; the header is fixed by the first row written.
-
-    Re-opening an existing log (a resumed run) appends, and a row for a step already
-    logged is skipped so a resumed run never duplicates steps.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fields: list[str] | None = None
-        self.logged: set[int] = set()
-        if self.path.exists() and self.path.stat().st_size:
-            with self.path.open() as f:
-                reader = csv.DictReader(f)
-                self.fields = list(reader.fieldnames or [])
-                self.logged = {int(float(r["step"])) for r in reader if r.get("step")}
-
-    def write(self, row: dict[str, float]) -> None:
-        step = int(row["step"])
-        if step in self.logged:
-            return
-        new = self.fields is None
-        if new:
-            self.fields = list(row)
-        with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        self.logged.add(step)
-
-
-def read_csv(path: str | os.PathLike) -> list[dict[str, float]]:
-    with Path(path).open() as f:
-        return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
 
 
 def plot_beta_histogram(betas: Iterable[float], margins: Iterable[float], path: str,

@@ -192,7 +192,7 @@ def write_bench_jsonl(path: str | Path, rows: Sequence[dict[str, Any]],
     """The official format back, each line with ``rewards`` and ``critic`` filled."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for row, res in zip(rows, results):
+        for row, res in zip(rows, results, strict=True):
             out = {k: v for k, v in row.items() if k != "_line"}
             out["rewards"] = [res.r_chosen, res.r_rejected]
             out["critic"] = [res.critic_chosen, res.critic_rejected]
@@ -232,7 +232,7 @@ def score_pairs(model: CritiqueRewardModel, pairs: Sequence[RewardPair], mode: s
     for start in tqdm(range(0, len(items), batch_size), desc=f"score ({mode})", leave=False):
         chunk = items[start:start + batch_size]
         scored += model.score_with_critique(chunk, mode, max_new_tokens, batch_size)
-    by_key = dict(zip(unique.keys(), scored))
+    by_key = dict(zip(unique.keys(), scored, strict=True))
     results = []
     for i, p in enumerate(pairs):
         (rc, cc), (rr, cr) = by_key[keys[2 * i]], by_key[keys[2 * i + 1]]

@@ -49,7 +49,7 @@ class RewardPair:
     category: str
     chosen: RewardItem
     rejected: RewardItem
-    is_tie: bool = False
+    is_tie: bool = False  # equal ranks: trained with the tie term, not Eq. 3
 
 
 def pick_critique(row: dict[str, Any], side: str, source: str) -> str | None:
@@ -91,8 +91,16 @@ def pair_from_row(row: dict[str, Any], source: str, max_frames: int = 4,
         rejected=RewardItem(
             question, row["rejected"], images, pick_critique(row, "rejected", source)
         ),
-        is_tie=bool(row.get("is_tie") or False),
+        is_tie=is_equal_rank(row),
     )
+
+
+def is_equal_rank(row: dict[str, Any]) -> bool:
+    """A true tie: both responses have the same rank. (The pairs stage's ``is_tie``
+    flag marks pairs built under the paper's tie rule, where one side is a constructed
+    positive/negative: those still have a clear preference and get the score loss.)"""
+    a, b = row.get("chosen_rank"), row.get("rejected_rank")
+    return a is not None and b is not None and a == b
 
 
 def pairs_from_rows(rows: Iterable[dict[str, Any]], source: str, max_frames: int = 4,

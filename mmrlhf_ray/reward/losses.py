@@ -11,7 +11,7 @@ Everything here is plain torch on tensors; no model, process group or Ray in sig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -85,10 +85,12 @@ def centering_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Te
 class RewardLossWeights:
     """Weights of the joint loss; setting ``critique=0`` is the score-only ablation."""
 
-    critique: float = 1.0  # w_c, Eq. 2 term (Task 1: learning to critique)
-    score: float = 1.0  # w_s, Eq. 3 term (Task 2: learning to score)
-    tie: float = 0.5  # w_tie, weight of tied pairs' term
-    center: float = 0.01  # w_ctr, reward centering coefficient (official: 0.01)
+    critique: float = field(default=1.0, metadata={
+        "help": "w_c, critique NLL (Eq. 2, Task 1); 0 = score-only ablation"})
+    score: float = field(default=1.0, metadata={"help": "w_s, Bradley-Terry loss (Eq. 3)"})
+    tie: float = field(default=0.5, metadata={"help": "w_tie, tied pairs' term"})
+    center: float = field(default=0.01, metadata={
+        "help": "w_ctr, reward centering mean((r_w + r_l)^2) (official: 0.01)"})
 
 
 def reward_loss(

@@ -154,7 +154,13 @@ class CritiqueRewardModel(nn.Module):
     @torch.no_grad()
     def critique(self, items: Sequence[RewardItem | Mapping], max_new_tokens: int = 64,
                  batch_size: int = 8) -> list[str]:
-        """Greedy critiques from the LM head (the critique head h_l)."""
+        """Greedy critiques from the LM head (the critique head h_l).
+
+        A score-only model (``meta.critique_trained`` false, the "w/o Task 1" ablation)
+        never learnt to critique: it returns empty critiques, which is what it was
+        trained to score with."""
+        if not self.meta.critique_trained:
+            return ["" for _ in items]
         was_training = self.training
         self.eval()
         texts: list[str] = []
@@ -200,8 +206,9 @@ class CritiqueRewardModel(nn.Module):
             crits = ["" for _ in parsed]
         else:
             raise ValueError(f"mode: {mode!r} is not one of generate, given, none")
-        scored = [RewardItem(i.question, i.response, i.images, c) for i, c in zip(parsed, crits)]
-        return list(zip(self.score(scored, batch_size), crits))
+        scored = [RewardItem(i.question, i.response, i.images, c)
+                  for i, c in zip(parsed, crits, strict=True)]
+        return list(zip(self.score(scored, batch_size), crits, strict=True))
 
     # ---- save / load ------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> str:

@@ -41,20 +41,30 @@ def curated(ray_session, tmp_path_factory):
     bad = inject_bad_rows(rows)
     write_pool_stage(str(run_dir), rows, rows_per_shard=200)
     out = StageDir(str(run_dir), "curate")
-    embed_shard_locally(out, "pool-00000", rows[:200])
+    embed_shard_locally(run_dir, out, "pool-00000", rows[:200])
     marker = run_dir / "kill-one-actor"
     marker.write_text("the first actor to see a batch exits once")
     assert main(overrides(run_dir) + [f"embed.fail_marker={marker}"]) == 0
     return {"run_dir": run_dir, "rows": rows, "bad": bad, "marker": marker, "out": out}
 
 
-def embed_shard_locally(out: StageDir, shard: str, rows: list[dict]) -> None:
+def embed_shard_locally(run_dir: Path, out: StageDir, shard: str, rows: list[dict]) -> None:
     """What an earlier run left behind: one shard's embeddings + quarantine parts."""
     import pyarrow as pa
 
+    from mmrlhf_ray.config import load_config
+    from mmrlhf_ray.curation.config import CurateConfig
     from mmrlhf_ray.curation.embed import embed_rows
-    from mmrlhf_ray.curation.pipeline import ShardCollector
+    from mmrlhf_ray.curation.pipeline import (
+        ShardCollector,
+        embedding_fingerprint,
+        reset_if_stale,
+    )
     from mmrlhf_ray.models.clip import load_clip
+
+    cfg = load_config(CurateConfig, "configs/curate.yaml", overrides(run_dir))
+    src = StageDir(str(run_dir), "toyworld")
+    reset_if_stale(out, embedding_fingerprint(cfg.embed, cfg.long_threshold, src.fingerprint()))
 
     model, preprocess = load_clip(seed=0)
     cols = embed_rows(rows, model, preprocess, max_pixels=40000, shard=shard)
@@ -96,8 +106,8 @@ def test_selection_meets_the_ratio_exactly(curated):
     got = Counter(selected.column("category").to_pylist())
     assert dict(got) == WANT  # 4:5:1 of 200 image queries, within 0 rows; fixed domains
     truth = {r["sample_id"]: json.loads(r["ground_truth"])["category"] for r in curated["rows"]}
-    assert all(truth[s] == c for s, c in zip(selected.column("sample_id").to_pylist(),
-                                            selected.column("category").to_pylist()))
+    ids, cats = selected.column("sample_id").to_pylist(), selected.column("category").to_pylist()
+    assert all(truth[s] == c for s, c in zip(ids, cats, strict=True))
     pool_cols = set(curated["rows"][0]) | {"cluster_id", "category"}
     assert pool_cols <= set(selected.column_names)
     assert selected.column("image").null_count + selected.column("video_frames").null_count \
@@ -109,8 +119,8 @@ def test_uniform_across_clusters_within_each_category(curated):
     centres = np.load(out.path("centroids.npy"))
     emb = embeddings(out)
     vecs = np.frombuffer(b"".join(emb["embedding"]), np.float16).reshape(len(emb["sample_id"]), -1)
-    cluster_of = dict(zip(emb["sample_id"], np.argmax(vecs.astype(np.float32) @ centres.T, 1)))
-    category_of = dict(zip(emb["sample_id"], emb["category"]))
+    cluster_of = dict(zip(emb["sample_id"], np.argmax(vecs.astype(np.float32) @ centres.T, 1), strict=True))
+    category_of = dict(zip(emb["sample_id"], emb["category"], strict=True))
     selected = out.read(columns=["sample_id", "cluster_id"]).to_pylist()
     assert all(cluster_of[r["sample_id"]] == r["cluster_id"] for r in selected)
     chosen = {r["sample_id"] for r in selected}

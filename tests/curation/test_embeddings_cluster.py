@@ -6,7 +6,11 @@ import pyarrow.parquet as pq
 from mmrlhf_ray.curation.categorize import CATEGORY_CODES
 from mmrlhf_ray.curation.cluster import assign_parts, sample_vectors, train_kmeans
 from mmrlhf_ray.curation.embeddings import (
-    dim_of, embeddings_table, iter_embedding_chunks, unpack_chunk, write_embeddings,
+    dim_of,
+    embeddings_table,
+    iter_embedding_chunks,
+    unpack_chunk,
+    write_embeddings,
 )
 
 

@@ -33,22 +33,30 @@ def query_rows(n: int, with_image: bool, bad: int = 0) -> list[dict]:
     rows = []
     for i in range(n + bad):
         row = {name: None for name in POOL_SCHEMA.names}
-        row.update(sample_id=f"q{i:03d}", source="test", question=f"what colour is shape {i}",
-                   category="short", reference_answer="red")
+        row.update(
+            sample_id=f"q{i:03d}",
+            source="test",
+            question=f"what colour is shape {i}",
+            category="short",
+            reference_answer="red",
+        )
         if with_image:
             row["image"] = png((40 * i % 255, 100, 200)) if i < n else b"not a png"
         rows.append(row)
     return rows
 
 
-def toy_rows(n: int, bad: int = 0, category: str = "short") -> list[dict]:
-    """``n`` shapes-world image queries with ground truth (+ ``bad`` undecodable ones)."""
+def toy_rows(n: int, bad: int = 0, videos: int = 0) -> list[dict]:
+    """Shapes-world queries with ground truth: ``n`` image ("short") queries, ``videos``
+    video queries (4 frames each), then ``bad`` image queries with undecodable bytes
+    (sample ids sort in that order)."""
     from mmrlhf_ray.toyworld import make_row
 
-    rows = [make_row("gentest", 0, i, category=category) for i in range(n + bad)]
-    for row in rows:
-        row["category"] = category
-    for row in rows[n:]:
+    cats = ["short"] * n + ["video"] * videos + ["short"] * bad
+    rows = [make_row("gentest", 0, i, category=c) for i, c in enumerate(cats)]
+    for row, cat in zip(rows, cats, strict=True):
+        row["category"] = cat
+    for row in rows[n + videos :]:
         row["image"] = b"not a png"
     return rows
 

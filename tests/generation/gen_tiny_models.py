@@ -21,10 +21,18 @@ def build_text_model(out: str | Path, tokenizer_dir: str, seed: int = 0) -> str:
     tok.save_pretrained(out)
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=256,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=2048, tie_word_embeddings=True,
-                      eos_token_id=eos, pad_token_id=tok.pad_token_id,
-                      bos_token_id=tok.pad_token_id)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=eos,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.pad_token_id,
+    )
     Qwen2ForCausalLM(cfg).save_pretrained(out)
     return str(out)

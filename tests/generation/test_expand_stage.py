@@ -14,11 +14,28 @@ POS = "Correct and faithful to the image."
 
 
 def _record(qid: str, reasons: list, category: str = "short") -> dict:
-    responses = [{"response_id": f"{qid}/m/{i}", "model": "m", "text": f"answer {i}", "rank": i + 1,
-                  "helpfulness": 3, "faithfulness": 3, "ethics": 5, "score_reason": r,
-                  "critique": None, "constructed": None} for i, r in enumerate(reasons)]
-    return {"query_id": qid, "question": "What colour is the circle?", "category": category,
-            "responses": responses, "is_tie": False}
+    responses = [
+        {
+            "response_id": f"{qid}/m/{i}",
+            "model": "m",
+            "text": f"answer {i}",
+            "rank": i + 1,
+            "helpfulness": 3,
+            "faithfulness": 3,
+            "ethics": 5,
+            "score_reason": r,
+            "critique": None,
+            "constructed": None,
+        }
+        for i, r in enumerate(reasons)
+    ]
+    return {
+        "query_id": qid,
+        "question": "What colour is the circle?",
+        "category": category,
+        "responses": responses,
+        "is_tie": False,
+    }
 
 
 def _write_annotate(run_dir: str, records: list[dict]) -> None:
@@ -30,8 +47,10 @@ def _write_annotate(run_dir: str, records: list[dict]) -> None:
 
 def test_merge_checks_and_fallback_policy():
     records = [_record("a", [NEG, POS, None])]
-    texts = {"a#0": "The response is correct, accurate and complete.",  # contradicts NEG
-             "a#1": "The response is correct: it is accurate and faithful to the image."}
+    texts = {
+        "a#0": "The response is correct, accurate and complete.",  # contradicts NEG
+        "a#1": "The response is correct: it is accurate and faithful to the image.",
+    }
     audit = merge(records, texts, fallback="original")
     assert [a["status"] for a in audit] == ["contradicts", "ok"]
     resp = records[0]["responses"]
@@ -53,8 +72,15 @@ def test_expand_stage_with_junk_expander(ray_session, text_model, tmp_path):
     records = [_record(f"r{i}", [NEG, POS if i % 2 else None]) for i in range(3)]
     records.append(_record("r9", [POS], category="nonsense"))
     _write_annotate(run_dir, records)
-    spec = ModelSpec(name="exp", kind="transformers", path=text_model, n=1, temperature=0.0,
-                     max_tokens=12, batch_size=2)
+    spec = ModelSpec(
+        name="exp",
+        kind="transformers",
+        path=text_model,
+        n=1,
+        temperature=0.0,
+        max_tokens=12,
+        batch_size=2,
+    )
     cfg = ExpandConfig(run_dir=run_dir, expander=spec, fallback="original", chunk_size=2)
     manifest = run(cfg)
     assert manifest["counts"] == {"in": 4, "out": 3, "quarantined": 1}
@@ -76,8 +102,10 @@ def test_critique_generation_actor(ray_session, text_model):
 
     spec = ModelSpec(name="rm", kind="transformers", path=text_model, n=1, max_tokens=8)
     actor = ray_session.remote(num_cpus=1)(Generator).remote(spec)
-    items = [{"question": "What colour?", "response": "Red."},
-             {"question": "How many?", "response": "Three."}]
+    items = [
+        {"question": "What colour?", "response": "Red."},
+        {"question": "How many?", "response": "Three."},
+    ]
     critiques = ray_session.get(actor.critique.remote(items))
     assert len(critiques) == 2 and all(isinstance(c, str) for c in critiques)
     again = ray_session.get(actor.critique.remote(items))

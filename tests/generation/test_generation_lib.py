@@ -36,7 +36,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_table7_prompt_is_filled_verbatim():
     text = expansion_prompt("What colour?", "Red.", "Correct, but terse.")
     assert text.startswith("You will receive an image-related question, an answer, and a comment")
-    assert "[Question:] What colour? [Answer:] Red. [Human Comment for the answer:] Correct, but terse." in text
+    assert (
+        "[Question:] What colour? [Answer:] Red. [Human Comment for the answer:] Correct, but terse."
+        in text
+    )
     assert text.endswith("Expanded Comment:")
     assert "do not answer the question" in EXPANSION_PROMPT
     with pytest.raises(ValueError, match="placeholder 'extra'"):
@@ -55,7 +58,10 @@ def test_critique_prompt_official_layout():
 def test_chat_messages_media_first():
     msgs = chat_messages("describe", n_images=2)
     assert [p["type"] for p in msgs[0]["content"]] == ["image", "image", "text"]
-    assert [p["type"] for p in chat_messages("where", video=True)[0]["content"]] == ["video", "text"]
+    assert [p["type"] for p in chat_messages("where", video=True)[0]["content"]] == [
+        "video",
+        "text",
+    ]
 
 
 def test_build_request_image_video_and_bad_media():
@@ -75,9 +81,11 @@ def test_build_request_image_video_and_bad_media():
 
 def test_generation_rows_flags_and_ids():
     spec = ModelSpec(name="pol", kind="vllm", path="p", n=3, max_tokens=4, logprobs=True)
-    samples = [Sample("a b", [1, 2, 9], "stop", [-1.0, -2.0, -0.5], "P"),
-               Sample("  ", [9], "stop", [-0.1], "P"),
-               Sample("x y z w", [3, 4, 5, 6], "length", [-1, -1, -1, -1], "P")]
+    samples = [
+        Sample("a b", [1, 2, 9], "stop", [-1.0, -2.0, -0.5], "P"),
+        Sample("  ", [9], "stop", [-0.1], "P"),
+        Sample("x y z w", [3, 4, 5, 6], "length", [-1, -1, -1, -1], "P"),
+    ]
     row = {"sample_id": "q7", "question": "q", "category": "short", "ground_truth": "{}"}
     out = generation_rows(row, spec, "vllm", samples)
     assert [r["response_id"] for r in out] == ["q7/pol/0", "q7/pol/1", "q7/pol/2"]
@@ -86,7 +94,9 @@ def test_generation_rows_flags_and_ids():
     assert out[0]["num_tokens"] == 3 and out[0]["token_logprobs"] == [-1.0, -2.0, -0.5]
     settings = json.loads(out[0]["settings"])
     assert settings["n"] == 3 and settings["max_tokens"] == 4 and settings["kind"] == "vllm"
-    no_lp = generation_rows(row, ModelSpec(name="pol", kind="vllm", path="p", n=1), "vllm", samples[:1])
+    no_lp = generation_rows(
+        row, ModelSpec(name="pol", kind="vllm", path="p", n=1), "vllm", samples[:1]
+    )
     assert no_lp[0]["token_logprobs"] is None
     q = quarantine_rows(row, spec, "image", "not decodable")
     assert [r["locator"] for r in q] == ["q7/pol/0", "q7/pol/1", "q7/pol/2"]
@@ -101,7 +111,10 @@ def test_verdict_and_expansion_check():
     assert check_expansion(orig, "The response is correct, accurate and complete.") == "contradicts"
     assert check_expansion(orig, "The response is wrong because it names the wrong colour.") == "ok"
     assert check_expansion(orig, "Ċ ĠĠ Ġ� ��d|olo� low� \x1f") == "junk"
-    assert check_expansion(orig, "The comment discusses the shapes in the picture today.") == "no_verdict"
+    assert (
+        check_expansion(orig, "The comment discusses the shapes in the picture today.")
+        == "no_verdict"
+    )
     assert check_expansion(orig, "   ") == "empty"
     assert check_expansion("Fine.", "A longer restatement of the human comment here.") == "ok"
 
@@ -114,14 +127,22 @@ def test_choose_critique_fallback_policy():
 
 
 def test_expansion_requests_skip_missing_and_existing():
-    record = {"query_id": "r1", "question": "q?", "responses": [
-        {"text": "A", "score_reason": "Correct."},
-        {"text": "B", "score_reason": None},
-        {"text": "C", "score_reason": "Wrong.", "critique": "already"}]}
+    record = {
+        "query_id": "r1",
+        "question": "q?",
+        "responses": [
+            {"text": "A", "score_reason": "Correct."},
+            {"text": "B", "score_reason": None},
+            {"text": "C", "score_reason": "Wrong.", "critique": "already"},
+        ],
+    }
     spec = ModelSpec(name="e", kind="vllm", path="p", n=1)
     got = expansion_requests(record, spec, "", overwrite=False, images=[])
     assert [i for i, _ in got] == [0]
-    assert "[Answer:] A [Human Comment for the answer:] Correct." in got[0][1].messages[0]["content"][-1]["text"]
+    assert (
+        "[Answer:] A [Human Comment for the answer:] Correct."
+        in got[0][1].messages[0]["content"][-1]["text"]
+    )
     assert [i for i, _ in expansion_requests(record, spec, "", overwrite=True, images=[])] == [0, 2]
 
 
@@ -151,7 +172,9 @@ def test_stage_yaml_loads(stage, cls, profile):
 
 
 def test_library_imports_no_ray_vllm_deepspeed():
-    code = ("import sys, mmrlhf_ray.generation, mmrlhf_ray.prompts; "
-            "print(sorted(m for m in ('ray', 'vllm', 'deepspeed') if m in sys.modules))")
+    code = (
+        "import sys, mmrlhf_ray.generation, mmrlhf_ray.prompts; "
+        "print(sorted(m for m in ('ray', 'vllm', 'deepspeed') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

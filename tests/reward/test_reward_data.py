@@ -44,3 +44,11 @@ def test_split_is_by_query_and_deterministic(toy_rows):
     assert [p.pair_id for p in again] == [p.pair_id for p in held]
     video = next(p for p in good if p.category == "video")
     assert len(video.chosen.images) == 4  # frames of the toy video
+
+
+def test_only_equal_ranks_are_ties(toy_rows):
+    rows = [dict(r) for r in toy_rows[:3]]
+    rows[0]["is_tie"] = True  # built under the tie rule: still a real preference
+    rows[1]["rejected_rank"] = rows[1]["chosen_rank"]  # equal ranks: a true tie
+    good, _ = pairs_from_rows(rows, "auto")
+    assert [p.is_tie for p in good] == [False, True, False]

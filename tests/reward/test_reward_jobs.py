@@ -37,7 +37,7 @@ def official_file(tmp: Path, rows: list[dict]) -> Path:
                 (tmp / rel / f"{i}.png").write_bytes(encode_png(img))
         else:
             rel = f"{cat}/{qid}.png"
-            (tmp / cat).mkdir(exist_ok=True)
+            (tmp / cat).mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(encode_png(images[0]))
         lines.append(json.dumps({"id": qid, ("video" if cat == "video" else "image"): rel,
                                  "prompt": row["question"], "chosen": row["chosen"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def dying_loss(model, batch, weights, marker: str, die_at_call: int):
     if rank == 0 and calls == die_at_call and not os.path.exists(marker):
         with open(marker, "w") as f:
             f.write("killed")
+        time.sleep(10)  # let the controller register the last reported checkpoint
         os._exit(1)  # the worker process dies like a preempted node
     return reward_loss_fn(model, batch, weights)
 
@@ -35,7 +37,7 @@ def dying_loss(model, batch, weights, marker: str, die_at_call: int):
 @pytest.mark.ray
 def test_killed_worker_resumes_from_checkpoint(ray_session, tiny_models, toy_rows, tmp_path,
                                                short_prompt):
-    import cloudpickle
+    from ray import cloudpickle
 
     from actors.trainer import TrainTask, run_training
     from mmrlhf_ray.reward.data import build_reward_model, collate_reward_pairs, encode_pair_row
@@ -52,7 +54,7 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, tiny_models, toy_row
         encode=functools.partial(encode_pair_row, source="expanded"),
         collate=functools.partial(collate_reward_pairs, meta=meta),
         loss_fn=functools.partial(dying_loss, weights=RewardLossWeights(), marker=marker,
-                                  die_at_call=4),
+                                  die_at_call=5),
         build_model=functools.partial(build_reward_model, meta=meta, seed=0),
         save_model=save_reward_model,
     )

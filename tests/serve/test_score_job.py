@@ -36,8 +36,14 @@ class FlakyProxy:
                 if fail:
                     status, payload = 503, b'{"error": {"field": "", "reason": "overloaded"}}'
                 else:
-                    hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
-                    resp = requests.post(proxy.target + self.path, data=body, headers=hdrs, timeout=60)
+                    hdrs = {
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() in ("authorization", "content-type")
+                    }
+                    resp = requests.post(
+                        proxy.target + self.path, data=body, headers=hdrs, timeout=60
+                    )
                     status, payload = resp.status_code, resp.content
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -73,8 +79,16 @@ def _pairs_run(tmp_path) -> tuple[str, int]:
 
 
 def _args(run, url, *extra):
-    return [f"run_dir={run}", f"url={url}", "token_env=MMRLHF_TEST_RM_TOKEN", "queries_per_part=2",
-            "concurrency=2", "retry.base_delay_s=0.01", "retry.jitter=0", *extra]
+    return [
+        f"run_dir={run}",
+        f"url={url}",
+        "token_env=MMRLHF_TEST_RM_TOKEN",
+        "queries_per_part=2",
+        "concurrency=2",
+        "retry.base_delay_s=0.01",
+        "retry.jitter=0",
+        *extra,
+    ]
 
 
 def test_score_writes_every_margin_with_retries_and_resumes(live_service, tmp_path, monkeypatch):
@@ -93,10 +107,15 @@ def test_score_writes_every_margin_with_retries_and_resumes(live_service, tmp_pa
         # δ = r(chosen) - r(rejected) exactly as the service scores the query's responses
         direct = requests.post(
             f"{live_service['url']}/v1/compare",
-            json={"question": "question of q1", "image": b64(png_bytes((0, 255, 0))),
-                  "responses": ["answer r0", "answer r1", "answer r2"]},
-            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60).json()["scores"]
-        for (i, j) in [(0, 1), (0, 2), (1, 2)]:
+            json={
+                "question": "question of q1",
+                "image": b64(png_bytes((0, 255, 0))),
+                "responses": ["answer r0", "answer r1", "answer r2"],
+            },
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
+        ).json()["scores"]
+        for i, j in [(0, 1), (0, 2), (1, 2)]:
             got = scored[f"q1:r{i}>r{j}"]["margin"]
             assert got == pytest.approx(direct[i] - direct[j], abs=1e-4)
         bad = {r["field"] for r in out.read(quarantine=True).to_pylist()}

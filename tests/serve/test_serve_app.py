@@ -27,10 +27,14 @@ def test_local_testing_mode_handle(ray_session, reward_model_dir):
     assert len(out["scores"]) == 3 and len(out["critiques"]) == 3
     s = out["scores"]
     assert [(m["i"], m["j"]) for m in out["margins"]] == [(0, 1), (0, 2), (1, 2)]
-    assert [m["margin"] for m in out["margins"]] == pytest.approx([s[0] - s[1], s[0] - s[2], s[1] - s[2]])
+    assert [m["margin"] for m in out["margins"]] == pytest.approx(
+        [s[0] - s[1], s[0] - s[2], s[1] - s[2]]
+    )
     bad = handle.compare_json.remote({"question": "q", "responses": "a"}).result()
     assert bad["status"] == 422 and bad["error"]["field"] == "responses"
-    bad = handle.score_json.remote({"items": [{"question": "q", "response": "a", "image": "@@"}]}).result()
+    bad = handle.score_json.remote(
+        {"items": [{"question": "q", "response": "a", "image": "@@"}]}
+    ).result()
     assert (bad["status"], bad["error"]["field"]) == (422, "items[0].image")
 
 
@@ -42,7 +46,9 @@ def _post(svc, route, body=None, data=None, token=True, headers=None):
 
 def _alive(svc) -> None:
     assert requests.get(f"{svc['url']}/healthz", timeout=30).json()["status"] == "ok"
-    r = _post(svc, "/v1/compare", {"question": "Colour?", "image": IMG, "responses": ["Blue.", "Red."]})
+    r = _post(
+        svc, "/v1/compare", {"question": "Colour?", "image": IMG, "responses": ["Blue.", "Red."]}
+    )
     assert r.status_code == 200 and len(r.json()["scores"]) == 2
 
 
@@ -53,7 +59,9 @@ def test_http_valid_requests(live_service):
     assert r.status_code == 200, r.text
     out = r.json()
     s = out["scores"]
-    assert [m["margin"] for m in out["margins"]] == pytest.approx([s[0] - s[1], s[0] - s[2], s[1] - s[2]])
+    assert [m["margin"] for m in out["margins"]] == pytest.approx(
+        [s[0] - s[1], s[0] - s[2], s[1] - s[2]]
+    )
     # /v1/score of the same items with the critiques compare used gives the same scores
     items = [
         {"question": "Which colour?", "image": IMG, "response": resp, "critique": crit}
@@ -70,20 +78,95 @@ def test_http_valid_requests(live_service):
 
 
 BAD = [
-    ("malformed JSON", dict(data=b'{"items": [', headers={"Content-Type": "application/json"}), 400, "body"),
-    ("not JSON at all", dict(data=b"\xff\xfe\x00", headers={"Content-Type": "application/json"}), 400, "body"),
-    ("wrong type", dict(body={"items": [{"question": 7, "response": "a"}]}), 422, "items[0].question"),
+    (
+        "malformed JSON",
+        dict(data=b'{"items": [', headers={"Content-Type": "application/json"}),
+        400,
+        "body",
+    ),
+    (
+        "not JSON at all",
+        dict(data=b"\xff\xfe\x00", headers={"Content-Type": "application/json"}),
+        400,
+        "body",
+    ),
+    (
+        "wrong type",
+        dict(body={"items": [{"question": 7, "response": "a"}]}),
+        422,
+        "items[0].question",
+    ),
     ("missing field", dict(body={"items": [{"question": "q"}]}), 422, "items[0].response"),
     ("extra field", dict(body={"items": [], "x": 1}), 422, "x"),
-    ("huge body", dict(data=b"x" * (2 << 20), headers={"Content-Type": "application/json"}), 413, "body"),
-    ("bad base64", dict(body={"items": [{"question": "q", "response": "a", "image": "%%%"}]}), 422, "items[0].image"),
-    ("pixel bomb", dict(body={"items": [{"question": "q", "response": "a", "image": b64(pixel_bomb(40000, 40000))}]}), 422, "items[0].image"),
-    ("over pixel limit", dict(body={"items": [{"question": "q", "response": "a", "image": b64(png_bytes(size=(600, 600)))}]}), 422, "items[0].image"),
-    ("path traversal", dict(body={"items": [{"question": "q", "response": "a", "image_path": "../outside/secret.png"}]}), 403, "items[0].image_path"),
-    ("url", dict(body={"items": [{"question": "q", "response": "a", "image_url": "http://127.0.0.1:1/x"}]}), 400, "items[0].image_url"),
+    (
+        "huge body",
+        dict(data=b"x" * (2 << 20), headers={"Content-Type": "application/json"}),
+        413,
+        "body",
+    ),
+    (
+        "bad base64",
+        dict(body={"items": [{"question": "q", "response": "a", "image": "%%%"}]}),
+        422,
+        "items[0].image",
+    ),
+    (
+        "pixel bomb",
+        dict(
+            body={
+                "items": [
+                    {"question": "q", "response": "a", "image": b64(pixel_bomb(40000, 40000))}
+                ]
+            }
+        ),
+        422,
+        "items[0].image",
+    ),
+    (
+        "over pixel limit",
+        dict(
+            body={
+                "items": [
+                    {"question": "q", "response": "a", "image": b64(png_bytes(size=(600, 600)))}
+                ]
+            }
+        ),
+        422,
+        "items[0].image",
+    ),
+    (
+        "path traversal",
+        dict(
+            body={
+                "items": [{"question": "q", "response": "a", "image_path": "../outside/secret.png"}]
+            }
+        ),
+        403,
+        "items[0].image_path",
+    ),
+    (
+        "url",
+        dict(
+            body={
+                "items": [{"question": "q", "response": "a", "image_url": "http://127.0.0.1:1/x"}]
+            }
+        ),
+        400,
+        "items[0].image_url",
+    ),
     ("missing token", dict(body={"items": []}, token=False), 401, "authorization"),
-    ("wrong token", dict(body={"items": []}, token=False, headers={"Authorization": "Bearer nope"}), 401, "authorization"),
-    ("too many responses", dict(body={"question": "q", "responses": ["a"] * 17}, route="/v1/compare"), 413, "responses"),
+    (
+        "wrong token",
+        dict(body={"items": []}, token=False, headers={"Authorization": "Bearer nope"}),
+        401,
+        "authorization",
+    ),
+    (
+        "too many responses",
+        dict(body={"question": "q", "responses": ["a"] * 17}, route="/v1/compare"),
+        413,
+        "responses",
+    ),
 ]
 
 
@@ -117,3 +200,36 @@ def test_survives_a_bad_input_storm(live_service):
     _alive(live_service)
     health = requests.get(f"{live_service['url']}/healthz", timeout=30).json()
     assert json.dumps(health) and health["items_scored"] > 0
+
+
+def test_serve_reward_stage_detached(live_service, reward_model_dir, tmp_path, capsys):
+    """`mmrlhf serve-reward detach=true`: app up, URL in the manifest, a re-run is a no-op."""
+    from ray import serve
+
+    from jobs.serve_reward import main as serve_main
+    from mmrlhf_ray.stage import StageDir
+
+    run = str(tmp_path / "run")
+    args = [
+        f"run_dir={run}",
+        f"model_path={reward_model_dir}",
+        "app_name=job-rm",
+        "route_prefix=/job",
+        "detach=true",
+        "critique_max_new_tokens=4",
+    ]
+    try:
+        assert serve_main(args) == 0
+        manifest = StageDir(run, "serve-reward").read_manifest()
+        assert manifest["status"] == "done" and manifest["url"].endswith("/job")
+        assert requests.get(f"{manifest['url']}/healthz", timeout=30).json()["status"] == "ok"
+        r = requests.post(
+            f"{manifest['url']}/v1/compare",
+            timeout=60,
+            json={"question": "q?", "responses": ["a", "b"]},
+        )
+        assert r.status_code == 200 and len(r.json()["margins"]) == 1
+        capsys.readouterr()
+        assert serve_main(args) == 0 and "already serving" in capsys.readouterr().out
+    finally:
+        serve.delete("job-rm")

@@ -1,0 +1,118 @@
+"""Self-improvement rounds: the policy samples, the reward model judges, MM-DPO trains.
+
+One round (paper App. G.4): sample ``n`` responses per query from the current policy
+(vLLM actors) -> score every response through the running reward service -> pairs of
+differing reward (all of them, or best-vs-worst), each with its margin δ -> reference
+log-probs of the current policy -> MM-DPO from the current policy -> toy benchmark.
+Each round lives in its own run directory ``<run_dir>/self-improve/round-<r>/``.
+
+This module holds the pure parts: the config, the candidate pairs sent for scoring,
+orienting scored pairs by reward, and the per-round table.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+PAIR_MODES = ("all", "best-vs-worst")
+MEDIA = ("image", "image_path", "video_frames", "video_path")
+
+
+@dataclass
+class SelfImproveConfig:
+    """`mmrlhf self-improve`: N rounds of sample -> score -> pairs -> MM-DPO -> evaluate."""
+
+    run_dir: str = field(default="runs/demo", metadata={"help": "run directory (rounds go under self-improve/)"})
+    rounds: int = field(default=1, metadata={"help": "number of rounds"})
+    start_policy: str = field(default="{run_dir}/train-dpo/policy", metadata={"help": "policy of round 1"})
+    queries_per_round: int = field(default=48, metadata={"help": "curated queries sampled per round"})
+    n: int = field(default=4, metadata={"help": "responses sampled per query"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    max_tokens: int = field(default=48, metadata={"help": "new tokens per response"})
+    backend: str = field(default="auto", metadata={"help": "auto | vllm | transformers"})
+    pair_mode: str = field(default="all", metadata={"help": "all | best-vs-worst"})
+    min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose reward gap is <= this"})
+    seed: int = field(default=0, metadata={"help": "query sampling seed (rounds differ)"})
+    service_url: str = field(default="", metadata={"help": "reward service URL ('' = serve-reward's manifest)"})
+    dpo_overrides: list[str] = field(default_factory=list, metadata={"help": "extra train-dpo key=value"})
+    ref_logps_overrides: list[str] = field(default_factory=list, metadata={"help": "extra ref-logps key=value"})
+    evaluate: bool = field(default=True, metadata={"help": "toy benchmark after each round"})
+    benchmark_limit: int = field(default=0, metadata={"help": "first N benchmark rows (0 = all)"})
+
+    def __post_init__(self) -> None:
+        if self.pair_mode not in PAIR_MODES:
+            raise ValueError(f"pair_mode: {self.pair_mode!r} is not one of {PAIR_MODES}")
+        if self.rounds < 1 or self.n < 2:
+            raise ValueError("rounds must be >= 1 and n >= 2 (pairs need two responses)")
+
+
+def candidate_pairs(generated: list[dict[str, Any]], queries: dict[str, dict[str, Any]]) -> list[dict]:
+    """Every unordered pair of distinct responses of a query, in PAIR_SCHEMA, unscored.
+
+    ``generated``: rows of the generate stage (sample_id, response_id, text, ...);
+    ``queries``: query rows by sample_id, for the question, category and media.
+    Identical texts are one response (a pair of equal texts carries no preference).
+    """
+    by_query: dict[str, dict[str, dict]] = defaultdict(dict)
+    for row in generated:
+        if row.get("is_empty"):
+            continue
+        by_query[row["sample_id"]].setdefault(row["text"], row)
+    pairs = []
+    for sample_id in sorted(by_query):
+        query = queries[sample_id]
+        responses = sorted(by_query[sample_id].values(), key=lambda r: r["response_id"])
+        for a, b in itertools.combinations(responses, 2):
+            pairs.append({
+                "pair_id": f"{sample_id}::{a['response_id']}>{b['response_id']}",
+                "query_id": sample_id, "question": query["question"],
+                "category": query.get("category"), **{m: query.get(m) for m in MEDIA},
+                "chosen_id": a["response_id"], "rejected_id": b["response_id"],
+                "chosen": a["text"], "rejected": b["text"],
+            })
+    return pairs
+
+
+def orient_by_reward(scored: list[dict[str, Any]], mode: str, min_margin: float = 0.0
+                     ) -> tuple[list[dict[str, Any]], int]:
+    """Pairs with the higher-reward response as chosen and δ >= 0; (pairs, dropped ties).
+
+    ``scored`` are candidate pairs with ``margin`` = r(first) - r(second). A pair whose
+    |δ| <= ``min_margin`` carries no preference and is dropped (counted). With
+    ``best-vs-worst`` each query keeps only its largest-margin pair.
+    """
+    kept, dropped = [], 0
+    for pair in scored:
+        margin = pair["margin"]
+        if margin is None:
+            raise ValueError(f"pair {pair['pair_id']}: margin is missing (scoring failed)")
+        if abs(margin) <= min_margin:
+            dropped += 1
+            continue
+        oriented = dict(pair, margin_source="reward-service")
+        if margin < 0:
+            oriented.update(chosen=pair["rejected"], rejected=pair["chosen"],
+                            chosen_id=pair["rejected_id"], rejected_id=pair["chosen_id"],
+                            margin=-margin)
+            oriented["pair_id"] = f"{pair['query_id']}::{oriented['chosen_id']}>{oriented['rejected_id']}"
+        kept.append(oriented)
+    if mode == "best-vs-worst":
+        best: dict[str, dict] = {}
+        for pair in kept:
+            if pair["query_id"] not in best or pair["margin"] > best[pair["query_id"]]["margin"]:
+                best[pair["query_id"]] = pair
+        dropped += len(kept) - len(best)
+        kept = [best[q] for q in sorted(best)]
+    return kept, dropped
+
+
+def round_queries(table_rows: list[dict[str, Any]], k: int, seed: int, round_index: int) -> list[dict]:
+    """``k`` curated queries for a round, different each round, deterministic by seed."""
+    import random
+
+    rng = random.Random(f"{seed}-round-{round_index}")
+    rows = sorted(table_rows, key=lambda r: r["sample_id"])
+    return rng.sample(rows, min(k, len(rows)))
