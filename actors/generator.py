@@ -180,49 +180,68 @@ class HFBackend:
         self.model = cls.from_pretrained(spec.path, dtype=dtype).to(device).eval()
         self.templater = load_templater(spec.path)
         self.tokenizer = getattr(self.templater, "tokenizer", self.templater)
+        self.tokenizer.padding_side = "left"  # batched decoding continues every prompt's end
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) - {None}
         if self.tokenizer.eos_token_id is not None:
             self.eos.add(self.tokenizer.eos_token_id)
 
-    def _encode(self, prompt: str, r: GenRequest) -> Any:
+    def _encode(self, prompts: list[str], group: list[GenRequest]) -> Any:
+        """Left-padded model inputs for a group of prompts (with their images / videos)."""
         if self.multimodal:
+            images = [img for r in group for img in r.images]
+            videos = [r.video for r in group if r.video]
             return self.templater(
-                text=[prompt],
-                images=r.images or None,
-                videos=[r.video] if r.video else None,
+                text=prompts,
+                images=images or None,
+                videos=videos or None,
+                padding=True,
                 return_tensors="pt",
             )
-        return self.tokenizer([prompt], return_tensors="pt")
+        return self.tokenizer(prompts, padding=True, return_tensors="pt")
 
     def generate(self, requests: list[GenRequest], greedy: bool = False) -> list[list[Sample]]:
-        import torch
+        """``hf_batch_size`` prompts per ``model.generate`` call, n sequences each.
 
-        s, results = self.spec, []
-        for r in requests:
-            prompt = render_chat(self.templater, r.messages)
-            enc = self._encode(prompt, r).to(self.model.device)
-            n = 1 if greedy else r.n
-            sample = not greedy and s.temperature > 0
-            torch.manual_seed(r.seed)
-            kwargs = dict(
-                do_sample=sample,
-                max_new_tokens=s.max_tokens,
-                num_return_sequences=n,
-                return_dict_in_generate=True,
-                output_logits=s.logprobs,
-                eos_token_id=sorted(self.eos),
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-            if sample:
-                kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
-            with torch.no_grad():
-                out = self.model.generate(**enc, **kwargs)
-            plen = enc["input_ids"].shape[1]
-            results.append([self._sample(out, j, plen, prompt) for j in range(n)])
+        The call is seeded with its first request's seed: with ``hf_batch_size: 1``
+        every prompt's samples are reproducible on their own, as with vLLM.
+        """
+        size = max(1, self.spec.hf_batch_size)
+        results: list[list[Sample]] = []
+        for start in range(0, len(requests), size):
+            results += self._generate_group(requests[start : start + size], greedy)
         return results
 
-    def _sample(self, out: Any, j: int, plen: int, prompt: str) -> Sample:
+    def _generate_group(self, group: list[GenRequest], greedy: bool) -> list[list[Sample]]:
+        import torch
+
+        s = self.spec
+        prompts = [render_chat(self.templater, r.messages) for r in group]
+        enc = self._encode(prompts, group).to(self.model.device)
+        n = 1 if greedy else group[0].n
+        sample = not greedy and s.temperature > 0
+        torch.manual_seed(group[0].seed)
+        kwargs = dict(
+            do_sample=sample,
+            max_new_tokens=s.max_tokens,
+            num_return_sequences=n,
+            return_dict_in_generate=True,
+            output_logits=s.logprobs,
+            eos_token_id=sorted(self.eos),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        if sample:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
+        with torch.no_grad():
+            out = self.model.generate(**enc, **kwargs)
+        plen = enc["input_ids"].shape[1]
+        real = enc["attention_mask"].sum(dim=1).tolist()
+        return [
+            [self._sample(out, i * n + j, plen, prompts[i], int(real[i])) for j in range(n)]
+            for i in range(len(group))
+        ]
+
+    def _sample(self, out: Any, j: int, plen: int, prompt: str, prompt_tokens: int) -> Sample:
         import torch
 
         ids = out.sequences[j, plen:].tolist()
@@ -241,7 +260,7 @@ class HFBackend:
             finish_reason="stop" if stop is not None else "length",
             token_logprobs=lps,
             prompt=prompt,
-            prompt_tokens=plen,
+            prompt_tokens=prompt_tokens,
         )
 
 
@@ -351,7 +370,10 @@ class GenerateWorker:
         try:
             generated = iter(self.gen.generate(good) if good else [])
         except Exception:  # e.g. a prompt longer than max_model_len: find it, keep the rest
-            generated = iter([self._one(req) for req in good])
+            alone = [self._one(req) for req in good]
+            if len(alone) > 1 and all(isinstance(a, tuple) for a in alone):
+                raise  # every prompt fails: a broken engine, not bad rows; fail loudly
+            generated = iter(alone)
         return [err if err else next(generated) for _req, err in prepared]
 
     def _one(self, req: GenRequest) -> Any:

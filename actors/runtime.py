@@ -12,6 +12,10 @@ import os
 import ray
 
 LOCAL_OBJECT_STORE_BYTES = 1 << 30  # 1 GiB: plenty for the shapes world, safe on 24 GiB boxes
+# Logical CPUs of a local runtime: at least 4, so an actor pool of 2 (1 CPU each) still
+# leaves room for the read tasks feeding it and for a Serve replica. Actors pin torch to
+# one thread each, so this oversubscribes a 2-core laptop only logically.
+MIN_LOCAL_CPUS = 4
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -25,7 +29,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(
-        num_cpus=num_cpus,
+        num_cpus=num_cpus or max(MIN_LOCAL_CPUS, os.cpu_count() or 1),
         _node_ip_address="127.0.0.1",
         object_store_memory=LOCAL_OBJECT_STORE_BYTES,
         include_dashboard=False,

@@ -48,6 +48,7 @@ worker dies, and the loop resumes from the last checkpoint. Re-running with the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -203,14 +204,47 @@ def _checkpoint(engine, task, processor, cfg, state: dict, csv_path: str, final:
     return Checkpoint.from_directory(tmp)
 
 
-def _resume(engine, csv_path: str, rank: int) -> int:
-    """Load the latest Ray Train checkpoint, if any; returns the step to start from."""
+def _latest_on_disk(run_root: str | None, world: int) -> tuple[int, str | None]:
+    """(step, dir) of the newest complete checkpoint under a local run directory.
+
+    Ray Train registers a reported checkpoint when its controller next polls the
+    workers; a worker that dies within that window (seconds) leaves a checkpoint that
+    is fully uploaded but unregistered. Scanning the run directory recovers it. A
+    checkpoint is complete when rank 0's ``state.json`` and every rank's DeepSpeed
+    optimizer shard are present.
+    """
+    if not run_root or "://" in run_root or not os.path.isdir(run_root):
+        return 0, None
+    best: tuple[int, str | None] = (0, None)
+    for entry in os.scandir(run_root):
+        shard_dir = os.path.join(entry.path, DS_DIR, DS_TAG)
+        if not entry.is_dir() or not os.path.isdir(shard_dir):
+            continue
+        shards = [f for f in os.listdir(shard_dir) if f.endswith("optim_states.pt")]
+        try:
+            step = int(read_state(entry.path)["step"])
+        except (FileNotFoundError, ValueError, KeyError):
+            continue
+        if len(shards) == world and step > best[0]:
+            best = (step, entry.path)
+    return best
+
+
+def _resume(engine, csv_path: str, rank: int, run_root: str | None, world: int) -> int:
+    """Load the latest checkpoint (Ray Train's, or a newer complete one on disk).
+
+    Returns the step to start from; 0 (and a fresh metrics CSV) when there is none.
+    """
     ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        if rank == 0 and os.path.exists(csv_path):
-            os.remove(csv_path)  # a fresh run starts a fresh log
-        return 0
-    with ckpt.as_directory() as d:
+    disk_step, disk_dir = _latest_on_disk(run_root, world)
+    with (ckpt.as_directory() if ckpt is not None else _null_dir()) as d:
+        ray_step = int(read_state(d)["step"]) if d else 0
+        if disk_step > ray_step:
+            d = disk_dir
+        if d is None:
+            if rank == 0 and os.path.exists(csv_path):
+                os.remove(csv_path)  # a fresh run starts a fresh log
+            return 0
         state = read_state(d)
         engine.load_checkpoint(os.path.join(d, DS_DIR), tag=DS_TAG,
                                load_optimizer_states=True, load_lr_scheduler_states=False)
@@ -220,6 +254,11 @@ def _resume(engine, csv_path: str, rank: int) -> int:
                 shutil.copy(saved, csv_path)
             truncate_metrics(csv_path, state["step"])
     return int(state["step"])
+
+
+@contextlib.contextmanager
+def _null_dir():
+    yield None
 
 
 def _train_loop(loop_config: dict) -> None:
@@ -235,7 +274,7 @@ def _train_loop(loop_config: dict) -> None:
     engine, counts = _build_engine(task, cfg, deepspeed_config(cfg, world))
     engine.train()
     processor = task.load_processor(task.model_path)
-    start = _resume(engine, csv_path, rank)
+    start = _resume(engine, csv_path, rank, loop_config.get("run_root"), world)
     rows = task.rows() if callable(task.rows) else task.rows
     groups = [task.group_key(r) for r in rows] if task.group_key else None
     batches = micro_batches(len(rows), cfg.micro_batch_size, cfg.seed, rank, world,
@@ -280,7 +319,8 @@ def run_training(task: TrainTask, cfg: TrainConfig, name: str, storage_path: str
     Path(metrics_csv).parent.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"task": task, "train": asdict(cfg), "metrics_csv": metrics_csv},
+        train_loop_config={"task": task, "train": asdict(cfg), "metrics_csv": metrics_csv,
+                           "run_root": os.path.join(storage_path, name)},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(

@@ -10,10 +10,11 @@ total threads, one run side by side:
   thread per actor, and the driver writes the embeddings parts.
 
 Both report end-to-end wall time (model load included) and steady-state images/s
-(after the first batch is out, from every actor, i.e. without the fixed start-up). Target (issue 3):
-ray >= 0.9x plain at 2 actors.
+(after the first batch is out, from every actor, i.e. without the fixed start-up).
+Rounds alternate plain / Ray so both sides see the same load on a shared machine.
+Target (issue 3): Ray >= 0.9x plain at 2 actors.
 
-    .venv/bin/python benchmarks/embed_pipeline.py --images 512 --model ViT-B-32
+    .venv/bin/python benchmarks/embed_pipeline.py --images 128 --rounds 3 --model ViT-B-32
 """
 
 from __future__ import annotations
@@ -70,10 +71,12 @@ def run_plain(run_dir: str, model_name: str, threads: int, batch: int) -> dict:
             "steady_images_per_s": (done - first[1]) / (end - first[0])}
 
 
-def run_ray(run_dir: str, model_name: str, actors: int, batch: int) -> dict:
-    """The stage's embedding step on a local Ray with ``actors`` one-thread actors."""
+def run_ray(run_dir: str, model_name: str, actors: int, batch: int, stage: str) -> dict:
+    """The stage's embedding step on a local Ray with ``actors`` one-thread actors.
+
+    Writes into a fresh stage directory ``stage`` (each round embeds everything anew).
+    """
     import pyarrow.parquet as pq
-    import ray
 
     from jobs.curate import embed_pending
     from mmrlhf_ray.config import load_config
@@ -81,8 +84,6 @@ def run_ray(run_dir: str, model_name: str, actors: int, batch: int) -> dict:
     from mmrlhf_ray.curation.pipeline import ShardCollector
     from mmrlhf_ray.stage import StageDir
 
-    ray.init(num_cpus=actors + 1, _node_ip_address="127.0.0.1", object_store_memory=1 << 29,
-             include_dashboard=False, log_to_driver=False)
     cfg = load_config(CurateConfig, None, [f"run_dir={run_dir}", f"embed.model_name={model_name}",
                                            f"embed.pool_size={actors}", "embed.threads=1",
                                            f"embed.batch_size={batch}"])
@@ -99,11 +100,10 @@ def run_ray(run_dir: str, model_name: str, actors: int, batch: int) -> dict:
     ShardCollector.add = timed_add
     try:
         start = time.perf_counter()
-        embed_pending(cfg, StageDir(run_dir, "curate"), src, expected)
+        embed_pending(cfg, StageDir(run_dir, stage), src, expected)
         end = time.perf_counter()
     finally:
         ShardCollector.add = original
-        ray.shutdown()
     done = sum(n for _, n in stamps)
     # Steady state starts once every actor has delivered its first block (each warmed up).
     warm = min(actors, len(stamps)) - 1
@@ -112,55 +112,88 @@ def run_ray(run_dir: str, model_name: str, actors: int, batch: int) -> dict:
             "steady_images_per_s": (done - before) / (end - stamps[warm][0])}
 
 
+def summarise(rounds: list[dict]) -> dict:
+    """Median steady-state throughput per side and the median of per-round ratios."""
+    import statistics
+
+    ratios = [r["ray"]["steady_images_per_s"] / r["plain"]["steady_images_per_s"] for r in rounds]
+    return {
+        "plain_median": statistics.median(r["plain"]["steady_images_per_s"] for r in rounds),
+        "ray_median": statistics.median(r["ray"]["steady_images_per_s"] for r in rounds),
+        "ratio_median": statistics.median(ratios), "ratios": ratios,
+    }
+
+
 def write_doc(result: dict, command: str) -> None:
     from mmrlhf_ray.curation.report import update_benchmarks_section
 
-    p, r = result["plain"], result["ray"]
-    ratio = r["steady_images_per_s"] / p["steady_images_per_s"]
+    summary = result["summary"]
     lines = [
         f"### Embedding pipeline: Ray Data actors vs a plain loop (`{command}`)",
         "",
-        f"{result['images']} shapes-world images (64 px, upscaled by the model's transform), "
-        f"open_clip `{result['model']}` with random weights, {result['threads']} threads in "
-        f"total on each side, 2-core shared VM (load average {result['load']:.1f} at start).",
+        f"{result['images']} shapes-world images per side per round (64 px, resized by the "
+        f"model's transform to its input size), open_clip `{result['model']}` with random "
+        f"weights, {result['threads']} threads in total on each side, {len(result['rounds'])} "
+        "rounds alternating plain / Ray so both see the same (shared, busy) machine.",
         "",
-        "| pipeline | wall s (incl. model load) | steady images/s |",
-        "|---|---:|---:|",
-        f"| plain loop, 1 process x {result['threads']} threads | {p['wall_s']:.1f} | "
-        f"{p['steady_images_per_s']:.1f} |",
-        f"| Ray Data, {result['threads']} actors x 1 thread | {r['wall_s']:.1f} | "
-        f"{r['steady_images_per_s']:.1f} |",
+        "| round | load avg | plain wall s | plain img/s | Ray wall s | Ray img/s | Ray / plain |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, (r, ratio) in enumerate(zip(result["rounds"], summary["ratios"], strict=True)):
+        p, y = r["plain"], r["ray"]
+        lines.append(f"| {i + 1} | {r['load']:.1f} | {p['wall_s']:.1f} | "
+                     f"{p['steady_images_per_s']:.2f} | {y['wall_s']:.1f} | "
+                     f"{y['steady_images_per_s']:.2f} | {ratio:.2f}x |")
+    lines += [
         "",
-        f"- **Ray / plain steady-state throughput: {ratio:.2f}x** (target >= 0.9x). "
-        f"End to end: {p['wall_s'] / r['wall_s']:.2f}x (Ray's start-up, about "
-        f"{r['wall_s'] - result['images'] / r['steady_images_per_s']:.0f} s here, is a "
-        "fixed cost: actor processes import torch and load the model).",
-        "- GPU projection (assumptions: ViT-B-32 at 224 px, fp16, ~2,000-3,000 images/s "
-        "per A100/H100-class GPU for the model alone; JPEG decode + resize ~300-500 "
-        "images/s per CPU core, so ~8 decoding cores per GPU actor (`num_cpus: 4` + Ray Data "
-        "read tasks) keep it fed): 8 GPUs embed 10M images in roughly 10M / (8 x 2,000) "
-        "= ~10 minutes, bound by decoding and storage reads rather than the model; "
-        "the actor pool scales linearly because actors share nothing but the read tasks.",
+        f"- **Ray / plain steady-state images/s, median of rounds: {summary['ratio_median']:.2f}x** "
+        "(target >= 0.9x). img/s is counted after every actor (or the loop) delivered its "
+        "first batch; wall includes model loading (Ray's actors also start processes and "
+        "import torch: a fixed cost of tens of seconds here, amortised over a real pool).",
+        "- Why Ray is not slower: the plain loop uses 2 intra-op torch threads that meet at "
+        "a barrier after every op, so when the shared cores are busy the slower thread "
+        "stalls both; 2 single-thread actors work on independent batches and degrade "
+        "gracefully (the same effect ENVIRONMENT.md measured for faiss OpenMP threads).",
+        "- GPU projection (assumptions, not measured here: ViT-B-32 at 224 px in fp16 runs "
+        "~2,000-3,000 images/s on one A100/H100-class GPU for the model alone; JPEG decode + "
+        "resize costs ~2-3 ms per image per CPU core, so each GPU actor needs ~6-8 decoding "
+        "cores, i.e. `num_cpus: 4` per actor plus Ray Data read tasks on the rest): 8 GPU "
+        "actors embed 10M images in about 10M / (8 x 2,000) s = ~10 minutes, bounded by "
+        "decoding and storage reads rather than the model. Actors share nothing, so "
+        "throughput scales with the number of GPUs until storage bandwidth limits it "
+        "(10M images of ~100 KB = 1 TB to read).",
     ]
     update_benchmarks_section(ROOT / "docs" / "BENCHMARKS.md", "embed_pipeline", "\n".join(lines))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=512)
-    ap.add_argument("--per-shard", type=int, default=64)
+    ap.add_argument("--images", type=int, default=128)
+    ap.add_argument("--per-shard", type=int, default=16)
     ap.add_argument("--model", default="ViT-B-32", help="open_clip model (random weights)")
     ap.add_argument("--threads", type=int, default=2, help="total threads = actors")
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating plain / Ray rounds")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
     run_dir = tempfile.mkdtemp(prefix="embed_bench_")
     build_pool(run_dir, args.images, args.per_shard)
-    load = os.getloadavg()[0]
-    plain = run_plain(run_dir, args.model, args.threads, args.batch)
-    ray_result = run_ray(run_dir, args.model, args.threads, args.batch)
+    import ray
+
+    ray.init(num_cpus=args.threads + 1, _node_ip_address="127.0.0.1",
+             object_store_memory=1 << 29, include_dashboard=False, log_to_driver=False)
+    rounds = []
+    try:
+        for i in range(args.rounds):
+            load = os.getloadavg()[0]
+            plain = run_plain(run_dir, args.model, args.threads, args.batch)
+            ray_result = run_ray(run_dir, args.model, args.threads, args.batch, f"curate-r{i}")
+            rounds.append({"load": load, "plain": plain, "ray": ray_result})
+            print(json.dumps(rounds[-1]), flush=True)
+    finally:
+        ray.shutdown()
     result = {"images": args.images, "model": args.model, "threads": args.threads,
-              "load": load, "plain": plain, "ray": ray_result}
+              "rounds": rounds, "summary": summarise(rounds)}
     print(json.dumps(result, indent=2))
     if not args.no_doc:
         write_doc(result, "python benchmarks/embed_pipeline.py " + " ".join(sys.argv[1:]))

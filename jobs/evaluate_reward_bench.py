@@ -83,6 +83,16 @@ def _write_media(row: dict, root: Path, category: str) -> str:
     return f"{category}/{qid}.png"
 
 
+def evaluate_run(run_dir: str, *overrides: str) -> dict:
+    """ACC/ACC+ of ``run_dir``'s reward model on its held-out pairs (what
+    ``mmrlhf evaluate`` embeds in its metrics): ``{"mode", "table", "output"}``.
+    Idempotent: a finished evaluation is read back, not recomputed."""
+    main([f"run_dir={run_dir}", *overrides])
+    manifest = StageDir(run_dir, STAGE).read_manifest() or {}
+    return {"mode": manifest.get("config", {}).get("mode"), "table": manifest.get("table"),
+            "output": manifest.get("output")}
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_stage_args("evaluate-reward-bench", EvaluateRewardBenchConfig, argv, __doc__)
     out = StageDir(cfg.run_dir, STAGE)
@@ -97,17 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         image_root = str(media)
     rows, bad = read_bench_jsonl(src)
     lines_in = len(rows) + len(bad)
-    if cfg.use_existing_rewards:
-        results = results_from_rewards(rows)
-        kept = rows
-    else:
-        from mmrlhf_ray.reward.model import load_reward_model
-
-        pairs, kept, bad_media = bench_rows_to_pairs(rows, image_root, cfg.max_frames,
-                                                     cfg.max_side or None)
-        bad += bad_media
-        model = load_reward_model(cfg.model or str(Path(cfg.run_dir) / "train-reward" / "model"))
-        results = score_pairs(model, pairs, cfg.mode, cfg.max_new_tokens, cfg.batch_size)
+    results, kept, bad_media = score_lines(cfg, rows, image_root)
+    bad += bad_media
     output = Path(cfg.output) if cfg.output else out_dir / f"scored_{src.name}"
     write_bench_jsonl(output, kept, results)
     out.write_quarantine("lines", bad)
@@ -120,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
           f"; scored file {output}")
     return 0
+
+
+def score_lines(cfg: EvaluateRewardBenchConfig, rows: list[dict], image_root: str):
+    """(results, the lines they belong to, quarantine for unreadable media)."""
+    if cfg.use_existing_rewards:
+        return results_from_rewards(rows), rows, []
+    from mmrlhf_ray.reward.model import load_reward_model
+
+    pairs, kept, bad = bench_rows_to_pairs(rows, image_root, cfg.max_frames, cfg.max_side or None)
+    model = load_reward_model(cfg.model or str(Path(cfg.run_dir) / "train-reward" / "model"))
+    return score_pairs(model, pairs, cfg.mode, cfg.max_new_tokens, cfg.batch_size), kept, bad
 
 
 if __name__ == "__main__":

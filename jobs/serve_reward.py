@@ -2,19 +2,22 @@
 
 Reads the reward model (``model_path``, default ``<run_dir>/train-reward/model``;
 safetensors only) and starts the ``RewardService`` app of ``serve/app.py`` on
-``host:port`` (127.0.0.1:8000 by default). Two modes:
+``host:port`` (127.0.0.1:8000 by default); the manifest records its URL and app name
+(``mmrlhf score`` reads them). Two modes:
 
-* default: serve until Ctrl-C, then delete the app;
+* ``detach=false``: serve until Ctrl-C, then delete the app;
 * ``detach=true``: return once the app is healthy, leaving it in the cluster (for the
-  pipeline and ``mmrlhf score``); the manifest records its URL and app name. Detach
-  only outlives this process on a running cluster (``$RAY_ADDRESS``), not on the
-  local runtime this script would start itself.
+  pipeline and ``mmrlhf score``); ``stop_service(run_dir)`` deletes it later.
+* unset (default): detach when the Ray runtime outlives this call (``$RAY_ADDRESS``
+  set, or Ray already started by the caller such as ``mmrlhf pipeline``), else block,
+  since a local runtime started here dies with this process.
 
     ray job submit --working-dir . -- python jobs/serve_reward.py --config configs/serve-reward.yaml detach=true
     mmrlhf serve-reward run_dir=runs/demo
     RM_TOKEN=secret mmrlhf serve-reward token_env=RM_TOKEN port=8100
 """
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,15 +40,26 @@ def _healthy(url: str, token: str | None) -> dict | None:
         return None
 
 
+def should_detach(cfg: ServeRewardConfig) -> bool:
+    """``detach`` as set, or when unset (auto): return at once if the Ray runtime outlives
+    this call (joined via ``$RAY_ADDRESS``, or already started by the caller, e.g. the
+    pipeline); block if this call starts its own local runtime (it dies with us)."""
+    if cfg.detach is not None:
+        return cfg.detach
+    import ray
+
+    return ray.is_initialized() or bool(os.environ.get("RAY_ADDRESS"))
+
+
 def main(argv=None) -> int:
     cfg = parse_stage_args("serve-reward", ServeRewardConfig, argv, __doc__)
     from actors.runtime import init_ray
     from serve.app import read_token, resolve_model_path, start
 
     out = StageDir(cfg.run_dir, "serve-reward")
-    token, model_path = read_token(cfg), resolve_model_path(cfg)
+    token, model_path, detach = read_token(cfg), resolve_model_path(cfg), should_detach(cfg)
     previous = (out.read_manifest() or {}).get("url")
-    if cfg.detach and out.is_done(config_to_dict(cfg)) and previous and _healthy(previous, token):
+    if detach and out.is_done(config_to_dict(cfg)) and previous and _healthy(previous, token):
         print(f"serve-reward: already serving at {previous}")
         return 0
     if not Path(model_path).is_dir():
@@ -63,21 +77,40 @@ def main(argv=None) -> int:
     out.finish(0, 0, 0, url=url, app_name=cfg.app_name, model=health["model"])
     print(
         f"serve-reward: {health['model']} serving at {url} (docs {url}/docs), "
-        f"ready in {time.time() - t0:.1f}s"
+        f"ready in {time.time() - t0:.1f}s" + ("" if detach else "; Ctrl-C stops it")
     )
-    if cfg.detach:
+    if detach:
         return 0
-    from ray import serve
-
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        serve.delete(cfg.app_name)
-        manifest = out.read_manifest() or {}
-        out.write_manifest({**manifest, "status": "stopped", "stopped": time.time()})
-        print(f"serve-reward: stopped {cfg.app_name}")
+        stop_service(cfg.run_dir)
     return 0
+
+
+def stop_service(run_dir: str) -> bool:
+    """Delete the app recorded in ``<run_dir>/serve-reward``'s manifest; mark it stopped.
+
+    Returns False when there is nothing to stop (no manifest, no Ray, app gone).
+    """
+    out = StageDir(run_dir, "serve-reward")
+    manifest = out.read_manifest() or {}
+    if manifest.get("status") != "done" or not manifest.get("app_name"):
+        return False
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return False
+    try:
+        serve.delete(manifest["app_name"])
+    except Exception as exc:  # Serve not running any more: nothing to delete
+        print(f"serve-reward: could not delete {manifest['app_name']}: {exc}")
+        return False
+    out.write_manifest({**manifest, "status": "stopped", "stopped": time.time()})
+    print(f"serve-reward: stopped {manifest['app_name']} ({manifest.get('url')})")
+    return True
 
 
 if __name__ == "__main__":

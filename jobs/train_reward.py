@@ -35,6 +35,7 @@ from mmrlhf_ray.reward.data import (  # noqa: E402
     build_reward_model,
     collate_reward_pairs,
     encode_pair_row,
+    load_split_rows,
     pairs_from_rows,
     reward_loss_fn,
     split_pairs,
@@ -45,6 +46,11 @@ from mmrlhf_ray.stage import StageDir, config_hash, require_done  # noqa: E402
 
 def backbone_dir(cfg: TrainRewardConfig) -> str:
     return cfg.backbone or str(Path(cfg.run_dir) / "build-models" / "policy")
+
+
+def _abs(run_dir: str) -> str:
+    """Workers may start elsewhere: give them an absolute local path (URIs as is)."""
+    return run_dir if "://" in run_dir else str(Path(run_dir).resolve())
 
 
 def reward_meta(cfg: TrainRewardConfig, backbone: str) -> RewardMeta:
@@ -70,7 +76,7 @@ def plan_steps(cfg: TrainRewardConfig, n_train: int) -> TrainRewardConfig:
     return cfg
 
 
-def train(cfg: TrainRewardConfig, train_rows: list[dict], out: StageDir) -> dict:
+def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
     """Run the harness; returns {"model_dir", "steps", "metrics"}."""
     from actors.runtime import init_ray
     from actors.trainer import TrainTask, run_training
@@ -79,7 +85,7 @@ def train(cfg: TrainRewardConfig, train_rows: list[dict], out: StageDir) -> dict
     meta = reward_meta(cfg, backbone)
     task = TrainTask(
         model_path=backbone,
-        rows=train_rows,
+        rows=functools.partial(load_split_rows, _abs(cfg.run_dir), cfg.pairs_stage, "train"),
         encode=functools.partial(encode_pair_row, source=cfg.critique_source,
                                  max_frames=cfg.max_frames, max_side=cfg.max_side),
         collate=functools.partial(collate_reward_pairs, meta=meta),
@@ -123,13 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     out.write_quarantine("pairs", bad)
     train_pairs, held = split_pairs(good, cfg.heldout_fraction, cfg.split_seed)
     train_ids = {p.pair_id for p in train_pairs}
-    train_rows = [r for r in rows if str(r.get("pair_id")) in train_ids]
     out.write_part("split", pa.table({
         "pair_id": [p.pair_id for p in good], "query_id": [p.query_id for p in good],
         "category": [p.category for p in good],
         "split": ["train" if p.pair_id in train_ids else "heldout" for p in good]}))
-    cfg = plan_steps(cfg, len(train_rows))
-    trained = train(cfg, train_rows, out)
+    cfg = plan_steps(cfg, len(train_pairs))
+    trained = train(cfg, out)  # workers read the train split themselves
     heldout = evaluate_heldout(cfg, trained["model_dir"], held)
     Path(out.local_path("heldout.json")).write_text(json.dumps(heldout, indent=2))
     overall = heldout.get("table", {}).get("overall", {})

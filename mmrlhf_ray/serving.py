@@ -94,7 +94,9 @@ class ServeRewardConfig:
     critique_max_new_tokens: int = field(default=32, metadata={"help": "critique length cap"})
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model repo code"})
     access_log: bool = field(default=True, metadata={"help": "log every request (replica)"})
-    detach: bool = field(default=False, metadata={"help": "return leaving the app running"})
+    detach: bool | None = field(
+        default=None, metadata={"help": "return leaving the app up (null: if Ray outlives us)"}
+    )
     limits: ServeLimits = field(default_factory=ServeLimits)
 
 

@@ -3,9 +3,9 @@
 A thin layer over ``mmrlhf_ray.serving`` (which holds the request models, the limits,
 media resolution and the plain ``RewardScorer``). This file adds only what needs Ray:
 
-* ``make_service(...)`` -> ``RewardService``: a Serve deployment with a FastAPI
-  ingress built fresh per application (``make_api``), so its token and body cap travel
-  with it (no globals). Every scored item is one call to a ``@serve.batch`` method, so the K responses of a ``/v1/compare`` and
+* ``ReplicaCore`` + ``make_service(...)`` -> ``RewardService``: a Serve deployment with
+  a FastAPI ingress built fresh per application (``make_api``), so its token and body
+  cap travel with it (no globals). Every scored item is one call to a ``@serve.batch`` method, so the K responses of a ``/v1/compare`` and
   the items of concurrent requests share forwards; the forward runs in a worker thread
   so the event loop keeps accepting (and rejecting) requests meanwhile.
 * ``_Guard``: ASGI middleware in front of the routes: body-size cap (413, before any
@@ -172,114 +172,129 @@ def make_api(max_body_bytes: int, token: str | None) -> FastAPI:
     return api
 
 
+class ReplicaCore:
+    """Everything a replica does but its HTTP routes: the scorer, batching, counters and
+    the handle API. ``make_service`` adds the routes over a fresh FastAPI app."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = ServeRewardConfig(**{**cfg, "limits": ServeLimits(**cfg["limits"])})
+        self.limits = self.cfg.limits
+        self.scorer = load_scorer(
+            self.cfg.model_path,
+            self.cfg.max_batch_size,
+            self.cfg.critique_max_new_tokens,
+            self.cfg.trust_remote_code,
+        )
+        # Ray 2.60's @serve.batch needs a replica context, which local testing mode lacks:
+        # there each request is scored as one batch of its own items instead.
+        try:
+            serve.get_replica_context()
+            self.cross_request_batching = True
+        except RayServeException:
+            self.cross_request_batching = False
+        if self.cfg.num_gpus == 0 and self.cross_request_batching:  # own process: own threads
+            import torch
+
+            torch.set_num_threads(max(1, self.cfg.torch_threads))
+        self._batched.set_max_batch_size(self.cfg.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+        self.items_scored, self.batches, self.started = 0, 0, time.time()
+        self.batch_sizes: list[int] = []
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _batched(self, inputs: list) -> list[tuple[float, str]]:
+        """The items of every request waiting now, in one forward (off the event loop)."""
+        out = await asyncio.to_thread(self.scorer.score, inputs)
+        self.items_scored += len(inputs)
+        self.batches += 1
+        self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
+        return out
+
+    async def _score_all(self, inputs: list) -> list[tuple[float, str]]:
+        """Each item is one call of the batched method, so it joins whatever is waiting."""
+        if not self.cross_request_batching:
+            self.items_scored, self.batches = self.items_scored + len(inputs), self.batches + 1
+            return await asyncio.to_thread(self.scorer.score, inputs)
+        return list(await asyncio.gather(*(self._batched(i) for i in inputs)))
+
+    async def do_score(self, req: ScoreRequest) -> ScoreResponse:
+        outs = await self._score_all(resolve_score_request(req, self.limits))
+        return ScoreResponse(
+            results=[ScoreResult(score=s, critique=c) for s, c in outs], model=self.scorer.name
+        )
+
+    async def do_compare(self, req: CompareRequest) -> CompareResponse:
+        outs = await self._score_all(resolve_compare_request(req, self.limits))
+        scores = [s for s, _ in outs]
+        return CompareResponse(
+            scores=scores,
+            critiques=[c for _, c in outs],
+            margins=all_margins(scores),
+            model=self.scorer.name,
+        )
+
+    def health(self) -> dict:
+        sizes = self.batch_sizes
+        return {
+            "status": "ok",
+            "model": self.scorer.name,
+            "items_scored": self.items_scored,
+            "batches": self.batches,
+            "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0,
+            "rss_mb": round(_rss_mb(), 1),
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+
+    # ---- handle API (in-cluster callers, no HTTP) -------------------------------------------
+    async def score_json(self, body: dict) -> dict:
+        return await self._call_json(body, ScoreRequest, self.do_score)
+
+    async def compare_json(self, body: dict) -> dict:
+        return await self._call_json(body, CompareRequest, self.do_compare)
+
+    async def _call_json(self, body: dict, model, route) -> dict:
+        try:
+            try:
+                size = len(json.dumps(body))
+            except (TypeError, ValueError) as exc:
+                raise RequestError("body", f"not JSON-serialisable ({exc})") from exc
+            if size > self.limits.max_body_bytes:
+                raise RequestError("body", f"body exceeds {self.limits.max_body_bytes} bytes", 413)
+            result = await route(model.model_validate(body))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = _loc_to_field(tuple(err["loc"]))
+            return {"status": 422, "error": {"field": field, "reason": err["msg"]}}
+        except RequestError as exc:
+            return {"status": exc.status, **exc.body()}
+        return result.model_dump()
+
+
 def make_service(max_body_bytes: int, token: str | None):
-    """The ``RewardService`` deployment over a fresh FastAPI app (one per application,
-    so the bearer token and body cap travel with the deployment, not a global)."""
+    """The ``RewardService`` deployment: ``ReplicaCore`` plus routes on a fresh FastAPI
+    app, so the bearer token and body cap travel with the deployment (no globals)."""
     api = make_api(max_body_bytes, token)
 
     @serve.deployment
     @serve.ingress(api)
-    class RewardService:
+    class RewardService(ReplicaCore):
         """One replica: a ``RewardScorer`` behind dynamic batching, HTTP and handle."""
-
-        def __init__(self, cfg: dict):
-            self.cfg = ServeRewardConfig(**{**cfg, "limits": ServeLimits(**cfg["limits"])})
-            self.limits = self.cfg.limits
-            self.scorer = load_scorer(
-                self.cfg.model_path,
-                self.cfg.max_batch_size,
-                self.cfg.critique_max_new_tokens,
-                self.cfg.trust_remote_code,
-            )
-            # Ray 2.60's @serve.batch needs a replica context, which local testing mode lacks:
-            # there each request is scored as one batch of its own items instead.
-            try:
-                serve.get_replica_context()
-                self.cross_request_batching = True
-            except RayServeException:
-                self.cross_request_batching = False
-            if self.cfg.num_gpus == 0 and self.cross_request_batching:  # own process: own threads
-                import torch
-
-                torch.set_num_threads(max(1, self.cfg.torch_threads))
-            self._batched.set_max_batch_size(self.cfg.max_batch_size)
-            self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
-            self.items_scored, self.batches, self.started = 0, 0, time.time()
-            self.batch_sizes: list[int] = []
-
-        @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-        async def _batched(self, inputs: list) -> list[tuple[float, str]]:
-            """The items of every request waiting now, in one forward (off the event loop)."""
-            out = await asyncio.to_thread(self.scorer.score, inputs)
-            self.items_scored += len(inputs)
-            self.batches += 1
-            self.batch_sizes = (self.batch_sizes + [len(inputs)])[-1000:]
-            return out
-
-        async def _score_all(self, inputs: list) -> list[tuple[float, str]]:
-            """Each item is one call of the batched method, so it joins whatever is waiting."""
-            if not self.cross_request_batching:
-                self.items_scored, self.batches = self.items_scored + len(inputs), self.batches + 1
-                return await asyncio.to_thread(self.scorer.score, inputs)
-            return list(await asyncio.gather(*(self._batched(i) for i in inputs)))
 
         @api.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)
         async def score(self, req: ScoreRequest) -> ScoreResponse:
-            """Score items independently: each gets a critique (generated unless given) and r(x, y, c)."""
-            outs = await self._score_all(resolve_score_request(req, self.limits))
-            return ScoreResponse(
-                results=[ScoreResult(score=s, critique=c) for s, c in outs], model=self.scorer.name
-            )
+            """Score items independently: each gets a critique (generated unless given)
+            and r(x, y, c)."""
+            return await self.do_score(req)
 
         @api.post("/v1/compare", response_model=CompareResponse, responses=_ERRORS)
         async def compare(self, req: CompareRequest) -> CompareResponse:
-            """Score K responses to one query and return all pairwise margins scores[i] - scores[j]."""
-            outs = await self._score_all(resolve_compare_request(req, self.limits))
-            scores = [s for s, _ in outs]
-            return CompareResponse(
-                scores=scores,
-                critiques=[c for _, c in outs],
-                margins=all_margins(scores),
-                model=self.scorer.name,
-            )
+            """Score K responses to one query; all pairwise margins scores[i] - scores[j]."""
+            return await self.do_compare(req)
 
         @api.get("/healthz")
         async def healthz(self) -> dict:
-            """Liveness plus counters: items scored, mean batch size, RSS of this replica."""
-            sizes = self.batch_sizes
-            return {
-                "status": "ok",
-                "model": self.scorer.name,
-                "items_scored": self.items_scored,
-                "batches": self.batches,
-                "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0,
-                "rss_mb": round(_rss_mb(), 1),
-                "uptime_s": round(time.time() - self.started, 1),
-            }
-
-        # ---- handle API (in-cluster callers, no HTTP) -------------------------------------------
-        async def score_json(self, body: dict) -> dict:
-            return await self._call_json(body, ScoreRequest, self.score)
-
-        async def compare_json(self, body: dict) -> dict:
-            return await self._call_json(body, CompareRequest, self.compare)
-
-        async def _call_json(self, body: dict, model, route) -> dict:
-            try:
-                if len(json.dumps(body)) > self.limits.max_body_bytes:
-                    raise RequestError(
-                        "body", f"body exceeds {self.limits.max_body_bytes} bytes", 413
-                    )
-                result = await route(model.model_validate(body))
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                return {
-                    "status": 422,
-                    "error": {"field": _loc_to_field(tuple(err["loc"])), "reason": err["msg"]},
-                }
-            except RequestError as exc:
-                return {"status": exc.status, **exc.body()}
-            return result.model_dump()
+            """Liveness plus counters: items scored, batches, mean batch size, RSS."""
+            return self.health()
 
     return RewardService
 

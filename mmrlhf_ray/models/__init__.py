@@ -16,7 +16,7 @@ from mmrlhf_ray.models.encoding import (
     sequence_logps,
     sft_loss,
 )
-from mmrlhf_ray.models.generation import generate_text
+from mmrlhf_ray.models.generation import generate_batch, generate_text
 from mmrlhf_ray.models.policy import (
     TinyPolicySpec,
     build_all,
@@ -30,7 +30,7 @@ from mmrlhf_ray.models.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tok
 __all__ = [
     "CHAT_TEMPLATE", "IGNORE_INDEX", "SPECIAL_TOKENS", "TinyPolicySpec", "build_all",
     "build_processor", "build_tiny_policy", "build_tokenizer", "chat_messages", "collate",
-    "default_texts", "encode_prompt", "encode_prompt_response", "generate_text",
+    "default_texts", "encode_prompt", "encode_prompt_response", "generate_batch", "generate_text",
     "load_policy", "model_inputs", "response_logps", "sequence_logps", "sft_loss",
     "tiny_config",
 ]

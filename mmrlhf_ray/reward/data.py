@@ -148,6 +148,18 @@ def encode_pair_row(row: dict[str, Any], processor: Any, source: str = "auto",
     return pair_from_row(row, source, max_frames, max_side or None)
 
 
+def load_split_rows(run_dir: str, pairs_stage: str, split: str = "train") -> list[dict[str, Any]]:
+    """Harness ``rows`` loader, run on every worker: the pair rows of ``split`` as
+    recorded by train-reward's ``split`` part (so the driver ships no images)."""
+    from mmrlhf_ray.stage import StageDir
+
+    table = StageDir(run_dir, "train-reward").read(columns=["pair_id", "split"])
+    ids = {p for p, s in zip(table["pair_id"].to_pylist(), table["split"].to_pylist(),
+                             strict=True) if s == split}
+    rows = StageDir(run_dir, pairs_stage).read().to_pylist()
+    return [r for r in rows if str(r.get("pair_id")) in ids]
+
+
 def collate_reward_pairs(examples: list[RewardPair], processor: Any, meta: RewardMeta
                          ) -> dict[str, torch.Tensor]:
     """Harness ``collate``: P pairs -> 2P padded sequences (chosen first) + ``is_tie``."""

@@ -270,7 +270,10 @@ def _encode_one(processor: Any, meta: RewardMeta, item: RewardItem, add_critique
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[n:] = ids[n:]
     extra = {k: torch.cat([v, v.new_zeros(len(suffix))]) for k, v in extra.items()}
-    vision = {k: enc[k] for k in ("pixel_values", "image_grid_thw") if k in enc}
+    # every other output (pixel_values, image_grid_thw for Qwen2-VL; pixel_values,
+    # image_sizes for LLaVA-OV ...) is per image and is concatenated over the batch
+    vision = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")
+              and k not in extra and isinstance(v, torch.Tensor)}
     return ids, labels, extra, vision
 
 
@@ -283,21 +286,28 @@ def encode_items(processor: Any, meta: RewardMeta, items: Sequence[RewardItem | 
     loss is Eq. 2 on critique tokens. ``add_critique=False`` stops after the prompt
     (for generation). Over-long sequences are cut from the critique's end.
     """
-    rows, pixel, grids = [], [], []
+    rows, vision_parts = [], {}
     for raw in items:
         ids, labels, extra, vision = _encode_one(processor, meta, RewardItem.of(raw), add_critique)
         rows.append((ids, labels, extra))
-        if "pixel_values" in vision:
-            pixel.append(vision["pixel_values"])
-            grids.append(vision["image_grid_thw"])
+        for k, v in vision.items():
+            vision_parts.setdefault(k, []).append(v)
     tok = getattr(processor, "tokenizer", processor)
     batch = _pad_rows(rows, pad_token_id(tok), left_pad)
     if not with_labels:
         batch.pop("labels")
-    if pixel:
-        batch["pixel_values"] = torch.cat(pixel)
-        batch["image_grid_thw"] = torch.cat(grids)
+    batch.update({k: _cat_padded(v) for k, v in vision_parts.items()})
     return batch
+
+
+def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-item vision tensors on dim 0, zero-padding dim 1 when sizes differ
+    (LLaVA-OV gives ``[1, patches, C, H, W]`` with a per-image patch count)."""
+    if parts[0].dim() >= 3 and len({p.shape[1] for p in parts}) > 1:
+        width = max(p.shape[1] for p in parts)
+        parts = [torch.cat([p, p.new_zeros(p.shape[0], width - p.shape[1], *p.shape[2:])], 1)
+                 for p in parts]
+    return torch.cat(parts)
 
 
 def _pad_rows(rows, pad_id: int, left: bool) -> dict[str, torch.Tensor]:

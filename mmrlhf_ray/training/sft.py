@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from mmrlhf_ray.media import MediaError, row_images
 from mmrlhf_ray.models.encoding import collate, encode_prompt_response
-from mmrlhf_ray.models.generation import generate_text
+from mmrlhf_ray.models.generation import generate_batch
 from mmrlhf_ray.training.config import TrainConfig
 
 
@@ -107,16 +107,26 @@ def collate_sft(examples: list[dict[str, torch.Tensor]], processor) -> dict[str,
 
 
 def answer_benchmark(model, processor, rows: Sequence[dict[str, Any]], max_frames: int = 4,
-                     max_new_tokens: int = 64, desc: str = "benchmark") -> list[str]:
-    """Greedy answers of ``model`` to benchmark rows (transformers generate, no vLLM)."""
+                     max_new_tokens: int = 64, desc: str = "benchmark", batch_size: int = 8
+                     ) -> list[str]:
+    """Greedy answers of ``model`` to benchmark rows (batched transformers generate)."""
     model.eval()
-    answers = []
-    for row in tqdm(rows, desc=desc, mininterval=5):
+    prompts = []
+    for row in rows:
         images = row_images(row, max_frames=max_frames)
-        video = row.get("image") is None and bool(images)
-        answers.append(generate_text(model, processor, row["question"], images, video=video,
-                                     max_new_tokens=max_new_tokens))
-    return answers
+        video = row.get("image") is None and not row.get("image_path") and bool(images)
+        prompts.append((row["question"], images, video))
+    answers: list[str | None] = [None] * len(prompts)
+    for video in (False, True):  # one modality per batch
+        idx = [i for i, p in enumerate(prompts) if p[2] == video]
+        for start in tqdm(range(0, len(idx), batch_size), desc=f"{desc} ({'video' if video else 'image'})",
+                          mininterval=5, disable=not idx):
+            chunk = idx[start:start + batch_size]
+            replies = generate_batch(model, processor, [prompts[i][:2] for i in chunk],
+                                     video=video, max_new_tokens=max_new_tokens)
+            for i, reply in zip(chunk, replies, strict=True):
+                answers[i] = reply
+    return [a or "" for a in answers]
 
 
 def score_benchmark(model, processor, rows: Sequence[dict[str, Any]], max_frames: int = 4,

@@ -100,7 +100,9 @@ def test_critique_generation_actor(ray_session, text_model):
     """The Generator as a plain Ray actor: greedy critiques with CRITIQUE_PROMPT."""
     from actors.generator import Generator
 
-    spec = ModelSpec(name="rm", kind="transformers", path=text_model, n=1, max_tokens=8)
+    spec = ModelSpec(
+        name="rm", kind="transformers", path=text_model, n=1, max_tokens=8, hf_batch_size=8
+    )
     actor = ray_session.remote(num_cpus=1)(Generator).remote(spec)
     items = [
         {"question": "What colour?", "response": "Red."},
@@ -114,4 +116,7 @@ def test_critique_generation_actor(ray_session, text_model):
     sample = ray_session.get(actor.generate.remote([req], True))[0][0]
     assert "[LMM Response]: Red.\n[Evaluation]:<|im_end|>\n<|im_start|>assistant\n" in sample.prompt
     assert sample.text == critiques[0]
+    # critique() decoded both items in one left-padded batch: the same tokens as alone
+    alone = ray_session.get(actor.generate.remote([critique_request("How many?", "Three.")], True))
+    assert alone[0][0].text == critiques[1]
     ray_session.kill(actor)

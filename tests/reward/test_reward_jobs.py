@@ -95,3 +95,27 @@ def test_train_reward_job_then_reward_bench(ray_session, tiny_models, toy_rows, 
     fields = sorted(r["field"] for r in StageDir(str(run), "evaluate/reward-bench")
                     .read(quarantine=True).to_pylist())
     assert fields == ["image", "line"]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_train_reward_zero3_saves_a_consolidated_model(ray_session, tiny_models, toy_rows,
+                                                       tmp_path):
+    from safetensors.torch import load_file
+
+    from jobs import train_reward
+    from mmrlhf_ray.reward.model import load_reward_model, new_reward_model
+
+    run = tmp_path / "run"
+    write_pairs(run, [dict(r) for r in toy_rows[:12]])
+    argv = [f"run_dir={run}", f"backbone={tiny_models['policy']}", "epochs=0",
+            "train.max_steps=2", "train.checkpoint_every=2", "train.micro_batch_size=2",
+            "train.zero_stage=3", "heldout_fraction=0.2", "eval_mode=given"]
+    assert train_reward.main(argv) == 0
+    model_dir = run / "train-reward" / "model"
+    head = load_file(str(model_dir / "reward_head.safetensors"))
+    assert head["dense.weight"].shape == (128, 128)  # gathered, not a ZeRO-3 shard
+    fresh = new_reward_model(tiny_models["policy"], seed=0)
+    assert not bool((head["out_proj.weight"] == fresh.head.out_proj.weight).all())  # trained
+    model = load_reward_model(model_dir)
+    assert len(model.score([{"question": "q", "response": "r", "critique": "c"}])) == 1

@@ -203,10 +203,10 @@ def test_survives_a_bad_input_storm(live_service):
 
 
 def test_serve_reward_stage_detached(live_service, reward_model_dir, tmp_path, capsys):
-    """`mmrlhf serve-reward detach=true`: app up, URL in the manifest, a re-run is a no-op."""
-    from ray import serve
-
+    """`mmrlhf serve-reward` with Ray already up detaches: app up, URL in the manifest,
+    a re-run is a no-op, ``stop_service`` deletes it and marks the manifest stopped."""
     from jobs.serve_reward import main as serve_main
+    from jobs.serve_reward import stop_service
     from mmrlhf_ray.stage import StageDir
 
     run = str(tmp_path / "run")
@@ -215,11 +215,10 @@ def test_serve_reward_stage_detached(live_service, reward_model_dir, tmp_path, c
         f"model_path={reward_model_dir}",
         "app_name=job-rm",
         "route_prefix=/job",
-        "detach=true",
         "critique_max_new_tokens=4",
     ]
     try:
-        assert serve_main(args) == 0
+        assert serve_main(args) == 0  # detach unset + Ray initialised -> returns
         manifest = StageDir(run, "serve-reward").read_manifest()
         assert manifest["status"] == "done" and manifest["url"].endswith("/job")
         assert requests.get(f"{manifest['url']}/healthz", timeout=30).json()["status"] == "ok"
@@ -232,4 +231,7 @@ def test_serve_reward_stage_detached(live_service, reward_model_dir, tmp_path, c
         capsys.readouterr()
         assert serve_main(args) == 0 and "already serving" in capsys.readouterr().out
     finally:
-        serve.delete("job-rm")
+        assert stop_service(run)
+    assert StageDir(run, "serve-reward").read_manifest()["status"] == "stopped"
+    assert requests.get(f"{manifest['url']}/healthz", timeout=30).status_code == 404
+    assert not stop_service(run)  # nothing left to stop

@@ -1,0 +1,67 @@
+"""Build the tiny offline models: a byte-level BPE tokenizer and a random Qwen2-VL policy.
+
+No model hub is reachable, so the toy pipeline trains a BPE tokenizer on the shapes
+world's text (``mmrlhf_ray.toyworld.corpus_texts``) and writes a randomly initialised
+tiny ``Qwen2VLForConditionalGeneration`` + processor in the Hugging Face layout under
+``<run_dir>/build-models/{tokenizer,policy}``. Real runs skip this stage and point the
+later stages at real checkpoints by path (``policy_path=...``).
+
+    mmrlhf build-models run_dir=runs/demo
+    ray job submit --working-dir . -- python jobs/build_models.py run_dir=runs/demo
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+
+from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
+from mmrlhf_ray.config import config_to_dict  # noqa: E402
+from mmrlhf_ray.models.config import BuildModelsConfig  # noqa: E402
+from mmrlhf_ray.stage import StageDir  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_stage_args("build-models", BuildModelsConfig, argv, __doc__)
+    out = StageDir(cfg.run_dir, "build-models")
+    if out.is_done(config_to_dict(cfg)):
+        print(f"build-models: already done in {out.root}")
+        return 0
+    out.begin(config_to_dict(cfg))
+    from mmrlhf_ray.models.policy import build_tiny_policy
+    from mmrlhf_ray.models.tokenizer import build_tokenizer, default_texts
+
+    start = time.time()
+    texts = default_texts(cfg.corpus_size, cfg.seed)
+    tok_dir, pol_dir = out.local_path("tokenizer"), out.local_path("policy")
+    tokenizer = build_tokenizer(texts, tok_dir, vocab_size=cfg.vocab_size)
+    build_tiny_policy(pol_dir, tok_dir, seed=cfg.seed, spec=cfg.policy)
+    n_params = _count_params(pol_dir)
+    manifest = out.finish(len(texts), len(texts), 0, tokenizer=tok_dir, policy=pol_dir,
+                          vocab_size=len(tokenizer), policy_parameters=n_params)
+    print(f"build-models: tokenizer ({len(tokenizer)} tokens, {len(texts)} texts) -> {tok_dir}; "
+          f"policy ({n_params / 1e6:.2f}M parameters) -> {pol_dir} "
+          f"in {time.time() - start:.1f}s (manifest {out.manifest_path}, "
+          f"wall {manifest.get('wall_seconds')}s)")
+    return 0
+
+
+def _count_params(path: str) -> int:
+    from safetensors import safe_open
+
+    with safe_open(f"{path}/model.safetensors", framework="pt") as f:
+        return sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The build-models stage: writes a loadable tokenizer + policy, idempotent, configs load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmrlhf_ray.config import load_config
+from mmrlhf_ray.models.config import BuildModelsConfig
+from mmrlhf_ray.stage import StageDir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_build_models_stage_writes_loadable_models_and_is_idempotent(tmp_path, capsys):
+    from jobs.build_models import main
+
+    run_dir = str(tmp_path / "run")
+    argv = [f"run_dir={run_dir}", "corpus_size=300", "policy.num_hidden_layers=2"]
+    assert main(argv) == 0
+    stage = StageDir(run_dir, "build-models")
+    manifest = stage.read_manifest()
+    assert manifest["status"] == "done" and manifest["counts"] == {"in": 300, "out": 300,
+                                                                   "quarantined": 0}
+    from mmrlhf_ray.models import load_policy
+
+    model, processor = load_policy(manifest["policy"])
+    assert model.config.text_config.num_hidden_layers == 2
+    assert model.config.text_config.vocab_size == len(processor.tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert manifest["policy_parameters"] == n_params
+    assert main(argv) == 0
+    assert "already done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,cls_path", [
+    ("build-models.yaml", "mmrlhf_ray.models.config:BuildModelsConfig"),
+    ("sft.yaml", "mmrlhf_ray.training.sft:SftConfig"),
+    ("sft.gpu.yaml", "mmrlhf_ray.training.sft:SftConfig"),
+])
+def test_stage_yaml_loads_and_first_line_is_the_command(name, cls_path):
+    import importlib
+
+    module, cls_name = cls_path.split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    path = ROOT / "configs" / name
+    first = path.read_text().splitlines()[0]
+    stage = name.split(".")[0]
+    assert first.startswith(f"# mmrlhf {stage} --config configs/{name}")
+    cfg = load_config(cls, path)
+    assert cfg.run_dir
+
+
+def test_build_models_config_defaults_match_yaml():
+    assert load_config(BuildModelsConfig, ROOT / "configs" / "build-models.yaml") == BuildModelsConfig()
