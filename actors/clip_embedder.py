@@ -30,11 +30,20 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("embedding", pa.binary()),
         pa.field("error_field", pa.string()),
         pa.field("error_reason", pa.string()),
+        pa.field("raw", pa.string()),  # the bad row as JSON (media as sizes), for repair
     ]
 )
 # Only these pool columns travel to the actors (the text-only ones stay behind).
-INPUT_COLUMNS = ["sample_id", "question", "image", "image_path", "video_frames", "video_path",
-                 "reference_answer", "category_hint"]
+INPUT_COLUMNS = [
+    "sample_id",
+    "question",
+    "image",
+    "image_path",
+    "video_frames",
+    "video_path",
+    "reference_answer",
+    "category_hint",
+]
 
 
 def read_units(units: pa.Table, filesystem=None) -> pa.Table:
@@ -46,18 +55,28 @@ def read_units(units: pa.Table, filesystem=None) -> pa.Table:
         pf = pq.ParquetFile(unit["path"], filesystem=filesystem)
         columns = [c for c in INPUT_COLUMNS if c in pf.schema_arrow.names]
         table = pf.read_row_group(unit["row_group"], columns=columns)
-        tables.append(table.append_column("path", pa.array([unit["path"]] * table.num_rows,
-                                                           pa.string())))
+        tables.append(
+            table.append_column("path", pa.array([unit["path"]] * table.num_rows, pa.string()))
+        )
     return pa.concat_tables(tables, promote_options="default")
 
 
 class ClipEmbedder:
     """Ray Data actor: pool rows (pyarrow batch) -> embeddings or quarantine reasons."""
 
-    def __init__(self, model_name: str, model_path: str | None = None,
-                 weights: str | None = None, seed: int = 0, threads: int = 1,
-                 device: str = "cpu", max_side: int = 512, max_pixels: int = 4096 * 4096,
-                 long_threshold: int = 128, fail_marker: str | None = None):
+    def __init__(
+        self,
+        model_name: str,
+        model_path: str | None = None,
+        weights: str | None = None,
+        seed: int = 0,
+        threads: int = 1,
+        device: str = "cpu",
+        max_side: int = 512,
+        max_pixels: int = 4096 * 4096,
+        long_threshold: int = 128,
+        fail_marker: str | None = None,
+    ):
         import torch
 
         from mmrlhf_ray.models.clip import load_clip
@@ -66,8 +85,11 @@ class ClipEmbedder:
             torch.set_num_threads(max(1, threads))
         self.model, self.preprocess = load_clip(model_name, model_path, weights, seed, device)
         self.device = device
-        self.limits = {"max_side": max_side, "max_pixels": max_pixels,
-                       "long_threshold": long_threshold}
+        self.limits = {
+            "max_side": max_side,
+            "max_pixels": max_pixels,
+            "long_threshold": long_threshold,
+        }
         self.fail_marker = fail_marker
 
     def _maybe_fail(self) -> None:

@@ -86,20 +86,33 @@ def child_curate(args: argparse.Namespace) -> None:
     from mmrlhf_ray.curation.pipeline import cluster_and_select
 
     paths = sorted(str(p) for p in Path(args.dir).glob("part-*.parquet"))
-    cfg = ClusterConfig(k=args.k, sample_size=args.sample, niter=args.niter,
-                        threads=args.threads, batch_size=65536)
+    cfg = ClusterConfig(
+        k=args.k, sample_size=args.sample, niter=args.niter, threads=args.threads, batch_size=65536
+    )
     start = time.perf_counter()
-    curated = cluster_and_select(paths, cfg, args.select, {"long": 4, "short": 5, "mcq": 1},
-                                 {"safety": args.select // 20, "video": args.select // 20},
-                                 seed=0)
+    curated = cluster_and_select(
+        paths,
+        cfg,
+        args.select,
+        {"long": 4, "short": 5, "mcq": 1},
+        {"safety": args.select // 20, "video": args.select // 20},
+        seed=0,
+    )
     wall = time.perf_counter() - start
     sel = curated.selection
-    print(json.dumps({
-        "wall_s": round(wall, 2), "timings": {k: round(v, 2) for k, v in curated.timings.items()},
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-        "rows": int(curated.assignment.offsets[-1]), "selected": int(len(sel.indices)),
-        "targets": sel.targets, "clusters": int(len(curated.centres)),
-    }))
+    print(
+        json.dumps(
+            {
+                "wall_s": round(wall, 2),
+                "timings": {k: round(v, 2) for k, v in curated.timings.items()},
+                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+                "rows": int(curated.assignment.offsets[-1]),
+                "selected": int(len(sel.indices)),
+                "targets": sel.targets,
+                "clusters": int(len(curated.centres)),
+            }
+        )
+    )
 
 
 def child_read(args: argparse.Namespace) -> None:
@@ -114,14 +127,29 @@ def child_read(args: argparse.Namespace) -> None:
         for vecs, _ in iter_embedding_chunks(p, 65536):
             rows += len(vecs)
             checksum += float(vecs[0, 0])
-    print(json.dumps({"read_s": round(time.perf_counter() - start, 2), "rows": rows,
-                      "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}))
+    print(
+        json.dumps(
+            {
+                "read_s": round(time.perf_counter() - start, 2),
+                "rows": rows,
+                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+            }
+        )
+    )
 
 
 def run_child(mode: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, f"--child={mode}", f"--dir={args.dir}", f"--k={args.k}",
-           f"--sample={args.sample}", f"--niter={args.niter}", f"--threads={args.threads}",
-           f"--select={args.select}"]
+    cmd = [
+        sys.executable,
+        __file__,
+        f"--child={mode}",
+        f"--dir={args.dir}",
+        f"--k={args.k}",
+        f"--sample={args.sample}",
+        f"--niter={args.niter}",
+        f"--threads={args.threads}",
+        f"--select={args.select}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -166,18 +194,25 @@ def categorize_cost(n: int = 200_000) -> float:
     """Microseconds per row for the paper's categorisation on shapes-world-like rows."""
     from mmrlhf_ray.curation.categorize import categorize
 
-    rows = [{"question": "Which shape is red?\nA. circle\nB. square\nC. star\nD. cross",
-             "reference_answer": "B", "image": b"x"},
-            {"question": "Describe the image.", "reference_answer": "x" * 200, "image": b"x"},
-            {"question": "What color is the square?", "reference_answer": "Red.", "image": b"x"}]
+    rows = [
+        {
+            "question": "Which shape is red?\nA. circle\nB. square\nC. star\nD. cross",
+            "reference_answer": "B",
+            "image": b"x",
+        },
+        {"question": "Describe the image.", "reference_answer": "x" * 200, "image": b"x"},
+        {"question": "What color is the square?", "reference_answer": "Red.", "image": b"x"},
+    ]
     start = time.perf_counter()
     for i in range(n):
         categorize(rows[i % 3])
     return (time.perf_counter() - start) / n * 1e6
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--parts", type=int, default=40)
@@ -190,17 +225,31 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--no-doc", action="store_true", help="do not write docs/BENCHMARKS.md")
     ap.add_argument("--child", choices=["curate", "read"])
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def disk_ok(args: argparse.Namespace) -> bool:
+    """Enough free disk for the synthetic pool (about 1 KB per row at 512-d)?"""
+    need = args.rows * (2 * args.dim + 24)
+    parent = Path(args.dir).parent
+    free = shutil.disk_usage(parent if parent.exists() else "/").free
+    if need > free * 0.8:
+        print(
+            f"not enough disk: need ~{need / 1e9:.1f} GB, {free / 1e9:.1f} GB free", file=sys.stderr
+        )
+        return False
+    return True
+
+
+def main() -> int:
+    args = parse_args()
     if args.child == "curate":
         child_curate(args)
         return 0
     if args.child == "read":
         child_read(args)
         return 0
-    need = args.rows * (2 * args.dim + 24)
-    free = shutil.disk_usage(Path(args.dir).parent if Path(args.dir).parent.exists() else "/").free
-    if need > free * 0.8:
-        print(f"not enough disk: need ~{need / 1e9:.1f} GB, {free / 1e9:.1f} GB free", file=sys.stderr)
+    if not disk_ok(args):
         return 1
     t = time.perf_counter()
     paths = generate(Path(args.dir), args.rows, args.dim, args.parts, seed=0)
@@ -216,9 +265,15 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(args.dir)
     result = {
-        "rows": args.rows, "dim": args.dim, "sample": args.sample, "threads": args.threads,
-        "gb_on_disk": size / 1e9, "generate_s": round(gen_s, 1), "load_before": load,
-        "curate": curate, "read": read,
+        "rows": args.rows,
+        "dim": args.dim,
+        "sample": args.sample,
+        "threads": args.threads,
+        "gb_on_disk": size / 1e9,
+        "generate_s": round(gen_s, 1),
+        "load_before": load,
+        "curate": curate,
+        "read": read,
         "assign_flops": 2 * args.rows * args.k * args.dim,
         "train_flops": 2 * args.sample * args.k * args.dim * args.niter,
         "categorize_us": categorize_cost(),

@@ -43,22 +43,12 @@ from mmrlhf_ray.curation.pipeline import (  # noqa: E402
 from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
 
 
-def embed_pending(cfg: CurateConfig, out: StageDir, src: StageDir,
-                  expected: dict[str, int]) -> int:
-    """Embed every pool shard without an embeddings part; returns how many shards ran."""
-    pending = [s for s in expected if not has_embeddings(out, s)]
-    collector = ShardCollector(out, {s: expected[s] for s in pending}, cfg.input_stage)
-    for shard in [s for s in pending if expected[s] == 0]:
-        collector.write_empty(shard)
-    pending = [s for s in pending if expected[s] > 0]
-    if not pending:
-        return 0
+def build_embed_dataset(cfg: CurateConfig, src: StageDir, pending: list[str]):
+    """Ray Data: pool work units -> rows -> ``ClipEmbedder`` on an actor pool."""
     import ray
 
     from actors.clip_embedder import ClipEmbedder, read_units
-    from actors.runtime import init_ray
 
-    init_ray()
     # One work unit per (shard, row group): a unit is one block, one actor task, so the
     # actors share the work even when there are few shards.
     units = []
@@ -68,19 +58,42 @@ def embed_pending(cfg: CurateConfig, out: StageDir, src: StageDir,
         units += [{"path": path, "row_group": g} for g in range(groups)]
     e = cfg.embed
     ds = ray.data.from_items(units, override_num_blocks=len(units))
-    ds = ds.map_batches(read_units, fn_kwargs={"filesystem": src.fs}, batch_size=1,
-                        batch_format="pyarrow", num_cpus=0.5)
     ds = ds.map_batches(
+        read_units, fn_kwargs={"filesystem": src.fs}, batch_size=1, batch_format="pyarrow",
+        num_cpus=0.5,
+    )  # fmt: skip
+    model = {"model_name": e.model_name, "model_path": e.model_path, "weights": e.weights,
+             "seed": e.model_seed, "threads": e.threads, "device": e.device}  # fmt: skip
+    limits = {"max_side": e.max_side, "max_pixels": e.max_pixels,
+              "long_threshold": cfg.long_threshold}  # fmt: skip
+    return ds.map_batches(
         ClipEmbedder,
-        fn_constructor_kwargs={
-            "model_name": e.model_name, "model_path": e.model_path, "weights": e.weights,
-            "seed": e.model_seed, "threads": e.threads, "device": e.device,
-            "max_side": e.max_side, "max_pixels": e.max_pixels,
-            "long_threshold": cfg.long_threshold, "fail_marker": e.fail_marker,
-        },
-        batch_format="pyarrow", batch_size=e.batch_size, num_cpus=e.num_cpus,
-        num_gpus=e.num_gpus or None, compute=ray.data.ActorPoolStrategy(size=e.pool_size),
+        fn_constructor_kwargs={**model, **limits, "fail_marker": e.fail_marker},
+        batch_format="pyarrow",
+        batch_size=e.batch_size,
+        num_cpus=e.num_cpus,
+        num_gpus=e.num_gpus or None,
+        compute=ray.data.ActorPoolStrategy(size=e.pool_size),
     )
+
+
+def embed_pending(cfg: CurateConfig, out: StageDir, src: StageDir, expected: dict[str, int]) -> int:
+    """Embed every pool shard without an embeddings part; returns how many shards ran.
+
+    Output batches reach the driver in any order; ``ShardCollector`` writes a shard's
+    parts once all its rows are back and raises on a duplicate (exactly-once output).
+    """
+    pending = [s for s in expected if not has_embeddings(out, s)]
+    collector = ShardCollector(out, {s: expected[s] for s in pending}, cfg.input_stage)
+    for shard in [s for s in pending if expected[s] == 0]:
+        collector.write_empty(shard)
+    pending = [s for s in pending if expected[s] > 0]
+    if not pending:
+        return 0
+    from actors.runtime import init_ray
+
+    init_ray()
+    ds = build_embed_dataset(cfg, src, pending)
     total = sum(expected[s] for s in pending)
     with tqdm(total=total, desc="curate: embed", unit="row") as bar:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -92,8 +105,9 @@ def embed_pending(cfg: CurateConfig, out: StageDir, src: StageDir,
     return len(pending)
 
 
-def select_and_report(cfg: CurateConfig, out: StageDir, src: StageDir, shards: list[str],
-                      expected: dict[str, int]) -> dict:
+def select_and_report(
+    cfg: CurateConfig, out: StageDir, src: StageDir, shards: list[str], expected: dict[str, int]
+) -> dict:
     """Cluster, sample, write the selected rows and the report; returns the manifest.
 
     Counts are taken independently (pool footers, embeddings parts, quarantine parts,
@@ -103,9 +117,16 @@ def select_and_report(cfg: CurateConfig, out: StageDir, src: StageDir, shards: l
     eligible = exact_image_mask(emb_paths, out.fs) if cfg.image_dedup else None
     with tqdm(total=sum(expected.values()), desc="curate: assign", unit="row") as bar:
         curated = cluster_and_select(
-            emb_paths, cfg.cluster, cfg.image_size, cfg.ratio.as_dict(),
-            {"safety": cfg.safety_count, "video": cfg.video_count}, cfg.seed, out.fs,
-            progress=bar.update, eligible=eligible)
+            emb_paths,
+            cfg.cluster,
+            cfg.image_size,
+            cfg.ratio.as_dict(),
+            {"safety": cfg.safety_count, "video": cfg.video_count},
+            cfg.seed,
+            out.fs,
+            progress=bar.update,
+            eligible=eligible,
+        )
     pool_paths = [src.path("data", f"{s}.parquet") for s in shards]
     selected = write_selected(out, shards, pool_paths, curated, src.fs)
     quarantined = out.count_rows(quarantine=True)
@@ -113,15 +134,26 @@ def select_and_report(cfg: CurateConfig, out: StageDir, src: StageDir, shards: l
     rows_in = sum(expected.values())
     report = write_report(out, curated, quarantined, cfg.map_points, cfg.seed)
     manifest = out.finish(
-        rows_in, selected + unselected, quarantined,
-        selected=selected, unselected=unselected, clusters=int(len(curated.centres)),
+        rows_in,
+        selected + unselected,
+        quarantined,
+        selected=selected,
+        unselected=unselected,
+        clusters=int(len(curated.centres)),
         duplicates=0 if eligible is None else int((~eligible).sum()),
-        targets=curated.selection.targets, available=curated.selection.available,
-        selected_per_category=report["selected_per_category"], map_method=report["map_method"],
+        targets=curated.selection.targets,
+        available=curated.selection.available,
+        selected_per_category=report["selected_per_category"],
+        map_method=report["map_method"],
         timings={k: round(v, 3) for k, v in curated.timings.items()},
     )
-    manifest["counts"] = {"in": rows_in, "out": selected, "selected": selected,
-                          "unselected": unselected, "quarantined": quarantined}
+    manifest["counts"] = {
+        "in": rows_in,
+        "out": selected,
+        "selected": selected,
+        "unselected": unselected,
+        "quarantined": quarantined,
+    }
     return manifest
 
 
@@ -134,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     src = require_done(cfg.run_dir, cfg.input_stage)
     shards = src.part_names()
-    expected = {s: pq.ParquetFile(src.path("data", f"{s}.parquet"), filesystem=src.fs)
-                .metadata.num_rows for s in shards}
+    expected = {
+        s: pq.ParquetFile(src.path("data", f"{s}.parquet"), filesystem=src.fs).metadata.num_rows
+        for s in shards
+    }
     out.begin(conf, inputs={cfg.input_stage: src.fingerprint()})
     if reset_if_stale(out, embedding_fingerprint(cfg.embed, cfg.long_threshold, src.fingerprint())):
         print("curate: earlier parts were made from another model/pool: deleted, starting over")
@@ -151,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     rows_in, selected = counts["in"], counts["selected"]
     unselected, quarantined = counts["unselected"], counts["quarantined"]
     mix = ", ".join(f"{c} {n}" for c, n in report.items())
-    print(f"curate: {rows_in} rows in -> {selected} selected ({mix}), {unselected} unselected, "
-          f"{quarantined} quarantined; {manifest['clusters']} clusters; wrote {out.data_dir}")
+    print(
+        f"curate: {rows_in} rows in -> {selected} selected ({mix}), {unselected} unselected, "
+        f"{quarantined} quarantined; {manifest['clusters']} clusters; wrote {out.data_dir}"
+    )
     return 0
 
 

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.is_done(config_to_dict(cfg)):
         print(f"evaluate reward-bench: already done in {out.root}")
         return 0
+    out.restart_if_config_changed(config_to_dict(cfg))  # no stale parts of another config
     out.begin(config_to_dict(cfg))
     out_dir = Path(out.local_path())
     src, image_root = Path(cfg.input) if cfg.input else None, cfg.image_root
@@ -113,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     write_bench_jsonl(output, kept, results)
     out.write_quarantine("lines", bad)
     table = acc_table(results)
-    (out_dir / "results.json").write_text(json.dumps({"mode": cfg.mode, "table": table}, indent=2))
-    print(format_table({f"{cfg.mode}": table}))
+    mode = "existing rewards" if cfg.use_existing_rewards else cfg.mode
+    (out_dir / "results.json").write_text(json.dumps({"mode": mode, "table": table}, indent=2))
+    print(format_table({mode: table}))
     overall = table.get("overall", {})
     out.finish(lines_in, len(results), len(bad), table=table, output=str(output))
     print(f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), ACC "

@@ -72,7 +72,7 @@ def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
         betas = dynamic_beta(torch.nan_to_num(margins), cfg.loss.beta_ori, cfg.loss.w, cfg.loss.k)
     else:
         betas = torch.full_like(margins, cfg.loss.beta_ori)
-    for r, b in zip(rows, betas.tolist()):
+    for r, b in zip(rows, betas.tolist(), strict=True):
         r["beta"] = b
     return pa.Table.from_pylist(rows, schema=pa.schema(
         [("pair_id", pa.string()), ("query_id", pa.string()), ("split", pa.string()),

@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train-reward: already done in {out.root}")
         return 0
     pairs_dir = require_done(cfg.run_dir, cfg.pairs_stage)
+    out.restart_if_config_changed(config_to_dict(cfg))  # no stale parts of another config
     out.begin(config_to_dict(cfg), inputs={cfg.pairs_stage: pairs_dir.fingerprint()})
     rows = pairs_dir.read().to_pylist()
     good, bad = pairs_from_rows(rows, cfg.critique_source, cfg.max_frames, cfg.max_side or None,

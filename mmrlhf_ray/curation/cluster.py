@@ -39,12 +39,14 @@ class Assignment:
 
 def part_rows(paths: list[str], filesystem=None) -> np.ndarray:
     """Row counts of Parquet files from their footers (no data read)."""
-    return np.array([pq.ParquetFile(p, filesystem=filesystem).metadata.num_rows for p in paths],
-                    dtype=np.int64)
+    return np.array(
+        [pq.ParquetFile(p, filesystem=filesystem).metadata.num_rows for p in paths], dtype=np.int64
+    )
 
 
-def sample_vectors(paths: list[str], sample_size: int, seed: int, filesystem=None,
-                   min_groups: int = 32) -> np.ndarray:
+def sample_vectors(
+    paths: list[str], sample_size: int, seed: int, filesystem=None, min_groups: int = 32
+) -> np.ndarray:
     """A seeded sample of ``sample_size`` float32 vectors spread across the parts.
 
     Reads only some row groups: enough to hold the sample and at least ``min_groups``
@@ -55,20 +57,27 @@ def sample_vectors(paths: list[str], sample_size: int, seed: int, filesystem=Non
     groups = []  # (path index, row group, rows)
     for i, p in enumerate(paths):
         meta = pq.ParquetFile(p, filesystem=filesystem).metadata
-        groups += [(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
-                   if meta.row_group(g).num_rows]
+        groups += [
+            (i, g, meta.row_group(g).num_rows)
+            for g in range(meta.num_row_groups)
+            if meta.row_group(g).num_rows
+        ]
     if not groups:
         raise ValueError("embeddings: no rows to train k-means on")
     order = rng.permutation(len(groups))
     held = np.cumsum([groups[j][2] for j in order])  # rows held by the first m groups
     needed = min(int(np.searchsorted(held, sample_size)) + 1, len(groups))
-    picked = sorted(groups[j] for j in order[:max(needed, min(min_groups, len(groups)))])
+    picked = sorted(groups[j] for j in order[: max(needed, min(min_groups, len(groups)))])
     quota = -(-sample_size // len(picked))
     chunks = []
     for i, g, n in picked:
         keep = np.sort(rng.choice(n, min(quota, n), replace=False))
-        vecs = np.concatenate([v.copy() for v, _ in iter_embedding_chunks(
-            paths[i], filesystem=filesystem, row_groups=[g])])
+        vecs = np.concatenate(
+            [
+                v.copy()
+                for v, _ in iter_embedding_chunks(paths[i], filesystem=filesystem, row_groups=[g])
+            ]
+        )
         chunks.append(vecs[keep])
     sample = np.concatenate(chunks)
     if len(sample) > sample_size:
@@ -76,8 +85,9 @@ def sample_vectors(paths: list[str], sample_size: int, seed: int, filesystem=Non
     return sample
 
 
-def kmeanspp_init(x: np.ndarray, k: int, rng: np.random.Generator,
-                  max_points: int = 20000) -> np.ndarray:
+def kmeanspp_init(
+    x: np.ndarray, k: int, rng: np.random.Generator, max_points: int = 20000
+) -> np.ndarray:
     """k-means++ seeding for cosine distance (``1 - x.c`` on unit vectors).
 
     faiss seeds k-means with k random points, which often puts two seeds in one dense
@@ -90,14 +100,19 @@ def kmeanspp_init(x: np.ndarray, k: int, rng: np.random.Generator,
     for _ in range(1, k):
         weight = dist * dist  # D^2 sampling
         total = float(weight.sum())
-        nxt = int(rng.choice(len(pts), p=weight / total)) if total > 0 else int(rng.integers(len(pts)))
+        nxt = (
+            int(rng.choice(len(pts), p=weight / total))
+            if total > 0
+            else int(rng.integers(len(pts)))
+        )
         chosen.append(nxt)
         dist = np.minimum(dist, np.maximum(1.0 - pts @ pts[nxt], 0.0))
     return np.ascontiguousarray(pts[chosen], dtype=np.float32)
 
 
-def train_kmeans(sample: np.ndarray, k: int, seed: int, niter: int = 20,
-                 threads: int = 2) -> np.ndarray:
+def train_kmeans(
+    sample: np.ndarray, k: int, seed: int, niter: int = 20, threads: int = 2
+) -> np.ndarray:
     """Spherical k-means centres ``(k, dim)`` float32, unit norm, trained on ``sample``.
 
     Seeded with :func:`kmeanspp_init`, then faiss Lloyd iterations with centres
@@ -111,8 +126,15 @@ def train_kmeans(sample: np.ndarray, k: int, seed: int, niter: int = 20,
     x = np.array(sample, dtype=np.float32, copy=True)
     faiss.normalize_L2(x)
     init = kmeanspp_init(x, k, np.random.default_rng(seed))
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
-                      max_points_per_centroid=max(256, -(-len(x) // k)))
+    km = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=niter,
+        seed=seed,
+        spherical=True,
+        verbose=False,
+        max_points_per_centroid=max(256, -(-len(x) // k)),
+    )
     km.train(x, init_centroids=init)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
@@ -121,8 +143,9 @@ def _category_codes(array: pa.Array) -> np.ndarray:
     """Category codes (int8) of a dictionary-encoded or plain string category column."""
     if not pa.types.is_dictionary(array.type):
         array = array.dictionary_encode()
-    lookup = np.array([CATEGORY_CODES.get(v, -1) for v in array.dictionary.to_pylist()]
-                      + [-1], dtype=np.int8)
+    lookup = np.array(
+        [CATEGORY_CODES.get(v, -1) for v in array.dictionary.to_pylist()] + [-1], dtype=np.int8
+    )
     indices = array.indices.fill_null(len(array.dictionary)).to_numpy(zero_copy_only=False)
     codes = lookup[indices]
     if (codes < 0).any():
@@ -131,15 +154,18 @@ def _category_codes(array: pa.Array) -> np.ndarray:
     return codes
 
 
-def _assign_part(path: str, centres: np.ndarray, out: Assignment, start: int,
-                 batch_size: int, filesystem) -> int:
+def _assign_part(
+    path: str, centres: np.ndarray, out: Assignment, start: int, batch_size: int, filesystem
+) -> int:
     """Assign one part's rows to their nearest centre, writing into ``out`` from ``start``."""
     import faiss
 
     faiss.omp_set_num_threads(1)  # OpenMP settings are per thread: set it in this one
     dim = dim_of(pq.read_schema(path, filesystem=filesystem))
     if dim != centres.shape[1] and pq.ParquetFile(path, filesystem=filesystem).metadata.num_rows:
-        raise ValueError(f"{path}: embedding dim {dim} differs from the centres' {centres.shape[1]}")
+        raise ValueError(
+            f"{path}: embedding dim {dim} differs from the centres' {centres.shape[1]}"
+        )
     index = faiss.IndexFlatIP(centres.shape[1])
     index.add(centres)
     row = start
@@ -147,16 +173,21 @@ def _assign_part(path: str, centres: np.ndarray, out: Assignment, start: int,
         sims, labels = index.search(vecs, 1)
         n = len(vecs)
         norms = np.sqrt(np.einsum("ij,ij->i", vecs, vecs))
-        out.clusters[row:row + n] = labels[:, 0]
-        out.similarity[row:row + n] = sims[:, 0] / np.maximum(norms, 1e-12)
-        out.categories[row:row + n] = _category_codes(cats)
+        out.clusters[row : row + n] = labels[:, 0]
+        out.similarity[row : row + n] = sims[:, 0] / np.maximum(norms, 1e-12)
+        out.categories[row : row + n] = _category_codes(cats)
         row += n
     return row - start
 
 
-def assign_parts(paths: list[str], centres: np.ndarray, threads: int = 2,
-                 batch_size: int = 65536, filesystem=None,
-                 progress: Callable[[int], None] | None = None) -> Assignment:
+def assign_parts(
+    paths: list[str],
+    centres: np.ndarray,
+    threads: int = 2,
+    batch_size: int = 65536,
+    filesystem=None,
+    progress: Callable[[int], None] | None = None,
+) -> Assignment:
     """Stream every part and assign each row to its nearest centre (cosine).
 
     Memory: 7 bytes per row of results plus one chunk buffer per thread.
@@ -164,11 +195,14 @@ def assign_parts(paths: list[str], centres: np.ndarray, threads: int = 2,
     counts = part_rows(paths, filesystem)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     total = int(offsets[-1])
-    out = Assignment(np.empty(total, np.int16), np.empty(total, np.int8), offsets,
-                     np.empty(total, np.float32))
+    out = Assignment(
+        np.empty(total, np.int16), np.empty(total, np.int8), offsets, np.empty(total, np.float32)
+    )
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        futures = [pool.submit(_assign_part, p, centres, out, int(offsets[i]), batch_size,
-                               filesystem) for i, p in enumerate(paths)]
+        futures = [
+            pool.submit(_assign_part, p, centres, out, int(offsets[i]), batch_size, filesystem)
+            for i, p in enumerate(paths)
+        ]
         for i, fut in enumerate(futures):
             done = fut.result()
             if done != counts[i]:

@@ -21,8 +21,32 @@ from mmrlhf_ray.media import MediaError, decode_image, frame_paths
 from mmrlhf_ray.schemas import validate_row
 
 # Columns of the embedder's output batches (one row out per row in).
-OUTPUT_COLUMNS = ("sample_id", "shard", "category", "image_hash", "embedding", "error_field",
-                  "error_reason")
+OUTPUT_COLUMNS = (
+    "sample_id",
+    "shard",
+    "category",
+    "image_hash",
+    "embedding",
+    "error_field",
+    "error_reason",
+    "raw",
+)
+
+
+def raw_summary(row: dict[str, Any], limit: int = 2000) -> str:
+    """The row as JSON for the quarantine's ``raw`` (media replaced by their sizes)."""
+    import json
+
+    def show(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return f"<{len(value)} bytes>"
+        if isinstance(value, list):
+            return [show(v) for v in value]
+        return value
+
+    return json.dumps({k: show(v) for k, v in row.items() if k != "ground_truth"}, default=str)[
+        :limit
+    ]
 
 
 def first_image(row: dict[str, Any], max_side: int, max_pixels: int):
@@ -30,19 +54,26 @@ def first_image(row: dict[str, Any], max_side: int, max_pixels: int):
     if row.get("image") is not None:
         return decode_image(row["image"], "image", max_pixels=max_pixels, max_side=max_side)
     if row.get("image_path"):
-        return decode_image(row["image_path"], "image_path", max_pixels=max_pixels,
-                            max_side=max_side)
+        return decode_image(
+            row["image_path"], "image_path", max_pixels=max_pixels, max_side=max_side
+        )
     if row.get("video_frames"):
-        return decode_image(row["video_frames"][0], "video_frames", max_pixels=max_pixels,
-                            max_side=max_side)
+        return decode_image(
+            row["video_frames"][0], "video_frames", max_pixels=max_pixels, max_side=max_side
+        )
     if row.get("video_path"):
-        return decode_image(frame_paths(row["video_path"])[0], "video_path",
-                            max_pixels=max_pixels, max_side=max_side)
+        return decode_image(
+            frame_paths(row["video_path"])[0],
+            "video_path",
+            max_pixels=max_pixels,
+            max_side=max_side,
+        )
     raise MediaError("image", "no image or video: curation clusters queries by image")
 
 
-def _prepare(row: dict[str, Any], preprocess, max_side: int, max_pixels: int,
-             long_threshold: int) -> tuple[str, str, Any]:
+def _prepare(
+    row: dict[str, Any], preprocess, max_side: int, max_pixels: int, long_threshold: int
+) -> tuple[str, str, Any]:
     """(category, image hash, pixel tensor) for one row; raises MediaError/CategoryError."""
     problems = validate_row(row, "pool")
     if problems:
@@ -54,9 +85,16 @@ def _prepare(row: dict[str, Any], preprocess, max_side: int, max_pixels: int,
     return category, digest, preprocess(image)
 
 
-def embed_rows(rows: list[dict[str, Any]], model, preprocess, *, max_side: int = 512,
-               max_pixels: int = 4096 * 4096, long_threshold: int = 128,
-               shard: str | None = None) -> dict[str, list]:
+def embed_rows(
+    rows: list[dict[str, Any]],
+    model,
+    preprocess,
+    *,
+    max_side: int = 512,
+    max_pixels: int = 4096 * 4096,
+    long_threshold: int = 128,
+    shard: str | None = None,
+) -> dict[str, list]:
     """Embed a batch of pool rows; returns columns ``OUTPUT_COLUMNS`` (lists).
 
     Rows that fail get ``embedding = None`` and ``error_field``/``error_reason`` set;
@@ -72,18 +110,21 @@ def embed_rows(rows: list[dict[str, Any]], model, preprocess, *, max_side: int =
         out["sample_id"].append(row.get("sample_id"))
         out["shard"].append(row.get("shard", shard))
         try:
-            category, digest, tensor = _prepare(row, preprocess, max_side, max_pixels,
-                                                long_threshold)
+            category, digest, tensor = _prepare(
+                row, preprocess, max_side, max_pixels, long_threshold
+            )
         except (MediaError, CategoryError) as exc:
             out["category"].append(None)
             out["image_hash"].append(None)
             out["error_field"].append(exc.field)
             out["error_reason"].append(exc.reason)
+            out["raw"].append(raw_summary(row))
             continue
         out["category"].append(category)
         out["image_hash"].append(digest)
         out["error_field"].append(None)
         out["error_reason"].append(None)
+        out["raw"].append(None)
         pixels.append(tensor)
         ok.append(i)
     vectors = embed_images(model, torch.stack(pixels)) if pixels else np.zeros((0, 0))

@@ -46,25 +46,38 @@ def pack_embeddings(vectors: np.ndarray) -> pa.FixedSizeBinaryArray:
     )
 
 
-def embeddings_table(sample_ids: list[str], categories: list[str | None],
-                     vectors: np.ndarray, image_hashes: list[str | None] | None = None) -> pa.Table:
+def embeddings_table(
+    sample_ids: list[str],
+    categories: list[str | None],
+    vectors: np.ndarray,
+    image_hashes: list[str | None] | None = None,
+) -> pa.Table:
     """An embeddings part (see module docstring) from ids, categories and vectors."""
     dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
     schema = embedding_schema(dim)
     hashes = image_hashes if image_hashes is not None else [None] * len(sample_ids)
     return pa.Table.from_arrays(
-        [pa.array(sample_ids, pa.string()), pa.array(categories, pa.string()),
-         pa.array(hashes, pa.string()), pack_embeddings(vectors.reshape(len(sample_ids), dim))],
+        [
+            pa.array(sample_ids, pa.string()),
+            pa.array(categories, pa.string()),
+            pa.array(hashes, pa.string()),
+            pack_embeddings(vectors.reshape(len(sample_ids), dim)),
+        ],
         schema=schema,
     )
 
 
-def write_embeddings(table: pa.Table, path: str, filesystem: Any = None,
-                     row_group_size: int = 65536) -> None:
+def write_embeddings(
+    table: pa.Table, path: str, filesystem: Any = None, row_group_size: int = 65536
+) -> None:
     """Write an embeddings table: uncompressed, no dictionary on the vector column."""
     pq.write_table(
-        table, path, filesystem=filesystem, compression="none",
-        use_dictionary=["category"], row_group_size=row_group_size,
+        table,
+        path,
+        filesystem=filesystem,
+        compression="none",
+        use_dictionary=["category"],
+        row_group_size=row_group_size,
     )
 
 
@@ -82,7 +95,7 @@ def unpack_chunk(chunk: pa.FixedSizeBinaryArray, dim: int) -> np.ndarray:
         raise ValueError(f"{EMBEDDING_COLUMN}: {chunk.null_count} null vectors in a chunk")
     buf = chunk.buffers()[1]
     flat = np.frombuffer(buf, dtype=np.float16, count=(chunk.offset + len(chunk)) * dim)
-    return flat[chunk.offset * dim:].reshape(len(chunk), dim)
+    return flat[chunk.offset * dim :].reshape(len(chunk), dim)
 
 
 def to_float32(half: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -97,9 +110,13 @@ def to_float32(half: np.ndarray, out: np.ndarray) -> np.ndarray:
     return view
 
 
-def iter_embedding_chunks(path: str, batch_size: int = 65536, filesystem: Any = None,
-                          row_groups: list[int] | None = None,
-                          with_categories: bool = False) -> Iterator[tuple[np.ndarray, Any]]:
+def iter_embedding_chunks(
+    path: str,
+    batch_size: int = 65536,
+    filesystem: Any = None,
+    row_groups: list[int] | None = None,
+    with_categories: bool = False,
+) -> Iterator[tuple[np.ndarray, Any]]:
     """Yield ``(float32 vectors, categories)`` for one part, chunk by chunk.
 
     The float32 array is a view into one buffer reused across chunks: copy it if it
@@ -109,8 +126,9 @@ def iter_embedding_chunks(path: str, batch_size: int = 65536, filesystem: Any = 
     dim = dim_of(pf.schema_arrow)
     columns = [EMBEDDING_COLUMN] + (["category"] if with_categories else [])
     buffer = np.empty((batch_size, dim), dtype=np.float32)
-    for batch in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=row_groups,
-                                 use_threads=False):
+    for batch in pf.iter_batches(
+        batch_size=batch_size, columns=columns, row_groups=row_groups, use_threads=False
+    ):
         column = batch.column(EMBEDDING_COLUMN)
         half = unpack_chunk(column, dim)
         yield to_float32(half, buffer), (batch.column("category") if with_categories else None)

@@ -73,8 +73,10 @@ def reset_if_stale(out: StageDir, fingerprint: str) -> bool:
             previous = json.loads(f.read().decode()).get("fingerprint")
     if previous == fingerprint:
         return False
-    stale = previous is not None or out.fs.get_file_info(out.path(EMBEDDINGS_DIR)).type \
-        == pafs.FileType.Directory
+    stale = (
+        previous is not None
+        or out.fs.get_file_info(out.path(EMBEDDINGS_DIR)).type == pafs.FileType.Directory
+    )
     for directory in (out.path(EMBEDDINGS_DIR), out.data_dir, out.quarantine_dir):
         out.fs.create_dir(directory, recursive=True)
         out.fs.delete_dir_contents(directory)
@@ -117,15 +119,25 @@ class ShardCollector:
         table = pa.concat_tables(self.buffers.pop(shard), promote_options="permissive")
         bad = table.filter(pc.is_null(table.column("embedding")))
         good = table.filter(pc.invert(pc.is_null(table.column("embedding"))))
-        rows = [{"source": f"{self.source}/{shard}", "locator": r["sample_id"],
-                 "field": r["error_field"], "reason": r["error_reason"],
-                 "raw": r["sample_id"]} for r in bad.to_pylist()]
+        rows = [
+            {
+                "source": f"{self.source}/{shard}",
+                "locator": r["sample_id"],
+                "field": r["error_field"],
+                "reason": r["error_reason"],
+                "raw": r.get("raw") or r["sample_id"],
+            }
+            for r in bad.to_pylist()
+        ]
         self.out.write_quarantine(shard, rows)  # before the embeddings: that part marks done
         self.quarantined += len(rows)
         vectors = _vectors(good.column("embedding"))
-        emb = embeddings_table(good.column("sample_id").to_pylist(),
-                               good.column("category").to_pylist(), vectors,
-                               good.column("image_hash").to_pylist())
+        emb = embeddings_table(
+            good.column("sample_id").to_pylist(),
+            good.column("category").to_pylist(),
+            vectors,
+            good.column("image_hash").to_pylist(),
+        )
         self._write_embeddings(shard, emb)
 
     def write_empty(self, shard: str) -> None:
@@ -142,14 +154,23 @@ class ShardCollector:
 
     def missing(self) -> dict[str, int]:
         """Shards not written, with the rows still missing (should be empty at the end)."""
-        return {s: n - len(self.seen.get(s, ())) for s, n in self.expected.items()
-                if s not in self.written}
+        return {
+            s: n - len(self.seen.get(s, ()))
+            for s, n in self.expected.items()
+            if s not in self.written
+        }
 
 
 def exact_image_mask(paths: list[str], filesystem: Any = None) -> np.ndarray:
     """True for the first row of each distinct image (by pixel hash), in part order."""
-    hashes = pa.concat_arrays([pq.read_table(p, columns=["image_hash"], filesystem=filesystem)
-                               .column("image_hash").combine_chunks() for p in paths])
+    hashes = pa.concat_arrays(
+        [
+            pq.read_table(p, columns=["image_hash"], filesystem=filesystem)
+            .column("image_hash")
+            .combine_chunks()
+            for p in paths
+        ]
+    )
     codes = hashes.dictionary_encode().indices.to_numpy(zero_copy_only=False)
     keep = np.zeros(len(codes), dtype=bool)
     _, first = np.unique(codes, return_index=True)
@@ -176,10 +197,17 @@ class Curated:
     timings: dict[str, float]
 
 
-def cluster_and_select(paths: list[str], cluster: ClusterConfig, image_size: int,
-                       ratio: dict[str, float], fixed: dict[str, int], seed: int,
-                       filesystem: Any = None, progress=None,
-                       eligible: np.ndarray | None = None) -> Curated:
+def cluster_and_select(
+    paths: list[str],
+    cluster: ClusterConfig,
+    image_size: int,
+    ratio: dict[str, float],
+    fixed: dict[str, int],
+    seed: int,
+    filesystem: Any = None,
+    progress=None,
+    eligible: np.ndarray | None = None,
+) -> Curated:
     """k-means on a sample, streamed assignment, then ratio + per-cluster sampling.
 
     ``eligible`` (bool per row) excludes rows from sampling (exact-image dedup).
@@ -190,21 +218,28 @@ def cluster_and_select(paths: list[str], cluster: ClusterConfig, image_size: int
     t1 = time.perf_counter()
     centres = train_kmeans(sample, k, seed, cluster.niter, cluster.threads)
     t2 = time.perf_counter()
-    assignment = assign_parts(paths, centres, cluster.threads, cluster.batch_size,
-                              filesystem, progress)
+    assignment = assign_parts(
+        paths, centres, cluster.threads, cluster.batch_size, filesystem, progress
+    )
     t3 = time.perf_counter()
     categories = assignment.categories
     if eligible is not None:
         categories = np.where(eligible, categories, len(CATEGORY_CODES)).astype(np.int8)
     selection = select_rows(categories, assignment.clusters, k, image_size, ratio, fixed, seed)
     t4 = time.perf_counter()
-    timings = {"sample": t1 - t0, "train": t2 - t1, "assign": t3 - t2, "select": t4 - t3,
-               "total": t4 - t0}
+    timings = {
+        "sample": t1 - t0,
+        "train": t2 - t1,
+        "assign": t3 - t2,
+        "select": t4 - t3,
+        "total": t4 - t0,
+    }
     return Curated(centres, sample, assignment, selection, timings)
 
 
-def write_selected(out: StageDir, shards: list[str], pool_paths: list[str], curated: Curated,
-                   pool_fs: Any = None) -> int:
+def write_selected(
+    out: StageDir, shards: list[str], pool_paths: list[str], curated: Curated, pool_fs: Any = None
+) -> int:
     """Write the selected pool rows (+ cluster_id, category) per shard; returns the count."""
     offsets = curated.assignment.offsets
     selected = curated.selection.indices
@@ -213,12 +248,15 @@ def write_selected(out: StageDir, shards: list[str], pool_paths: list[str], cura
     for i, shard in enumerate(shards):
         lo, hi = np.searchsorted(selected, [offsets[i], offsets[i + 1]])
         local = selected[lo:hi] - offsets[i]
-        emb = pq.read_table(embeddings_path(out, shard), columns=["sample_id"],
-                            filesystem=out.fs)
+        emb = pq.read_table(embeddings_path(out, shard), columns=["sample_id"], filesystem=out.fs)
         ids = emb.column("sample_id").take(pa.array(local)).to_pylist()
-        info = {sid: (int(curated.assignment.clusters[offsets[i] + j]),
-                      code_names[curated.assignment.categories[offsets[i] + j]])
-                for sid, j in zip(ids, local, strict=True)}
+        info = {
+            sid: (
+                int(curated.assignment.clusters[offsets[i] + j]),
+                code_names[curated.assignment.categories[offsets[i] + j]],
+            )
+            for sid, j in zip(ids, local, strict=True)
+        }
         pool = pq.read_table(pool_paths[i], filesystem=pool_fs)
         rows = pool.filter(pc.is_in(pool.column("sample_id"), pa.array(ids, pa.string())))
         if rows.num_rows != len(ids):
@@ -237,8 +275,9 @@ def _write_bytes(out: StageDir, path: str, payload: bytes) -> None:
         f.write(payload)
 
 
-def write_report(out: StageDir, curated: Curated, quarantined: int, map_points: int,
-                 seed: int) -> dict[str, Any]:
+def write_report(
+    out: StageDir, curated: Curated, quarantined: int, map_points: int, seed: int
+) -> dict[str, Any]:
     """Composition table (md + csv), per-cluster counts (csv), cluster map (png), centres."""
     import io
 
@@ -257,7 +296,9 @@ def write_report(out: StageDir, curated: Curated, quarantined: int, map_points: 
     write_composition_csv(rows, buf)
     _write_bytes(out, out.path("report", "composition.csv"), buf.getvalue().encode())
     lines = ["category,cluster_id,selected"]
-    lines += [f"{c},{k},{int(n)}" for c, take in sel.per_cluster.items() for k, n in enumerate(take)]
+    lines += [
+        f"{c},{k},{int(n)}" for c, take in sel.per_cluster.items() for k, n in enumerate(take)
+    ]
     _write_bytes(out, out.path("report", "per_cluster.csv"), ("\n".join(lines) + "\n").encode())
     rng = np.random.default_rng(seed)
     sample = curated.sample

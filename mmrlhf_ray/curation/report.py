@@ -16,35 +16,61 @@ import numpy as np
 
 from mmrlhf_ray.schemas import CATEGORIES
 
-LABELS = {"long": "Image Long", "short": "Image Short", "mcq": "Image MCQ",
-          "safety": "Image Safety", "video": "Video"}
+LABELS = {
+    "long": "Image Long",
+    "short": "Image Short",
+    "mcq": "Image MCQ",
+    "safety": "Image Safety",
+    "video": "Video",
+}
 
 
-def composition_rows(before: dict[str, int], after: dict[str, int],
-                     quarantined: int = 0) -> list[dict[str, object]]:
+def composition_rows(
+    before: dict[str, int], after: dict[str, int], quarantined: int = 0
+) -> list[dict[str, object]]:
     """One row per category plus a total: counts and percentages before and after."""
     total_b, total_a = sum(before.values()), sum(after.values())
     rows = []
     for c in CATEGORIES:
         b, a = int(before.get(c, 0)), int(after.get(c, 0))
-        rows.append({"category": LABELS[c], "pool": b,
-                     "pool_pct": round(100 * b / total_b, 2) if total_b else 0.0,
-                     "selected": a,
-                     "selected_pct": round(100 * a / total_a, 2) if total_a else 0.0})
-    rows.append({"category": "Total", "pool": total_b, "pool_pct": 100.0 if total_b else 0.0,
-                 "selected": total_a, "selected_pct": 100.0 if total_a else 0.0})
-    rows.append({"category": "Quarantined", "pool": quarantined, "pool_pct": "",
-                 "selected": 0, "selected_pct": ""})
+        rows.append(
+            {
+                "category": LABELS[c],
+                "pool": b,
+                "pool_pct": round(100 * b / total_b, 2) if total_b else 0.0,
+                "selected": a,
+                "selected_pct": round(100 * a / total_a, 2) if total_a else 0.0,
+            }
+        )
+    rows.append(
+        {
+            "category": "Total",
+            "pool": total_b,
+            "pool_pct": 100.0 if total_b else 0.0,
+            "selected": total_a,
+            "selected_pct": 100.0 if total_a else 0.0,
+        }
+    )
+    rows.append(
+        {
+            "category": "Quarantined",
+            "pool": quarantined,
+            "pool_pct": "",
+            "selected": 0,
+            "selected_pct": "",
+        }
+    )
     return rows
 
 
 def composition_markdown(rows: list[dict[str, object]]) -> str:
     """The composition table as Markdown (Table 1 of the paper, before and after)."""
-    lines = ["| category | pool | pool % | selected | selected % |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| category | pool | pool % | selected | selected % |", "|---|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['category']} | {r['pool']} | {r['pool_pct']} | {r['selected']} "
-                     f"| {r['selected_pct']} |")
+        lines.append(
+            f"| {r['category']} | {r['pool']} | {r['pool_pct']} | {r['selected']} "
+            f"| {r['selected_pct']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -72,8 +98,9 @@ def project_2d(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
         return centred @ vt[:2].T, "PCA"
 
 
-def cluster_map(vectors: np.ndarray, labels: np.ndarray, centres: np.ndarray | None,
-                path, seed: int = 0) -> str:
+def cluster_map(
+    vectors: np.ndarray, labels: np.ndarray, centres: np.ndarray | None, path, seed: int = 0
+) -> str:
     """Save a PNG scatter of ``vectors`` in 2-D coloured by cluster, centres marked.
 
     ``path`` is a file path or a binary file object; returns the projection's name.
@@ -86,12 +113,13 @@ def cluster_map(vectors: np.ndarray, labels: np.ndarray, centres: np.ndarray | N
     points = np.asarray(vectors, dtype=np.float32)
     extra = np.zeros((0, points.shape[1]), np.float32) if centres is None else centres
     xy, method = project_2d(np.concatenate([points, extra]), seed)
-    xy, cxy = xy[: len(points)], xy[len(points):]
+    xy, cxy = xy[: len(points)], xy[len(points) :]
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
     ax.scatter(xy[:, 0], xy[:, 1], c=labels % 10, cmap="tab10", s=6, alpha=0.75, linewidths=0)
     if len(cxy):
-        ax.scatter(cxy[:, 0], cxy[:, 1], marker="x", c="black", s=30, linewidths=1,
-                   label="k-means centres")
+        ax.scatter(
+            cxy[:, 0], cxy[:, 1], marker="x", c="black", s=30, linewidths=1, label="k-means centres"
+        )
         ax.legend(loc="best", fontsize=8)
     n_clusters = len(np.unique(labels))
     ax.set_title(f"Pool image embeddings: {len(points)} points, {n_clusters} clusters ({method})")

@@ -24,8 +24,9 @@ import numpy as np
 from mmrlhf_ray.curation.categorize import CATEGORY_CODES
 
 
-def category_targets(size: int, ratio: dict[str, float], available: dict[str, int],
-                     redistribute: bool = True) -> dict[str, int]:
+def category_targets(
+    size: int, ratio: dict[str, float], available: dict[str, int], redistribute: bool = True
+) -> dict[str, int]:
     """Rows per category for ``size`` image queries split by ``ratio``.
 
     Largest remainder: floor the exact shares, then give the leftover rows to the
@@ -55,8 +56,7 @@ def category_targets(size: int, ratio: dict[str, float], available: dict[str, in
     return targets
 
 
-def allocate_per_cluster(counts: np.ndarray, target: int,
-                         rng: np.random.Generator) -> np.ndarray:
+def allocate_per_cluster(counts: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
     """Rows to take from each cluster: uniform, small clusters' shortfall redistributed.
 
     ``counts[k]`` rows are available in cluster k; returns ``take`` with
@@ -92,8 +92,15 @@ class Selection:
     per_cluster: dict[str, np.ndarray]  # rows taken per cluster, per category
 
 
-def select_rows(categories: np.ndarray, clusters: np.ndarray, n_clusters: int, size: int,
-                ratio: dict[str, float], fixed: dict[str, int], seed: int) -> Selection:
+def select_rows(
+    categories: np.ndarray,
+    clusters: np.ndarray,
+    n_clusters: int,
+    size: int,
+    ratio: dict[str, float],
+    fixed: dict[str, int],
+    seed: int,
+) -> Selection:
     """Indices of the rows to keep (see module docstring).
 
     ``categories`` holds category codes (``CATEGORY_CODES``; any larger code marks a row
@@ -119,11 +126,11 @@ def select_rows(categories: np.ndarray, clusters: np.ndarray, n_clusters: int, s
     chosen, per_cluster = [], {}
     for name, code in CATEGORY_CODES.items():
         base = code * n_clusters
-        counts = np.diff(starts[base:base + n_clusters + 1])
+        counts = np.diff(starts[base : base + n_clusters + 1])
         take = allocate_per_cluster(counts, targets.get(name, 0), rng)
         per_cluster[name] = take
         for k in np.flatnonzero(take):
             first = starts[base + k]
-            chosen.append(order[first:first + take[k]])
+            chosen.append(order[first : first + take[k]])
     indices = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     return Selection(indices, targets, available, per_cluster)

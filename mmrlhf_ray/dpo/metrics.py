@@ -28,7 +28,7 @@ def plot_beta_histogram(betas: Iterable[float], margins: Iterable[float], path: 
     ax1.set_xlabel("beta(delta)")
     ax1.set_ylabel("pairs")
     ax1.set_title(f"beta over {len(betas)} pairs (bounds dashed)")
-    finite = [(m, b) for m, b in zip(margins, betas) if not math.isnan(m)]
+    finite = [(m, b) for m, b in zip(margins, betas, strict=True) if not math.isnan(m)]
     if finite:
         ax2.scatter([m for m, _ in finite], [b for _, b in finite], s=6, alpha=0.5)
     ax2.set_xlabel("reward margin delta")

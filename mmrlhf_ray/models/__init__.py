@@ -25,7 +25,12 @@ from mmrlhf_ray.models.policy import (
     load_policy,
     tiny_config,
 )
-from mmrlhf_ray.models.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer, default_texts
+from mmrlhf_ray.models.tokenizer import (
+    CHAT_TEMPLATE,
+    SPECIAL_TOKENS,
+    build_tokenizer,
+    default_texts,
+)
 
 __all__ = [
     "CHAT_TEMPLATE", "IGNORE_INDEX", "SPECIAL_TOKENS", "TinyPolicySpec", "build_all",

@@ -30,8 +30,9 @@ TINY_CLIP_CONFIG: dict[str, Any] = {
 }
 
 
-def write_clip_config(out_dir: str | Path, name: str = TINY_CLIP_NAME,
-                      config: dict[str, Any] | None = None) -> Path:
+def write_clip_config(
+    out_dir: str | Path, name: str = TINY_CLIP_NAME, config: dict[str, Any] | None = None
+) -> Path:
     """Write ``<out_dir>/<name>.json`` (the tiny config by default); returns its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,8 +49,10 @@ def _register(name: str, model_dir: str | Path | None) -> None:
         open_clip.add_model_config(str(Path(model_dir) / f"{name}.json"))
     elif name not in open_clip.list_models():
         if name != TINY_CLIP_NAME:
-            raise ValueError(f"model.name: unknown open_clip model {name!r} and no "
-                             f"{name}.json in model.path={model_dir!r}")
+            raise ValueError(
+                f"model.name: unknown open_clip model {name!r} and no "
+                f"{name}.json in model.path={model_dir!r}"
+            )
         import tempfile
 
         open_clip.add_model_config(str(write_clip_config(tempfile.mkdtemp(), name)))
@@ -73,8 +76,13 @@ def _load_weights(model: Any, weights: str | Path) -> None:
         raise ValueError(f"model.weights: {path} lacks vision weights, e.g. {visual_missing[:3]}")
 
 
-def load_clip(name: str = TINY_CLIP_NAME, model_dir: str | Path | None = None,
-              weights: str | Path | None = None, seed: int = 0, device: str = "cpu"):
+def load_clip(
+    name: str = TINY_CLIP_NAME,
+    model_dir: str | Path | None = None,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+):
     """An open_clip model in eval mode and its image preprocessing transform.
 
     ``weights`` (or ``<model_dir>/open_clip_model.safetensors`` when present) are loaded;

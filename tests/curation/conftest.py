@@ -45,6 +45,8 @@ def write_pool_stage(run_dir: str, rows: list[dict], rows_per_shard: int) -> Sta
     stage = StageDir(run_dir, "toyworld")
     stage.begin({"test": True})
     for i in range(0, len(rows), rows_per_shard):
-        stage.write_part(f"pool-{i // rows_per_shard:05d}", to_table(rows[i:i + rows_per_shard], "pool"))
+        stage.write_part(
+            f"pool-{i // rows_per_shard:05d}", to_table(rows[i : i + rows_per_shard], "pool")
+        )
     stage.finish(len(rows), len(rows), 0)
     return stage

@@ -27,9 +27,18 @@ WANT = {"long": 80, "short": 100, "mcq": 20, "safety": 20, "video": 20}  # 4:5:1
 
 
 def overrides(run_dir: Path, seed: int = 0) -> list[str]:
-    return [f"run_dir={run_dir}", f"seed={seed}", "image_size=200", "safety_count=20",
-            "video_count=20", f"cluster.k={K}", "cluster.sample_size=400",
-            "embed.batch_size=50", "embed.max_pixels=40000", "map_points=500"]
+    return [
+        f"run_dir={run_dir}",
+        f"seed={seed}",
+        "image_size=200",
+        "safety_count=20",
+        "video_count=20",
+        f"cluster.k={K}",
+        "cluster.sample_size=400",
+        "embed.batch_size=50",
+        "embed.max_pixels=40000",
+        "map_points=500",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +96,7 @@ def test_counts_add_up_and_bad_rows_are_quarantined(curated):
     assert {q["locator"]: q["field"] for q in quarantine} == bad
     assert counts["quarantined"] == len(bad) == 6
     assert all(q["reason"] for q in quarantine)
+    assert all(q["locator"] in q["raw"] and "bytes>" in q["raw"] for q in quarantine)
     huge = next(q for q in quarantine if "exceeds" in q["reason"])
     assert huge["field"] == "image" and "300x300" in huge["reason"]
 
@@ -97,8 +107,9 @@ def test_killed_actor_is_retried_with_exactly_once_output(curated):
     ids = embeddings(curated["out"])["sample_id"]
     good = {r["sample_id"] for r in curated["rows"]} - set(curated["bad"])
     assert len(ids) == len(set(ids)) == len(good) and set(ids) == good
-    assert sorted(p.stem for p in Path(curated["out"].path(EMBEDDINGS_DIR)).glob("*.parquet")) \
-        == [f"pool-{i:05d}" for i in range(4)]
+    assert sorted(p.stem for p in Path(curated["out"].path(EMBEDDINGS_DIR)).glob("*.parquet")) == [
+        f"pool-{i:05d}" for i in range(4)
+    ]
 
 
 def test_selection_meets_the_ratio_exactly(curated):
@@ -110,8 +121,10 @@ def test_selection_meets_the_ratio_exactly(curated):
     assert all(truth[s] == c for s, c in zip(ids, cats, strict=True))
     pool_cols = set(curated["rows"][0]) | {"cluster_id", "category"}
     assert pool_cols <= set(selected.column_names)
-    assert selected.column("image").null_count + selected.column("video_frames").null_count \
-        == selected.num_rows  # each row has its media
+    assert (
+        selected.column("image").null_count + selected.column("video_frames").null_count
+        == selected.num_rows
+    )  # each row has its media
 
 
 def test_uniform_across_clusters_within_each_category(curated):
@@ -119,7 +132,9 @@ def test_uniform_across_clusters_within_each_category(curated):
     centres = np.load(out.path("centroids.npy"))
     emb = embeddings(out)
     vecs = np.frombuffer(b"".join(emb["embedding"]), np.float16).reshape(len(emb["sample_id"]), -1)
-    cluster_of = dict(zip(emb["sample_id"], np.argmax(vecs.astype(np.float32) @ centres.T, 1), strict=True))
+    cluster_of = dict(
+        zip(emb["sample_id"], np.argmax(vecs.astype(np.float32) @ centres.T, 1), strict=True)
+    )
     category_of = dict(zip(emb["sample_id"], emb["category"], strict=True))
     selected = out.read(columns=["sample_id", "cluster_id"]).to_pylist()
     assert all(cluster_of[r["sample_id"]] == r["cluster_id"] for r in selected)
@@ -138,8 +153,10 @@ def test_report_has_table_1_and_a_cluster_map(curated):
     out = curated["out"]
     table = Path(out.path("report", "composition.md")).read_text()
     assert "| Image Long | 82 |" in table or "| Image Long |" in table
-    rows = {r.split(",")[0]: r.split(",") for r in
-            Path(out.path("report", "composition.csv")).read_text().splitlines()[1:]}
+    rows = {
+        r.split(",")[0]: r.split(",")
+        for r in Path(out.path("report", "composition.csv")).read_text().splitlines()[1:]
+    }
     assert int(rows["Image MCQ"][3]) == 20 and int(rows["Total"][3]) == 240
     assert int(rows["Total"][1]) == N - 6 and int(rows["Quarantined"][1]) == 6
     with Image.open(out.path("report", "cluster_map.png")) as img:

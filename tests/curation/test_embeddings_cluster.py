@@ -42,7 +42,9 @@ def test_float16_roundtrip_honours_slice_offsets(tmp_path):
     write_embeddings(table, str(tmp_path / "e.parquet"), row_group_size=2)
     meta = pq.ParquetFile(str(tmp_path / "e.parquet")).metadata
     assert meta.row_group(0).column(3).compression == "UNCOMPRESSED"
-    got = np.concatenate([v.copy() for v, _ in iter_embedding_chunks(str(tmp_path / "e.parquet"), 3)])
+    got = np.concatenate(
+        [v.copy() for v, _ in iter_embedding_chunks(str(tmp_path / "e.parquet"), 3)]
+    )
     assert np.array_equal(got, x.astype(np.float16).astype(np.float32))
 
 

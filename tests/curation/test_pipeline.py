@@ -18,14 +18,17 @@ from mmrlhf_ray.stage import StageDir
 
 def batch(shard, ids, bad=()):
     vec = np.full(4, 0.5, np.float16).tobytes()
-    return pa.table({
-        "sample_id": ids, "shard": [shard] * len(ids),
-        "category": [None if i in bad else "short" for i in ids],
-        "image_hash": [None if i in bad else f"h{i}" for i in ids],
-        "embedding": [None if i in bad else vec for i in ids],
-        "error_field": ["image" if i in bad else None for i in ids],
-        "error_reason": ["not a decodable image" if i in bad else None for i in ids],
-    })
+    return pa.table(
+        {
+            "sample_id": ids,
+            "shard": [shard] * len(ids),
+            "category": [None if i in bad else "short" for i in ids],
+            "image_hash": [None if i in bad else f"h{i}" for i in ids],
+            "embedding": [None if i in bad else vec for i in ids],
+            "error_field": ["image" if i in bad else None for i in ids],
+            "error_reason": ["not a decodable image" if i in bad else None for i in ids],
+        }
+    )
 
 
 def test_collector_writes_a_shard_once_complete_and_refuses_duplicates(tmp_path):

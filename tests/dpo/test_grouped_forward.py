@@ -35,7 +35,7 @@ def test_grouped_forward_equals_per_pair(setup):
     assert set(batch.vision) == {"image", "video"}  # q2 is a video query
     with torch.no_grad():
         logps, n_tokens = grouped_logps(model, batch)
-        chosen, rejected = zip(*[per_pair_logps(model, processor, g) for g in groups])
+        chosen, rejected = zip(*[per_pair_logps(model, processor, g) for g in groups], strict=True)
     chosen, rejected = torch.cat(chosen), torch.cat(rejected)
     torch.testing.assert_close(logps[batch.chosen_idx], chosen, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(logps[batch.rejected_idx], rejected, atol=1e-4, rtol=1e-5)
@@ -62,12 +62,12 @@ def test_grouped_gradients_equal_per_pair(setup):
     logps, _ = grouped_logps(model, batch)
     g1 = grads(L.dpo_loss(logps[batch.chosen_idx], logps[batch.rejected_idx],
                           torch.full((12,), -40.0), torch.full((12,), -45.0))[0].sum())
-    chosen, rejected = zip(*[per_pair_logps(model, processor, g) for g in groups[:2]])
+    chosen, rejected = zip(*[per_pair_logps(model, processor, g) for g in groups[:2]], strict=True)
     g2 = grads(L.dpo_loss(torch.cat(chosen), torch.cat(rejected),
                           torch.full((12,), -40.0), torch.full((12,), -45.0))[0].sum())
     merger = [i for i, (n, p) in enumerate(model.named_parameters()) if p.requires_grad and "merger" in n]
     assert merger and g1[merger[0]].abs().sum() > 0  # the projector does get gradients
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from jobs import ref_logps as job
-from mmrlhf_ray.dpo.batching import collate_groups, encode_group
 from mmrlhf_ray.dpo.forward import per_pair_logps
 from mmrlhf_ray.dpo.groups import build_groups
 from mmrlhf_ray.models import load_policy
@@ -50,7 +49,7 @@ def test_ref_logps_stage_scores_each_response_once(tmp_path, ray_session, policy
     with torch.no_grad():
         for g in groups:
             chosen, rejected = per_pair_logps(model, processor, g)
-            for p, c, rj in zip(g.pairs, chosen.tolist(), rejected.tolist()):
+            for p, c, rj in zip(g.pairs, chosen.tolist(), rejected.tolist(), strict=True):
                 assert scored[p.pair_id]["ref_chosen_logp"] == pytest.approx(c, abs=2e-3)
                 assert scored[p.pair_id]["ref_rejected_logp"] == pytest.approx(rj, abs=2e-3)
     assert all(math.isfinite(r["ref_chosen_logp"]) for r in scored.values())

@@ -91,3 +91,19 @@ def test_round_trip_image_and_video_identical_after_reload(tiny_models, tmp_path
     vreply = generate_text(model2, processor2, "Which way?", frames, video=True, max_new_tokens=8)
     assert vreply == generate_text(model, processor, "Which way?", frames, video=True,
                                    max_new_tokens=8)
+
+
+def test_batched_generation_equals_one_by_one(tiny_models):
+    from mmrlhf_ray.models import generate_batch
+
+    model, processor = load_policy(tiny_models["policy"])
+    prompts = [("What colour is the circle?", [_scene("red", 4)]),
+               ("Where is the circle?", [_scene("blue", 40)]),
+               ("Describe the image.", [_scene("green", 20)])]
+    single = [generate_text(model, processor, q, imgs, max_new_tokens=6) for q, imgs in prompts]
+    assert generate_batch(model, processor, prompts, max_new_tokens=6) == single
+    frames = [_scene("blue", x) for x in (4, 16, 28, 40)]
+    videos = [("Which way?", frames), ("Which way does it move?", frames[::-1])]
+    single = [generate_text(model, processor, q, f, video=True, max_new_tokens=6) for q, f in videos]
+    assert generate_batch(model, processor, videos, video=True, max_new_tokens=6) == single
+    assert processor.tokenizer.padding_side == "right"  # restored after left-padding

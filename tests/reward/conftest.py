@@ -27,3 +27,15 @@ def fresh_reward_model(tiny_models):
 @pytest.fixture(scope="session")
 def short_prompt():
     return SHORT_PROMPT
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread per test here (restored after): on the shared 2-core host,
+    two spinning OpenMP threads per process run 5-10x slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

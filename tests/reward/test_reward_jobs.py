@@ -96,6 +96,18 @@ def test_train_reward_job_then_reward_bench(ray_session, tiny_models, toy_rows, 
                     .read(quarantine=True).to_pylist())
     assert fields == ["image", "line"]
 
+    # the file written back carries rewards: ACC/ACC+ from them alone, no model
+    again = tmp_path / "again"
+    assert evaluate_reward_bench.main([f"run_dir={again}", f"input={out_file}",
+                                       "use_existing_rewards=true"]) == 0
+    assert StageDir(str(again), "evaluate/reward-bench").read_manifest()["table"] == ev["table"]
+
+    # what `mmrlhf evaluate` embeds: the run's own held-out pairs, exported + scored
+    held = sum(1 for s in split["split"] if s == "heldout")
+    result = evaluate_reward_bench.evaluate_run(str(run), "mode=none")
+    assert result["table"]["overall"]["pairs"] == held
+    assert Path(result["output"]).exists()
+
 
 @pytest.mark.slow
 @pytest.mark.ray
