@@ -114,6 +114,12 @@ def main(argv=None) -> int:
     groups, bad = build_groups(rows, src.stage, need_margin=need_margin, need_ref=need_ref)
     out.write_quarantine("input", bad)
     train, held = split_groups(groups, cfg.heldout_fraction, seed=0)
+    needed = cfg.train.num_workers * cfg.train.micro_batch_size
+    if len(train) < needed:
+        reasons = sorted({q["field"] for q in bad})
+        raise SystemExit(f"train-dpo: {len(train)} training queries, fewer than workers x "
+                         f"micro_batch_size = {needed} ({len(bad)} pairs quarantined, fields "
+                         f"{reasons}; see {out.quarantine_dir})")
     responses = sum(len(g.responses) for g in train)
     print(f"train-dpo: {len(train)} train / {len(held)} held-out queries, {count_pairs(train)} "
           f"train pairs from {responses} responses ({2 * count_pairs(train)} sequences if "

@@ -22,6 +22,7 @@ from mmrlhf_ray.stage import StageDir
 from tests.curation.conftest import inject_bad_rows, shapes_pool, write_pool_stage
 
 pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[2]
 N, K = 800, 8
 WANT = {"long": 80, "short": 100, "mcq": 20, "safety": 20, "video": 20}  # 4:5:1 of 200
 
@@ -71,7 +72,7 @@ def embed_shard_locally(run_dir: Path, out: StageDir, shard: str, rows: list[dic
     )
     from mmrlhf_ray.models.clip import load_clip
 
-    cfg = load_config(CurateConfig, "configs/curate.yaml", overrides(run_dir))
+    cfg = load_config(CurateConfig, REPO / "configs" / "curate.yaml", overrides(run_dir))
     src = StageDir(str(run_dir), "toyworld")
     reset_if_stale(out, embedding_fingerprint(cfg.embed, cfg.long_threshold, src.fingerprint()))
 

@@ -145,3 +145,26 @@ def test_vl_model_kill_and_resume(kind, kill, ray_session, vl_model, tmp_path):
     assert sorted(r["response_id"] for r in rows2) == sorted(r["response_id"] for r in rows)
     # A finished stage re-run does nothing.
     assert run(cfg)["finished"] == manifest2["finished"]
+
+
+@pytest.mark.ray
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_backends_agree_greedy(ray_session, vl_model):
+    """Same interface, same prompts: vLLM and transformers render identical prompts (and
+    token counts) and score the first greedy token alike."""
+    from actors.generator import Generator
+    from mmrlhf_ray.generation import build_request
+
+    rows = toy_rows(2, videos=1)
+    out = {}
+    for kind in ("vllm", "transformers"):
+        spec = _spec(kind, vl_model, n=1, max_tokens=4)
+        actor = ray_session.remote(num_cpus=1)(Generator).remote(spec)
+        reqs = [build_request(r, spec) for r in rows]
+        out[kind] = [s[0] for s in ray_session.get(actor.generate.remote(reqs, True))]
+        ray_session.kill(actor)
+    for v, h in zip(out["vllm"], out["transformers"], strict=True):
+        assert v.prompt == h.prompt and v.prompt_tokens == h.prompt_tokens
+        assert v.token_ids[0] == h.token_ids[0]
+        assert abs(v.token_logprobs[0] - h.token_logprobs[0]) < 1e-3
