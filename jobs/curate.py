@@ -135,10 +135,9 @@ def select_and_report(
     report = write_report(out, curated, quarantined, cfg.map_points, cfg.seed)
     manifest = out.finish(
         rows_in,
-        selected + unselected,
+        selected,
         quarantined,
-        selected=selected,
-        unselected=unselected,
+        rows_unselected=unselected,
         clusters=int(len(curated.centres)),
         duplicates=0 if eligible is None else int((~eligible).sum()),
         targets=curated.selection.targets,
@@ -147,13 +146,6 @@ def select_and_report(
         map_method=report["map_method"],
         timings={k: round(v, 3) for k, v in curated.timings.items()},
     )
-    manifest["counts"] = {
-        "in": rows_in,
-        "out": selected,
-        "selected": selected,
-        "unselected": unselected,
-        "quarantined": quarantined,
-    }
     return manifest
 
 
@@ -182,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest["timings"]["embed"] = round(embed_s, 3)
     out.write_manifest(manifest)
     counts, report = manifest["counts"], manifest["selected_per_category"]
-    rows_in, selected = counts["in"], counts["selected"]
+    rows_in, selected = counts["in"], counts["out"]
     unselected, quarantined = counts["unselected"], counts["quarantined"]
     mix = ", ".join(f"{c} {n}" for c, n in report.items())
     print(

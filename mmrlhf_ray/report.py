@@ -47,7 +47,7 @@ def _stage_rows(run: Path) -> list[list[Any]]:
         counts = manifest.get("counts", {})
         wall = manifest.get("wall_seconds", timings.get(stage))
         rows.append([stage, manifest.get("status"), counts.get("in"), counts.get("out"),
-                     counts.get("quarantined"), wall])
+                     counts.get("unselected", 0), counts.get("quarantined"), wall])
     return rows
 
 
@@ -64,7 +64,7 @@ def metrics_comparison(metrics: dict[str, dict[str, float]]) -> str:
 def build_markdown(run_dir: str | Path) -> str:
     run = Path(run_dir)
     parts = [f"# MM-RLHF run report: `{run}`", "", "## Stages", ""]
-    parts.append(markdown_table(["stage", "status", "rows in", "rows out", "quarantined", "wall s"],
+    parts.append(markdown_table(["stage", "status", "rows in", "rows out", "unselected", "quarantined", "wall s"],
                                 _stage_rows(run)))
     metrics = _load_json(run / "evaluate" / "metrics.json")
     if metrics and metrics.get("toy_benchmark"):

@@ -124,18 +124,24 @@ class StageDir:
             }
         )
 
-    def finish(self, rows_in: int, rows_out: int, rows_quarantined: int, **extra: Any) -> dict:
-        """Mark done after checking the counts add up; returns the manifest."""
-        if rows_in != rows_out + rows_quarantined:
+    def finish(self, rows_in: int, rows_out: int, rows_quarantined: int,
+               rows_unselected: int = 0, **extra: Any) -> dict:
+        """Mark done after checking the counts add up; returns the manifest.
+
+        Rows a stage leaves out on purpose (curation's unselected pool rows) count as
+        ``rows_unselected``: in = out + unselected + quarantined.
+        """
+        if rows_in != rows_out + rows_unselected + rows_quarantined:
             raise CountMismatch(
-                f"{self.stage}: rows in {rows_in} != out {rows_out} + quarantined "
-                f"{rows_quarantined}"
+                f"{self.stage}: rows in {rows_in} != out {rows_out} + unselected "
+                f"{rows_unselected} + quarantined {rows_quarantined}"
             )
         manifest = self.read_manifest() or {"stage": self.stage}
         manifest.update(
             status="done",
             finished=time.time(),
-            counts={"in": rows_in, "out": rows_out, "quarantined": rows_quarantined},
+            counts={"in": rows_in, "out": rows_out, "unselected": rows_unselected,
+                    "quarantined": rows_quarantined},
             **extra,
         )
         if "started" in manifest:

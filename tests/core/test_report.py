@@ -14,7 +14,7 @@ def test_report_reads_manifests_metrics_and_plots(tmp_path):
     metrics = {"toy_benchmark": {"base": {"short_accuracy": 0.25}, "aligned": {"short_accuracy": 0.5}}}
     (tmp_path / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
     text = build_markdown(tmp_path)
-    assert "| pairs | done | 10 | 8 | 2 |" in text
+    assert "| pairs | done | 10 | 8 | 0 | 2 |" in text
     assert "| short_accuracy | 0.250 | 0.500 |" in text
     assert "pairs per category: 8" in text and "(pairs/plot.png)" in text
     page = markdown_to_html(text, "t")
