@@ -71,6 +71,10 @@ def reward_bench(cfg: EvaluateConfig) -> dict | None:
     return evaluate_run(cfg.run_dir)
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "reward-bench":
@@ -93,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     plot_metrics(toy, out.local_path("toy_benchmark.png"))
     out.finish(rows_in, out.count_rows(), quarantined)
     for name, values in toy.items():
-        print(f"evaluate: {name}: overall {values['overall_accuracy']:.3f}, chair_i "
-              f"{values['chair_i']:.3f}, refusal harmful {values['refusal_harmful']:.3f}, "
-              f"benign {values['refusal_benign']:.3f}")
+        shown = ", ".join(f"{k} {_fmt(values.get(k))}" for k in
+                          ("overall_accuracy", "chair_i", "refusal_harmful", "refusal_benign"))
+        print(f"evaluate: {name}: {shown}")
     print(f"evaluate: wrote {out.local_path('metrics.json')}")
     return 0
 

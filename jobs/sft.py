@@ -36,13 +36,17 @@ BENCH_PREFIX = "shapes-bench"  # held-out benchmark rows never train
 
 
 def load_pool(cfg: SftConfig) -> tuple[list[dict], int]:
-    """Pool rows to train on (benchmark rows excluded and counted), at most ``max_rows``."""
+    """Pool rows to train on, at most ``max_rows``; and the total read.
+
+    Rows left out on purpose (held-out benchmark rows, rows past ``max_rows``) are
+    counted as unselected in the manifest: in = out + unselected + quarantined.
+    """
     pool = require_done(cfg.run_dir, cfg.input_stage)
     rows = pool.read().to_pylist()
     kept = [r for r in rows if not str(r.get("sample_id") or "").startswith(BENCH_PREFIX)]
     if cfg.max_rows:
         kept = kept[: cfg.max_rows]
-    return kept, len(rows) - len(kept)
+    return kept, len(rows)
 
 
 def plot_loss(metrics: list[dict], path: str) -> None:
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_sft_rows,
     )
 
-    rows, excluded = load_pool(cfg)
+    rows, total = load_pool(cfg)
     good, bad = prepare_sft_rows(rows, source=cfg.input_stage, max_frames=cfg.max_frames)
     out.write_quarantine("pool", bad)
     init_ray()
@@ -122,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     Path(out.local_path("benchmark.json")).write_text(json.dumps(bench, indent=2))
     _write_trained(out, good)
     summary = _summary(result.metrics, bench)
-    out.finish(len(rows), len(good), len(bad), policy=result.hf_dir, steps=result.steps,
-               excluded_benchmark_rows=excluded, **summary)
-    print(f"sft: {len(good)} rows trained ({len(bad)} quarantined), {result.steps} steps, "
+    out.finish(total, len(good), len(bad), rows_unselected=total - len(rows),
+               policy=result.hf_dir, steps=result.steps, **summary)
+    print(f"sft: {len(good)} of {total} pool rows trained ({len(bad)} quarantined, "
+          f"{total - len(rows)} unselected), {result.steps} steps, "
           f"loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f}; benchmark overall "
           f"accuracy random {summary.get('random_overall_accuracy')} -> sft "
           f"{summary.get('sft_overall_accuracy')}; policy -> {result.hf_dir}")

@@ -13,6 +13,7 @@ into 4 image tokens per image. Video frames go two at a time through the tempora
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def build_tiny_policy(out_dir: str | Path, tokenizer_dir: str | Path, seed: int 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
     build_processor(tokenizer).save_pretrained(str(out))
-    (out / "tiny_spec.json").write_text(__import__("json").dumps(asdict(spec or TinyPolicySpec())))
+    (out / "tiny_spec.json").write_text(json.dumps(asdict(spec or TinyPolicySpec()), indent=2))
     return str(out)
 
 

@@ -27,7 +27,7 @@ from mmrlhf_ray.training.config import TrainConfig
 
 def _sft_train_defaults() -> TrainConfig:
     return TrainConfig(lr=3e-3, warmup_steps=10, micro_batch_size=8, grad_accum=1,
-                       max_steps=150, checkpoint_every=50, zero_stage=2)
+                       max_steps=200, checkpoint_every=50, zero_stage=2)
 
 
 @dataclass

@@ -34,13 +34,16 @@ def test_sft_stage_trains_quarantines_and_is_idempotent(ray_session, tmp_path, c
         (Path(pool.data_dir) / f"{name}.parquet").unlink()
     pool.write_part("pool-00000", broken)
 
-    argv = [f"run_dir={run_dir}", "benchmark_size=5", "max_new_tokens=8", "train.max_steps=6",
+    argv = [f"run_dir={run_dir}", "max_rows=40", "benchmark_size=5", "max_new_tokens=8", "train.max_steps=6",
             "train.checkpoint_every=3", "train.micro_batch_size=4", "train.warmup_steps=1"]
     assert sft(argv) == 0
     stage = StageDir(run_dir, "sft")
     manifest = stage.read_manifest()
-    assert manifest["counts"] == {"in": 48, "out": 47, "quarantined": 1}
-    assert stage.count_rows() == 47 and stage.count_rows(quarantine=True) == 1
+    counts = manifest["counts"]
+    # 48 read = 39 trained + 1 quarantined + 8 unselected (past max_rows)
+    assert (counts["in"], counts["out"], counts["quarantined"]) == (48, 39, 1)
+    assert counts.get("unselected") == 8
+    assert stage.count_rows() == 39 and stage.count_rows(quarantine=True) == 1
     assert stage.read(quarantine=True).column("field").to_pylist() == ["reference_answer"]
     assert manifest["steps"] == 6 and manifest["loss_last"] < manifest["loss_first"]
     assert Path(stage.path("loss.png")).stat().st_size > 1000
