@@ -156,8 +156,15 @@ def _reduce_mean(metrics: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, values.tolist(), strict=True))
 
 
-def _train_step(engine, task: TrainTask, processor, rows: Sequence, batches: Iterator,
-                cfg: TrainConfig, step: int) -> dict[str, float]:
+def _train_step(
+    engine,
+    task: TrainTask,
+    processor,
+    rows: Sequence,
+    batches: Iterator,
+    cfg: TrainConfig,
+    step: int,
+) -> dict[str, float]:
     """One optimizer step = ``grad_accum`` micro-batches; returns rank-averaged metrics."""
     lr = cfg.lr * lr_factor(step, cfg)
     for group in engine.optimizer.param_groups:
@@ -189,7 +196,9 @@ def _save_hf(engine, task: TrainTask, processor, out_dir: str, rank: int, zero3:
         processor.save_pretrained(out_dir)
 
 
-def _checkpoint(engine, task, processor, cfg, state: dict, csv_path: str, final: bool) -> Checkpoint:
+def _checkpoint(
+    engine, task, processor, cfg, state: dict, csv_path: str, final: bool
+) -> Checkpoint:
     """Write this rank's part of a checkpoint into a fresh local directory."""
     rank = ray.train.get_context().get_world_rank()
     tmp = tempfile.mkdtemp(prefix=f"ckpt-r{rank}-")
@@ -237,7 +246,7 @@ def _resume(engine, csv_path: str, rank: int, run_root: str | None, world: int) 
     """
     ckpt = ray.train.get_checkpoint()
     disk_step, disk_dir = _latest_on_disk(run_root, world)
-    with (ckpt.as_directory() if ckpt is not None else _null_dir()) as d:
+    with ckpt.as_directory() if ckpt is not None else _null_dir() as d:
         ray_step = int(read_state(d)["step"]) if d else 0
         if disk_step > ray_step:
             d = disk_dir
@@ -246,8 +255,12 @@ def _resume(engine, csv_path: str, rank: int, run_root: str | None, world: int) 
                 os.remove(csv_path)  # a fresh run starts a fresh log
             return 0
         state = read_state(d)
-        engine.load_checkpoint(os.path.join(d, DS_DIR), tag=DS_TAG,
-                               load_optimizer_states=True, load_lr_scheduler_states=False)
+        engine.load_checkpoint(
+            os.path.join(d, DS_DIR),
+            tag=DS_TAG,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+        )
         if rank == 0:
             saved = os.path.join(d, METRICS_FILE)
             if os.path.exists(saved) and os.path.abspath(saved) != os.path.abspath(csv_path):
@@ -263,7 +276,9 @@ def _null_dir():
 
 def _train_loop(loop_config: dict) -> None:
     """The per-worker loop run by ``TorchTrainer`` (see the module docstring)."""
-    os.environ.setdefault("DS_ACCELERATOR", "cpu" if not loop_config["train"]["use_gpu"] else "cuda")
+    os.environ.setdefault(
+        "DS_ACCELERATOR", "cpu" if not loop_config["train"]["use_gpu"] else "cuda"
+    )
     task: TrainTask = loop_config["task"]
     cfg = TrainConfig(**loop_config["train"])
     ctx = ray.train.get_context()
@@ -277,8 +292,15 @@ def _train_loop(loop_config: dict) -> None:
     start = _resume(engine, csv_path, rank, loop_config.get("run_root"), world)
     rows = task.rows() if callable(task.rows) else task.rows
     groups = [task.group_key(r) for r in rows] if task.group_key else None
-    batches = micro_batches(len(rows), cfg.micro_batch_size, cfg.seed, rank, world,
-                            start=start * cfg.grad_accum, groups=groups)
+    batches = micro_batches(
+        len(rows),
+        cfg.micro_batch_size,
+        cfg.seed,
+        rank,
+        world,
+        start=start * cfg.grad_accum,
+        groups=groups,
+    )
     bar = _progress(rank, start, cfg.max_steps)
     for step in range(start, cfg.max_steps):
         metrics = _train_step(engine, task, processor, rows, batches, cfg, step)
@@ -305,8 +327,14 @@ def _progress(rank: int, start: int, total: int):
 
 
 # ---------------------------------------------------------------- driver side ---------
-def run_training(task: TrainTask, cfg: TrainConfig, name: str, storage_path: str,
-                 output_dir: str, metrics_csv: str | None = None) -> TrainResult:
+def run_training(
+    task: TrainTask,
+    cfg: TrainConfig,
+    name: str,
+    storage_path: str,
+    output_dir: str,
+    metrics_csv: str | None = None,
+) -> TrainResult:
     """Train ``task`` with ``cfg`` on ``cfg.num_workers`` Ray Train workers.
 
     ``name`` + ``storage_path`` identify the run: re-running with the same pair resumes
@@ -319,16 +347,28 @@ def run_training(task: TrainTask, cfg: TrainConfig, name: str, storage_path: str
     Path(metrics_csv).parent.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={"task": task, "train": asdict(cfg), "metrics_csv": metrics_csv,
-                           "run_root": os.path.join(storage_path, name)},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        train_loop_config={
+            "task": task,
+            "train": asdict(cfg),
+            "metrics_csv": metrics_csv,
+            "run_root": os.path.join(storage_path, name),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker},
+        ),
         run_config=RunConfig(
-            name=name, storage_path=storage_path,
+            name=name,
+            storage_path=storage_path,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-            worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cuda" if cfg.use_gpu else "cpu",
-                                             "TOKENIZERS_PARALLELISM": "false"}},
+            worker_runtime_env={
+                "env_vars": {
+                    "DS_ACCELERATOR": "cuda" if cfg.use_gpu else "cpu",
+                    "TOKENIZERS_PARALLELISM": "false",
+                }
+            },
         ),
     )
     result = trainer.fit()
@@ -345,6 +385,9 @@ def run_training(task: TrainTask, cfg: TrainConfig, name: str, storage_path: str
         saved_csv = os.path.join(d, METRICS_FILE)
         if os.path.exists(saved_csv):
             shutil.copy(saved_csv, metrics_csv)
-    return TrainResult(hf_dir=output_dir, steps=int(state["step"]),
-                       metrics=read_metrics(metrics_csv) if os.path.exists(metrics_csv) else [],
-                       checkpoint_path=result.checkpoint.path)
+    return TrainResult(
+        hf_dir=output_dir,
+        steps=int(state["step"]),
+        metrics=read_metrics(metrics_csv) if os.path.exists(metrics_csv) else [],
+        checkpoint_path=result.checkpoint.path,
+    )

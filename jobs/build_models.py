@@ -40,12 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = build_tokenizer(texts, tok_dir, vocab_size=cfg.vocab_size)
     build_tiny_policy(pol_dir, tok_dir, seed=cfg.seed, spec=cfg.policy)
     n_params = _count_params(pol_dir)
-    manifest = out.finish(len(texts), len(texts), 0, tokenizer=tok_dir, policy=pol_dir,
-                          vocab_size=len(tokenizer), policy_parameters=n_params)
-    print(f"build-models: tokenizer ({len(tokenizer)} tokens, {len(texts)} texts) -> {tok_dir}; "
-          f"policy ({n_params / 1e6:.2f}M parameters) -> {pol_dir} "
-          f"in {time.time() - start:.1f}s (manifest {out.manifest_path}, "
-          f"wall {manifest.get('wall_seconds')}s)")
+    manifest = out.finish(
+        len(texts),
+        len(texts),
+        0,
+        tokenizer=tok_dir,
+        policy=pol_dir,
+        vocab_size=len(tokenizer),
+        policy_parameters=n_params,
+    )
+    print(
+        f"build-models: tokenizer ({len(tokenizer)} tokens, {len(texts)} texts) -> {tok_dir}; "
+        f"policy ({n_params / 1e6:.2f}M parameters) -> {pol_dir} "
+        f"in {time.time() - start:.1f}s (manifest {out.manifest_path}, "
+        f"wall {manifest.get('wall_seconds')}s)"
+    )
     return 0
 
 

@@ -85,8 +85,9 @@ def benchmark(cfg: SftConfig, before: str, after: str) -> dict:
     out = {}
     for label, path in (("random", before), ("sft", after)):
         model, processor = load_policy(path)
-        out[label] = score_benchmark(model, processor, rows, cfg.max_frames,
-                                     cfg.max_new_tokens, desc=f"benchmark ({label})")
+        out[label] = score_benchmark(
+            model, processor, rows, cfg.max_frames, cfg.max_new_tokens, desc=f"benchmark ({label})"
+        )
     return out
 
 
@@ -97,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sft: already done in {out.root}")
         return 0
     policy_path = cfg.policy_path or require_done(cfg.run_dir, "build-models").path("policy")
-    out.begin(config_to_dict(cfg), inputs={"pool": StageDir(cfg.run_dir, cfg.input_stage).fingerprint()})
+    out.begin(
+        config_to_dict(cfg), inputs={"pool": StageDir(cfg.run_dir, cfg.input_stage).fingerprint()}
+    )
 
     from actors.runtime import init_ray
     from actors.trainer import TrainTask, run_training
@@ -114,43 +117,72 @@ def main(argv: list[str] | None = None) -> int:
     out.write_quarantine("pool", bad)
     init_ray()
     task = TrainTask(
-        model_path=policy_path, rows=good, loss_fn=sft_loss, collate=collate_sft,
+        model_path=policy_path,
+        rows=good,
+        loss_fn=sft_loss,
+        collate=collate_sft,
         encode=functools.partial(encode_sft_example, max_response_tokens=cfg.max_response_tokens),
         group_key=modality_key,
     )
-    result = run_training(task, cfg.train, name="sft", storage_path=out.local_path("ray"),
-                          output_dir=out.local_path("policy"),
-                          metrics_csv=out.local_path("metrics.csv"))
+    result = run_training(
+        task,
+        cfg.train,
+        name="sft",
+        storage_path=out.local_path("ray"),
+        output_dir=out.local_path("policy"),
+        metrics_csv=out.local_path("metrics.csv"),
+    )
     plot_loss(result.metrics, out.local_path("loss.png"))
     bench = benchmark(cfg, policy_path, result.hf_dir)
     Path(out.local_path("benchmark.json")).write_text(json.dumps(bench, indent=2))
     _write_trained(out, good)
     summary = _summary(result.metrics, bench)
-    out.finish(total, len(good), len(bad), rows_unselected=total - len(rows),
-               policy=result.hf_dir, steps=result.steps, **summary)
-    print(f"sft: {len(good)} of {total} pool rows trained ({len(bad)} quarantined, "
-          f"{total - len(rows)} unselected), {result.steps} steps, "
-          f"loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f}; benchmark overall "
-          f"accuracy random {summary.get('random_overall_accuracy')} -> sft "
-          f"{summary.get('sft_overall_accuracy')}; policy -> {result.hf_dir}")
+    out.finish(
+        total,
+        len(good),
+        len(bad),
+        rows_unselected=total - len(rows),
+        policy=result.hf_dir,
+        steps=result.steps,
+        **summary,
+    )
+    print(
+        f"sft: {len(good)} of {total} pool rows trained ({len(bad)} quarantined, "
+        f"{total - len(rows)} unselected), {result.steps} steps, "
+        f"loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f}; benchmark overall "
+        f"accuracy random {summary.get('random_overall_accuracy')} -> sft "
+        f"{summary.get('sft_overall_accuracy')}; policy -> {result.hf_dir}"
+    )
     return 0
 
 
 def _write_trained(out: StageDir, good: list[dict]) -> None:
     import pyarrow as pa
 
-    table = pa.table({"sample_id": [g["id"] for g in good],
-                      "modality": ["video" if g["video"] else "image" for g in good]})
+    table = pa.table(
+        {
+            "sample_id": [g["id"] for g in good],
+            "modality": ["video" if g["video"] else "image" for g in good],
+        }
+    )
     out.write_part("trained", table)
 
 
 def _summary(metrics: list[dict], bench: dict) -> dict:
     k = max(1, min(10, len(metrics) // 5))
-    summary = {"loss_first": sum(m["loss"] for m in metrics[:k]) / k,
-               "loss_last": sum(m["loss"] for m in metrics[-k:]) / k}
+    summary = {
+        "loss_first": sum(m["loss"] for m in metrics[:k]) / k,
+        "loss_last": sum(m["loss"] for m in metrics[-k:]) / k,
+    }
     for label, m in bench.items():
-        for key in ("overall_accuracy", "short_accuracy", "mcq_accuracy", "video_accuracy",
-                    "refusal_harmful", "chair_i"):
+        for key in (
+            "overall_accuracy",
+            "short_accuracy",
+            "mcq_accuracy",
+            "video_accuracy",
+            "refusal_harmful",
+            "chair_i",
+        ):
             summary[f"{label}_{key}"] = m.get(key)
     return summary
 

@@ -36,7 +36,7 @@ from mmrlhf_ray.dpo.io import (
     resolve_pairs_stage,
     resolve_policy,
 )
-from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query
+from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query, query_modality
 from mmrlhf_ray.stage import StageDir
 
 
@@ -156,6 +156,7 @@ def _task(cfg: DpoConfig, policy: str, stage: str, need_margin: bool, need_ref: 
                        max_frames=cfg.max_frames),
         collate=collate_queries,
         loss_fn=DpoLoss(cfg.loss, cfg.train.freeze_vision, policy if online else ""),
+        group_key=query_modality,
     )
 
 

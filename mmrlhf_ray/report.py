@@ -61,6 +61,69 @@ def metrics_comparison(metrics: dict[str, dict[str, float]]) -> str:
     return markdown_table(["metric", *policies], rows)
 
 
+CURVE_COLUMNS = {"sft": ["loss"], "train-reward": ["loss", "critique", "score", "acc"],
+                 "train-dpo": ["loss", "pref_loss", "reward_accuracy", "beta_mean"]}
+
+
+def plot_training_curves(run: Path) -> list[Path]:
+    """``<stage>/training_curves.png`` from each training stage's ``metrics.csv``."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for stage, columns in CURVE_COLUMNS.items():
+        path = run / stage / "metrics.csv"
+        if not path.exists():
+            continue
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+        columns = [c for c in columns if rows and c in rows[0]]
+        if not columns:
+            continue
+        fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 2.6), squeeze=False)
+        steps = [float(r["step"]) for r in rows]
+        for ax, column in zip(axes[0], columns):
+            ax.plot(steps, [float(r[column]) for r in rows], marker=".")
+            ax.set_title(f"{stage}: {column}", fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+        fig.tight_layout()
+        out = run / stage / "training_curves.png"
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        written.append(out)
+    return written
+
+
+def reward_bench_table(result: dict[str, Any]) -> str:
+    """RewardBench ACC / ACC+ per category, shaped like the paper's Table 2."""
+    table = result.get("table", {})
+    rows = [[cat, v.get("acc"), v.get("acc_plus"), v.get("pairs"), v.get("queries")]
+            for cat, v in table.items()]
+    return (f"Held-out pairs scored by the trained reward model (mode: {result.get('mode')}).\n\n"
+            + markdown_table(["category", "ACC", "ACC+", "pairs", "queries"], rows))
+
+
+def _stage_sections(run: Path) -> list[str]:
+    parts: list[str] = []
+    for stage in STAGE_ORDER:
+        stage_dir = run / stage
+        if not stage_dir.is_dir():
+            continue
+        texts = [p for p in (stage_dir / "summary.md", stage_dir / "report" / "composition.md") if p.exists()]
+        images = sorted([*stage_dir.glob("*.png"), *stage_dir.glob("report/*.png")])
+        if not texts and not images:
+            continue
+        parts += ["", f"## {stage}", ""]
+        parts += [p.read_text().strip() + "\n" for p in texts]
+        for image in images:
+            parts += ["", f"![{stage}: {image.stem}]({image.relative_to(run)})"]
+    return parts
+
+
 def build_markdown(run_dir: str | Path) -> str:
     run = Path(run_dir)
     parts = [f"# MM-RLHF run report: `{run}`", "", "## Stages", ""]
@@ -70,22 +133,12 @@ def build_markdown(run_dir: str | Path) -> str:
     if metrics and metrics.get("toy_benchmark"):
         parts += ["", "## Toy benchmark and safety metrics (before / after)", "",
                   metrics_comparison(metrics["toy_benchmark"])]
+    if metrics and metrics.get("reward_bench"):
+        parts += ["", "## RewardBench (ACC / ACC+)", "", reward_bench_table(metrics["reward_bench"])]
     rounds = _load_json(run / "self-improve" / "rounds.json")
     if rounds:
         parts += ["", "## Self-improvement rounds", "", metrics_comparison(rounds)]
-    for stage in STAGE_ORDER:
-        stage_dir = run / stage
-        if not stage_dir.is_dir():
-            continue
-        summary = stage_dir / "summary.md"
-        images = sorted(stage_dir.glob("*.png"))
-        if not summary.exists() and not images:
-            continue
-        parts += ["", f"## {stage}", ""]
-        if summary.exists():
-            parts.append(summary.read_text().strip())
-        for image in images:
-            parts += ["", f"![{stage}: {image.stem}]({image.relative_to(run)})"]
+    parts += _stage_sections(run)
     return "\n".join(parts) + "\n"
 
 
@@ -127,6 +180,7 @@ def markdown_to_html(text: str, title: str) -> str:
 
 def write_report(run_dir: str | Path) -> dict[str, str]:
     run = Path(run_dir)
+    plot_training_curves(run)
     text = build_markdown(run)
     md_path, html_path = run / "report.md", run / "report.html"
     md_path.write_text(text)

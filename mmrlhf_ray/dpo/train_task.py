@@ -1,7 +1,7 @@
 """The DPO pieces the Ray Train + DeepSpeed harness (``actors/trainer.py``) plugs in.
 
-The harness asks for ``encode(row, processor)``, ``collate(examples, processor)`` and
-``loss_fn(model, batch) -> (loss, metrics)``. Here a *row is a query group* (one query,
+The harness asks for ``encode(row, processor)``, ``collate(examples, processor)``,
+``loss_fn(model, batch) -> (loss, metrics)`` and ``group_key(row)``. Here a *row is a query group* (one query,
 its K unique responses, its pairs), so a micro-batch of ``micro_batch_size`` rows is a
 set of queries and every pair of those queries is trained from one forward per
 response. All three are picklable (module-level functions, a small class).
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mmrlhf_ray.dpo.batching import EncodedQuery, collate_groups, encode_group
+from mmrlhf_ray.dpo.batching import EncodedQuery, collate_groups, encode_group, is_video
 from mmrlhf_ray.dpo.config import LossConfig
 from mmrlhf_ray.dpo.forward import grouped_logps
 from mmrlhf_ray.dpo.groups import QueryGroup
@@ -25,6 +25,14 @@ def encode_query(group: QueryGroup, processor, max_response_tokens: int = 256,
                  max_frames: int = 4) -> EncodedQuery:
     """Harness ``encode``: the query's prompt once + its K responses' token ids."""
     return encode_group(processor, group, max_response_tokens, max_frames)
+
+
+def query_modality(group: QueryGroup) -> str:
+    """Harness ``group_key``: "video", "image" or "text". Each step's micro-batches hold one
+    modality on every rank, so under ZeRO-3 all ranks run the vision tower equally often."""
+    if is_video(group.media):
+        return "video"
+    return "image" if group.media else "text"
 
 
 def collate_queries(examples: list[EncodedQuery], processor) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Tiny offline models (tokenizer, Qwen2-VL policy) and the shared prompt/response encoding.
 
-    from mmrlhf_ray.models import build_all, load_policy, encode_prompt_response
-    paths = build_all("runs/demo/build-models", seed=0)   # {"tokenizer", "policy"}
-    model, processor = load_policy(paths["policy"])
+from mmrlhf_ray.models import build_all, load_policy, encode_prompt_response
+paths = build_all("runs/demo/build-models", seed=0)   # {"tokenizer", "policy"}
+model, processor = load_policy(paths["policy"])
 """
 
 from mmrlhf_ray.models.encoding import (
@@ -33,9 +33,25 @@ from mmrlhf_ray.models.tokenizer import (
 )
 
 __all__ = [
-    "CHAT_TEMPLATE", "IGNORE_INDEX", "SPECIAL_TOKENS", "TinyPolicySpec", "build_all",
-    "build_processor", "build_tiny_policy", "build_tokenizer", "chat_messages", "collate",
-    "default_texts", "encode_prompt", "encode_prompt_response", "generate_batch", "generate_text",
-    "load_policy", "model_inputs", "response_logps", "sequence_logps", "sft_loss",
+    "CHAT_TEMPLATE",
+    "IGNORE_INDEX",
+    "SPECIAL_TOKENS",
+    "TinyPolicySpec",
+    "build_all",
+    "build_processor",
+    "build_tiny_policy",
+    "build_tokenizer",
+    "chat_messages",
+    "collate",
+    "default_texts",
+    "encode_prompt",
+    "encode_prompt_response",
+    "generate_batch",
+    "generate_text",
+    "load_policy",
+    "model_inputs",
+    "response_logps",
+    "sequence_logps",
+    "sft_loss",
     "tiny_config",
 ]

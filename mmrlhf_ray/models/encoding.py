@@ -25,19 +25,25 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 # Per-token keys and their padding value (mm_token_type_ids: 0 text, 1 image, 2 video).
-SEQUENCE_KEYS = (("input_ids", 0), ("attention_mask", 0), ("labels", -100),
-                 ("mm_token_type_ids", 0))
+SEQUENCE_KEYS = (
+    ("input_ids", 0),
+    ("attention_mask", 0),
+    ("labels", -100),
+    ("mm_token_type_ids", 0),
+)
 
 
-def chat_messages(question: str, n_images: int = 1, video: bool = False,
-                  response: str | None = None) -> list[dict[str, Any]]:
+def chat_messages(
+    question: str, n_images: int = 1, video: bool = False, response: str | None = None
+) -> list[dict[str, Any]]:
     """Qwen2-VL chat messages: the media parts first, then the question text.
 
     ``video=True`` adds one video part (its frames are passed to the processor as one
     video); otherwise ``n_images`` image parts. ``response`` adds an assistant turn.
     """
-    parts: list[dict[str, Any]] = [{"type": "video"}] if video else [
-        {"type": "image"} for _ in range(n_images)]
+    parts: list[dict[str, Any]] = (
+        [{"type": "video"}] if video else [{"type": "image"} for _ in range(n_images)]
+    )
     parts.append({"type": "text", "text": question})
     messages = [{"role": "user", "content": parts}]
     if response is not None:
@@ -45,15 +51,18 @@ def chat_messages(question: str, n_images: int = 1, video: bool = False,
     return messages
 
 
-def encode_prompt(processor, question: str, images_or_frames: Sequence | None = None,
-                  video: bool = False) -> dict[str, torch.Tensor]:
+def encode_prompt(
+    processor, question: str, images_or_frames: Sequence | None = None, video: bool = False
+) -> dict[str, torch.Tensor]:
     """Processor outputs (batch of 1) for the generation prompt of ``question``.
 
     ``images_or_frames``: a list of PIL images (one image part each), or, with
     ``video=True``, the frames of one video.
     """
     media = list(images_or_frames or [])
-    messages = chat_messages(question, n_images=0 if video else len(media), video=video and bool(media))
+    messages = chat_messages(
+        question, n_images=0 if video else len(media), video=video and bool(media)
+    )
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
     if media and video:
@@ -69,9 +78,14 @@ def end_of_turn(processor) -> str:
     return tok.eos_token if isinstance(tok.eos_token, str) else "<|im_end|>"
 
 
-def encode_prompt_response(processor, question: str, images_or_frames: Sequence | None,
-                           response: str, video: bool = False, max_response_tokens: int = 256
-                           ) -> dict[str, torch.Tensor]:
+def encode_prompt_response(
+    processor,
+    question: str,
+    images_or_frames: Sequence | None,
+    response: str,
+    video: bool = False,
+    max_response_tokens: int = 256,
+) -> dict[str, torch.Tensor]:
     """Tensors (batch of 1) for prompt + response with labels on the response only.
 
     Returns ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on the prompt) and
@@ -80,20 +94,26 @@ def encode_prompt_response(processor, question: str, images_or_frames: Sequence 
     """
     enc = encode_prompt(processor, question, images_or_frames, video=video)
     tok = getattr(processor, "tokenizer", processor)
-    resp = tok(response + end_of_turn(processor), add_special_tokens=False,
-               return_tensors="pt").input_ids[:, :max_response_tokens]
+    resp = tok(
+        response + end_of_turn(processor), add_special_tokens=False, return_tensors="pt"
+    ).input_ids[:, :max_response_tokens]
     prompt_ids = enc.pop("input_ids")
     enc.pop("attention_mask", None)
     input_ids = torch.cat([prompt_ids, resp], dim=1)
     labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), resp], dim=1)
     if enc.get("mm_token_type_ids") is not None:  # which tokens are image/video (M-RoPE)
         enc["mm_token_type_ids"] = F.pad(enc["mm_token_type_ids"], (0, resp.shape[1]), value=0)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
-            "labels": labels, **enc}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "labels": labels,
+        **enc,
+    }
 
 
-def collate(examples: Sequence[dict[str, torch.Tensor]], pad_token_id: int
-            ) -> dict[str, torch.Tensor]:
+def collate(
+    examples: Sequence[dict[str, torch.Tensor]], pad_token_id: int
+) -> dict[str, torch.Tensor]:
     """Right-pad a list of ``encode_prompt_response`` outputs into one batch.
 
     Vision tensors are concatenated along their first axis, as Qwen2-VL expects

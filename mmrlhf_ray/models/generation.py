@@ -24,16 +24,28 @@ def _decode_new(processor, out: torch.Tensor, prompt_len: int) -> list[str]:
 
 def _gen_kwargs(processor, max_new_tokens: int, do_sample: bool, temperature: float) -> dict:
     tok = processor.tokenizer
-    return dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                temperature=temperature if do_sample else None, top_p=None, top_k=None,
-                eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                pad_token_id=tok.pad_token_id)
+    return dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_p=None,
+        top_k=None,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+    )
 
 
 @torch.no_grad()
-def generate_text(model, processor, question: str, images_or_frames: Sequence | None = None,
-                  video: bool = False, max_new_tokens: int = 48, do_sample: bool = False,
-                  temperature: float = 1.0) -> str:
+def generate_text(
+    model,
+    processor,
+    question: str,
+    images_or_frames: Sequence | None = None,
+    video: bool = False,
+    max_new_tokens: int = 48,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+) -> str:
     """The model's reply to ``question`` about the images (or the video's frames)."""
     enc = encode_prompt(processor, question, images_or_frames, video=video)
     out = model.generate(**enc, **_gen_kwargs(processor, max_new_tokens, do_sample, temperature))
@@ -41,9 +53,15 @@ def generate_text(model, processor, question: str, images_or_frames: Sequence | 
 
 
 @torch.no_grad()
-def generate_batch(model, processor, prompts: Sequence[tuple[str, Sequence[Any]]],
-                   video: bool = False, max_new_tokens: int = 48, do_sample: bool = False,
-                   temperature: float = 1.0) -> list[str]:
+def generate_batch(
+    model,
+    processor,
+    prompts: Sequence[tuple[str, Sequence[Any]]],
+    video: bool = False,
+    max_new_tokens: int = 48,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+) -> list[str]:
     """Replies to ``(question, images_or_frames)`` prompts, generated as one left-padded batch.
 
     All prompts share a modality: each has its own images (``video=False``) or is one
@@ -54,10 +72,12 @@ def generate_batch(model, processor, prompts: Sequence[tuple[str, Sequence[Any]]
     texts, images, videos = [], [], []
     for question, media in prompts:
         media = list(media or [])
-        messages = chat_messages(question, n_images=0 if video else len(media),
-                                 video=video and bool(media))
-        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True,
-                                                   tokenize=False))
+        messages = chat_messages(
+            question, n_images=0 if video else len(media), video=video and bool(media)
+        )
+        texts.append(
+            processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        )
         if video and media:
             videos.append(media)
         else:
@@ -65,8 +85,13 @@ def generate_batch(model, processor, prompts: Sequence[tuple[str, Sequence[Any]]
     tok = processor.tokenizer
     side, tok.padding_side = tok.padding_side, "left"
     try:
-        enc = processor(text=texts, images=images or None, videos=videos or None,
-                        padding=True, return_tensors="pt")
+        enc = processor(
+            text=texts,
+            images=images or None,
+            videos=videos or None,
+            padding=True,
+            return_tensors="pt",
+        )
     finally:
         tok.padding_side = side
     out = model.generate(**enc, **_gen_kwargs(processor, max_new_tokens, do_sample, temperature))

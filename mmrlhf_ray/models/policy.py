@@ -63,9 +63,15 @@ class TinyPolicySpec:
 
 
 def _vision_token_ids(tokenizer) -> dict[str, int]:
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [
-        ("image_token_id", IMAGE_PAD), ("video_token_id", VIDEO_PAD),
-        ("vision_start_token_id", VISION_START), ("vision_end_token_id", VISION_END)]}
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in [
+            ("image_token_id", IMAGE_PAD),
+            ("video_token_id", VIDEO_PAD),
+            ("vision_start_token_id", VISION_START),
+            ("vision_end_token_id", VISION_END),
+        ]
+    }
     missing = [k for k, v in ids.items() if v is None or v == tokenizer.unk_token_id]
     if missing:
         raise ValueError(f"tokenizer lacks Qwen2-VL vision tokens: {missing}")
@@ -91,16 +97,28 @@ def tiny_config(tokenizer, spec: TinyPolicySpec | None = None) -> Qwen2VLConfig:
         num_key_value_heads=spec.num_key_value_heads,
         max_position_embeddings=spec.max_position_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
-        bos_token_id=pad, eos_token_id=eos, pad_token_id=pad,
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
     )
     vision = dict(
-        depth=spec.vision_depth, embed_dim=spec.vision_embed_dim, num_heads=spec.vision_heads,
-        hidden_size=spec.hidden_size, mlp_ratio=2, patch_size=spec.patch_size,
-        spatial_merge_size=spec.spatial_merge_size, temporal_patch_size=2,
+        depth=spec.vision_depth,
+        embed_dim=spec.vision_embed_dim,
+        num_heads=spec.vision_heads,
+        hidden_size=spec.hidden_size,
+        mlp_ratio=2,
+        patch_size=spec.patch_size,
+        spatial_merge_size=spec.spatial_merge_size,
+        temporal_patch_size=2,
     )
     return Qwen2VLConfig(
-        text_config=text, vision_config=vision, tie_word_embeddings=spec.tie_word_embeddings,
-        bos_token_id=pad, eos_token_id=eos, pad_token_id=pad, **_vision_token_ids(tokenizer),
+        text_config=text,
+        vision_config=vision,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        **_vision_token_ids(tokenizer),
     )
 
 
@@ -115,8 +133,12 @@ def build_processor(tokenizer) -> Qwen2VLProcessor:
     )
 
 
-def build_tiny_policy(out_dir: str | Path, tokenizer_dir: str | Path, seed: int = 0,
-                      spec: TinyPolicySpec | None = None) -> str:
+def build_tiny_policy(
+    out_dir: str | Path,
+    tokenizer_dir: str | Path,
+    seed: int = 0,
+    spec: TinyPolicySpec | None = None,
+) -> str:
     """Write a random tiny Qwen2-VL policy + processor to ``out_dir``; returns the path."""
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     config = tiny_config(tokenizer, spec)
@@ -136,13 +158,15 @@ def build_tiny_policy(out_dir: str | Path, tokenizer_dir: str | Path, seed: int 
 def load_policy(path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu"):
     """Load ``(model, processor)`` from a Hugging Face directory (tiny or real)."""
     model = Qwen2VLForConditionalGeneration.from_pretrained(
-        str(path), dtype=dtype or torch.float32, use_safetensors=True)
+        str(path), dtype=dtype or torch.float32, use_safetensors=True
+    )
     processor = AutoProcessor.from_pretrained(str(path))
     return model.to(device).eval(), processor
 
 
-def build_all(out_dir: str | Path, seed: int = 0, vocab_size: int = 2000,
-              spec: TinyPolicySpec | None = None) -> dict[str, str]:
+def build_all(
+    out_dir: str | Path, seed: int = 0, vocab_size: int = 2000, spec: TinyPolicySpec | None = None
+) -> dict[str, str]:
     """Build the tokenizer and the tiny policy under ``out_dir``; returns their paths.
 
     Idempotent: an existing, complete build (``policy/model.safetensors``) is reused.

@@ -72,8 +72,9 @@ def default_texts(n: int = 2000, seed: int = 0) -> list[str]:
     return list(corpus_texts(n, seed))
 
 
-def build_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 2000
-                    ) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    texts: Iterable[str], out_dir: str | Path, vocab_size: int = 2000
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``texts``, wrap it Qwen2-VL style, save it to ``out_dir``.
 
     The result reloads with ``AutoTokenizer.from_pretrained(out_dir)``. ``vocab_size``

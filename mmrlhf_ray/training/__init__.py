@@ -9,7 +9,15 @@ from mmrlhf_ray.training.data import micro_batches, rank_indices
 from mmrlhf_ray.training.freeze import freeze_vision, vision_tower
 
 __all__ = [
-    "TrainConfig", "append_metrics", "deepspeed_config", "freeze_vision", "lr_factor",
-    "micro_batches", "rank_indices", "read_metrics", "read_state", "vision_tower",
+    "TrainConfig",
+    "append_metrics",
+    "deepspeed_config",
+    "freeze_vision",
+    "lr_factor",
+    "micro_batches",
+    "rank_indices",
+    "read_metrics",
+    "read_state",
+    "vision_tower",
     "write_state",
 ]

@@ -69,4 +69,6 @@ def truncate_metrics(csv_path: str | Path, last_step: int) -> None:
 
 def read_metrics(csv_path: str | Path) -> list[dict[str, float]]:
     with Path(csv_path).open() as f:
-        return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+        return [
+            {k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)
+        ]

@@ -15,35 +15,59 @@ from typing import Any
 class TrainConfig:
     """Optimisation and distribution settings of one training run."""
 
-    num_workers: int = field(default=2, metadata={"help": "Ray Train workers (data-parallel ranks)"})
+    num_workers: int = field(
+        default=2, metadata={"help": "Ray Train workers (data-parallel ranks)"}
+    )
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker; bf16 when true"})
     cpus_per_worker: int = field(default=1, metadata={"help": "CPUs reserved per worker"})
     zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage: 2 or 3"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=10, metadata={"help": "linear warm-up, optimizer steps"})
-    schedule: str = field(default="cosine", metadata={"help": "'cosine' or 'constant' after warm-up"})
-    micro_batch_size: int = field(default=4, metadata={"help": "examples per worker per micro-batch"})
+    schedule: str = field(
+        default="cosine", metadata={"help": "'cosine' or 'constant' after warm-up"}
+    )
+    micro_batch_size: int = field(
+        default=4, metadata={"help": "examples per worker per micro-batch"}
+    )
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_steps: int = field(default=100, metadata={"help": "optimizer steps in total"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip (0 = off)"})
-    freeze_vision: bool = field(default=True, metadata={"help": "freeze the vision tower (model.visual)"})
+    freeze_vision: bool = field(
+        default=True, metadata={"help": "freeze the vision tower (model.visual)"}
+    )
     freeze_projector: bool = field(default=False, metadata={"help": "also freeze visual.merger"})
-    checkpoint_every: int = field(default=50, metadata={"help": "Ray Train checkpoint every N steps"})
-    report_every: int = field(default=10, metadata={
-        "help": "ray.train.report every N steps (each report syncs with the controller)"})
+    checkpoint_every: int = field(
+        default=50, metadata={"help": "Ray Train checkpoint every N steps"}
+    )
+    report_every: int = field(
+        default=10,
+        metadata={"help": "ray.train.report every N steps (each report syncs with the controller)"},
+    )
     keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept in storage"})
-    max_failures: int = field(default=2, metadata={"help": "worker-group restarts before giving up"})
-    threads_per_worker: int = field(default=1, metadata={"help": "torch.set_num_threads per worker"})
+    max_failures: int = field(
+        default=2, metadata={"help": "worker-group restarts before giving up"}
+    )
+    threads_per_worker: int = field(
+        default=1, metadata={"help": "torch.set_num_threads per worker"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of init order, data order, dropout"})
 
     def __post_init__(self) -> None:
         if self.zero_stage not in (2, 3):
             raise ValueError(f"train.zero_stage: must be 2 or 3, got {self.zero_stage}")
         if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"train.schedule: must be 'cosine' or 'constant', got {self.schedule!r}")
-        for name in ("num_workers", "micro_batch_size", "grad_accum", "max_steps",
-                     "checkpoint_every", "report_every"):
+            raise ValueError(
+                f"train.schedule: must be 'cosine' or 'constant', got {self.schedule!r}"
+            )
+        for name in (
+            "num_workers",
+            "micro_batch_size",
+            "grad_accum",
+            "max_steps",
+            "checkpoint_every",
+            "report_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name}: must be >= 1, got {getattr(self, name)}")
 
@@ -55,8 +79,11 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, gpu: bool | None = None)
     compile C++ ops for a minute on CPU), hence ``zero_allow_untested_optimizer``.
     """
     gpu = cfg.use_gpu if gpu is None else gpu
-    zero: dict[str, Any] = {"stage": cfg.zero_stage, "overlap_comm": False,
-                            "contiguous_gradients": True}
+    zero: dict[str, Any] = {
+        "stage": cfg.zero_stage,
+        "overlap_comm": False,
+        "contiguous_gradients": True,
+    }
     if cfg.zero_stage == 3:
         # Gathered 16-bit weights let rank 0 write a consolidated HF checkpoint.
         zero["stage3_gather_16bit_weights_on_model_save"] = True

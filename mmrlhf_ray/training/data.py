@@ -18,8 +18,9 @@ import random
 from collections.abc import Iterator, Sequence
 
 
-def _global_batches(groups: Sequence[str], seed: int, epoch: int, size: int,
-                    world_size: int) -> list[list[int]]:
+def _global_batches(
+    groups: Sequence[str], seed: int, epoch: int, size: int, world_size: int
+) -> list[list[int]]:
     """One epoch as a shuffled list of global batches (``<= size`` indices, one group each).
 
     A group's tail shorter than ``size`` still forms a batch when it has at least
@@ -35,16 +36,23 @@ def _global_batches(groups: Sequence[str], seed: int, epoch: int, size: int,
         members = by_group[key]
         rng.shuffle(members)
         for start in range(0, len(members), size):
-            chunk = members[start:start + size]
-            chunk = chunk[:len(chunk) // world_size * world_size]
+            chunk = members[start : start + size]
+            chunk = chunk[: len(chunk) // world_size * world_size]
             if chunk:
                 batches.append(chunk)
     rng.shuffle(batches)
     return batches
 
 
-def micro_batches(n: int, micro_batch_size: int, seed: int, rank: int, world_size: int,
-                  start: int = 0, groups: Sequence[str] | None = None) -> Iterator[list[int]]:
+def micro_batches(
+    n: int,
+    micro_batch_size: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    start: int = 0,
+    groups: Sequence[str] | None = None,
+) -> Iterator[list[int]]:
     """Endless micro-batches of dataset indices for ``rank``, from micro-batch ``start``.
 
     Each global batch of ``micro_batch_size * world_size`` indices is dealt round-robin
@@ -69,10 +77,20 @@ def micro_batches(n: int, micro_batch_size: int, seed: int, rank: int, world_siz
         offset += 1
 
 
-def rank_indices(n: int, seed: int, epoch: int, rank: int, world_size: int,
-                 micro_batch_size: int = 1, groups: Sequence[str] | None = None) -> list[int]:
+def rank_indices(
+    n: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    micro_batch_size: int = 1,
+    groups: Sequence[str] | None = None,
+) -> list[int]:
     """All of ``rank``'s indices in ``epoch`` (for inspection and tests)."""
     groups = list(groups) if groups is not None else ["all"] * n
     size = micro_batch_size * world_size
-    return [i for b in _global_batches(groups, seed, epoch, size, world_size)
-            for i in b[rank::world_size]]
+    return [
+        i
+        for b in _global_batches(groups, seed, epoch, size, world_size)
+        for i in b[rank::world_size]
+    ]

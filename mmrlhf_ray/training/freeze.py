@@ -13,8 +13,14 @@ from torch import nn
 
 def vision_tower(model: nn.Module) -> nn.Module | None:
     """The vision encoder of a Qwen2-VL-like model (or a wrapper holding one), else None."""
-    for path in ("visual", "model.visual", "module.visual", "module.model.visual",
-                 "policy.model.visual", "backbone.model.visual"):
+    for path in (
+        "visual",
+        "model.visual",
+        "module.visual",
+        "module.model.visual",
+        "policy.model.visual",
+        "backbone.model.visual",
+    ):
         node: object = model
         for attr in path.split("."):
             node = getattr(node, attr, None)

@@ -26,8 +26,15 @@ from mmrlhf_ray.training.config import TrainConfig
 
 
 def _sft_train_defaults() -> TrainConfig:
-    return TrainConfig(lr=3e-3, warmup_steps=10, micro_batch_size=8, grad_accum=1,
-                       max_steps=200, checkpoint_every=50, zero_stage=2)
+    return TrainConfig(
+        lr=3e-3,
+        warmup_steps=10,
+        micro_batch_size=8,
+        grad_accum=1,
+        max_steps=200,
+        checkpoint_every=50,
+        zero_stage=2,
+    )
 
 
 @dataclass
@@ -35,13 +42,18 @@ class SftConfig:
     """Config of the ``sft`` stage (``configs/sft.yaml``)."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory (path or URI)"})
-    policy_path: str = field(default="", metadata={
-        "help": "model to fine-tune; '' = <run_dir>/build-models/policy"})
-    input_stage: str = field(default="toyworld", metadata={"help": "stage whose parts are the pool"})
+    policy_path: str = field(
+        default="", metadata={"help": "model to fine-tune; '' = <run_dir>/build-models/policy"}
+    )
+    input_stage: str = field(
+        default="toyworld", metadata={"help": "stage whose parts are the pool"}
+    )
     max_rows: int = field(default=0, metadata={"help": "use at most this many pool rows (0 = all)"})
     max_frames: int = field(default=4, metadata={"help": "video frames per video row"})
     max_response_tokens: int = field(default=128, metadata={"help": "truncate long references"})
-    benchmark_size: int = field(default=60, metadata={"help": "toy benchmark rows scored (0 = skip)"})
+    benchmark_size: int = field(
+        default=60, metadata={"help": "toy benchmark rows scored (0 = skip)"}
+    )
     benchmark_seed: int = field(default=0, metadata={"help": "seed of the held-out benchmark"})
     max_new_tokens: int = field(default=64, metadata={"help": "generation budget per answer"})
     train: TrainConfig = field(default_factory=_sft_train_defaults)
@@ -60,8 +72,13 @@ def sft_example(row: dict[str, Any], max_frames: int = 4) -> dict[str, Any]:
         raise ValueError("reference_answer: missing or empty (nothing to imitate)")
     images = row_images(row, max_frames=max_frames)  # raises MediaError(field, reason)
     video = row.get("image") is None and not row.get("image_path") and bool(images)
-    return {"id": row.get("sample_id") or row.get("query_id"), "question": question,
-            "target": target, "video": video, "media": [_png(img) for img in images]}
+    return {
+        "id": row.get("sample_id") or row.get("query_id"),
+        "question": question,
+        "target": target,
+        "video": video,
+        "media": [_png(img) for img in images],
+    }
 
 
 def _png(img) -> bytes:
@@ -70,8 +87,9 @@ def _png(img) -> bytes:
     return encode_png(img)
 
 
-def prepare_sft_rows(rows: Sequence[dict[str, Any]], source: str, max_frames: int = 4
-                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def prepare_sft_rows(
+    rows: Sequence[dict[str, Any]], source: str, max_frames: int = 4
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split pool rows into training examples and quarantine rows (none dropped)."""
     good, bad = [], []
     for i, row in enumerate(rows):
@@ -79,20 +97,33 @@ def prepare_sft_rows(rows: Sequence[dict[str, Any]], source: str, max_frames: in
             good.append(sft_example(row, max_frames))
         except (MediaError, ValueError) as exc:
             field_name = exc.field if isinstance(exc, MediaError) else str(exc).split(":")[0]
-            bad.append({"source": source, "locator": row.get("sample_id") or f"row {i}",
-                        "field": field_name, "reason": str(exc),
-                        "raw": {k: v for k, v in row.items() if not isinstance(v, (bytes, list))}})
+            bad.append(
+                {
+                    "source": source,
+                    "locator": row.get("sample_id") or f"row {i}",
+                    "field": field_name,
+                    "reason": str(exc),
+                    "raw": {k: v for k, v in row.items() if not isinstance(v, (bytes, list))},
+                }
+            )
     return good, bad
 
 
-def encode_sft_example(example: dict[str, Any], processor, max_response_tokens: int = 128
-                       ) -> dict[str, torch.Tensor]:
+def encode_sft_example(
+    example: dict[str, Any], processor, max_response_tokens: int = 128
+) -> dict[str, torch.Tensor]:
     """Tensors for one prepared example (labels on the reference answer only)."""
     from mmrlhf_ray.media import decode_image
 
     media = [decode_image(b) for b in example["media"]]
-    return encode_prompt_response(processor, example["question"], media, example["target"],
-                                  video=example["video"], max_response_tokens=max_response_tokens)
+    return encode_prompt_response(
+        processor,
+        example["question"],
+        media,
+        example["target"],
+        video=example["video"],
+        max_response_tokens=max_response_tokens,
+    )
 
 
 def modality_key(example: dict[str, Any]) -> str:
@@ -106,9 +137,15 @@ def collate_sft(examples: list[dict[str, torch.Tensor]], processor) -> dict[str,
     return collate(examples, processor.tokenizer.pad_token_id)
 
 
-def answer_benchmark(model, processor, rows: Sequence[dict[str, Any]], max_frames: int = 4,
-                     max_new_tokens: int = 64, desc: str = "benchmark", batch_size: int = 8
-                     ) -> list[str]:
+def answer_benchmark(
+    model,
+    processor,
+    rows: Sequence[dict[str, Any]],
+    max_frames: int = 4,
+    max_new_tokens: int = 64,
+    desc: str = "benchmark",
+    batch_size: int = 8,
+) -> list[str]:
     """Greedy answers of ``model`` to benchmark rows (batched transformers generate)."""
     model.eval()
     prompts = []
@@ -119,23 +156,40 @@ def answer_benchmark(model, processor, rows: Sequence[dict[str, Any]], max_frame
     answers: list[str | None] = [None] * len(prompts)
     for video in (False, True):  # one modality per batch
         idx = [i for i, p in enumerate(prompts) if p[2] == video]
-        for start in tqdm(range(0, len(idx), batch_size), desc=f"{desc} ({'video' if video else 'image'})",
-                          mininterval=5, disable=not idx):
-            chunk = idx[start:start + batch_size]
-            replies = generate_batch(model, processor, [prompts[i][:2] for i in chunk],
-                                     video=video, max_new_tokens=max_new_tokens)
+        for start in tqdm(
+            range(0, len(idx), batch_size),
+            desc=f"{desc} ({'video' if video else 'image'})",
+            mininterval=5,
+            disable=not idx,
+        ):
+            chunk = idx[start : start + batch_size]
+            replies = generate_batch(
+                model,
+                processor,
+                [prompts[i][:2] for i in chunk],
+                video=video,
+                max_new_tokens=max_new_tokens,
+            )
             for i, reply in zip(chunk, replies, strict=True):
                 answers[i] = reply
     return [a or "" for a in answers]
 
 
-def score_benchmark(model, processor, rows: Sequence[dict[str, Any]], max_frames: int = 4,
-                    max_new_tokens: int = 64, desc: str = "benchmark") -> dict[str, Any]:
+def score_benchmark(
+    model,
+    processor,
+    rows: Sequence[dict[str, Any]],
+    max_frames: int = 4,
+    max_new_tokens: int = 64,
+    desc: str = "benchmark",
+) -> dict[str, Any]:
     """Toy-benchmark metrics of ``model`` (``mmrlhf_ray.toyworld.benchmark_metrics``)."""
     from mmrlhf_ray.toyworld import benchmark_metrics
 
     answers = answer_benchmark(model, processor, rows, max_frames, max_new_tokens, desc)
     metrics = benchmark_metrics(list(rows), answers)
-    metrics["examples"] = [{"question": r["question"], "answer": a}
-                           for r, a in zip(list(rows)[:5], answers[:5], strict=True)]
+    metrics["examples"] = [
+        {"question": r["question"], "answer": a}
+        for r, a in zip(list(rows)[:5], answers[:5], strict=True)
+    ]
     return metrics

@@ -40,14 +40,18 @@ def test_train_dpo_stage_learns_and_keeps_vision_frozen(tmp_path, ray_session, p
     assert job.main(argv) == 0
     out = StageDir(str(tmp_path), "train-dpo")
     m = out.read_manifest()
-    assert m["counts"] == {"in": 84, "out": 83, "quarantined": 1} and m["online_reference"] is False
+    assert {k: m["counts"][k] for k in ("in", "out", "quarantined")} == {
+        "in": 84, "out": 83, "quarantined": 1}
+    assert m["online_reference"] is False
     assert out.read(quarantine=True).to_pylist()[0]["field"] == "margin"
     with open(out.path("metrics.csv")) as f:
         steps = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
     assert [s["step"] for s in steps] == list(range(1, 9))
     assert steps[0]["loss"] == pytest.approx(0.6931, abs=2e-3)  # policy == reference at step 0
     assert steps[-1]["loss"] < steps[0]["loss"] - 0.05
-    assert all(s["queries"] == 2 and s["pairs"] in (11, 12) and s["responses"] == 8 for s in steps)
+    # 2 queries per micro-batch (the harness may give an epoch's tail 1): 4 forwards, 6 pairs each
+    assert all(s["queries"] in (1, 2) and s["responses"] == 4 * s["queries"] for s in steps)
+    assert all(6 * s["queries"] - 1 <= s["pairs"] <= 6 * s["queries"] for s in steps)
     assert all(0.1 <= s["beta_mean"] <= 0.15 for s in steps) and steps[0]["beta_std"] > 0
     held = m["heldout"]
     assert held["before"]["implicit_accuracy"] == pytest.approx(0.5, abs=0.05)

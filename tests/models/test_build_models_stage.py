@@ -35,11 +35,14 @@ def test_build_models_stage_writes_loadable_models_and_is_idempotent(tmp_path, c
     assert "already done" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name,cls_path", [
-    ("build-models.yaml", "mmrlhf_ray.models.config:BuildModelsConfig"),
-    ("sft.yaml", "mmrlhf_ray.training.sft:SftConfig"),
-    ("sft.gpu.yaml", "mmrlhf_ray.training.sft:SftConfig"),
-])
+@pytest.mark.parametrize(
+    "name,cls_path",
+    [
+        ("build-models.yaml", "mmrlhf_ray.models.config:BuildModelsConfig"),
+        ("sft.yaml", "mmrlhf_ray.training.sft:SftConfig"),
+        ("sft.gpu.yaml", "mmrlhf_ray.training.sft:SftConfig"),
+    ],
+)
 def test_stage_yaml_loads_and_first_line_is_the_command(name, cls_path):
     import importlib
 
@@ -54,4 +57,7 @@ def test_stage_yaml_loads_and_first_line_is_the_command(name, cls_path):
 
 
 def test_build_models_config_defaults_match_yaml():
-    assert load_config(BuildModelsConfig, ROOT / "configs" / "build-models.yaml") == BuildModelsConfig()
+    assert (
+        load_config(BuildModelsConfig, ROOT / "configs" / "build-models.yaml")
+        == BuildModelsConfig()
+    )

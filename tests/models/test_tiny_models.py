@@ -30,23 +30,36 @@ def test_tokenizer_reloads_with_special_tokens_and_template(tiny_models):
         assert tok.convert_tokens_to_ids(special) == i
         assert tok(special, add_special_tokens=False).input_ids == [i]  # never split
     assert tok.pad_token == "<|endoftext|>" and tok.eos_token == "<|im_end|>"
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "video"},
-                                             {"type": "text", "text": "What colour?"}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "video"},
+                {"type": "text", "text": "What colour?"},
+            ],
+        }
+    ]
     text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    assert text == ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
-                    "<|vision_start|><|video_pad|><|vision_end|>What colour?<|im_end|>\n"
-                    "<|im_start|>assistant\n")
+    assert text == (
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+        "<|vision_start|><|video_pad|><|vision_end|>What colour?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
     ids = tok("a red circle at the top left").input_ids
     assert tok.decode(ids) == "a red circle at the top left"
 
 
 def test_labels_cover_only_the_response(tiny_models):
     _, processor = load_policy(tiny_models["policy"])
-    enc = encode_prompt_response(processor, "What colour is the circle?", [_scene("red", 10)],
-                                 "The circle is red.")
+    enc = encode_prompt_response(
+        processor, "What colour is the circle?", [_scene("red", 10)], "The circle is red."
+    )
     labels, ids = enc["labels"][0], enc["input_ids"][0]
     n_resp = int((labels != IGNORE_INDEX).sum())
-    resp_ids = processor.tokenizer("The circle is red.<|im_end|>", add_special_tokens=False).input_ids
+    resp_ids = processor.tokenizer(
+        "The circle is red.<|im_end|>", add_special_tokens=False
+    ).input_ids
     assert n_resp == len(resp_ids)
     assert ids[-n_resp:].tolist() == resp_ids == labels[-n_resp:].tolist()
     assert (labels[:-n_resp] == IGNORE_INDEX).all()
@@ -69,8 +82,9 @@ def test_round_trip_image_and_video_identical_after_reload(tiny_models, tmp_path
     model, processor = load_policy(tiny_models["policy"])
     image_ex = encode_prompt_response(processor, "What colour?", [_scene("red", 10)], "red")
     frames = [_scene("blue", x) for x in (4, 16, 28, 40)]
-    video_ex = encode_prompt_response(processor, "Which way does it move?", frames, "right",
-                                      video=True)
+    video_ex = encode_prompt_response(
+        processor, "Which way does it move?", frames, "right", video=True
+    )
     assert video_ex["video_grid_thw"].tolist() == [[2, 4, 4]]  # 4 frames, temporal patch 2
     batch = collate([image_ex, video_ex], processor.tokenizer.pad_token_id)
     with torch.no_grad():
@@ -86,24 +100,31 @@ def test_round_trip_image_and_video_identical_after_reload(tiny_models, tmp_path
     with torch.no_grad():
         assert torch.equal(response_logps(model2, batch), batched)
     reply = generate_text(model, processor, "What colour?", [_scene("red", 10)], max_new_tokens=8)
-    reply2 = generate_text(model2, processor2, "What colour?", [_scene("red", 10)], max_new_tokens=8)
+    reply2 = generate_text(
+        model2, processor2, "What colour?", [_scene("red", 10)], max_new_tokens=8
+    )
     assert reply == reply2 and len(reply) > 0
     vreply = generate_text(model2, processor2, "Which way?", frames, video=True, max_new_tokens=8)
-    assert vreply == generate_text(model, processor, "Which way?", frames, video=True,
-                                   max_new_tokens=8)
+    assert vreply == generate_text(
+        model, processor, "Which way?", frames, video=True, max_new_tokens=8
+    )
 
 
 def test_batched_generation_equals_one_by_one(tiny_models):
     from mmrlhf_ray.models import generate_batch
 
     model, processor = load_policy(tiny_models["policy"])
-    prompts = [("What colour is the circle?", [_scene("red", 4)]),
-               ("Where is the circle?", [_scene("blue", 40)]),
-               ("Describe the image.", [_scene("green", 20)])]
+    prompts = [
+        ("What colour is the circle?", [_scene("red", 4)]),
+        ("Where is the circle?", [_scene("blue", 40)]),
+        ("Describe the image.", [_scene("green", 20)]),
+    ]
     single = [generate_text(model, processor, q, imgs, max_new_tokens=6) for q, imgs in prompts]
     assert generate_batch(model, processor, prompts, max_new_tokens=6) == single
     frames = [_scene("blue", x) for x in (4, 16, 28, 40)]
     videos = [("Which way?", frames), ("Which way does it move?", frames[::-1])]
-    single = [generate_text(model, processor, q, f, video=True, max_new_tokens=6) for q, f in videos]
+    single = [
+        generate_text(model, processor, q, f, video=True, max_new_tokens=6) for q, f in videos
+    ]
     assert generate_batch(model, processor, videos, video=True, max_new_tokens=6) == single
     assert processor.tokenizer.padding_side == "right"  # restored after left-padding

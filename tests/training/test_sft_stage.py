@@ -18,8 +18,10 @@ def test_sft_stage_trains_quarantines_and_is_idempotent(ray_session, tmp_path, c
     from jobs.toyworld import main as toyworld
 
     run_dir = str(tmp_path / "run")
-    assert toyworld([f"run_dir={run_dir}", "pool_size=48", "benchmark_size=10",
-                     "rows_per_shard=48"]) == 0
+    assert (
+        toyworld([f"run_dir={run_dir}", "pool_size=48", "benchmark_size=10", "rows_per_shard=48"])
+        == 0
+    )
     assert build_models([f"run_dir={run_dir}", "corpus_size=500"]) == 0
     # one pool row without a reference answer must be quarantined, not dropped
     pool = StageDir(run_dir, "toyworld")
@@ -28,14 +30,25 @@ def test_sft_stage_trains_quarantines_and_is_idempotent(ray_session, tmp_path, c
     refs[3] = None
     import pyarrow as pa
 
-    broken = table.set_column(table.schema.get_field_index("reference_answer"),
-                              "reference_answer", pa.array(refs, pa.string()))
+    broken = table.set_column(
+        table.schema.get_field_index("reference_answer"),
+        "reference_answer",
+        pa.array(refs, pa.string()),
+    )
     for name in pool.part_names():
         (Path(pool.data_dir) / f"{name}.parquet").unlink()
     pool.write_part("pool-00000", broken)
 
-    argv = [f"run_dir={run_dir}", "max_rows=40", "benchmark_size=5", "max_new_tokens=8", "train.max_steps=6",
-            "train.checkpoint_every=3", "train.micro_batch_size=4", "train.warmup_steps=1"]
+    argv = [
+        f"run_dir={run_dir}",
+        "max_rows=40",
+        "benchmark_size=5",
+        "max_new_tokens=8",
+        "train.max_steps=6",
+        "train.checkpoint_every=3",
+        "train.micro_batch_size=4",
+        "train.warmup_steps=1",
+    ]
     assert sft(argv) == 0
     stage = StageDir(run_dir, "sft")
     manifest = stage.read_manifest()

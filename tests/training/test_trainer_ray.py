@@ -33,13 +33,27 @@ def sft_rows():
 
 
 def _task(tiny_models, rows, loss_fn=sft_loss) -> TrainTask:
-    return TrainTask(model_path=tiny_models["policy"], rows=rows, encode=encode_sft_example,
-                     collate=collate_sft, loss_fn=loss_fn, group_key=modality_key)
+    return TrainTask(
+        model_path=tiny_models["policy"],
+        rows=rows,
+        encode=encode_sft_example,
+        collate=collate_sft,
+        loss_fn=loss_fn,
+        group_key=modality_key,
+    )
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(num_workers=2, micro_batch_size=4, lr=3e-3, warmup_steps=2, max_steps=10,
-                checkpoint_every=5, report_every=5, max_failures=1)
+    base = dict(
+        num_workers=2,
+        micro_batch_size=4,
+        lr=3e-3,
+        warmup_steps=2,
+        max_steps=10,
+        checkpoint_every=5,
+        report_every=5,
+        max_failures=1,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -59,15 +73,21 @@ def _loss_falls(metrics: list[dict]) -> tuple[float, float]:
     return first, last
 
 
-def test_zero2_killed_worker_resumes_loss_falls_vision_frozen(ray_session, tiny_models, sft_rows,
-                                                              tmp_path):
+def test_zero2_killed_worker_resumes_loss_falls_vision_frozen(
+    ray_session, tiny_models, sft_rows, tmp_path
+):
     """2 workers, ZeRO-2: rank 1 dies at step 7, the run resumes from step 5 and finishes."""
     marker = tmp_path / "crashed.txt"
     # rank 1 dies at its 7th loss call = step 7 (grad_accum 1); last checkpoint: step 5
     loss = CrashOnce(sft_loss, at_call=7, marker=str(marker), rank=1)
-    result = run_training(_task(tiny_models, sft_rows, loss), _cfg(zero_stage=2), name="kill",
-                          storage_path=str(tmp_path / "ray"), output_dir=str(tmp_path / "policy"),
-                          metrics_csv=str(tmp_path / "metrics.csv"))
+    result = run_training(
+        _task(tiny_models, sft_rows, loss),
+        _cfg(zero_stage=2),
+        name="kill",
+        storage_path=str(tmp_path / "ray"),
+        output_dir=str(tmp_path / "policy"),
+        metrics_csv=str(tmp_path / "metrics.csv"),
+    )
     assert marker.exists()  # the worker really died
     assert result.steps == 10
     steps = [int(m["step"]) for m in result.metrics]
@@ -86,13 +106,24 @@ def test_zero2_killed_worker_resumes_loss_falls_vision_frozen(ray_session, tiny_
 @pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(ray_session, tiny_models, sft_rows, tmp_path):
     """Resume restores model AND optimizer state: same final weights as a run never killed."""
-    plain = run_training(_task(tiny_models, sft_rows), _cfg(), name="plain",
-                         storage_path=str(tmp_path / "ray"), output_dir=str(tmp_path / "a"))
+    plain = run_training(
+        _task(tiny_models, sft_rows),
+        _cfg(),
+        name="plain",
+        storage_path=str(tmp_path / "ray"),
+        output_dir=str(tmp_path / "a"),
+    )
     loss = CrashOnce(sft_loss, at_call=8, marker=str(tmp_path / "m"), rank=0)
-    killed = run_training(_task(tiny_models, sft_rows, loss), _cfg(), name="killed",
-                          storage_path=str(tmp_path / "ray"), output_dir=str(tmp_path / "b"))
+    killed = run_training(
+        _task(tiny_models, sft_rows, loss),
+        _cfg(),
+        name="killed",
+        storage_path=str(tmp_path / "ray"),
+        output_dir=str(tmp_path / "b"),
+    )
     assert [m["loss"] for m in killed.metrics] == pytest.approx(
-        [m["loss"] for m in plain.metrics], rel=1e-4)
+        [m["loss"] for m in plain.metrics], rel=1e-4
+    )
     a = load_file(f"{plain.hf_dir}/model.safetensors")
     b = load_file(f"{killed.hf_dir}/model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
@@ -100,8 +131,13 @@ def test_resumed_run_matches_uninterrupted_run(ray_session, tiny_models, sft_row
 
 @pytest.mark.slow
 def test_zero3_two_workers_loss_falls_vision_frozen(ray_session, tiny_models, sft_rows, tmp_path):
-    result = run_training(_task(tiny_models, sft_rows), _cfg(zero_stage=3), name="z3",
-                          storage_path=str(tmp_path / "ray"), output_dir=str(tmp_path / "policy"))
+    result = run_training(
+        _task(tiny_models, sft_rows),
+        _cfg(zero_stage=3),
+        name="z3",
+        storage_path=str(tmp_path / "ray"),
+        output_dir=str(tmp_path / "policy"),
+    )
     assert result.steps == 10
     first, last = _loss_falls(result.metrics)
     assert last < 0.75 * first, (first, last)

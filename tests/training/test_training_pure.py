@@ -14,8 +14,10 @@ from mmrlhf_ray.training.sft import modality_key, prepare_sft_rows
 
 def test_ranks_get_disjoint_equal_shards_and_resume_is_exact():
     n, mb, world = 23, 3, 2
-    shards = [rank_indices(n, seed=1, epoch=0, rank=r, world_size=world, micro_batch_size=mb)
-              for r in range(world)]
+    shards = [
+        rank_indices(n, seed=1, epoch=0, rank=r, world_size=world, micro_batch_size=mb)
+        for r in range(world)
+    ]
     assert len(shards[0]) == len(shards[1]) == 11  # 22 usable, 1 sits this epoch out
     assert not set(shards[0]) & set(shards[1])
     full = list(itertools.islice(micro_batches(n, mb, 1, 0, world), 12))
@@ -26,8 +28,9 @@ def test_ranks_get_disjoint_equal_shards_and_resume_is_exact():
 
 def test_groups_keep_every_step_single_modality_across_ranks():
     groups = ["image"] * 13 + ["video"] * 6
-    streams = [list(itertools.islice(micro_batches(19, 2, 0, r, 2, groups=groups), 20))
-               for r in range(2)]
+    streams = [
+        list(itertools.islice(micro_batches(19, 2, 0, r, 2, groups=groups), 20)) for r in range(2)
+    ]
     for a, b in zip(*streams, strict=True):
         kinds = {groups[i] for i in a + b}
         assert len(kinds) == 1 and len(a) == len(b) >= 1
