@@ -44,7 +44,12 @@ IMAGE_SIZE = 224  # 16x16 patches -> 64 visual tokens per image
 
 def build_models(out: Path) -> dict[str, str]:
     """Tokenizer, a bench-sized policy and a differently seeded reference (HF dirs)."""
-    from transformers import AutoTokenizer, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+    from transformers import (
+        AutoTokenizer,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     from mmrlhf_ray.models import TinyPolicySpec, build_tiny_policy, build_tokenizer, default_texts
 

@@ -41,7 +41,7 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    """Tiny offline models built once per session: {"tokenizer", "policy", "clip"} paths."""
+    """Tiny offline models built once per session: {"tokenizer", "policy"} paths."""
     from mmrlhf_ray.models import build_all
 
     out = tmp_path_factory.mktemp("tiny_models")
