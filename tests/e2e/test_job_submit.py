@@ -31,32 +31,34 @@ def local_head(tmp_path):
     env.pop("RAY_ADDRESS", None)
     gcs, dash = _free_port(), _free_port()
     temp_dir = Path("/tmp") / f"mmrlhf-head-{os.getpid()}-{gcs}"
+    log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed at teardown
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
          "--num-cpus=2", "--object-store-memory=400000000", f"--temp-dir={temp_dir}",
          "--include-dashboard=true"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     address = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 90
+    deadline, probe = time.time() + 240, None
     while time.time() < deadline:
         probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
                                env=env, capture_output=True, text=True)
         if probe.returncode == 0:
             break
         if head.poll() is not None:
-            pytest.fail(f"ray head exited: {head.stdout.read()[-2000:]}")
+            pytest.fail(f"ray head exited: {(tmp_path / 'head.log').read_text()[-2000:]}")
         time.sleep(2)
     else:
         head.terminate()
-        pytest.fail("ray head did not come up in 90 s")
+        pytest.fail(f"ray head did not answer in 240 s: {probe and probe.stderr[-2000:]}")
     yield address, env
     head.terminate()
     try:
         head.wait(timeout=60)
     except subprocess.TimeoutExpired:
         head.kill()
+    log.close()
 
 
 @pytest.mark.ray
