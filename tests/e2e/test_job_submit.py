@@ -27,7 +27,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def local_head(tmp_path):
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+               RAY_AUTH_MODE="token")  # Ray 2.60 local heads require token auth for jobs
     env.pop("RAY_ADDRESS", None)
     gcs, dash = _free_port(), _free_port()
     temp_dir = Path("/tmp") / f"mmrlhf-head-{os.getpid()}-{gcs}"
