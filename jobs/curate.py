@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_manifest(manifest)
     counts, report = manifest["counts"], manifest["selected_per_category"]
     rows_in, selected = counts["in"], counts["out"]
-    unselected, quarantined = counts["unselected"], counts["quarantined"]
+    unselected, quarantined = counts.get("unselected", 0), counts["quarantined"]
     mix = ", ".join(f"{c} {n}" for c, n in report.items())
     print(
         f"curate: {rows_in} rows in -> {selected} selected ({mix}), {unselected} unselected, "

@@ -140,8 +140,8 @@ class StageDir:
         manifest.update(
             status="done",
             finished=time.time(),
-            counts={"in": rows_in, "out": rows_out, "unselected": rows_unselected,
-                    "quarantined": rows_quarantined},
+            counts={"in": rows_in, "out": rows_out, "quarantined": rows_quarantined,
+                    **({"unselected": rows_unselected} if rows_unselected else {})},
             **extra,
         )
         if "started" in manifest:

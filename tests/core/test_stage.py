@@ -19,7 +19,7 @@ def test_parts_manifest_and_idempotence(tmp_path):
     stage.write_quarantine("p1", [{"source": "f", "locator": "line 4", "field": "question", "reason": "missing"}])
     assert stage.has_part("p0") and not stage.has_part("p2")
     manifest = stage.finish(rows_in=6, rows_out=stage.count_rows(), rows_quarantined=stage.count_rows(quarantine=True))
-    assert manifest["counts"] == {"in": 6, "out": 5, "unselected": 0, "quarantined": 1}
+    assert manifest["counts"] == {"in": 6, "out": 5, "quarantined": 1}
     assert stage.is_done(cfg) and not stage.is_done({"a": 2})
     assert stage.read().num_rows == 5
     assert stage.read(quarantine=True).column("field").to_pylist() == ["question"]

@@ -66,12 +66,11 @@ def local_head(tmp_path):
 def test_stage_runs_under_ray_job_submit(local_head, tmp_path):
     address, env = local_head
     run_dir = tmp_path / "run"
-    out = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
-         "--", "python", "jobs/toyworld.py", f"run_dir={run_dir}", "pool_size=40",
-         "benchmark_size=10", "rows_per_shard=20"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+    for _attempt in range(6):  # the job agent can lag the dashboard by a few seconds
+        out = _submit(address, env, run_dir)
+        if "No available agent" not in out.stderr + out.stdout:
+            break
+        time.sleep(5)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout
     from mmrlhf_ray.stage import StageDir
@@ -79,3 +78,12 @@ def test_stage_runs_under_ray_job_submit(local_head, tmp_path):
     stage = StageDir(str(run_dir), "toyworld")
     assert stage.is_done()
     assert stage.read_manifest()["counts"]["out"] == stage.count_rows() >= 40
+
+
+def _submit(address: str, env: dict, run_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
+         "--", "python", "jobs/toyworld.py", f"run_dir={run_dir}", "pool_size=40",
+         "benchmark_size=10", "rows_per_shard=20"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
