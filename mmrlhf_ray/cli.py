@@ -22,7 +22,7 @@ T = TypeVar("T")
 # (name, one-line summary), in pipeline order.
 STAGES: list[tuple[str, str]] = [
     ("toyworld", "generate the synthetic shapes world: pool, annotated records, held-out benchmark"),
-    ("build-models", "build the tiny offline models: BPE tokenizer, Qwen2-VL policy, open_clip"),
+    ("build-models", "build the tiny offline models: BPE tokenizer and Qwen2-VL policy (CLIP: curate builds its own)"),
     ("sft", "SFT warm-up of the policy with Ray Train + DeepSpeed"),
     ("import", "read the official MM-RLHF release files into Parquet (with quarantine)"),
     ("curate", "CLIP-embed, k-means cluster and ratio-sample the pool (Ray Data + faiss)"),

@@ -37,7 +37,10 @@ def local_head(tmp_path):
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
          "--num-cpus=2", "--object-store-memory=400000000", f"--temp-dir={temp_dir}",
-         "--include-dashboard=true"],
+         "--include-dashboard=true",
+         # Its own agent ports: the session's Ray runtime already holds the defaults.
+         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
+         f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
     address = f"http://127.0.0.1:{dash}"
