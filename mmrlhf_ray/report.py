@@ -86,7 +86,7 @@ def plot_training_curves(run: Path) -> list[Path]:
             continue
         fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 2.6), squeeze=False)
         steps = [float(r["step"]) for r in rows]
-        for ax, column in zip(axes[0], columns):
+        for ax, column in zip(axes[0], columns, strict=False):
             ax.plot(steps, [float(r[column]) for r in rows], marker=".")
             ax.set_title(f"{stage}: {column}", fontsize=9)
             ax.set_xlabel("step", fontsize=8)

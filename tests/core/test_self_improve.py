@@ -1,6 +1,11 @@
 import pytest
 
-from mmrlhf_ray.self_improve import SelfImproveConfig, candidate_pairs, orient_by_reward, round_queries
+from mmrlhf_ray.self_improve import (
+    SelfImproveConfig,
+    candidate_pairs,
+    orient_by_reward,
+    round_queries,
+)
 
 
 def _generated():
