@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PAIR_MODES = ("all", "best-vs-worst")
-MEDIA = ("image", "image_path", "video_frames", "video_path")
+from mmrlhf_ray.schemas import MEDIA_FIELDS
+
+MEDIA = tuple(f.name for f in MEDIA_FIELDS)
 
 
 @dataclass
