@@ -17,9 +17,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-PAIR_MODES = ("all", "best-vs-worst")
 from mmrlhf_ray.schemas import MEDIA_FIELDS
 
+PAIR_MODES = ("all", "best-vs-worst")
 MEDIA = tuple(f.name for f in MEDIA_FIELDS)
 
 
