@@ -221,7 +221,6 @@ def main(argv=None) -> int:
     if out.is_done(config):
         print(f"annotate: already done in {out.root}")
         return 0
-    out.restart_if_config_changed(config)
     out.begin(config)
     if cfg.source == "oracle":
         n_in, n_out, n_bad = run_oracle(cfg, out, gen)

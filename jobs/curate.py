@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         s: pq.ParquetFile(src.path("data", f"{s}.parquet"), filesystem=src.fs).metadata.num_rows
         for s in shards
     }
-    out.begin(conf, inputs={cfg.input_stage: src.fingerprint()})
+    out.begin(conf, inputs={cfg.input_stage: src.fingerprint()}, keep_parts=True)
     if reset_if_stale(out, embedding_fingerprint(cfg.embed, cfg.long_threshold, src.fingerprint())):
         print("curate: earlier parts were made from another model/pool: deleted, starting over")
     start = time.perf_counter()

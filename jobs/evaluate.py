@@ -87,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     if out.is_done(config):
         print(f"evaluate: already done in {out.root}")
         return 0
-    out.restart_if_config_changed(config)
     bench = StageDir(cfg.benchmark_run_dir or cfg.run_dir, BENCHMARK_STAGE)
     out.begin(config, {"benchmark": bench.fingerprint()})
     toy, rows_in, quarantined = evaluate_policies(cfg, out)

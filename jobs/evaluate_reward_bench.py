@@ -99,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     if out.is_done(config_to_dict(cfg)):
         print(f"evaluate reward-bench: already done in {out.root}")
         return 0
-    out.restart_if_config_changed(config_to_dict(cfg))  # no stale parts of another config
     out.begin(config_to_dict(cfg))
     out_dir = Path(out.local_path())
     src, image_root = Path(cfg.input) if cfg.input else None, cfg.image_root

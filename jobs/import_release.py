@@ -7,6 +7,8 @@ writes each into its own sub-stage of the run, with a manifest of its own:
     <run_dir>/import/records   RECORD_SCHEMA rows from data.jsonl
     <run_dir>/import/pairs     PAIR_SCHEMA rows from dpo_pairs.jsonl
     <run_dir>/import/bench     PAIR_SCHEMA rows from mm_reward_bench.jsonl
+    <run_dir>/import/pool      POOL_SCHEMA rows from a raw pool (``pool_jsonl``), for
+                               ``mmrlhf curate input_stage=import/pool``
     <run_dir>/import           the stage's manifest (counts of all three)
 
 Every malformed line is reported (file, line, field, reason) and quarantined; for each
@@ -36,6 +38,7 @@ FILES = (
     ("data_jsonl", "data", "import/records", "record"),
     ("dpo_pairs_jsonl", "dpo_pairs", "import/pairs", "pair"),
     ("reward_bench_jsonl", "reward_bench", "import/bench", "pair"),
+    ("pool_jsonl", "pool", "import/pool", "pool"),
 )
 MAX_REPORTED = 20  # malformed lines printed per file (all of them are quarantined)
 
@@ -63,7 +66,6 @@ def import_file(
         counts = out.read_manifest()["counts"]
         print(f"import: {sub_stage} already done ({counts['out']} rows)")
         return counts
-    out.restart_if_config_changed(config)
     out.begin(config, inputs={path: config["fingerprint"]})
     rows, bad, n_in, n_out, n_bad, part_no, reported = [], [], 0, 0, 0, 0, 0
     lines = read_release_file(path, file_kind, cfg.media_root, cfg.default_category)
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
     todo = [(getattr(cfg, attr), *rest) for attr, *rest in FILES if getattr(cfg, attr)]
     if not todo:
         print(
-            "import: no file given (set data_jsonl, dpo_pairs_jsonl or reward_bench_jsonl)",
+            "import: no file given (set data_jsonl, dpo_pairs_jsonl, reward_bench_jsonl or pool_jsonl)",
             file=sys.stderr,
         )
         return 2

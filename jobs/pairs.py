@@ -84,7 +84,6 @@ def main(argv=None) -> int:
     if out.is_done(config):
         print(f"pairs: already done in {out.root}")
         return 0
-    out.restart_if_config_changed(config)
     out.begin(config, inputs={src.stage: src.fingerprint()})
     n_in = n_bad = n_pairs = 0
     total = PairStats()

@@ -4,7 +4,7 @@
     ray job submit --working-dir . -- python jobs/pipeline.py run_dir=runs/demo
     mmrlhf pipeline run_dir=runs/x stages='[toyworld, curate]'   # a prefix only
 
-Order: toyworld -> build-models -> sft -> curate -> generate -> annotate -> expand ->
+Order: toyworld -> build-models -> sft -> [import] -> curate -> generate -> annotate -> expand ->
 pairs -> train-reward -> serve-reward -> score -> ref-logps -> train-dpo -> evaluate
 (-> self-improve when ``self_improve_rounds`` > 0), then the report.
 
@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,17 +32,18 @@ from mmrlhf_ray.cli import REPO_ROOT, job_module, parse_stage_args  # noqa: E402
 from mmrlhf_ray.stage import StageDir  # noqa: E402
 
 PIPELINE_STAGES = [
-    "toyworld", "build-models", "sft", "curate", "generate", "annotate", "expand", "pairs",
+    "toyworld", "build-models", "sft", "import", "curate", "generate", "annotate", "expand", "pairs",
     "train-reward", "serve-reward", "score", "ref-logps", "train-dpo", "evaluate",
 ]
+OPTIONAL_STAGES = ("import",)  # needs the user's files (overrides.import=[pool_jsonl=...])
 
 
 @dataclass
 class PipelineConfig:
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory (path or URI)"})
     stages: list[str] = field(
-        default_factory=lambda: list(PIPELINE_STAGES),
-        metadata={"help": "stages to run, in pipeline order"},
+        default_factory=lambda: [s for s in PIPELINE_STAGES if s not in OPTIONAL_STAGES],
+        metadata={"help": "stages to run, in pipeline order (`import`: only when listed)"},
     )
     profile: str = field(default="", metadata={"help": "config suffix: '' (tiny CPU) or '.gpu'"})
     overrides: dict[str, list[str]] = field(
@@ -60,6 +63,20 @@ def stage_argv(cfg: PipelineConfig, stage: str) -> list[str]:
     return argv + [f"run_dir={cfg.run_dir}", *cfg.overrides.get(stage, [])]
 
 
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) or SIGTERM arrived while a stage ran."""
+
+
+_signals: list[int] = []
+
+
+def _note_signal(signum, frame) -> None:
+    """Remember the signal, then interrupt like Ctrl-C does (libraries that catch
+    KeyboardInterrupt, e.g. Ray Train's graceful abort, may turn it into another exit)."""
+    _signals.append(signum)
+    raise KeyboardInterrupt
+
+
 def run_stage(cfg: PipelineConfig, stage: str) -> float:
     """Run one stage in-process; returns its wall time. Raises with the resume hint."""
     module = importlib.import_module(job_module(stage))
@@ -67,6 +84,11 @@ def run_stage(cfg: PipelineConfig, stage: str) -> float:
     try:
         code = module.main(stage_argv(cfg, stage))
     except BaseException as exc:
+        if _signals or isinstance(exc, KeyboardInterrupt):
+            print(f"pipeline: interrupted during stage '{stage}' after {time.time() - start:.0f}s. "
+                  f"Re-run the same command to resume: finished stages are skipped and "
+                  f"'{stage}' keeps the parts it wrote.", file=sys.stderr, flush=True)
+            raise Interrupted(stage) from exc
         print(
             f"pipeline: stage '{stage}' failed ({type(exc).__name__}: {exc}). Fix the cause and "
             f"re-run the same command: finished stages are skipped.",
@@ -97,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     init_ray()
     started = time.time()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _note_signal) for s in (signal.SIGINT, signal.SIGTERM)
+                if in_main_thread}  # signal handlers can only be set from the main thread
     try:
         for stage in [s for s in PIPELINE_STAGES if s in cfg.stages]:
             print(f"\n=== pipeline: {stage} ===", flush=True)
@@ -106,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides = [f"rounds={cfg.self_improve_rounds}", *cfg.overrides.get("self-improve", [])]
             cfg.overrides["self-improve"] = overrides
             _record_timing(cfg, "self-improve", run_stage(cfg, "self-improve"))
+    except Interrupted:
+        return 130  # the shell's code for "stopped by Ctrl-C"
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if cfg.stop_service and "serve-reward" in cfg.stages:
             from jobs.serve_reward import stop_service
 

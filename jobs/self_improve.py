@@ -68,7 +68,7 @@ def score_round(cfg: SelfImproveConfig, round_dir: str) -> StageDir:
     if not url:
         raise SystemExit("self-improve: no reward service: run `mmrlhf serve-reward detach=true` "
                          "or pass service_url=")
-    if score_main([f"run_dir={round_dir}/scoring", f"url={url}"]):
+    if score_main([f"run_dir={round_dir}/scoring", f"url={url}", f"token_env={cfg.token_env}"]):
         raise SystemExit("self-improve: scoring failed")
     out = StageDir(round_dir, "score")
     if not out.is_done():

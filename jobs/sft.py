@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_training(
         task,
         cfg.train,
-        name="sft",
+        name=f"sft-{out.attempt_key()}",  # a changed config never resumes an old run
         storage_path=out.local_path("ray"),
         output_dir=out.local_path("policy"),
         metrics_csv=out.local_path("metrics.csv"),

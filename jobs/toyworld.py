@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job sub
 
 from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
 from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.stage import StageDir, config_hash  # noqa: E402
+from mmrlhf_ray.stage import StageDir  # noqa: E402
 from mmrlhf_ray.toyworld.config import ToyWorldConfig  # noqa: E402
 from mmrlhf_ray.toyworld.writer import (  # noqa: E402
     merge_stats,
@@ -39,16 +39,6 @@ from mmrlhf_ray.toyworld.writer import (  # noqa: E402
 
 BENCHMARK_STAGE = "toyworld/benchmark"
 RECORDS_STAGE = "toyworld/records"
-
-
-def _begin(out: StageDir, config: dict) -> None:
-    """Start (or resume) a stage; parts of an attempt with another config are stale: drop them."""
-    previous = out.read_manifest()
-    if previous and previous.get("config_hash") != config_hash(config):
-        for directory in (out.data_dir, out.quarantine_dir):
-            out.fs.create_dir(directory, recursive=True)
-            out.fs.delete_dir_contents(directory)
-    out.begin(config)
 
 
 def _write_share(writer, run_dir: str, stage: str, kwargs: dict, shards: list[int]) -> dict:
@@ -81,7 +71,7 @@ def _sub_stage(cfg: ToyWorldConfig, stage: str, config: dict, n: int, writer, **
     out = StageDir(cfg.run_dir, stage)
     if out.is_done(config):
         return out.read_manifest()
-    _begin(out, config)
+    out.begin(config)
     stats = _write(cfg, writer, stage, n, **kwargs)
     return out.finish(
         n,
@@ -99,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.is_done(config):
         print(f"toyworld: already done in {out.root}")
         return 0
-    _begin(out, config)
+    out.begin(config)
     pool = _write(cfg, write_pool, "toyworld", cfg.pool_size, mix=cfg.mix.as_dict())
     bench = _sub_stage(cfg, BENCHMARK_STAGE, config, cfg.benchmark_size, write_benchmark)
     records = None

@@ -41,7 +41,7 @@ from mmrlhf_ray.reward.data import (  # noqa: E402
     split_pairs,
 )
 from mmrlhf_ray.reward.model import RewardMeta, load_reward_model, save_reward_model  # noqa: E402
-from mmrlhf_ray.stage import StageDir, config_hash, require_done  # noqa: E402
+from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
 
 
 def backbone_dir(cfg: TrainRewardConfig) -> str:
@@ -94,10 +94,9 @@ def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
         save_model=save_reward_model,
     )
     init_ray()
-    # The Ray Train run is keyed by the config: the same config resumes after a crash,
-    # a changed config (another ablation in the same run dir) starts afresh.
-    name = f"train-reward-{config_hash(config_to_dict(cfg))}"
-    result = run_training(task, cfg.train, name=name,
+    # The Ray Train run is keyed by config and inputs: the same attempt resumes after a
+    # crash, a changed config (another ablation in the same run dir) starts afresh.
+    result = run_training(task, cfg.train, name=f"train-reward-{out.attempt_key()}",
                           storage_path=out.local_path("ray"),
                           output_dir=out.local_path("model"),
                           metrics_csv=out.local_path("metrics.csv"))
@@ -122,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train-reward: already done in {out.root}")
         return 0
     pairs_dir = require_done(cfg.run_dir, cfg.pairs_stage)
-    out.restart_if_config_changed(config_to_dict(cfg))  # no stale parts of another config
     out.begin(config_to_dict(cfg), inputs={cfg.pairs_stage: pairs_dir.fingerprint()})
     rows = pairs_dir.read().to_pylist()
     good, bad = pairs_from_rows(rows, cfg.critique_source, cfg.max_frames, cfg.max_side or None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import sys
 import typing
 from pathlib import Path
@@ -63,6 +64,25 @@ def _describe_fields(cls: type, prefix: str = "") -> list[str]:
     return lines
 
 
+PATH_FIELD_SUFFIXES = ("run_dir", "path", "policy", "backbone", "_jsonl", "_root", "input")
+
+
+def absolute_local_paths(cfg: Any) -> None:
+    """Make ``run_dir`` and existing relative paths absolute, in place.
+
+    Ray workers (Train, Data, Serve) do not run in the driver's directory, so a relative
+    ``runs/demo`` must be resolved where the user typed it. URIs (``s3://``) stay.
+    """
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not isinstance(value, str) or not value or "://" in value or os.path.isabs(value):
+            continue
+        if not f.name.endswith(PATH_FIELD_SUFFIXES) or "{" in value:
+            continue
+        if f.name == "run_dir" or os.path.exists(value):
+            setattr(cfg, f.name, os.path.abspath(value))
+
+
 def parse_stage_args(
     stage: str, config_cls: type[T], argv: list[str] | None, doc: str | None = None
 ) -> T:
@@ -91,6 +111,7 @@ def parse_stage_args(
         cfg = load_config(config_cls, args.config, args.overrides)
     except (ConfigError, FileNotFoundError) as exc:
         parser.error(str(exc))
+    absolute_local_paths(cfg)
     if args.print_config:
         import yaml
 

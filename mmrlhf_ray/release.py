@@ -39,7 +39,7 @@ from typing import Any
 from mmrlhf_ray.schemas import CATEGORIES, validate_row
 
 SCORE_FIELDS = {"helpfulness": "helpfulness", "faithfulness": "faithfulness", "ethical": "ethics"}
-KINDS = ("data", "dpo_pairs", "reward_bench")
+KINDS = ("data", "dpo_pairs", "reward_bench", "pool")
 
 
 class ReleaseError(ValueError):
@@ -68,6 +68,11 @@ class ImportConfig:
     )
     default_category: str = field(
         default="", metadata={"help": "category when the path names none ('' = quarantine)"}
+    )
+    pool_jsonl: str = field(
+        default="",
+        metadata={"help": "a raw query pool to curate, one {id, question, image|video, "
+                  "source?, answer?, category_hint?} per line ('' = skip)"},
     )
     rows_per_part: int = field(default=5000, metadata={"help": "rows per Parquet part"})
 
@@ -156,11 +161,6 @@ def _media(
             }
         raise ReleaseError("image", "neither image nor video given")
 
-    def join(p: str | None) -> str | None:
-        if not p or not media_root or p.startswith("/") or "://" in p:
-            return p or None
-        return f"{media_root.rstrip('/')}/{p}"
-
     if video:
         try:
             category = category_from_path(video)
@@ -168,7 +168,18 @@ def _media(
             category = "video"  # video rows: the folder of frames is the video
     else:
         category = category_from_path(image, default_category)
-    return {"image_path": join(image), "video_path": join(video), "category": category}
+    return {
+        "image_path": _join(image, media_root),
+        "video_path": _join(video, media_root),
+        "category": category,
+    }
+
+
+def _join(path: str | None, media_root: str) -> str | None:
+    """A release media path under ``media_root`` (absolute paths and URIs stay)."""
+    if not path or not media_root or path.startswith("/") or "://" in path:
+        return path or None
+    return f"{media_root.rstrip('/')}/{path}"
 
 
 def _per_output(value: Any, name: str, n: int) -> tuple[list[Any], list[str] | None]:
@@ -324,6 +335,36 @@ def parse_pair_line(
     return row
 
 
+# ---- a raw pool (the user's 10M candidate queries) -> POOL_SCHEMA ----------------------
+def parse_pool_line(obj: Any, media_root: str = "") -> dict:
+    """One pool line ``{id, question, image | video, source?, answer?, category_hint?}``
+    -> a ``POOL_SCHEMA`` row (raises ``ReleaseError``). Media paths are joined to
+    ``media_root``; a missing ``category_hint`` is taken from a category folder in the
+    path (the release's layout, e.g. ``safety/x.png``), else left for curate to decide."""
+    if not isinstance(obj, dict):
+        raise ReleaseError("line", f"expected a JSON object, got {type(obj).__name__}")
+    image, video = _string(obj, "image"), _string(obj, "video")
+    if not image and not video:
+        raise ReleaseError("image", "neither image nor video given")
+    hint = _string(obj, "category_hint")
+    if hint is not None and hint not in CATEGORIES:
+        raise ReleaseError("category_hint", f"{hint!r} is not one of {', '.join(CATEGORIES)}")
+    if hint is None:
+        named = [p.lower() for p in PurePosixPath((video or image).replace("\\", "/")).parts[:-1]]
+        hint = next((p for p in named if p in CATEGORIES), None)
+    row = {
+        "sample_id": _string(obj, "id", required=True),
+        "source": _string(obj, "source") or "pool",
+        "question": _string(obj, "question", required=True),
+        "image_path": _join(image, media_root),
+        "video_path": _join(video, media_root),
+        "reference_answer": _string(obj, "answer"),
+        "category_hint": hint,
+    }
+    _raise_on_schema(row, "pool")
+    return row
+
+
 def _raise_on_schema(row: dict, kind: str) -> None:
     problems = validate_row(row, kind)
     if problems:
@@ -348,11 +389,11 @@ def read_release_file(
     default_category: str = "",
     known: dict[str, dict] | None = None,
 ) -> Iterator[LineResult]:
-    """Stream ``path`` (a ``kind`` file: data, dpo_pairs, reward_bench) line by line.
+    """Stream ``path`` (a ``kind`` file: data, dpo_pairs, reward_bench, pool) line by line.
 
     Blank lines count as read and are quarantined (field ``line``) so that lines read
     always equals rows written plus rows quarantined. A repeated ``id`` in ``data.jsonl``
-    is quarantined (field ``id``), naming the line it repeats. ``known``: see
+    or a pool is quarantined (field ``id``), naming the line it repeats. ``known``: see
     ``parse_data_line``.
     """
     if kind not in KINDS:
@@ -389,11 +430,15 @@ def _parse_text(
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ReleaseError("line", f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
-    if kind == "data":
-        row = parse_data_line(obj, media_root, default_category, known)
-        if row["query_id"] in seen:
-            raise ReleaseError("id", f"duplicate of line {seen[row['query_id']]}")
-        seen[row["query_id"]] = line_no
+    if kind in ("data", "pool"):
+        if kind == "data":
+            row = parse_data_line(obj, media_root, default_category, known)
+        else:
+            row = parse_pool_line(obj, media_root)
+        row_key = row["query_id" if kind == "data" else "sample_id"]
+        if row_key in seen:
+            raise ReleaseError("id", f"duplicate of line {seen[row_key]}")
+        seen[row_key] = line_no
         return row
     qid = obj.get("id") if isinstance(obj, dict) else None
     occurrence = seen.get(qid, 0) if isinstance(qid, str) else 0

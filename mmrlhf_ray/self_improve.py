@@ -39,6 +39,7 @@ class SelfImproveConfig:
     min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose reward gap is <= this"})
     seed: int = field(default=0, metadata={"help": "query sampling seed (rounds differ)"})
     service_url: str = field(default="", metadata={"help": "reward service URL ('' = serve-reward's manifest)"})
+    token_env: str = field(default="", metadata={"help": "env var with the service's bearer token ('' = none)"})
     dpo_overrides: list[str] = field(default_factory=list, metadata={"help": "extra train-dpo key=value"})
     ref_logps_overrides: list[str] = field(default_factory=list, metadata={"help": "extra ref-logps key=value"})
     evaluate: bool = field(default=True, metadata={"help": "toy benchmark after each round"})

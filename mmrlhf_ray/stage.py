@@ -97,20 +97,21 @@ class StageDir:
             return False
         return config is None or manifest.get("config_hash") == config_hash(config)
 
-    def restart_if_config_changed(self, config: dict[str, Any]) -> bool:
-        """Drop parts an earlier attempt wrote under a different config (they would not
-        match this one); parts of an interrupted attempt with the same config are kept.
-        Returns True when something was dropped."""
-        manifest = self.read_manifest()
-        if manifest and manifest.get("config_hash") != config_hash(config):
+    def begin(self, config: dict[str, Any], inputs: dict[str, str] | None = None,
+              keep_parts: bool = False) -> bool:
+        """Record that the stage started. Parts of an interrupted attempt with the same
+        config and inputs are kept (the stage finishes what is missing); parts made under
+        another config or from other inputs are stale and deleted, unless ``keep_parts``
+        (a stage that checks staleness itself). Returns True when parts were dropped."""
+        previous = self.read_manifest() or {}
+        inputs = inputs or {}
+        stale = bool(previous) and (previous.get("config_hash") != config_hash(config)
+                                    or previous.get("inputs", {}) != inputs)
+        if stale and not keep_parts:
             for directory in (self.data_dir, self.quarantine_dir):
                 self.fs.delete_dir_contents(directory, missing_dir_ok=True)
-            return True
-        return False
-
-    def begin(self, config: dict[str, Any], inputs: dict[str, str] | None = None) -> None:
-        """Record that the stage started (keeps parts written by an earlier attempt)."""
-        previous = self.read_manifest() or {}
+            print(f"{self.stage}: config or inputs changed since the last attempt: "
+                  f"its parts were deleted")
         attempts = int(previous.get("attempts", 0)) + 1
         self.write_manifest(
             {
@@ -118,11 +119,18 @@ class StageDir:
                 "status": "running",
                 "config": config,
                 "config_hash": config_hash(config),
-                "inputs": inputs or {},
+                "inputs": inputs,
                 "attempts": attempts,
                 "started": time.time(),
             }
         )
+        return stale and not keep_parts
+
+    def attempt_key(self) -> str:
+        """Short hash of the running attempt's config and inputs: names state kept beside
+        the parts (e.g. a Ray Train run), so a changed config never resumes an old one."""
+        manifest = self.read_manifest() or {}
+        return config_hash({"config": manifest.get("config"), "inputs": manifest.get("inputs")})
 
     def finish(self, rows_in: int, rows_out: int, rows_quarantined: int,
                rows_unselected: int = 0, **extra: Any) -> dict:

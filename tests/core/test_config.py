@@ -42,3 +42,23 @@ def test_wrong_type_is_named():
         load_config(Outer, None, ["train.steps=many"])
     with pytest.raises(ConfigError, match="not of the form"):
         load_config(Outer, None, ["justakey"])
+
+
+def test_stage_args_resolve_local_paths_where_the_user_typed_them(tmp_path, monkeypatch):
+    """Ray workers run elsewhere: a relative run_dir (and an existing relative model path)
+    becomes absolute at parse time; URIs and missing paths stay as typed."""
+    from mmrlhf_ray.cli import parse_stage_args
+
+    @dataclass
+    class StageCfg:
+        run_dir: str = "runs/demo"
+        policy: str = ""
+        model_path: str = ""
+        name: str = "models"
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    cfg = parse_stage_args("x", StageCfg, ["policy=models", "model_path=nowhere"])
+    assert cfg.run_dir == str(tmp_path / "runs/demo") and cfg.policy == str(tmp_path / "models")
+    assert cfg.model_path == "nowhere" and cfg.name == "models"
+    assert parse_stage_args("x", StageCfg, ["run_dir=s3://b/r"]).run_dir == "s3://b/r"

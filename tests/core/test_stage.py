@@ -47,3 +47,23 @@ def test_validate_row_names_fields():
     assert any(p.startswith("responses[0].rank") for p in problems)
     table = to_table([{"pair_id": "p", "query_id": "q", "question": "x", "chosen": "a", "rejected": "b"}], "pair")
     assert table.column("margin").type == pa.float32() and table.column("margin").null_count == 1
+
+
+def test_begin_keeps_parts_of_same_attempt_and_drops_stale_ones(tmp_path):
+    stage = StageDir(str(tmp_path), "s")
+    stage.begin({"a": 1}, inputs={"up": "f1"})
+    stage.write_part("p0", to_table(_pool_rows(2), "pool"))
+    key = stage.attempt_key()
+    # Same config and inputs (a crash, then a re-run): the part stays, same key.
+    assert stage.begin({"a": 1}, inputs={"up": "f1"}) is False
+    assert stage.has_part("p0") and stage.attempt_key() == key
+    # Upstream re-made (new fingerprint): the part was made from other inputs.
+    assert stage.begin({"a": 1}, inputs={"up": "f2"}) is True
+    assert not stage.has_part("p0") and stage.attempt_key() != key
+    stage.write_part("p0", to_table(_pool_rows(2), "pool"))
+    # Another config: stale too; unless the stage checks staleness itself.
+    assert stage.begin({"a": 2}, inputs={"up": "f2"}, keep_parts=True) is False
+    assert stage.has_part("p0")
+    assert stage.begin({"a": 3}, inputs={"up": "f2"}) is True
+    assert not stage.has_part("p0")
+    assert stage.read_manifest()["attempts"] == 5

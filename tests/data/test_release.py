@@ -216,3 +216,25 @@ def test_import_stage_counts_and_resume(tmp_path, capsys):
     assert (
         tmp_path / "run/import/records/data/part-00000.parquet"
     ).stat().st_mtime_ns == mtime_first
+
+
+def test_pool_lines_read_media_paths_hints_and_name_bad_fields(tmp_path):
+    from mmrlhf_ray.release import parse_pool_line
+
+    row = parse_pool_line({"id": "p1", "question": "Is it safe?", "image": "safety/a.png"}, "/m")
+    assert row["image_path"] == "/m/safety/a.png" and row["category_hint"] == "safety"
+    assert row["source"] == "pool" and row["video_path"] is None
+    video = parse_pool_line({"id": "v", "question": "What moves?", "video": "/abs/clip_1"}, "/m")
+    assert video["video_path"] == "/abs/clip_1" and video["category_hint"] is None
+    lines = [
+        _line({"id": "a", "question": "q", "image": "x.png", "answer": "A."}),
+        _line({"id": "b", "question": "", "image": "x.png"}),
+        _line({"id": "c", "question": "q"}),
+        _line({"id": "d", "question": "q", "image": "x.png", "category_hint": "poetry"}),
+        _line({"id": "a", "question": "q again", "image": "y.png"}),
+    ]
+    results = list(read_release_file(_write(tmp_path, "pool.jsonl", lines), "pool"))
+    assert [r.row["sample_id"] for r in results if r.row] == ["a"]
+    assert [(r.problem["locator"], r.problem["field"]) for r in results if r.problem] == [
+        ("line 2", "question"), ("line 3", "image"), ("line 4", "category_hint"), ("line 5", "id")
+    ]

@@ -95,7 +95,8 @@ def test_interrupted_pipeline_resumes_to_the_same_counts(ray_session, tmp_path):
     run = tmp_path / "interrupted"
     env = dict(os.environ, RAY_ADDRESS="")
     env.pop("RAY_ADDRESS")
-    proc = subprocess.Popen(_pipeline_cmd(run), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    log = open(tmp_path / "interrupted.log", "w+")  # a file: a full pipe would block the run
+    proc = subprocess.Popen(_pipeline_cmd(run), cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 600
     curate = StageDir(str(run), "curate")
@@ -108,11 +109,15 @@ def test_interrupted_pipeline_resumes_to_the_same_counts(ray_session, tmp_path):
     time.sleep(3)
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
     try:
-        proc.wait(timeout=90)
+        proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # and if Ctrl-C is not enough, a killed process
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
-    assert proc.returncode != 0
+        pytest.fail("Ctrl-C did not stop the pipeline within 120 s")
+    log.seek(0)
+    output = log.read()
+    assert proc.returncode == 130, output[-3000:]
+    assert "interrupted during stage 'curate'" in output
     assert not StageDir(str(run), "pairs").is_done()
 
     resumed = subprocess.run(_pipeline_cmd(run), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -135,7 +135,8 @@ def test_vl_model_kill_and_resume(kind, kill, ray_session, vl_model, tmp_path):
     before = {p: os.path.getmtime(p) for p in stage.part_paths()}
     lost = stage.part_paths()[1]
     os.remove(lost)
-    stage.begin({"crashed": True})
+    crashed = stage.read_manifest() | {"status": "running"}  # as if it died before finish()
+    stage.write_manifest(crashed)
     manifest2 = run(cfg)
     assert manifest2["counts"] == manifest["counts"]
     after = {p: os.path.getmtime(p) for p in stage.part_paths()}
