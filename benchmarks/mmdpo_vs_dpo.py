@@ -6,16 +6,20 @@ are scored on held-out pairs (implicit-reward preference accuracy) and on the to
 benchmark (greedy generation: accuracy, CHAIR_i hallucination, refusals on harmful and
 on benign requests). Reports mean and spread over the seeds, whichever wins.
 
-Inputs: the script builds its own (the pipeline's SFT policy and scored pairs were not
-available when it was written; reading them from a run dir is not wired yet): tiny
-policy -> in-process SFT warm-up on toy-world reference answers -> pairs from four
-simulated models annotated by the oracle (``margin_source = oracle``: the annotator's
-score difference stands in for the reward model's margin).
+Inputs, two ways:
+
+* ``--run-dir runs/demo`` (the issue's setting): the pipeline's SFT policy
+  (``sft/policy``) and its scored pairs (``score``: oracle-ranked pairs of the generated
+  responses, ``margin = r(chosen) - r(rejected)`` from the trained reward model through
+  the reward service, ``margin_source = reward-service``);
+* without it: a tiny policy warmed up in-process on toy-world reference answers and
+  pairs from four simulated models annotated by the oracle (``margin_source = oracle``:
+  the annotator's score difference stands in for the reward model's margin).
 
 The training loop is the in-process one (same objective code as ``train-dpo``, without
 Ray Train / DeepSpeed, so six runs fit on a 2-core box).
 
-    .venv/bin/python benchmarks/mmdpo_vs_dpo.py --seeds 0 1 2 --json /tmp/mmdpo_vs_dpo.json
+    .venv/bin/python benchmarks/mmdpo_vs_dpo.py --seeds 0 1 2 --run-dir runs/demo --json /tmp/m.json
 """
 
 from __future__ import annotations
@@ -94,6 +98,14 @@ def simulated_pairs(n_queries: int, seed: int = 7) -> list[dict]:
     return rows
 
 
+def run_dir_inputs(run_dir: str) -> tuple[str, list[dict]]:
+    """The pipeline's SFT policy and its reward-scored pairs."""
+    from mmrlhf_ray.dpo.io import resolve_policy
+    from mmrlhf_ray.stage import require_done
+
+    return resolve_policy(run_dir, ""), require_done(run_dir, "score").read().to_pylist()
+
+
 def reference_logps(policy: str, groups) -> None:
     """Fill each group's reference log-probs with the base policy's (once per response)."""
     model, processor = load_policy(policy)
@@ -158,14 +170,19 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=300)
     ap.add_argument("--bench", type=int, default=60)
     ap.add_argument("--workdir", default="/tmp/mmdpo_vs_dpo")
+    ap.add_argument("--run-dir", default="", help="read the SFT policy and scored pairs of a pipeline run")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.time()
     work = Path(args.workdir)
-    policy = sft_policy(work, 1200, args.sft_steps)
-    rows = simulated_pairs(args.queries)
+    if args.run_dir:
+        policy, rows = run_dir_inputs(args.run_dir)
+    else:
+        policy, rows = sft_policy(work, 1200, args.sft_steps), simulated_pairs(args.queries)
     groups, bad = build_groups(rows, need_margin=True)
+    if args.run_dir and args.queries:
+        groups = groups[: args.queries]
     train_groups, held = split_groups(groups, 0.2, seed=0)
     reference_logps(policy, groups)
     from mmrlhf_ray.toyworld import benchmark_split
@@ -184,8 +201,10 @@ def main() -> None:
     summary = {"summary": summarise(results), "runs": results, "args": vars(args),
                "pairs": {"train": sum(len(g.pairs) for g in train_groups),
                          "heldout": sum(len(g.pairs) for g in held), "quarantined": len(bad),
-                         "train_queries": len(train_groups), "margin_source": "oracle",
-                         "margin_min": min(margins), "margin_max": max(margins)},
+                         "train_queries": len(train_groups),
+                         "margin_source": sorted({str(r.get("margin_source")) for r in rows}),
+                         "margin_min": min(margins), "margin_max": max(margins),
+                         "negative_margins": sum(m < 0 for m in margins), "policy": policy},
                "wall_s": round(time.time() - t0, 1)}
     print(json.dumps(summary["summary"], indent=1))
     if args.json:

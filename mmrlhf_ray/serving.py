@@ -9,8 +9,8 @@ resolution and the plain ``RewardScorer`` (critique, then score, in batches).
 * ``resolve_score_request`` / ``resolve_compare_request`` turn a request into
   ``ScoringInput`` rows, enforcing ``ServeLimits`` (text length, item count, encoded
   bytes, decoded pixels) and resolving media: base64 (or a ``data:`` URL), or a path
-  that must resolve (symlinks followed) inside one of ``allowed_roots``; plain URLs are
-  refused. Every problem raises ``RequestError(field, reason, status)`` naming the
+  that must resolve (symlinks followed) inside one of ``allowed_roots``, or an http(s)
+  URL when ``allow_urls`` (public hosts or ``allowed_url_hosts`` only, see ``url_fetch``). Every problem raises ``RequestError(field, reason, status)`` naming the
   field, e.g. ``items[3].image``, which the app turns into a 4xx JSON error.
 * ``RewardScorer.score(inputs)`` runs the paper's inference (Sec. 3.2): the critique
   head writes a critique c for (x, y) unless one is given, then the scoring head gives
@@ -35,6 +35,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmrlhf_ray.media import MediaError, decode_image
+from mmrlhf_ray.url_fetch import FetchError, fetch_bytes
 
 # ---------------------------------------------------------------------------------------
 # limits and config
@@ -59,8 +60,13 @@ class ServeLimits:
         default_factory=list, metadata={"help": "dirs image_path may point into"}
     )
     allow_urls: bool = field(
-        default=False, metadata={"help": "accept http(s) image URLs (off: refused)"}
+        default=False, metadata={"help": "fetch http(s) image URLs (off: refused)"}
     )
+    allowed_url_hosts: list[str] = field(
+        default_factory=list,
+        metadata={"help": "hosts image_url may name ([] = any host with public addresses)"},
+    )
+    url_timeout_s: float = field(default=10.0, metadata={"help": "image URL fetch timeout"})
 
 
 @dataclass
@@ -111,7 +117,7 @@ class _Strict(BaseModel):
 class MediaFields(_Strict):
     image: str | None = Field(None, description="base64 image bytes (PNG/JPEG) or a data: URL")
     image_path: str | None = Field(None, description="path under one of the allowed roots")
-    image_url: str | None = Field(None, description="http(s) URL; refused unless allow_urls")
+    image_url: str | None = Field(None, description="http(s) URL; fetched only with allow_urls")
     video_frames: list[str] | None = Field(None, description="base64 frames of a short video")
 
 
@@ -246,6 +252,19 @@ def resolve_path(path: str, name: str, limits: ServeLimits) -> Path:
     return Path(real)
 
 
+def fetch_image(url: str, name: str, limits: ServeLimits) -> Image.Image:
+    """An image by URL (``allow_urls`` only; see ``mmrlhf_ray.url_fetch``)."""
+    if not limits.allow_urls:
+        raise RequestError(name, "image URLs are disabled on this service (send base64 or a "
+                           "path under an allowed root)", 400)
+    try:
+        raw = fetch_bytes(url, limits.allowed_url_hosts, limits.max_image_bytes,
+                          limits.url_timeout_s)
+    except FetchError as exc:
+        raise RequestError(name, exc.reason, exc.status) from exc
+    return _decode(raw, name, limits)
+
+
 def resolve_media(media: MediaFields, prefix: str, limits: ServeLimits) -> list[Image.Image]:
     """Decoded images of one item: [image] | frames | [] (text only). One source only."""
     given = [
@@ -261,13 +280,7 @@ def resolve_media(media: MediaFields, prefix: str, limits: ServeLimits) -> list[
         name = f"{prefix}image_path"
         return [_decode(str(resolve_path(media.image_path, name, limits)), name, limits)]
     if media.image_url is not None:
-        raise RequestError(
-            f"{prefix}image_url",
-            "image URLs are disabled on this service (send base64 or a path under an allowed root)"
-            if not limits.allow_urls
-            else "URL fetching is not implemented",
-            400,
-        )
+        return [fetch_image(media.image_url, f"{prefix}image_url", limits)]
     if media.video_frames is not None:
         frames = media.video_frames
         if not frames:

@@ -218,13 +218,16 @@ class ReplicaCore:
         return list(await asyncio.gather(*(self._batched(i) for i in inputs)))
 
     async def do_score(self, req: ScoreRequest) -> ScoreResponse:
-        outs = await self._score_all(resolve_score_request(req, self.limits))
+        # Decoding (and fetching, with allow_urls) stays off the event loop.
+        inputs = await asyncio.to_thread(resolve_score_request, req, self.limits)
+        outs = await self._score_all(inputs)
         return ScoreResponse(
             results=[ScoreResult(score=s, critique=c) for s, c in outs], model=self.scorer.name
         )
 
     async def do_compare(self, req: CompareRequest) -> CompareResponse:
-        outs = await self._score_all(resolve_compare_request(req, self.limits))
+        inputs = await asyncio.to_thread(resolve_compare_request, req, self.limits)
+        outs = await self._score_all(inputs)
         scores = [s for s, _ in outs]
         return CompareResponse(
             scores=scores,
