@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from mmrlhf_ray.schemas import QUARANTINE_SCHEMA
+
+STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]*(/[a-z0-9-]+)*$")  # e.g. "pairs", "import/pool"
 
 
 class CountMismatch(RuntimeError):
@@ -92,10 +95,31 @@ class StageDir:
         self._atomic_write(self.manifest_path, json.dumps(manifest, indent=2, default=str).encode())
 
     def is_done(self, config: dict[str, Any] | None = None) -> bool:
+        """Finished, under ``config`` (when given), from upstream stages that have not
+        changed since (an upstream stage re-made after this one finished makes it stale)."""
         manifest = self.read_manifest()
         if not manifest or manifest.get("status") != "done":
             return False
-        return config is None or manifest.get("config_hash") == config_hash(config)
+        if config is not None and manifest.get("config_hash") != config_hash(config):
+            return False
+        stale = self.stale_inputs(manifest)
+        if stale:
+            print(f"{self.stage}: upstream {', '.join(stale)} changed since it finished: "
+                  f"to be re-made")
+        return not stale
+
+    def stale_inputs(self, manifest: dict[str, Any] | None = None) -> list[str]:
+        """Upstream stages of this run (named in the manifest's inputs) whose output is
+        not the one this stage was made from. Inputs that are not stages are skipped."""
+        manifest = manifest if manifest is not None else self.read_manifest() or {}
+        stale = []
+        for name, fingerprint in (manifest.get("inputs") or {}).items():
+            if not STAGE_NAME.match(name):
+                continue
+            upstream = StageDir(self.run_dir, name)
+            if upstream.read_manifest() is not None and upstream.fingerprint() != fingerprint:
+                stale.append(name)
+        return stale
 
     def begin(self, config: dict[str, Any], inputs: dict[str, str] | None = None,
               keep_parts: bool = False) -> bool:
@@ -232,6 +256,12 @@ def require_done(run_dir: str, stage: str) -> StageDir:
     """The finished output of an upstream stage, or a clear error saying what to run."""
     upstream = StageDir(run_dir, stage)
     if not upstream.is_done():
+        stale = upstream.stale_inputs()
+        if stale and (upstream.read_manifest() or {}).get("status") == "done":
+            raise FileNotFoundError(
+                f"stage '{stage}' in {run_dir} is stale: {', '.join(stale)} changed after it "
+                f"finished: re-run `mmrlhf {stage} run_dir={run_dir}` first"
+            )
         raise FileNotFoundError(
             f"stage '{stage}' has not finished in {run_dir}: run `mmrlhf {stage} "
             f"run_dir={run_dir}` first"

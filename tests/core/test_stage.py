@@ -67,3 +67,19 @@ def test_begin_keeps_parts_of_same_attempt_and_drops_stale_ones(tmp_path):
     assert stage.begin({"a": 3}, inputs={"up": "f2"}) is True
     assert not stage.has_part("p0")
     assert stage.read_manifest()["attempts"] == 5
+
+
+def test_a_remade_upstream_makes_downstream_stale(tmp_path, capsys):
+    run = str(tmp_path)
+    up, down = StageDir(run, "up"), StageDir(run, "down")
+    up.begin({"v": 1})
+    up.finish(0, 0, 0)
+    down.begin({"d": 1}, inputs={"up": up.fingerprint(), "/some/file.jsonl": "x", "policy": "p"})
+    down.finish(0, 0, 0)
+    assert down.is_done({"d": 1}) and require_done(run, "down") == down
+    up.begin({"v": 2})  # upstream re-made under another config
+    up.finish(0, 0, 0)
+    assert down.stale_inputs() == ["up"] and not down.is_done({"d": 1})
+    assert "upstream up changed" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="'down' .* is stale: up changed"):
+        require_done(run, "down")
