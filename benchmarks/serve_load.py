@@ -14,6 +14,7 @@ same model's offline batched forward (``RewardScorer.score`` on pre-decoded batc
 
     .venv/bin/python benchmarks/serve_load.py            # writes docs/BENCHMARKS.md "## Serving"
     .venv/bin/python benchmarks/serve_load.py --seconds 5 --no-write
+    .venv/bin/python benchmarks/serve_load.py --critique-backend vllm   # its own subsection
 
 Targets (issue 6): >= 4x throughput from batching at 64 clients; batched serving >=
 0.8x of the offline batched forward.
@@ -138,14 +139,22 @@ def run_level(
     return out
 
 
-def offline(model_path: str, bodies: list[dict], batch: int, tokens: int, seconds: float) -> dict:
-    """Items/s of the scorer's batched forward in this process (1 thread, no HTTP)."""
+def offline(model_path: str, bodies: list[dict], batch: int, tokens: int, seconds: float,
+            backend: str = "transformers") -> dict:
+    """Items/s of the scorer's batched forward (1 thread, no HTTP), in a Ray task of its
+    own (a vLLM critic pins its process's threads)."""
     import torch
 
     from mmrlhf_ray.serving import ScoreRequest, ServeLimits, load_scorer, resolve_score_request
 
     torch.set_num_threads(1)
-    scorer = load_scorer(model_path, max_batch_size=batch, critique_max_new_tokens=tokens)
+    critic = None
+    if backend == "vllm":
+        from actors.critic import VllmCritic
+
+        critic = VllmCritic(model_path, tokens)
+    scorer = load_scorer(model_path, max_batch_size=batch, critique_max_new_tokens=tokens,
+                         critic=critic)
     items = [
         resolve_score_request(ScoreRequest.model_validate(b), ServeLimits())[0] for b in bodies
     ]
@@ -161,7 +170,7 @@ def offline(model_path: str, bodies: list[dict], batch: int, tokens: int, second
     return out
 
 
-def start_apps(model_path: str, batch: int, tokens: int) -> dict[str, str]:
+def start_apps(model_path: str, batch: int, tokens: int, backend: str) -> dict[str, str]:
     from mmrlhf_ray.serving import ServeRewardConfig
     from serve.app import start
 
@@ -174,6 +183,7 @@ def start_apps(model_path: str, batch: int, tokens: int) -> dict[str, str]:
             route_prefix=f"/{name}",
             max_batch_size=size,
             critique_max_new_tokens=tokens,
+            critique_backend=backend,
             access_log=False,
         )
         urls[name] = start(cfg)
@@ -205,10 +215,12 @@ def report(args, levels: dict, off: dict) -> str:
     lines = [
         "`.venv/bin/python benchmarks/serve_load.py"
         + (f" --seconds {args.seconds:g}" if args.seconds != 30 else "")
+        + (" --critique-backend vllm" if args.critique_backend == "vllm" else "")
         + "`",
         "",
         f"Model: tiny Qwen2-VL critique reward model (hidden 128, 4 layers, fresh scoring head), "
-        f"critique of {args.critique_tokens} greedy tokens then one scoring forward; one "
+        f"critique of {args.critique_tokens} greedy tokens ({args.critique_backend}) then one "
+        f"scoring forward (transformers); one "
         f"replica, 1 CPU, 1 torch thread; 64x64 PNG per item; 2-core shared box, load "
         f"average at the end {load}.",
         "",
@@ -254,6 +266,8 @@ def main() -> None:
     parser.add_argument(
         "--critique-tokens", type=int, default=32, help="as configs/serve-reward.yaml"
     )
+    parser.add_argument("--critique-backend", choices=["transformers", "vllm"],
+                        default="transformers", help="who writes the critiques")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     from ray import serve
@@ -263,25 +277,30 @@ def main() -> None:
     init_ray(num_cpus=4)
     model = build_reward_model(tempfile.mkdtemp(prefix="servebench-"))
     bodies = payloads()
-    urls = start_apps(model, args.batch, args.critique_tokens)
+    import ray
+
+    urls = start_apps(model, args.batch, args.critique_tokens, args.critique_backend)
+    offline_task = ray.remote(num_cpus=1)(offline)
+    limit = (model, bodies, args.batch, args.critique_tokens, args.seconds / 2, args.critique_backend)
     levels = {}
     for url in urls.values():  # warm-up: first forwards allocate
         run_window(url, bodies, 2, 2.0)
     # the limit, measured before and after the served runs (the box is shared: average)
-    before = offline(model, bodies, args.batch, args.critique_tokens, args.seconds / 2)
+    before = ray.get(offline_task.remote(*limit))
     for c in args.clients:
         for name, result in run_level(urls, bodies, c, args.seconds, args.rounds).items():
             levels[(name, c)] = result
             print(name, json.dumps(result), flush=True)
     for name in urls:
         serve.delete(f"bench-{name}")
-    after = offline(model, bodies, args.batch, args.critique_tokens, args.seconds / 2)
+    after = ray.get(offline_task.remote(*limit))
     off = {k: (before[k] + after[k]) / 2 for k in before}
     print("offline before", before, "after", after, flush=True)
     text = report(args, levels, off)
     print(text)
     if not args.no_write:
-        write_subsection("Load: dynamic batching vs batch 1", text)
+        title = "Load: dynamic batching vs batch 1"
+        write_subsection(title + (", vLLM critic" if args.critique_backend == "vllm" else ""), text)
 
 
 if __name__ == "__main__":

@@ -172,6 +172,18 @@ def make_api(max_body_bytes: int, token: str | None) -> FastAPI:
     return api
 
 
+def make_critic(cfg: ServeRewardConfig):
+    """vLLM critiques when ``critique_backend=vllm`` (None: the model's own ``generate``)."""
+    if cfg.critique_backend != "vllm":
+        return None
+    from actors.critic import VllmCritic
+
+    return VllmCritic(cfg.model_path, cfg.critique_max_new_tokens, num_gpus=cfg.num_gpus,
+                      tensor_parallel_size=cfg.critique_tensor_parallel_size,
+                      dtype=cfg.critique_dtype, max_model_len=cfg.critique_max_model_len,
+                      gpu_memory_utilization=cfg.critique_gpu_memory_utilization)
+
+
 class ReplicaCore:
     """Everything a replica does but its HTTP routes: the scorer, batching, counters and
     the handle API. ``make_service`` adds the routes over a fresh FastAPI app."""
@@ -184,6 +196,7 @@ class ReplicaCore:
             self.cfg.max_batch_size,
             self.cfg.critique_max_new_tokens,
             self.cfg.trust_remote_code,
+            critic=make_critic(self.cfg),
         )
         # Ray 2.60's @serve.batch needs a replica context, which local testing mode lacks:
         # there each request is scored as one batch of its own items instead.
