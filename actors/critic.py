@@ -40,8 +40,7 @@ class VllmCritic:
         meta = json.loads((Path(model_path) / META_FILE).read_text())
         self.template, self.max_frames = meta["prompt_template"], int(meta["max_frames"])
         spec = ModelSpec(name="critic", kind="vllm", path=backbone_view(model_path), n=1,
-                         temperature=0.0,
-                         max_tokens=max_new_tokens, num_gpus=num_gpus, dtype=dtype,
+                         temperature=0.0, max_tokens=max_new_tokens, num_gpus=num_gpus, dtype=dtype,
                          tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
                          gpu_memory_utilization=gpu_memory_utilization)
         self.generator = Generator(spec)

@@ -99,7 +99,8 @@ def main(argv=None) -> int:
     todo = [(getattr(cfg, attr), *rest) for attr, *rest in FILES if getattr(cfg, attr)]
     if not todo:
         print(
-            "import: no file given (set data_jsonl, dpo_pairs_jsonl, reward_bench_jsonl or pool_jsonl)",
+            "import: no file given (set data_jsonl, dpo_pairs_jsonl, reward_bench_jsonl "
+            "or pool_jsonl)",
             file=sys.stderr,
         )
         return 2

@@ -129,8 +129,9 @@ def main(argv=None) -> int:
     from actors.trainer import run_training
 
     init_ray()
-    result = run_training(task, cfg.train, name=f"train-dpo-{out.attempt_key()}", storage_path=out.path("ray"),
-                          output_dir=out.local_path("policy"), metrics_csv=out.local_path("metrics.csv"))
+    result = run_training(task, cfg.train, name=f"train-dpo-{out.attempt_key()}",
+                          storage_path=out.path("ray"), output_dir=out.local_path("policy"),
+                          metrics_csv=out.local_path("metrics.csv"))
     table = pair_table(train, held, cfg)
     out.write_part("pairs", table)
     _plot(out, table, cfg)

@@ -350,8 +350,10 @@ def parse_pool_line(obj: Any, media_root: str = "") -> dict:
     if hint is not None and hint not in CATEGORIES:
         raise ReleaseError("category_hint", f"{hint!r} is not one of {', '.join(CATEGORIES)}")
     if hint is None:
-        named = [p.lower() for p in PurePosixPath((video or image).replace("\\", "/")).parts[:-1]]
-        hint = next((p for p in named if p in CATEGORIES), None)
+        try:
+            hint = category_from_path(video or image)
+        except ReleaseError:
+            hint = None  # no category folder: curate decides from the row
     row = {
         "sample_id": _string(obj, "id", required=True),
         "source": _string(obj, "source") or "pool",
@@ -430,12 +432,12 @@ def _parse_text(
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ReleaseError("line", f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
-    if kind in ("data", "pool"):
+    if kind in ("data", "pool"):  # one row per id: a repeated id is quarantined
         if kind == "data":
-            row = parse_data_line(obj, media_root, default_category, known)
+            row, id_field = parse_data_line(obj, media_root, default_category, known), "query_id"
         else:
-            row = parse_pool_line(obj, media_root)
-        row_key = row["query_id" if kind == "data" else "sample_id"]
+            row, id_field = parse_pool_line(obj, media_root), "sample_id"
+        row_key = row[id_field]
         if row_key in seen:
             raise ReleaseError("id", f"duplicate of line {seen[row_key]}")
         seen[row_key] = line_no

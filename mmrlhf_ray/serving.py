@@ -10,7 +10,8 @@ resolution and the plain ``RewardScorer`` (critique, then score, in batches).
   ``ScoringInput`` rows, enforcing ``ServeLimits`` (text length, item count, encoded
   bytes, decoded pixels) and resolving media: base64 (or a ``data:`` URL), or a path
   that must resolve (symlinks followed) inside one of ``allowed_roots``, or an http(s)
-  URL when ``allow_urls`` (public hosts or ``allowed_url_hosts`` only, see ``url_fetch``). Every problem raises ``RequestError(field, reason, status)`` naming the
+  URL when ``allow_urls`` (public hosts or ``allowed_url_hosts`` only, see
+  ``url_fetch``). Every problem raises ``RequestError(field, reason, status)`` naming the
   field, e.g. ``items[3].image``, which the app turns into a 4xx JSON error.
 * ``RewardScorer.score(inputs)`` runs the paper's inference (Sec. 3.2): the critique
   head writes a critique c for (x, y) unless one is given, then the scoring head gives
