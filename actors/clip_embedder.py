@@ -20,6 +20,7 @@ import os
 import pyarrow as pa
 
 from mmrlhf_ray.curation.embed import embed_rows
+from mmrlhf_ray.signals import interrupt_point
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -102,6 +103,7 @@ class ClipEmbedder:
             os._exit(1)  # simulate a crashed worker (no cleanup, no exception)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        interrupt_point("curate.embed")  # tests: a signal while Ray Data executes
         self._maybe_fail()
         rows = batch.to_pylist()
         for row in rows:

@@ -45,6 +45,7 @@ from mmrlhf_ray.generation import (
 from mmrlhf_ray.media import MediaError
 from mmrlhf_ray.prompts import render_chat
 from mmrlhf_ray.schemas import validate_row
+from mmrlhf_ray.signals import interrupt_point
 
 VLLM_CPU_ENV = {
     "VLLM_TARGET_DEVICE": "cpu",
@@ -385,6 +386,7 @@ class GenerateWorker:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.calls += 1
+        interrupt_point("generate.batch")  # tests: a signal while the generators run
         _maybe_die(self.kill_marker, self.calls)
         rows = batch.to_pylist()
         out: list[dict[str, Any]] = []

@@ -11,6 +11,8 @@ import os
 
 import ray
 
+from mmrlhf_ray import signals
+
 LOCAL_OBJECT_STORE_BYTES = 1 << 30  # 1 GiB: plenty for the shapes world, safe on 24 GiB boxes
 # Logical CPUs of a local runtime: at least 4, so an actor pool of 2 (1 CPU each) still
 # leaves room for the read tasks feeding it and for a Serve replica. Actors pin torch to
@@ -26,6 +28,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     env = {"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}}
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
+        signals.reassert()  # ray.init sets its own SIGTERM handler (sys.exit(15))
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(
@@ -36,3 +39,4 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         runtime_env=env,
         log_to_driver=True,
     )
+    signals.reassert()  # ray.init sets its own SIGTERM handler (sys.exit(15))

@@ -62,6 +62,8 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from mmrlhf_ray import signals
+from mmrlhf_ray.signals import interrupt_point
 from mmrlhf_ray.training.checkpoint import (
     DS_DIR,
     HF_DIR,
@@ -306,6 +308,7 @@ def _train_loop(loop_config: dict) -> None:
         metrics = _train_step(engine, task, processor, rows, batches, cfg, step)
         metrics.update(resumed_from=start, **{f"params_{k}": v for k, v in counts.items()})
         if rank == 0:
+            interrupt_point("train.step")  # tests: a signal inside a Ray Train run
             append_metrics(csv_path, metrics)
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
             bar.update(1)
@@ -371,7 +374,8 @@ def run_training(
             },
         ),
     )
-    result = trainer.fit()
+    # Ray Train's fit would replace the SIGINT handler for good: see mmrlhf_ray/signals.py
+    result = signals.while_framework_runs(trainer.fit)
     if result.error is not None:
         raise result.error
     if result.checkpoint is None:

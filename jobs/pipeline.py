@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mmrlhf_ray import signals  # noqa: E402
 from mmrlhf_ray.cli import REPO_ROOT, job_module, parse_stage_args  # noqa: E402
 from mmrlhf_ray.stage import StageDir  # noqa: E402
 
@@ -67,27 +66,19 @@ class Interrupted(Exception):
     """Ctrl-C (SIGINT) or SIGTERM arrived while a stage ran."""
 
 
-_signals: list[int] = []
-
-
-def _note_signal(signum, frame) -> None:
-    """Remember the signal, then interrupt like Ctrl-C does (libraries that catch
-    KeyboardInterrupt, e.g. Ray Train's graceful abort, may turn it into another exit)."""
-    _signals.append(signum)
-    raise KeyboardInterrupt
-
-
 def run_stage(cfg: PipelineConfig, stage: str) -> float:
     """Run one stage in-process; returns its wall time. Raises with the resume hint."""
     module = importlib.import_module(job_module(stage))
     start = time.time()
     try:
+        signals.interrupt_point(f"pipeline.before-{stage}")  # tests: between two stages
         code = module.main(stage_argv(cfg, stage))
     except BaseException as exc:
-        if _signals or isinstance(exc, KeyboardInterrupt):
-            print(f"pipeline: interrupted during stage '{stage}' after {time.time() - start:.0f}s. "
-                  f"Re-run the same command to resume: finished stages are skipped and "
-                  f"'{stage}' keeps the parts it wrote.", file=sys.stderr, flush=True)
+        if signals.received() or isinstance(exc, KeyboardInterrupt):
+            print(f"pipeline: interrupted ({signals.signal_name() or 'SIGINT'}) during stage "
+                  f"'{stage}' after {time.time() - start:.0f}s. Re-run the same command to "
+                  f"resume: finished stages are skipped and '{stage}' keeps the parts it wrote.",
+                  file=sys.stderr, flush=True)
             raise Interrupted(stage) from exc
         print(
             f"pipeline: stage '{stage}' failed ({type(exc).__name__}: {exc}). Fix the cause and "
@@ -95,6 +86,10 @@ def run_stage(cfg: PipelineConfig, stage: str) -> float:
             file=sys.stderr,
         )
         raise
+    if signals.received():  # a framework swallowed the interrupt and returned
+        print(f"pipeline: interrupted ({signals.signal_name()}) during stage '{stage}'. Re-run "
+              f"the same command to resume.", file=sys.stderr, flush=True)
+        raise Interrupted(stage)
     if code:
         raise SystemExit(f"pipeline: stage '{stage}' exited with status {code}")
     return time.time() - start
@@ -119,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     init_ray()
     started = time.time()
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, _note_signal) for s in (signal.SIGINT, signal.SIGTERM)
-                if in_main_thread}  # signal handlers can only be set from the main thread
+    previous = signals.install()  # Ctrl-C -> 130, SIGTERM -> 143 (mmrlhf_ray/signals.py)
     try:
         for stage in [s for s in PIPELINE_STAGES if s in cfg.stages]:
             print(f"\n=== pipeline: {stage} ===", flush=True)
@@ -131,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
             overrides = [f"rounds={cfg.self_improve_rounds}", *cfg.overrides.get("self-improve", [])]
             cfg.overrides["self-improve"] = overrides
             _record_timing(cfg, "self-improve", run_stage(cfg, "self-improve"))
-    except Interrupted:
-        return 130  # the shell's code for "stopped by Ctrl-C"
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if not isinstance(exc, Interrupted):  # landed between two stages
+            print("pipeline: interrupted between stages. Re-run the same command to resume.",
+                  file=sys.stderr, flush=True)
+        return signals.exit_code() or 130  # the shell's codes for Ctrl-C / SIGTERM
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signals.restore(previous)
         if cfg.stop_service and "serve-reward" in cfg.stages:
             from jobs.serve_reward import stop_service
 

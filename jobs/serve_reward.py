@@ -70,7 +70,11 @@ def main(argv=None) -> int:
     out.begin(config_to_dict(cfg), inputs={"model_path": str(Path(model_path).resolve())})
     init_ray()
     t0 = time.time()
-    url = start(cfg, token)
+    try:
+        url = start(cfg, token)
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM while starting: leave no half-made app
+        _delete_app(cfg.app_name)
+        raise
     health = _healthy(url, token)
     if health is None:
         raise SystemExit(f"serve-reward: the app started but {url}/healthz does not answer")
@@ -84,9 +88,20 @@ def main(argv=None) -> int:
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: answer what was accepted, then stop
+        print("serve-reward: stopping: answering accepted requests first", flush=True)
         stop_service(cfg.run_dir)
     return 0
+
+
+def _delete_app(app_name: str) -> None:
+    """Delete ``app_name`` without waiting (its replicas may still be starting)."""
+    from ray import serve
+
+    try:
+        serve.delete(app_name, _blocking=False)
+    except Exception as exc:  # Serve itself not up yet: nothing to delete
+        print(f"serve-reward: could not delete {app_name}: {exc}", file=sys.stderr)
 
 
 def stop_service(run_dir: str) -> bool:

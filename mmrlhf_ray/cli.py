@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mmrlhf_ray import signals
 from mmrlhf_ray.config import ConfigError, config_to_dict, load_config
 
 T = TypeVar("T")
@@ -144,9 +145,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    module = importlib.import_module(job_module(stage))
-    result: Any = module.main(rest)
+    with signals.handled():
+        try:
+            module = importlib.import_module(job_module(stage))
+            result: Any = module.main(rest)
+        except BaseException:
+            if signals.received() is None:
+                raise
+    if signals.received() is not None:
+        signals.exit_now(interrupted_message(stage, rest))
     return int(result or 0)
+
+
+def interrupted_message(stage: str, rest: list[str]) -> str:
+    """Where to resume after Ctrl-C / SIGTERM (the pipeline prints its own, per stage)."""
+    if stage == "pipeline":
+        return ""
+    command = " ".join(["mmrlhf", stage, *rest])
+    return (f"mmrlhf {stage}: stopped by {signals.signal_name()}; re-run `{command}` to resume "
+            f"(finished work is kept)")
 
 
 if __name__ == "__main__":

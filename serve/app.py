@@ -55,6 +55,7 @@ from mmrlhf_ray.serving import (
     resolve_compare_request,
     resolve_score_request,
 )
+from mmrlhf_ray.signals import interrupt_point
 
 log = logging.getLogger("mmrlhf.serve")
 _ERRORS = {
@@ -189,6 +190,7 @@ class ReplicaCore:
     the handle API. ``make_service`` adds the routes over a fresh FastAPI app."""
 
     def __init__(self, cfg: dict):
+        interrupt_point("serve.start")  # tests: a signal while the service starts
         self.cfg = ServeRewardConfig(**{**cfg, "limits": ServeLimits(**cfg["limits"])})
         self.limits = self.cfg.limits
         self.scorer = load_scorer(
@@ -212,6 +214,7 @@ class ReplicaCore:
         self._batched.set_max_batch_size(self.cfg.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self.items_scored, self.batches, self.started = 0, 0, time.time()
+        self.requests_seen = 0
         self.batch_sizes: list[int] = []
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
@@ -231,6 +234,8 @@ class ReplicaCore:
         return list(await asyncio.gather(*(self._batched(i) for i in inputs)))
 
     async def do_score(self, req: ScoreRequest) -> ScoreResponse:
+        self.requests_seen += 1  # tests: SIGTERM to `mmrlhf serve-reward` under load
+        interrupt_point("serve.request", hits=self.requests_seen, hold=False)
         # Decoding (and fetching, with allow_urls) stays off the event loop.
         inputs = await asyncio.to_thread(resolve_score_request, req, self.limits)
         outs = await self._score_all(inputs)

@@ -8,13 +8,8 @@ report. Sizes come from configs/pipeline.smoke.yaml.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,9 +18,6 @@ from mmrlhf_ray.stage import StageDir
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "pipeline.smoke.yaml")
-PREFIX = ["toyworld", "curate", "generate", "annotate", "pairs"]
-SIMULATED_ONLY = ("generate=[max_queries=12, chunk_size=6, \"models=[{name: sim-strong, kind: simulated, "
-                  "n: 1}, {name: sim-medium, kind: simulated, n: 1}, {name: sim-weak, kind: simulated, n: 1}]\"]")
 
 
 def _free_port() -> int:
@@ -80,49 +72,4 @@ def test_whole_pipeline_on_a_small_world(ray_session, tmp_path):
     assert "toy_benchmark.png" in report and (run / "report.html").exists()
 
 
-def _pipeline_cmd(run: Path) -> list[str]:
-    return [sys.executable, "-m", "mmrlhf_ray.cli", "pipeline", "--config", SMOKE, f"run_dir={run}",
-            f"stages=[{', '.join(PREFIX)}]", "report=false", f"overrides.{SIMULATED_ONLY}"]
-
-
-@pytest.mark.ray
-def test_interrupted_pipeline_resumes_to_the_same_counts(ray_session, tmp_path):
-    from jobs.pipeline import main as pipeline_main
-
-    reference = tmp_path / "reference"
-    assert pipeline_main(_pipeline_cmd(reference)[4:]) == 0
-
-    run = tmp_path / "interrupted"
-    env = dict(os.environ, RAY_ADDRESS="")
-    env.pop("RAY_ADDRESS")
-    log = open(tmp_path / "interrupted.log", "w+")  # a file: a full pipe would block the run
-    proc = subprocess.Popen(_pipeline_cmd(run), cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.time() + 600
-    curate = StageDir(str(run), "curate")
-    while time.time() < deadline and proc.poll() is None:
-        manifest = curate.read_manifest() or {}
-        if manifest.get("status") == "running":
-            break
-        time.sleep(1)
-    assert proc.poll() is None, "the pipeline finished before it could be interrupted"
-    time.sleep(3)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-    try:
-        proc.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        pytest.fail("Ctrl-C did not stop the pipeline within 120 s")
-    log.seek(0)
-    output = log.read()
-    assert proc.returncode == 130, output[-3000:]
-    assert "interrupted during stage 'curate'" in output
-    assert not StageDir(str(run), "pairs").is_done()
-
-    resumed = subprocess.run(_pipeline_cmd(run), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    for stage in PREFIX:
-        assert _counts(run, stage) == _counts(reference, stage), stage
-    ids = lambda r: sorted(StageDir(str(r), "pairs").read(columns=["pair_id"]).column("pair_id").to_pylist())  # noqa: E731
-    assert ids(run) == ids(reference) and len(ids(run)) > 0
+# Interrupted runs that resume: tests/e2e/test_signals.py
