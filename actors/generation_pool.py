@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from actors.generator import VLLM_CPU_ENV, GenerateWorker
 from mmrlhf_ray.generation import ModelSpec, spec_dict
+from mmrlhf_ray.schemas import quarantine_row
 
 
 @dataclass
@@ -147,13 +148,9 @@ def _flush(chunk: int, units: dict[str, dict], on_chunk: Callable, stats: PoolSt
     for row in sorted(units.values(), key=lambda r: (r["sample_id"], r["sample_index"])):
         if row.get("_qreason"):
             bad.append(
-                {
-                    "source": "curate",
-                    "locator": row["response_id"],
-                    "field": row["_qfield"],
-                    "reason": row["_qreason"],
-                    "raw": row["sample_id"],
-                }
+                quarantine_row(
+                    "curate", row["response_id"], row["_qfield"], row["_qreason"], row["sample_id"]
+                )
             )
         else:
             good.append({k: v for k, v in row.items() if not k.startswith("_")})
@@ -164,40 +161,3 @@ def _flush(chunk: int, units: dict[str, dict], on_chunk: Callable, stats: PoolSt
     stats.prompts += len({r["sample_id"] for r in units.values()})
     on_chunk(chunk, good, bad)
 
-
-def generate_critiques(
-    items: list[dict[str, Any]], spec: ModelSpec, template: str = "", chunk_size: int = 64
-) -> list[str | None]:
-    """Greedy critiques, in order, for items of {question, response, optional image bytes}.
-
-    The reward model's inference step (generate the critique, then score it) at pool
-    scale: each item becomes the ``CRITIQUE_PROMPT`` user turn (with its image) and runs
-    on ``spec``'s actor pool. A unit that fails (e.g. an undecodable image) gives None.
-    """
-    from dataclasses import replace
-
-    from mmrlhf_ray.prompts import CRITIQUE_PROMPT, critique_prompt
-
-    greedy = replace(spec, n=1, temperature=0.0, top_p=1.0)
-    rows = [
-        {
-            "sample_id": f"c{k:08d}",
-            "_chunk": k // chunk_size,
-            "image": item.get("image"),
-            "question": critique_prompt(
-                item["question"], item["response"], template or CRITIQUE_PROMPT
-            ),
-        }
-        for k, item in enumerate(items)
-    ]
-    texts: dict[str, str | None] = {}
-
-    def collect(_chunk: int, good: list[dict], bad: list[dict]) -> None:
-        texts.update({r["sample_id"]: r["text"] for r in good})
-        texts.update({q["raw"]: None for q in bad})
-
-    expected: dict[int, int] = defaultdict(int)
-    for row in rows:
-        expected[row["_chunk"]] += 1
-    run_pool(pa.Table.from_pylist(rows), greedy, dict(expected), collect)
-    return [texts[r["sample_id"]] for r in rows]

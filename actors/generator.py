@@ -35,7 +35,6 @@ from mmrlhf_ray.generation import (
     ModelSpec,
     Sample,
     build_request,
-    critique_request,
     generation_rows,
     quarantine_rows,
     resolve_kind,
@@ -299,30 +298,6 @@ class Generator:
         if self.kind == "simulated":
             raise ValueError("simulated responders answer pool rows: use generate_rows")
         return self.backend.generate(requests, greedy=greedy)
-
-    def critique(self, items: list[dict[str, Any]], template: str = "") -> list[str]:
-        """Greedy critiques for items of {question, response, optional image (PIL or bytes)}.
-
-        Uses the reward model's ``CRITIQUE_PROMPT`` (official style); the reward
-        model's inference generates its critique this way, then scores it.
-        """
-        from mmrlhf_ray.media import decode_image
-
-        reqs = []
-        for k, item in enumerate(items):
-            image = item.get("image")
-            if isinstance(image, (bytes, str)):
-                image = decode_image(image, "image", max_side=self.spec.max_side)
-            reqs.append(
-                critique_request(
-                    item["question"],
-                    item["response"],
-                    [image] if image is not None else [],
-                    key=str(k),
-                    template=template,
-                )
-            )
-        return [samples[0].text for samples in self.generate(reqs, greedy=True)]
 
 
 def _maybe_die(marker: str, calls: int) -> None:

@@ -1,7 +1,7 @@
 """Ray Data batch inference of reference log-probs: an actor pool of frozen policies.
 
 Each actor loads the reference policy once and scores batches of query groups with
-``mmrlhf_ray.dpo.reference.score_groups`` (vision once per query, K responses per
+``mmrlhf_ray.dpo.reference.reference_logps`` (vision once per query, K responses per
 forward). Input rows are one query each (``query_id``, ``question``, media,
 ``response_ids``, ``responses``, ``part``); output rows are one response each.
 
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from mmrlhf_ray.dpo.groups import MEDIA_KEYS, QueryGroup
+from mmrlhf_ray.groups import QueryGroup
+from mmrlhf_ray.schemas import MEDIA_KEYS
 
 
 def _value(v: Any) -> Any:
@@ -70,13 +71,13 @@ class RefLogpsScorer:
         self.pid = os.getpid()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from mmrlhf_ray.dpo.reference import score_groups
+        from mmrlhf_ray.dpo.reference import reference_logps
 
         n = len(batch["query_id"])
         rows = [{k: batch[k][i] for k in batch} for i in range(n)]
         groups = [_group_of(r) for r in rows]
         parts = {str(r["query_id"]): int(r["part"]) for r in rows}
-        scored = score_groups(self.model, self.processor, groups, self.max_response_tokens,
+        scored = reference_logps(self.model, self.processor, groups, self.max_response_tokens,
                               self.max_frames)
         cols = ("query_id", "response_id", "ref_logp", "n_tokens", "error_field", "error")
         out: dict[str, list] = {c: [s[c] for s in scored] for c in cols}

@@ -111,18 +111,18 @@ def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool) 
     from mmrlhf_ray.dpo.batching import collate_groups, encode_group
     from mmrlhf_ray.dpo.config import LossConfig
     from mmrlhf_ray.dpo.forward import grouped_logps
-    from mmrlhf_ray.dpo.groups import build_groups
     from mmrlhf_ray.dpo.objective import LossState, preference_loss
-    from mmrlhf_ray.dpo.reference import score_groups
+    from mmrlhf_ray.dpo.reference import reference_logps
+    from mmrlhf_ray.groups import group_pairs
 
     model, processor = _load(paths["policy"])
     ref_model, _ = _load(paths["reference"] if online else paths["policy"])
-    groups, _ = build_groups(rows)
+    groups, _ = group_pairs(rows)
     t0, c0 = time.perf_counter(), time.process_time()
     if not online:  # precompute once: one forward per unique response
         scored = {(s["query_id"], s["response_id"]): s["ref_logp"]
                   for i in range(0, len(groups), qps)
-                  for s in score_groups(ref_model, processor, groups[i:i + qps])}
+                  for s in reference_logps(ref_model, processor, groups[i:i + qps])}
         for g in groups:
             g.ref_logps = [scored[(g.query_id, r)] for r in g.response_ids]
         del ref_model
@@ -215,7 +215,7 @@ def step0_check(paths: dict, rows: list[dict]) -> dict:
     """TRL's loss and ours (w = 0) on the same 6-pair batch, reference == policy and != policy."""
     from mmrlhf_ray.dpo.batching import collate_groups, encode_group
     from mmrlhf_ray.dpo.forward import grouped_logps
-    from mmrlhf_ray.dpo.groups import build_groups
+    from mmrlhf_ray.groups import group_pairs
     from mmrlhf_ray.losses import mm_dpo_loss
 
     batch_rows = rows[:6]
@@ -225,7 +225,7 @@ def step0_check(paths: dict, rows: list[dict]) -> dict:
         inputs = trainer.data_collator([dict(trainer.train_dataset[i]) for i in range(6)])
         with torch.no_grad():
             trl_loss = float(trainer.compute_loss(trainer.model, inputs))
-            groups, _ = build_groups(batch_rows)
+            groups, _ = group_pairs(batch_rows)
             processor = trainer.processing_class
             batch = collate_groups([encode_group(processor, g) for g in groups],
                                    processor.tokenizer.pad_token_id)

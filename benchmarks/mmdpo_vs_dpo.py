@@ -42,8 +42,8 @@ from mmrlhf_ray.dpo.batching import collate_groups, encode_group  # noqa: E402
 from mmrlhf_ray.dpo.config import LossConfig  # noqa: E402
 from mmrlhf_ray.dpo.evaluate import preference_metrics, response_scores  # noqa: E402
 from mmrlhf_ray.dpo.forward import grouped_logps  # noqa: E402
-from mmrlhf_ray.dpo.groups import build_groups, split_groups  # noqa: E402
 from mmrlhf_ray.dpo.objective import LossState, preference_loss  # noqa: E402
+from mmrlhf_ray.groups import group_pairs, split_groups  # noqa: E402
 from mmrlhf_ray.models import build_all, load_policy, sft_loss  # noqa: E402
 from mmrlhf_ray.training.freeze import freeze_vision  # noqa: E402
 
@@ -180,7 +180,7 @@ def main() -> None:
         policy, rows = run_dir_inputs(args.run_dir)
     else:
         policy, rows = sft_policy(work, 1200, args.sft_steps), simulated_pairs(args.queries)
-    groups, bad = build_groups(rows, need_margin=True)
+    groups, bad = group_pairs(rows, need_margin=True)
     if args.run_dir and args.queries:
         groups = groups[: args.queries]
     train_groups, held = split_groups(groups, 0.2, seed=0)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from mmrlhf_ray.annotation import (
     AnnotateConfig,
-    QueryGroup,
+    GeneratedQuery,
     annotate_group,
     export_tasks,
     group_generated,
@@ -41,10 +41,9 @@ from mmrlhf_ray.annotation import (
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.release import read_release_file
-from mmrlhf_ray.schemas import to_table
+from mmrlhf_ray.schemas import MEDIA_KEYS, quarantine_row, to_table
 from mmrlhf_ray.stage import StageDir, require_done
 
-MEDIA_COLUMNS = ("image", "image_path", "video_frames", "video_path")
 GEN_COLUMNS = (
     "response_id",
     "sample_id",
@@ -83,12 +82,12 @@ def load_media(run_dir: str, gen: StageDir, ids: list[str]) -> dict[str, dict]:
     if not ids or not src.is_done() or not src.part_paths():
         return {}
     dataset = pads.dataset(src.part_paths(), filesystem=src.fs, format="parquet")
-    columns = ["sample_id", *[c for c in MEDIA_COLUMNS if c in dataset.schema.names]]
+    columns = ["sample_id", *[c for c in MEDIA_KEYS if c in dataset.schema.names]]
     table = dataset.to_table(columns=columns, filter=pads.field("sample_id").isin(ids))
     return {row["sample_id"]: row for row in table.to_pylist()}
 
 
-def _group_quarantine(group: QueryGroup, exc: Exception) -> list[dict]:
+def _group_quarantine(group: GeneratedQuery, exc: Exception) -> list[dict]:
     """One quarantine row per generated response of a query the oracle could not label."""
     message = str(exc).removeprefix(
         f"{group.pool_row['sample_id']}: "
@@ -96,19 +95,12 @@ def _group_quarantine(group: QueryGroup, exc: Exception) -> list[dict]:
     field, _, reason = message.partition(": ")
     if not reason or " " in field:
         field, reason = "ground_truth", str(exc)
-    return [
-        {
-            "source": "generate",
-            "locator": r["response_id"],
-            "field": field,
-            "reason": f"{type(exc).__name__}: {reason}",
-            "raw": r["text"],
-        }
-        for r in group.responses
-    ]
+    reason = f"{type(exc).__name__}: {reason}"
+    return [quarantine_row("generate", r["response_id"], field, reason, r["text"])
+            for r in group.responses]
 
 
-def annotate_part(groups: list[QueryGroup], cfg: AnnotateConfig, oracle) -> tuple[list, list]:
+def annotate_part(groups: list[GeneratedQuery], cfg: AnnotateConfig, oracle) -> tuple[list, list]:
     """Records and quarantined rows for one part's queries."""
     records, bad = [], []
     for group in groups:

@@ -32,7 +32,7 @@ from mmrlhf_ray.generation import (  # noqa: E402
     choose_critique,
     expansion_requests,
 )
-from mmrlhf_ray.schemas import to_table, validate_row  # noqa: E402
+from mmrlhf_ray.schemas import quarantine_row, to_table, validate_row  # noqa: E402
 from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
 
 AUDIT_SCHEMA = pa.schema(
@@ -124,13 +124,13 @@ def split_chunk(records: list[dict], chunk: int) -> tuple[list[dict], list[dict]
         problems = validate_row(rec, "record")
         if problems:
             bad.append(
-                {
-                    "source": "annotate",
-                    "locator": rec.get("query_id") or f"chunk{chunk}:{k}",
-                    "field": problems[0].split(":")[0].split("[")[0],
-                    "reason": "; ".join(problems),
-                    "raw": str({k2: rec.get(k2) for k2 in ("query_id", "question")}),
-                }
+                quarantine_row(
+                    "annotate",
+                    rec.get("query_id") or f"chunk{chunk}:{k}",
+                    problems[0].split(":")[0].split("[")[0],
+                    "; ".join(problems),
+                    {k2: rec.get(k2) for k2 in ("query_id", "question")},
+                )
             )
         else:
             good.append(rec)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.pairs import PairsConfig, PairStats, expand_record
-from mmrlhf_ray.schemas import to_table, validate_row
+from mmrlhf_ray.schemas import quarantine_row, to_table, validate_row
 from mmrlhf_ray.stage import StageDir, require_done
 
 
@@ -60,15 +60,8 @@ def expand_part(records: list[dict], cfg: PairsConfig, source: str) -> tuple[lis
         problems = validate_row(record, "record")
         if problems:
             field, _, reason = problems[0].partition(": ")
-            bad.append(
-                {
-                    "source": source,
-                    "locator": f"query_id={record.get('query_id')!r}",
-                    "field": field,
-                    "reason": reason,
-                    "raw": record.get("question"),
-                }
-            )
+            locator = f"query_id={record.get('query_id')!r}"
+            bad.append(quarantine_row(source, locator, field, reason, record.get("question")))
             continue
         rows, one = expand_record(record, cfg.mode, cfg.tie_rule, cfg.margin)
         pairs.extend(rows)

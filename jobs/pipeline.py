@@ -17,47 +17,25 @@ unfinished stage. Wall time per stage goes to ``<run_dir>/pipeline/timings.json`
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmrlhf_ray import signals  # noqa: E402
-from mmrlhf_ray.cli import REPO_ROOT, job_module, parse_stage_args  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
+from mmrlhf_ray.pipeline import PipelineConfig  # noqa: E402
 from mmrlhf_ray.stage import StageDir  # noqa: E402
-
-PIPELINE_STAGES = [
-    "toyworld", "build-models", "sft", "import", "curate", "generate", "annotate", "expand", "pairs",
-    "train-reward", "serve-reward", "score", "ref-logps", "train-dpo", "evaluate",
-]
-OPTIONAL_STAGES = ("import",)  # needs the user's files (overrides.import=[pool_jsonl=...])
-
-
-@dataclass
-class PipelineConfig:
-    run_dir: str = field(default="runs/demo", metadata={"help": "run directory (path or URI)"})
-    stages: list[str] = field(
-        default_factory=lambda: [s for s in PIPELINE_STAGES if s not in OPTIONAL_STAGES],
-        metadata={"help": "stages to run, in pipeline order (`import`: only when listed)"},
-    )
-    profile: str = field(default="", metadata={"help": "config suffix: '' (tiny CPU) or '.gpu'"})
-    overrides: dict[str, list[str]] = field(
-        default_factory=dict, metadata={"help": "per-stage key=value overrides"}
-    )
-    self_improve_rounds: int = field(default=0, metadata={"help": "self-improvement rounds after evaluate"})
-    stop_service: bool = field(default=True, metadata={"help": "stop the reward service at the end"})
-    report: bool = field(default=True, metadata={"help": "write <run_dir>/report.md and .html"})
+from mmrlhf_ray.stages import PIPELINE_STAGES, get_stage  # noqa: E402
 
 
 def stage_argv(cfg: PipelineConfig, stage: str) -> list[str]:
     """The argv a stage is called with: its config file, the run dir, the overrides."""
     argv: list[str] = []
-    config_path = REPO_ROOT / "configs" / f"{stage}{cfg.profile}.yaml"
-    if config_path.exists():
+    config_path = get_stage(stage).config_path(cfg.profile)
+    if config_path is not None:
         argv += ["--config", str(config_path)]
     return argv + [f"run_dir={cfg.run_dir}", *cfg.overrides.get(stage, [])]
 
@@ -68,7 +46,7 @@ class Interrupted(Exception):
 
 def run_stage(cfg: PipelineConfig, stage: str) -> float:
     """Run one stage in-process; returns its wall time. Raises with the resume hint."""
-    module = importlib.import_module(job_module(stage))
+    module = get_stage(stage).job()
     start = time.time()
     try:
         signals.interrupt_point(f"pipeline.before-{stage}")  # tests: between two stages
@@ -107,9 +85,6 @@ def _record_timing(cfg: PipelineConfig, stage: str, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_stage_args("pipeline", PipelineConfig, argv, __doc__)
-    unknown = [s for s in cfg.stages if s not in PIPELINE_STAGES]
-    if unknown:
-        raise SystemExit(f"pipeline: unknown stage(s) {unknown}; known: {PIPELINE_STAGES}")
     from actors.runtime import init_ray
 
     init_ray()

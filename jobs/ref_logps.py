@@ -28,9 +28,9 @@ from tqdm import tqdm
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.dpo.config import RefLogpsConfig
-from mmrlhf_ray.dpo.groups import build_groups
 from mmrlhf_ray.dpo.io import read_pair_rows, resolve_pairs_stage, resolve_policy
 from mmrlhf_ray.dpo.reference import fill_pairs
+from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
 
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     policy = resolve_policy(cfg.run_dir, cfg.policy)
     out.begin(config_to_dict(cfg), inputs={src.stage: src.fingerprint(), "policy": policy})
     rows = read_pair_rows(src)
-    groups, bad = build_groups(rows, source=src.stage)
+    groups, bad = group_pairs(rows, source=src.stage)
     out.write_quarantine("input", bad)
     rows_by_query: dict[str, list[dict]] = {}
     bad_ids = {q["locator"] for q in bad}

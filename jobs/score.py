@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
+from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.scoring import ScoreConfig, chunk, group_pairs, score_groups
+from mmrlhf_ray.scoring import ScoreConfig, chunk, score_groups
 from mmrlhf_ray.stage import StageDir, require_done
 
 
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     # Margins of other pairs (or another config) would be mixed in: begin() drops them.
     out.begin(config_to_dict(cfg), inputs={"pairs": pairs.fingerprint()})
     rows = pairs.read().to_pylist()
-    groups, bad = group_pairs(rows, cfg.use_pair_critiques)
+    groups, bad = group_pairs(rows, critiques=cfg.use_pair_critiques, keep_rows=True)
     out.write_quarantine("input", bad)
     client = make_client(cfg)
     parts = chunk(groups, cfg.queries_per_part)

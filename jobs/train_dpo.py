@@ -28,7 +28,6 @@ import pyarrow as pa
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.dpo.config import DpoConfig
-from mmrlhf_ray.dpo.groups import build_groups, count_pairs, split_groups
 from mmrlhf_ray.dpo.io import (
     load_split_groups,
     margin_sources,
@@ -37,6 +36,7 @@ from mmrlhf_ray.dpo.io import (
     resolve_policy,
 )
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query, query_modality
+from mmrlhf_ray.groups import count_pairs, group_pairs, split_groups
 from mmrlhf_ray.stage import StageDir
 
 
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     out.begin(config_to_dict(cfg), inputs={src.stage: src.fingerprint(), "policy": policy})
     rows = read_pair_rows(src)
     need_margin, need_ref = cfg.loss.needs_margin, cfg.loss.needs_reference and not online
-    groups, bad = build_groups(rows, src.stage, need_margin=need_margin, need_ref=need_ref)
+    groups, bad = group_pairs(rows, src.stage, need_margin=need_margin, need_ref=need_ref)
     out.write_quarantine("input", bad)
     train, held = split_groups(groups, cfg.heldout_fraction, seed=0)
     needed = cfg.train.num_workers * cfg.train.micro_batch_size

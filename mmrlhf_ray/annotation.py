@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmrlhf_ray.release import record_to_data_line
-from mmrlhf_ray.schemas import RESPONSE_TYPE, validate_row
+from mmrlhf_ray.schemas import RESPONSE_TYPE, quarantine_row, validate_row
 
 SOURCES = ("oracle", "human")
 POOL_COLUMNS = (
@@ -70,8 +70,10 @@ class AnnotateConfig:
 
 
 @dataclass
-class QueryGroup:
-    """One query's pool columns and its generated responses, in a fixed order."""
+class GeneratedQuery:
+    """One query's pool columns and its generated responses, in a fixed order: the
+    unit an annotator ranks (before there are pairs; pairs grouped per query are
+    ``groups.QueryGroup``)."""
 
     pool_row: dict[str, Any]
     responses: list[dict[str, Any]]  # {response_id, model, sample_index, text, ...}
@@ -80,14 +82,7 @@ class QueryGroup:
 
 def _problem(row: dict[str, Any], index: int, field_name: str, reason: str) -> dict[str, Any]:
     locator = f"row {index} sample_id={row.get('sample_id')!r} model={row.get('model')!r}"
-    raw = {k: v for k, v in row.items() if not isinstance(v, (bytes, list))}
-    return {
-        "source": "generate",
-        "locator": locator,
-        "field": field_name,
-        "reason": reason,
-        "raw": repr(raw),
-    }
+    return quarantine_row("generate", locator, field_name, reason, row)
 
 
 def _text(row: dict[str, Any]) -> Any:
@@ -108,15 +103,15 @@ def _row_problem(row: dict[str, Any]) -> tuple[str, str] | None:
 
 def group_generated(
     rows: Iterable[dict[str, Any]],
-) -> tuple[dict[str, QueryGroup], list[dict[str, Any]]]:
+) -> tuple[dict[str, GeneratedQuery], list[dict[str, Any]]]:
     """Join generated response rows by ``sample_id``.
 
-    Returns ({sample_id: QueryGroup}, problems). A row with no sample id, question or
+    Returns ({sample_id: GeneratedQuery}, problems). A row with no sample id, question or
     response text (or flagged ``is_empty``) is a problem naming the field; truncated
     responses are kept (the annotator judges them). Responses are ordered by (model,
     sample_index) so ids and pairs do not depend on the order rows arrived in.
     """
-    groups: dict[str, QueryGroup] = {}
+    groups: dict[str, GeneratedQuery] = {}
     problems: list[dict[str, Any]] = []
     for index, row in enumerate(rows):
         bad = _row_problem(row)
@@ -127,7 +122,7 @@ def group_generated(
         group = groups.get(sid)
         if group is None:
             pool_row = {k: row.get(k) for k in POOL_COLUMNS}
-            group = groups[sid] = QueryGroup(pool_row, [])
+            group = groups[sid] = GeneratedQuery(pool_row, [])
         model = row.get("model") or "unknown"
         sample_index = int(row.get("sample_index") or 0)
         group.responses.append(
@@ -151,7 +146,7 @@ def _response(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def record_from_oracle(group: QueryGroup, oracle_result: Any) -> dict[str, Any]:
+def record_from_oracle(group: GeneratedQuery, oracle_result: Any) -> dict[str, Any]:
     """A ``RECORD_SCHEMA`` row from a query group and what the oracle returned.
 
     The oracle may return a whole record (a dict with ``responses``) or just the
@@ -181,7 +176,7 @@ def record_from_oracle(group: QueryGroup, oracle_result: Any) -> dict[str, Any]:
 
 
 def annotate_group(
-    group: QueryGroup, oracle: Callable[..., Any], seed: int, tie_rule: bool
+    group: GeneratedQuery, oracle: Callable[..., Any], seed: int, tie_rule: bool
 ) -> dict[str, Any]:
     """Call the oracle on one query's responses and return the validated record.
 
@@ -195,7 +190,7 @@ def annotate_group(
     return record
 
 
-def merge_media(record: dict[str, Any], group: QueryGroup | None) -> dict[str, Any]:
+def merge_media(record: dict[str, Any], group: GeneratedQuery | None) -> dict[str, Any]:
     """Fill a human-labelled record's media / ground truth from its generated query."""
     if group is None:
         return record
@@ -206,7 +201,7 @@ def merge_media(record: dict[str, Any], group: QueryGroup | None) -> dict[str, A
     return record
 
 
-def export_tasks(groups: Iterable[QueryGroup]) -> Iterable[dict[str, Any]]:
+def export_tasks(groups: Iterable[GeneratedQuery]) -> Iterable[dict[str, Any]]:
     """Annotation tasks for people: official ``data.jsonl`` objects with labels null.
 
     Annotators fill ``faithfulness, helpfulness, ethical, final_ranking, score_reasons,

@@ -1,15 +1,15 @@
 """`mmrlhf <stage> ...`: one console entry point, one subcommand per pipeline stage.
 
-Each stage lives in ``jobs/<stage>.py`` (dashes become underscores) with a
-``main(argv) -> int``; the same file runs under ``ray job submit``. This module only
-dispatches and offers the shared argument parser, so it imports no Ray.
+The stages, their config classes and job modules are the registry's
+(``mmrlhf_ray.stages``); each job (``jobs/<stage>.py``) has a ``main(argv) -> int`` and
+runs the same under ``ray job submit``. This module only dispatches and offers the
+shared argument parser, so it imports no Ray.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import os
 import sys
 import typing
@@ -18,51 +18,53 @@ from typing import Any, TypeVar
 
 from mmrlhf_ray import signals
 from mmrlhf_ray.config import ConfigError, config_to_dict, load_config
+from mmrlhf_ray.stages import BY_NAME, STAGES
 
 T = TypeVar("T")
 
-# (name, one-line summary), in pipeline order.
-STAGES: list[tuple[str, str]] = [
-    ("toyworld", "generate the synthetic shapes world: pool, annotated records, held-out benchmark"),
-    ("build-models", "build the tiny offline models: BPE tokenizer and Qwen2-VL policy (CLIP: curate builds its own)"),
-    ("sft", "SFT warm-up of the policy with Ray Train + DeepSpeed"),
-    ("import", "read the official MM-RLHF release files into Parquet (with quarantine)"),
-    ("curate", "CLIP-embed, k-means cluster and ratio-sample the pool (Ray Data + faiss)"),
-    ("generate", "sample candidate responses with vLLM-backed Ray actors"),
-    ("annotate", "annotate responses (shapes-world oracle, or import human labels)"),
-    ("expand", "expand annotators' short reasons into critiques with an LLM (Table 7)"),
-    ("pairs", "every pair of responses with differing rank (ties by the paper's rule)"),
-    ("train-reward", "train the critique reward model (Ray Train + DeepSpeed)"),
-    ("serve-reward", "serve the reward model over HTTP with Ray Serve"),
-    ("score", "score every pair through the reward service: margin delta per pair"),
-    ("ref-logps", "reference log-probs per response, once, by batch inference"),
-    ("train-dpo", "MM-DPO with dynamic reward scaling (Ray Train + DeepSpeed)"),
-    ("evaluate", "RewardBench ACC/ACC+, toy benchmark and safety metrics, with plots"),
-    ("self-improve", "rounds of sample -> score -> pairs -> MM-DPO -> evaluate"),
-    ("pipeline", "run every stage in one run directory, resuming where it stopped"),
-]
-_SUMMARY = dict(STAGES)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, when run from one
 
 
-def _describe_fields(cls: type, prefix: str = "") -> list[str]:
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return "(required)"
+
+
+def describe_config(cls: type, values: Any = None, source: str = "", prefix: str = "") -> list[str]:
+    """One line per config key: type, the default a run really uses, help.
+
+    ``values``: the config the stage's shipped YAML (``source``) resolves to; a key it
+    sets to something else than the dataclass shows both.
+    """
     lines = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        value = getattr(values, f.name) if values is not None else None
         if dataclasses.is_dataclass(tp):
-            lines += _describe_fields(tp, prefix=f"{prefix}{f.name}.")
+            lines += describe_config(tp, value, source, prefix=f"{prefix}{f.name}.")
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            default = "(required)"
+        default = _field_default(f)
+        shown = f"default {default!r}"
+        if values is not None and value != default:
+            shown = f"default {value!r} from {source}; {default!r} in code"
         help_text = f.metadata.get("help", "")
         name = getattr(tp, "__name__", str(tp))
-        lines.append(f"  {prefix}{f.name} ({name}, default {default!r}) {help_text}".rstrip())
+        lines.append(f"  {prefix}{f.name} ({name}, {shown}) {help_text}".rstrip())
     return lines
+
+
+def _shipped_defaults(config_cls: type, path: Any) -> Any:
+    """The config the shipped YAML resolves to (None when there is none or it needs input)."""
+    if path is None:
+        return None
+    try:
+        return load_config(config_cls, path)
+    except (ConfigError, ValueError):
+        return None
 
 
 PATH_FIELD_SUFFIXES = ("run_dir", "path", "policy", "backbone", "_jsonl", "_root", "input")
@@ -89,21 +91,26 @@ def parse_stage_args(
 ) -> T:
     """Parse ``[--config PATH] [key=value ...]`` for ``stage`` into its config dataclass.
 
-    The default config file is ``configs/<stage>.yaml`` when it exists. ``--print-config``
-    prints the resolved config as YAML and exits.
+    The default config file is the stage's shipped ``configs/<stage>.yaml`` when it
+    exists. ``--print-config`` prints the resolved config as YAML and exits.
     """
-    default_path = REPO_ROOT / "configs" / f"{stage}.yaml"
+    registered = BY_NAME.get(stage)
+    default_path = registered.config_path() if registered else None
     parser = argparse.ArgumentParser(
         prog=f"mmrlhf {stage}",
-        description=(doc or _SUMMARY.get(stage, "")).strip(),
+        description=(doc or (registered.summary if registered else "")).strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="config keys (override any as key=value, nested as a.b=value):\n"
-        + "\n".join(_describe_fields(config_cls)),
+        + "\n".join(
+            describe_config(
+                config_cls, _shipped_defaults(config_cls, default_path), f"configs/{stage}.yaml"
+            )
+        ),
     )
     parser.add_argument(
         "--config",
-        default=str(default_path) if default_path.exists() else None,
-        help=f"YAML config (default: {default_path.relative_to(REPO_ROOT)} if present)",
+        default=None if default_path is None else str(default_path),
+        help=f"YAML config (default: configs/{stage}.yaml if present)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -122,16 +129,12 @@ def parse_stage_args(
 
 
 def _usage() -> str:
-    width = max(len(n) for n, _ in STAGES)
+    shown = [s for s in STAGES if s.name != "evaluate-reward-bench"]  # `evaluate reward-bench`
+    width = max(len(s.name) for s in shown)
     lines = ["usage: mmrlhf <stage> [--config PATH] [key=value ...]", "", "stages:"]
-    lines += [f"  {name:<{width}}  {summary}" for name, summary in STAGES]
+    lines += [f"  {s.name:<{width}}  {s.summary}" for s in shown]
     lines += ["", "`mmrlhf <stage> --help` lists the stage's config keys and defaults."]
     return "\n".join(lines)
-
-
-def job_module(stage: str) -> str:
-    """The module of a stage's job script (``import`` is a keyword: jobs/import_release.py)."""
-    return "jobs." + {"import": "import_release"}.get(stage, stage.replace("-", "_"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,15 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     stage, rest = argv[0], argv[1:]
-    if stage not in _SUMMARY:
+    if stage not in BY_NAME:
         print(f"mmrlhf: unknown stage '{stage}'\n\n{_usage()}", file=sys.stderr)
         return 2
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     with signals.handled():
         try:
-            module = importlib.import_module(job_module(stage))
-            result: Any = module.main(rest)
+            result: Any = BY_NAME[stage].job().main(rest)
         except BaseException:
             if signals.received() is None:
                 raise

@@ -127,7 +127,3 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data = apply_overrides(data, list(overrides))
     return _build(cls, data)
 
-
-def merge_defaults(cfg: T, **changes: Any) -> T:
-    """A copy of ``cfg`` with top-level fields replaced."""
-    return dataclasses.replace(cfg, **changes)

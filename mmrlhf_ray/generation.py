@@ -23,6 +23,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from mmrlhf_ray.schemas import quarantine_row
+
 KINDS = ("auto", "vllm", "transformers", "simulated")
 FALLBACKS = ("original", "keep")
 
@@ -260,13 +262,7 @@ def quarantine_rows(
     """One quarantine row per lost (query, model, sample index) unit, so counts add up."""
     raw = json.dumps({k: row.get(k) for k in ("sample_id", "question", "category")})
     return [
-        {
-            "source": "curate",
-            "locator": f"{row.get('sample_id')}/{spec.name}/{i}",
-            "field": field_name,
-            "reason": reason,
-            "raw": raw,
-        }
+        quarantine_row("curate", f"{row.get('sample_id')}/{spec.name}/{i}", field_name, reason, raw)
         for i in range(spec.n)
     ]
 

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
+from mmrlhf_ray.schemas import MEDIA_KEYS
+
 MODES = ("all", "best-vs-worst")
 TIE_RULES = ("constructed", "skip")
 MARGINS = ("none", "oracle")
-_MEDIA = ("image", "image_path", "video_frames", "video_path")
+
 
 
 @dataclass
@@ -152,7 +154,7 @@ def _make_pair(record: dict[str, Any], a: int, b: int, margin: str) -> dict[str,
         "pair_id": f"{record['query_id']}::{cid}>{rid}",
         "query_id": record["query_id"],
         "question": record["question"],
-        **{k: record.get(k) for k in _MEDIA},
+        **{k: record.get(k) for k in MEDIA_KEYS},
         "category": record.get("category"),
         "chosen_id": cid,
         "rejected_id": rid,

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from mmrlhf_ray.schemas import CATEGORIES, validate_row
+from mmrlhf_ray.schemas import CATEGORIES, quarantine_row, validate_row
 
 SCORE_FIELDS = {"helpfulness": "helpfulness", "faithfulness": "faithfulness", "ethical": "ethics"}
 KINDS = ("data", "dpo_pairs", "reward_bench", "pool")
@@ -407,13 +407,9 @@ def read_release_file(
                 row = _parse_text(line, kind, seen, line_no, media_root, default_category, known)
                 yield LineResult(line_no, row, None)
             except ReleaseError as err:
-                problem = {
-                    "source": path,
-                    "locator": f"line {line_no}",
-                    "field": err.field,
-                    "reason": err.reason,
-                    "raw": line.rstrip("\n"),
-                }
+                problem = quarantine_row(
+                    path, f"line {line_no}", err.field, err.reason, line.rstrip("\n")
+                )
                 yield LineResult(line_no, None, problem)
 
 

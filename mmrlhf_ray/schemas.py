@@ -19,6 +19,7 @@ so readers can quarantine a row with a precise reason instead of dropping it.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pyarrow as pa
@@ -30,6 +31,7 @@ MEDIA_FIELDS = [
     pa.field("video_frames", pa.list_(pa.binary())),  # encoded frames of a short video
     pa.field("video_path", pa.string()),  # or a folder of frames
 ]
+MEDIA_KEYS = tuple(f.name for f in MEDIA_FIELDS)  # image, image_path, video_frames, video_path
 
 POOL_SCHEMA = pa.schema(
     [
@@ -108,12 +110,46 @@ QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
+
+
+def raw_summary(row: dict[str, Any], limit: int = 2000) -> str:
+    """A row as JSON for a quarantine row's ``raw`` (media bytes replaced by their sizes)."""
+
+    def show(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return f"<{len(value)} bytes>"
+        if isinstance(value, list):
+            return [show(v) for v in value]
+        return value
+
+    shown = {k: show(v) for k, v in row.items() if k != "ground_truth"}
+    return json.dumps(shown, default=str)[:limit]
+
+
+def quarantine_row(
+    source: str, locator: Any, field: str, reason: str, raw: Any = None
+) -> dict[str, Any]:
+    """One ``QUARANTINE_SCHEMA`` row: where the bad input came from (``source``: a file,
+    shard or upstream stage), which item (``locator``: line, row or pair id), the
+    offending ``field``, why, and the input itself for repair (``raw``: text as is, a
+    row as JSON with its media summarised)."""
+    if isinstance(raw, dict):
+        raw = raw_summary(raw)
+    return {
+        "source": None if source is None else str(source),
+        "locator": None if locator is None else str(locator),
+        "field": field,
+        "reason": reason,
+        "raw": None if raw is None else str(raw),
+    }
+
+
 SCHEMAS = {"pool": POOL_SCHEMA, "record": RECORD_SCHEMA, "pair": PAIR_SCHEMA}
 _ID_FIELD = {"pool": "sample_id", "record": "query_id", "pair": "pair_id"}
 
 
 def _check_media(row: dict[str, Any], problems: list[str]) -> None:
-    for name in ("image", "image_path", "video_path"):
+    for name in ("image", "image_path", "video_path"):  # video_frames: below
         value = row.get(name)
         if value is not None and not isinstance(value, (bytes, str)):
             problems.append(f"{name}: expected bytes or string, got {type(value).__name__}")

@@ -6,9 +6,8 @@ with K responses has up to C(K, 2) pairs but only K distinct responses, so the p
 are grouped per query and each distinct response is scored once, in one
 ``/v1/compare`` call per query (K forwards, not 2·C(K, 2)).
 
-* ``group_pairs(rows)`` -> (``QueryGroup`` list, quarantined rows): groups by
-  ``query_id``; a row that fails ``validate_row`` or disagrees with its query's
-  question/media is quarantined with the field named.
+* ``groups.group_pairs(rows, keep_rows=True)`` -> (``QueryGroup`` list, quarantined
+  rows): pairs per ``query_id``, bad rows quarantined with the field named.
 * ``compare_payload(group)`` -> the JSON body of ``POST /v1/compare``.
 * ``group_margins(group, scores)`` -> one margin per pair row.
 * ``RetryPolicy`` + ``call_with_retries``: exponential backoff with jitter for
@@ -23,17 +22,16 @@ import base64
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mmrlhf_ray.groups import QueryGroup, pair_quarantine
 from mmrlhf_ray.media import frame_paths, sample_uniform
-from mmrlhf_ray.schemas import validate_row
 
 T = TypeVar("T")
 MARGIN_SOURCE = "reward-service"
-_MEDIA = ("image", "image_path", "video_frames", "video_path")
 
 
 class ServiceUnavailable(RuntimeError):
@@ -121,81 +119,6 @@ class ScoreConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
-@dataclass
-class QueryGroup:
-    """The pairs of one query: its distinct responses and which pair uses which."""
-
-    query_id: str
-    question: str
-    media: dict[str, Any]
-    responses: list[str] = field(default_factory=list)
-    critiques: list[str | None] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    pairs: list[tuple[int, int]] = field(default_factory=list)  # (chosen idx, rejected idx) per row
-    _index: dict[tuple, int] = field(default_factory=dict, repr=False)
-
-    def add_response(self, rid: str | None, text: str, critique: str | None) -> int:
-        key = (rid, text)
-        if key not in self._index:
-            self._index[key] = len(self.responses)
-            self.responses.append(text)
-            self.critiques.append(critique)
-        return self._index[key]
-
-
-def quarantine_row(row: dict[str, Any], fld: str, reason: str, source: str = "pairs") -> dict:
-    raw = {k: v for k, v in row.items() if k not in ("image", "video_frames")}
-    return {
-        "source": source,
-        "locator": f"pair_id={row.get('pair_id')}",
-        "field": fld,
-        "reason": reason,
-        "raw": str(raw),
-    }
-
-
-def _media_of(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in _MEDIA if row.get(k) is not None}
-
-
-def group_pairs(
-    rows: Iterable[dict[str, Any]], use_critiques: bool = False
-) -> tuple[list[QueryGroup], list[dict]]:
-    """Pairs -> per-query groups (sorted by query_id) and quarantined rows."""
-    groups: dict[str, QueryGroup] = {}
-    bad: list[dict] = []
-    for row in rows:
-        problems = validate_row(row, "pair")
-        if problems:
-            bad.append(quarantine_row(row, problems[0].split(":")[0], "; ".join(problems)))
-            continue
-        qid = row["query_id"]
-        group = groups.get(qid)
-        if group is None:
-            group = groups[qid] = QueryGroup(qid, row["question"], _media_of(row))
-        elif row["question"] != group.question:
-            bad.append(quarantine_row(row, "question", f"differs from other pairs of query {qid}"))
-            continue
-        elif _media_of(row) != group.media:
-            bad.append(
-                quarantine_row(row, "image", f"media differ from other pairs of query {qid}")
-            )
-            continue
-        c = group.add_response(
-            row.get("chosen_id"),
-            row["chosen"],
-            row.get("chosen_critique") if use_critiques else None,
-        )
-        r = group.add_response(
-            row.get("rejected_id"),
-            row["rejected"],
-            row.get("rejected_critique") if use_critiques else None,
-        )
-        group.rows.append(row)
-        group.pairs.append((c, r))
-    return [groups[k] for k in sorted(groups)], bad
-
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -236,8 +159,8 @@ def check_scores(group: QueryGroup, answer: Any) -> list[float]:
 def group_margins(group: QueryGroup, scores: list[float]) -> list[dict[str, Any]]:
     """The group's pair rows with margin = r(chosen) − r(rejected), source reward-service."""
     return [
-        dict(row, margin=scores[c] - scores[r], margin_source=MARGIN_SOURCE)
-        for row, (c, r) in zip(group.rows, group.pairs, strict=True)
+        dict(row, margin=scores[p.chosen] - scores[p.rejected], margin_source=MARGIN_SOURCE)
+        for row, p in zip(group.rows, group.pairs, strict=True)
     ]
 
 
@@ -256,13 +179,14 @@ def _score_group(
         body = compare_payload(group, max_frames)
     except (OSError, ValueError) as exc:  # unreadable media file / frame folder
         fld = next(iter(group.media), "image")
-        return [], [quarantine_row(r, fld, f"cannot read media: {exc}") for r in group.rows]
+        return [], [pair_quarantine(r, "pairs", fld, f"cannot read media: {exc}")
+                    for r in group.rows]
     try:
         answer = call_with_retries(lambda: compare(body), policy, what=f"query {group.query_id}")
     except RequestRejected as exc:
         reason = f"service refused the query (HTTP {exc.status}): {exc.reason}"
         return [], [
-            quarantine_row(r, exc.field, reason, source="reward-service") for r in group.rows
+            pair_quarantine(r, "reward-service", exc.field, reason) for r in group.rows
         ]
     return group_margins(group, check_scores(group, answer)), []
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from mmrlhf_ray.curation.categorize import CategoryError, categorize
 from mmrlhf_ray.media import MediaError, decode_image, frame_paths
-from mmrlhf_ray.schemas import validate_row
+from mmrlhf_ray.schemas import raw_summary, validate_row
 
 # Columns of the embedder's output batches (one row out per row in).
 OUTPUT_COLUMNS = (
@@ -31,22 +31,6 @@ OUTPUT_COLUMNS = (
     "error_reason",
     "raw",
 )
-
-
-def raw_summary(row: dict[str, Any], limit: int = 2000) -> str:
-    """The row as JSON for the quarantine's ``raw`` (media replaced by their sizes)."""
-    import json
-
-    def show(value: Any) -> Any:
-        if isinstance(value, bytes):
-            return f"<{len(value)} bytes>"
-        if isinstance(value, list):
-            return [show(v) for v in value]
-        return value
-
-    return json.dumps({k: show(v) for k, v in row.items() if k != "ground_truth"}, default=str)[
-        :limit
-    ]
 
 
 def first_image(row: dict[str, Any], max_side: int, max_pixels: int):

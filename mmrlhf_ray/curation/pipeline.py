@@ -28,6 +28,7 @@ from mmrlhf_ray.curation.cluster import Assignment, assign_parts, sample_vectors
 from mmrlhf_ray.curation.config import ClusterConfig
 from mmrlhf_ray.curation.embeddings import embeddings_table, write_embeddings
 from mmrlhf_ray.curation.sampling import Selection, select_rows
+from mmrlhf_ray.schemas import quarantine_row
 from mmrlhf_ray.stage import StageDir
 
 EMBEDDINGS_DIR = "embeddings"
@@ -120,13 +121,13 @@ class ShardCollector:
         bad = table.filter(pc.is_null(table.column("embedding")))
         good = table.filter(pc.invert(pc.is_null(table.column("embedding"))))
         rows = [
-            {
-                "source": f"{self.source}/{shard}",
-                "locator": r["sample_id"],
-                "field": r["error_field"],
-                "reason": r["error_reason"],
-                "raw": r.get("raw") or r["sample_id"],
-            }
+            quarantine_row(
+                f"{self.source}/{shard}",
+                r["sample_id"],
+                r["error_field"],
+                r["error_reason"],
+                r.get("raw") or r["sample_id"],
+            )
             for r in bad.to_pylist()
         ]
         self.out.write_quarantine(shard, rows)  # before the embeddings: that part marks done

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
-from mmrlhf_ray.dpo.groups import QueryGroup
-from mmrlhf_ray.dpo.reference import score_groups
+from mmrlhf_ray.dpo.reference import reference_logps
+from mmrlhf_ray.groups import QueryGroup
 
 TIE = 1e-3  # |h| below this is a tie: fp32 noise of batched forwards, not a preference
 
@@ -23,7 +23,7 @@ def response_scores(model, processor, groups: list[QueryGroup], queries_per_batc
     """{(query_id, response_id): (log pi(y|x), n_tokens)} for every response of ``groups``."""
     out = {}
     for i in range(0, len(groups), queries_per_batch):
-        for s in score_groups(model, processor, groups[i:i + queries_per_batch],
+        for s in reference_logps(model, processor, groups[i:i + queries_per_batch],
                               max_response_tokens, max_frames):
             if s["error"]:
                 raise ValueError(f"query {s['query_id']}: {s['error_field']}: {s['error']}")

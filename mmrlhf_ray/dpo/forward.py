@@ -18,7 +18,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from mmrlhf_ray.dpo.batching import MODALITIES, GroupedBatch, is_video
-from mmrlhf_ray.dpo.groups import QueryGroup
+from mmrlhf_ray.groups import QueryGroup
 from mmrlhf_ray.media import row_images
 from mmrlhf_ray.models.encoding import (
     collate,

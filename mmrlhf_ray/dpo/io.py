@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mmrlhf_ray.dpo.groups import QueryGroup, build_groups, split_groups
+from mmrlhf_ray.groups import QueryGroup, group_pairs, split_groups
 from mmrlhf_ray.stage import StageDir
 
 # Policy checkpoints a run may hold, most trained first.
@@ -66,6 +66,6 @@ def load_split_groups(run_dir: str, stage: str, need_margin: bool, need_ref: boo
     included, is read from storage rather than shipped through the object store.
     """
     rows = read_pair_rows(StageDir(run_dir, stage))
-    groups, _ = build_groups(rows, source=stage, need_margin=need_margin, need_ref=need_ref)
+    groups, _ = group_pairs(rows, source=stage, need_margin=need_margin, need_ref=need_ref)
     train, held = split_groups(groups, heldout_fraction, seed=0)
     return train if split == "train" else held

@@ -1,6 +1,6 @@
 """Reference log-probs, once per unique response, before training (pure torch).
 
-``score_groups`` runs the reference policy over query groups with the same grouped
+``reference_logps`` runs the reference policy over query groups with the same grouped
 forward training uses (vision once per query, K responses in one batch), so
 ``log pi_ref(y|x)`` is computed exactly as ``log pi(y|x)`` will be at step 0.
 ``fill_pairs`` writes them back into the pair rows (``ref_chosen_logp``,
@@ -15,7 +15,7 @@ import torch
 
 from mmrlhf_ray.dpo.batching import collate_groups, encode_group
 from mmrlhf_ray.dpo.forward import grouped_logps
-from mmrlhf_ray.dpo.groups import QueryGroup, response_id_for
+from mmrlhf_ray.groups import QueryGroup, pair_quarantine, response_id_for
 from mmrlhf_ray.media import MediaError
 
 
@@ -26,7 +26,7 @@ def _error_rows(group: QueryGroup, fld: str, reason: str) -> list[dict[str, Any]
 
 
 @torch.no_grad()
-def score_groups(model, processor, groups: list[QueryGroup], max_response_tokens: int = 256,
+def reference_logps(model, processor, groups: list[QueryGroup], max_response_tokens: int = 256,
                  max_frames: int = 4) -> list[dict[str, Any]]:
     """One row per unique response: query_id, response_id, ref_logp, n_tokens, error*.
 
@@ -61,7 +61,7 @@ def fill_pairs(rows: list[dict[str, Any]], scored: list[dict[str, Any]]
                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Pairs with ``ref_*_logp`` filled, and quarantine rows for pairs that failed.
 
-    ``scored`` rows come from ``score_groups``; a pair fails when either response has
+    ``scored`` rows come from ``reference_logps``; a pair fails when either response has
     an error or no score (the quarantine row names the field).
     """
     by_key = {(s["query_id"], s["response_id"]): s for s in scored}
@@ -80,10 +80,7 @@ def fill_pairs(rows: list[dict[str, Any]], scored: list[dict[str, Any]]
             if problem:
                 break
         if problem:
-            quarantine.append({"source": "ref-logps", "locator": f"pair_id={row.get('pair_id')}",
-                               "field": problem[0], "reason": f"pair {row.get('pair_id')}: {problem[1]}",
-                               "raw": repr({k: v for k, v in row.items() if k not in
-                                            ("image", "video_frames")})})
+            quarantine.append(pair_quarantine(row, "ref-logps", *problem))
             continue
         done.append({**row, "ref_chosen_logp": by_key[keys["chosen"]]["ref_logp"],
                      "ref_rejected_logp": by_key[keys["rejected"]]["ref_logp"]})

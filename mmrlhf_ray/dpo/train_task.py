@@ -17,8 +17,8 @@ import torch
 from mmrlhf_ray.dpo.batching import EncodedQuery, collate_groups, encode_group, is_video
 from mmrlhf_ray.dpo.config import LossConfig
 from mmrlhf_ray.dpo.forward import grouped_logps
-from mmrlhf_ray.dpo.groups import QueryGroup
 from mmrlhf_ray.dpo.objective import LossState, preference_loss
+from mmrlhf_ray.groups import QueryGroup
 
 
 def encode_query(group: QueryGroup, processor, max_response_tokens: int = 256,

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from mmrlhf_ray.media import MediaError, decode_image, frame_paths, sample_uniform
 from mmrlhf_ray.reward.data import RewardPair
 from mmrlhf_ray.reward.model import CritiqueRewardModel, RewardItem
+from mmrlhf_ray.schemas import quarantine_row
 
 BENCH_CATEGORIES = ("mcq", "long", "short", "safety", "video")
 
@@ -127,8 +128,7 @@ def read_bench_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[
             if row is not None:
                 problem = _check_bench_row(row)
             if problem:
-                bad.append({"source": str(path), "locator": f"line {n}", "field": problem[0],
-                            "reason": problem[1], "raw": text.strip()})
+                bad.append(quarantine_row(path, f"line {n}", *problem, text.strip()))
                 continue
             row["_line"] = n
             rows.append(row)
@@ -173,8 +173,8 @@ def bench_rows_to_pairs(rows: Sequence[dict[str, Any]], image_root: str | Path,
         try:
             images = bench_row_images(row, image_root, max_frames, max_side)
         except MediaError as exc:
-            bad.append({"source": "mm_reward_bench", "locator": f"line {row['_line']}",
-                        "field": exc.field, "reason": exc.reason, "raw": json.dumps(row)})
+            bad.append(quarantine_row("mm_reward_bench", f"line {row['_line']}", exc.field,
+                                      exc.reason, row))
             continue
         q = str(row["prompt"])
         pairs.append(RewardPair(

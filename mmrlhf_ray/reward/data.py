@@ -30,6 +30,7 @@ from mmrlhf_ray.reward.model import (
     encode_items,
     new_reward_model,
 )
+from mmrlhf_ray.schemas import quarantine_row
 
 
 class PairError(ValueError):
@@ -112,9 +113,7 @@ def pairs_from_rows(rows: Iterable[dict[str, Any]], source: str, max_frames: int
         try:
             good.append(pair_from_row(row, source, max_frames, max_side))
         except PairError as exc:
-            raw = {k: v for k, v in row.items() if not isinstance(v, (bytes, list))}
-            bad.append({"source": stage, "locator": exc.pair_id, "field": exc.field,
-                        "reason": exc.reason, "raw": raw})
+            bad.append(quarantine_row(stage, exc.pair_id, exc.field, exc.reason, row))
     return good, bad
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mmrlhf_ray.schemas import to_table, validate_row
+from mmrlhf_ray.schemas import quarantine_row, to_table, validate_row
 from mmrlhf_ray.stage import StageDir
 from mmrlhf_ray.toyworld.oracle import simulated_record
 from mmrlhf_ray.toyworld.queries import bench_row, make_row
@@ -36,13 +36,8 @@ def shard_ranges(n: int, rows_per_shard: int) -> list[tuple[int, int]]:
 
 
 def _quarantine_row(row: Row, problems: list[str], part: str) -> Row:
-    return {
-        "source": part,
-        "locator": row.get("sample_id") or row.get("query_id"),
-        "field": problems[0].split(":")[0],
-        "reason": "; ".join(problems),
-        "raw": json.dumps({k: v for k, v in row.items() if not isinstance(v, (bytes, list))}),
-    }
+    locator = row.get("sample_id") or row.get("query_id")
+    return quarantine_row(part, locator, problems[0].split(":")[0], "; ".join(problems), row)
 
 
 def _existing_shard(stage_dir: StageDir, name: str, expected: int) -> tuple[int, int, Counter]:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mmrlhf_ray.media import MediaError, row_images
 from mmrlhf_ray.models.encoding import collate, encode_prompt_response
 from mmrlhf_ray.models.generation import generate_batch
+from mmrlhf_ray.schemas import quarantine_row
 from mmrlhf_ray.training.config import TrainConfig
 
 
@@ -97,15 +98,8 @@ def prepare_sft_rows(
             good.append(sft_example(row, max_frames))
         except (MediaError, ValueError) as exc:
             field_name = exc.field if isinstance(exc, MediaError) else str(exc).split(":")[0]
-            bad.append(
-                {
-                    "source": source,
-                    "locator": row.get("sample_id") or f"row {i}",
-                    "field": field_name,
-                    "reason": str(exc),
-                    "raw": {k: v for k, v in row.items() if not isinstance(v, (bytes, list))},
-                }
-            )
+            locator = row.get("sample_id") or f"row {i}"
+            bad.append(quarantine_row(source, locator, field_name, str(exc), row))
     return good, bad
 
 

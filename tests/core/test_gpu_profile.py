@@ -4,15 +4,14 @@ skips, the reference policy is the policy MM-DPO starts from, models sit on shar
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mmrlhf_ray.cli import job_module
 from mmrlhf_ray.config import load_config
+from mmrlhf_ray.stages import get_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = yaml.safe_load((ROOT / "configs/pipeline.gpu.yaml").read_text())
@@ -21,12 +20,9 @@ GPU_CONFIGS = sorted(ROOT.glob("configs/*.gpu.yaml"))
 
 def stage_config(stage: str):
     """The stage's config as the GPU pipeline builds it (its .gpu file + overrides)."""
-    module = importlib.import_module(job_module(stage))
-    source = Path(module.__file__).read_text()
-    name = re.search(rf'parse_stage_args\(\s*"{stage}",\s*(\w+)', source).group(1)
     path = ROOT / f"configs/{stage}.gpu.yaml"
     overrides = ["run_dir=/mnt/shared/runs/test", *PIPELINE["overrides"].get(stage, [])]
-    return load_config(getattr(module, name), path if path.exists() else None, overrides)
+    return load_config(get_stage(stage).config_class, path if path.exists() else None, overrides)
 
 
 @pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)

@@ -7,8 +7,8 @@ from mmrlhf_ray import losses as L
 from mmrlhf_ray.dpo.batching import collate_groups, encode_group
 from mmrlhf_ray.dpo.config import LossConfig
 from mmrlhf_ray.dpo.forward import grouped_logps, per_pair_logps
-from mmrlhf_ray.dpo.groups import build_groups
 from mmrlhf_ray.dpo.objective import LossState, preference_loss
+from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.training.freeze import freeze_vision
 from tests.dpo.conftest import make_pairs
@@ -18,7 +18,7 @@ from tests.dpo.conftest import make_pairs
 def setup(policy_dir):
     torch.manual_seed(0)
     model, processor = load_policy(policy_dir)
-    groups, quarantine = build_groups(make_pairs(n_queries=3, k=4, video_every=3))
+    groups, quarantine = group_pairs(make_pairs(n_queries=3, k=4, video_every=3))
     assert not quarantine
     return model, processor, groups
 
@@ -77,7 +77,7 @@ def test_training_moves_llm_and_projector_not_vision_tower(policy_dir):
     model.train()
     counts = freeze_vision(model)
     assert counts["frozen"] > 0 and counts["trainable"] > 0
-    groups, _ = build_groups(make_pairs(n_queries=2, k=4))
+    groups, _ = group_pairs(make_pairs(n_queries=2, k=4))
     batch = _batch(processor, groups)
     with torch.no_grad():
         ref, _ = grouped_logps(model, batch)

@@ -10,10 +10,10 @@ from mmrlhf_ray.config import load_config
 from mmrlhf_ray.dpo.batching import collate_groups, encode_group
 from mmrlhf_ray.dpo.config import LOSS_KINDS, DpoConfig, LossConfig, RefLogpsConfig
 from mmrlhf_ray.dpo.forward import grouped_logps
-from mmrlhf_ray.dpo.groups import build_groups
 from mmrlhf_ray.dpo.metrics import plot_beta_histogram, preference_accuracy
 from mmrlhf_ray.dpo.objective import LossState, preference_loss
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query
+from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from tests.dpo.conftest import make_pairs
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def policy_batch(policy_dir):
     model, processor = load_policy(policy_dir)
-    groups, _ = build_groups(make_pairs(n_queries=2, k=3))
+    groups, _ = group_pairs(make_pairs(n_queries=2, k=3))
     batch = collate_groups([encode_group(processor, g) for g in groups], processor.tokenizer.pad_token_id)
     return model, processor, groups, batch
 

@@ -9,7 +9,7 @@ import torch
 
 from jobs import ref_logps as job
 from mmrlhf_ray.dpo.forward import per_pair_logps
-from mmrlhf_ray.dpo.groups import build_groups
+from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
@@ -47,7 +47,7 @@ def test_ref_logps_stage_scores_each_response_once(tmp_path, ray_session, policy
     # the stored values are the reference policy's log-probs of each pair, as computed pair by pair
     model, processor = load_policy(policy_dir)
     scored = {r["pair_id"]: r for r in out.read().to_pylist()}
-    groups, _ = build_groups([r for r in rows if r["query_id"] in ("q0", "q4")])
+    groups, _ = group_pairs([r for r in rows if r["query_id"] in ("q0", "q4")])
     with torch.no_grad():
         for g in groups:
             chosen, rejected = per_pair_logps(model, processor, g)

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from jobs import train_dpo as job
-from mmrlhf_ray.dpo.groups import build_groups
-from mmrlhf_ray.dpo.reference import fill_pairs, score_groups
+from mmrlhf_ray.dpo.reference import fill_pairs, reference_logps
+from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
@@ -19,8 +19,8 @@ from tests.dpo.conftest import make_pairs
 def write_ref_logps_stage(run_dir, rows, policy_dir):
     """The ref-logps stage's output, computed in-process (the stage has its own test)."""
     model, processor = load_policy(policy_dir)
-    groups, _ = build_groups(rows)
-    done, quarantine = fill_pairs(rows, score_groups(model, processor, groups))
+    groups, _ = group_pairs(rows)
+    done, quarantine = fill_pairs(rows, reference_logps(model, processor, groups))
     assert not quarantine
     out = StageDir(str(run_dir), "ref-logps")
     out.begin({"test": True})

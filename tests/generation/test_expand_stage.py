@@ -104,19 +104,16 @@ def test_critique_generation_actor(ray_session, text_model):
         name="rm", kind="transformers", path=text_model, n=1, max_tokens=8, hf_batch_size=8
     )
     actor = ray_session.remote(num_cpus=1)(Generator).remote(spec)
-    items = [
-        {"question": "What colour?", "response": "Red."},
-        {"question": "How many?", "response": "Three."},
-    ]
-    critiques = ray_session.get(actor.critique.remote(items))
+    reqs = [critique_request("What colour?", "Red.", key="0"),
+            critique_request("How many?", "Three.", key="1")]
+    critiques = [s[0].text for s in ray_session.get(actor.generate.remote(reqs, True))]
     assert len(critiques) == 2 and all(isinstance(c, str) for c in critiques)
-    again = ray_session.get(actor.critique.remote(items))
+    again = [s[0].text for s in ray_session.get(actor.generate.remote(reqs, True))]
     assert again == critiques  # greedy: deterministic
-    req = critique_request("What colour?", "Red.")
-    sample = ray_session.get(actor.generate.remote([req], True))[0][0]
+    sample = ray_session.get(actor.generate.remote([reqs[0]], True))[0][0]
     assert "[LMM Response]: Red.\n[Evaluation]:<|im_end|>\n<|im_start|>assistant\n" in sample.prompt
     assert sample.text == critiques[0]
-    # critique() decoded both items in one left-padded batch: the same tokens as alone
-    alone = ray_session.get(actor.generate.remote([critique_request("How many?", "Three.")], True))
+    # both items decoded in one left-padded batch: the same tokens as alone
+    alone = ray_session.get(actor.generate.remote([reqs[1]], True))
     assert alone[0][0].text == critiques[1]
     ray_session.kill(actor)

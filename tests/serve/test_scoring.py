@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from mmrlhf_ray.groups import group_pairs as _group_pairs
 from mmrlhf_ray.scoring import (
     RequestRejected,
     RetryPolicy,
@@ -16,10 +17,13 @@ from mmrlhf_ray.scoring import (
     check_scores,
     compare_payload,
     group_margins,
-    group_pairs,
     score_groups,
 )
 from tests.serve.conftest import png_bytes
+
+
+def group_pairs(rows, critiques=False):
+    return _group_pairs(rows, critiques=critiques, keep_rows=True)
 
 
 def pair(qid, better, worse, **kw):
@@ -68,7 +72,7 @@ def test_margins_by_hand():
 def test_video_frames_are_sampled_and_critiques_sent_when_asked():
     frames = [png_bytes((i, 0, 0)) for i in range(20)]
     rows = all_pairs("v", 2, video_frames=frames, chosen_critique="good", rejected_critique="bad")
-    (group,), _ = group_pairs(rows, use_critiques=True)
+    (group,), _ = group_pairs(rows, critiques=True)
     body = compare_payload(group, max_frames=5)
     assert len(body["video_frames"]) == 5 and body["critiques"] == ["good", "bad"]
     assert base64.b64decode(body["video_frames"][-1]) == frames[-1]
