@@ -24,21 +24,17 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.pipeline import PipelineConfig  # noqa: E402
-from mmrlhf_ray.stage import StageDir  # noqa: E402
-from mmrlhf_ray.stages import PIPELINE_STAGES, get_stage  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.pipeline import PipelineConfig
+from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.stages import PIPELINE_STAGES, get_stage
 
 
-def stage_argv(cfg: PipelineConfig, stage: str) -> list[str]:
-    """The argv a stage is called with: its config file, the run dir, the overrides."""
-    argv: list[str] = []
-    config_path = get_stage(stage).config_path(cfg.profile)
-    if config_path is not None:
-        argv += ["--config", str(config_path)]
-    return argv + [f"run_dir={cfg.run_dir}", *cfg.overrides.get(stage, [])]
+def stage_config(cfg: PipelineConfig, stage: str, **values) -> object:
+    """The config a stage runs with: its shipped YAML for the profile, the run dir (and
+    ``values``), then the pipeline's overrides for it."""
+    overrides = cfg.overrides.get(stage, [])
+    return get_stage(stage).config(overrides, cfg.profile, run_dir=cfg.run_dir, **values)
 
 
 class Interrupted(Exception):
@@ -55,12 +51,11 @@ def _note_signal(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_stage(cfg: PipelineConfig, stage: str) -> float:
+def run_stage(cfg: PipelineConfig, stage: str, **values) -> float:
     """Run one stage in-process; returns its wall time. Raises with the resume hint."""
-    module = get_stage(stage).job()
     start = time.time()
     try:
-        code = module.main(stage_argv(cfg, stage))
+        get_stage(stage).run(stage_config(cfg, stage, **values))
     except BaseException as exc:
         if _signals or isinstance(exc, KeyboardInterrupt):
             print(f"pipeline: interrupted during stage '{stage}' after {time.time() - start:.0f}s. "
@@ -73,8 +68,6 @@ def run_stage(cfg: PipelineConfig, stage: str) -> float:
             file=sys.stderr,
         )
         raise
-    if code:
-        raise SystemExit(f"pipeline: stage '{stage}' exited with status {code}")
     return time.time() - start
 
 
@@ -103,18 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             _record_timing(cfg, stage, run_stage(cfg, stage))
         if cfg.self_improve_rounds > 0:
             print("\n=== pipeline: self-improve ===", flush=True)
-            overrides = [f"rounds={cfg.self_improve_rounds}", *cfg.overrides.get("self-improve", [])]
-            cfg.overrides["self-improve"] = overrides
-            _record_timing(cfg, "self-improve", run_stage(cfg, "self-improve"))
+            seconds = run_stage(cfg, "self-improve", rounds=cfg.self_improve_rounds)
+            _record_timing(cfg, "self-improve", seconds)
     except Interrupted:
         return 130  # the shell's code for "stopped by Ctrl-C"
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if cfg.stop_service and "serve-reward" in cfg.stages:
-            from jobs.serve_reward import stop_service
-
-            stop_service(cfg.run_dir)
+            get_stage("serve-reward").job().stop_service(cfg.run_dir)
     if cfg.report:
         from mmrlhf_ray.report import write_report
 
