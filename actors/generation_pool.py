@@ -22,8 +22,9 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from actors.generator import VLLM_CPU_ENV, GenerateWorker
-from mmrlhf_ray.generation import ModelSpec, spec_dict
+from mmrlhf_ray.generation import GENERATE_SCHEMA, ModelSpec, safe_name, spec_dict
 from mmrlhf_ray.schemas import quarantine_row
+from mmrlhf_ray.stage import StageDir
 
 
 @dataclass
@@ -161,3 +162,28 @@ def _flush(chunk: int, units: dict[str, dict], on_chunk: Callable, stats: PoolSt
     stats.prompts += len({r["sample_id"] for r in units.values()})
     on_chunk(chunk, good, bad)
 
+
+def part_name(spec: ModelSpec, chunk: int) -> str:
+    return f"{safe_name(spec.name)}-{chunk:05d}"
+
+
+def generate_model(
+    out: StageDir, queries: pa.Table, spec: ModelSpec, chunk_size: int, kill_marker: str = ""
+):
+    """Run one model over the queries whose parts are missing; returns PoolStats."""
+    from actors.runtime import init_ray
+
+    chunks = [i // chunk_size for i in range(queries.num_rows)]
+    todo = sorted({c for c in chunks if not out.has_part(part_name(spec, c))})
+    mask = pa.array([c in set(todo) for c in chunks])
+    pending = queries.append_column("_chunk", pa.array(chunks, pa.int64())).filter(mask)
+    expected = {c: chunks.count(c) * spec.n for c in todo}
+    print(f"generate: {spec.name}: {len(todo)} of {len(set(chunks))} parts to do")
+
+    def write(chunk: int, rows: list[dict], quarantined: list[dict]) -> None:
+        out.write_quarantine(part_name(spec, chunk), quarantined)
+        out.write_part(part_name(spec, chunk), pa.Table.from_pylist(rows, schema=GENERATE_SCHEMA))
+
+    if todo and spec.kind != "simulated":  # simulated responders run in-process
+        init_ray()
+    return run_pool(pending, spec, expected, write, kill_marker=kill_marker)

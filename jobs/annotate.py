@@ -24,8 +24,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
-
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -39,10 +37,9 @@ from mmrlhf_ray.annotation import (
     merge_media,
 )
 from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.release import read_release_file
 from mmrlhf_ray.schemas import MEDIA_KEYS, quarantine_row, to_table
-from mmrlhf_ray.stage import StageDir, require_done
+from mmrlhf_ray.stage import StageDir, begin_stage
 
 GEN_COLUMNS = (
     "response_id",
@@ -197,34 +194,34 @@ def _write_human_part(out, part_no, records, bad, cfg, gen) -> None:
     out.write_part(part, to_table(records, "record"))
 
 
-def main(argv=None) -> int:
-    cfg = parse_stage_args("annotate", AnnotateConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, "annotate")
-    gen = require_done(cfg.run_dir, "generate") if cfg.source == "oracle" else None
+def run(cfg: AnnotateConfig) -> dict:
+    """The stage: generated responses (oracle) or human labels -> annotated records."""
     if cfg.source == "human" and not Path(cfg.labels_jsonl).is_file():
-        print(f"annotate: labels_jsonl {cfg.labels_jsonl}: no such file", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"annotate: labels_jsonl {cfg.labels_jsonl}: no such file")
     labels = Path(cfg.labels_jsonl).stat() if cfg.source == "human" else None
-    config = {
-        **config_to_dict(cfg),
-        "input_fingerprint": gen.fingerprint() if gen else None,
-        "labels_fingerprint": f"{labels.st_size}:{labels.st_mtime_ns}" if labels else None,
-    }
-    if out.is_done(config):
-        print(f"annotate: already done in {out.root}")
-        return 0
-    out.begin(config)
+    out, done = begin_stage(
+        cfg, "annotate", inputs=["generate"] if cfg.source == "oracle" else [],
+        other_inputs={"labels": f"{labels.st_size}:{labels.st_mtime_ns}"} if labels else {},
+    )
+    if done:
+        return out.read_manifest()
+    gen = StageDir(cfg.run_dir, "generate") if cfg.source == "oracle" else None
     if cfg.source == "oracle":
         n_in, n_out, n_bad = run_oracle(cfg, out, gen)
     else:
         n_in, n_out, n_bad = run_human(cfg, out)
     records = out.count_rows()
-    out.finish(n_in, n_out, n_bad, records=records)
+    manifest = out.finish(n_in, n_out, n_bad, records=records)
     unit = "generated rows" if cfg.source == "oracle" else "label lines"
     print(
         f"annotate ({cfg.source}): {n_in} {unit} = {n_out} annotated + {n_bad} quarantined; "
         f"{records} records in {out.data_dir}"
     )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("annotate", AnnotateConfig, argv, __doc__))
     return 0
 
 

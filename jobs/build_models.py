@@ -14,23 +14,17 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.models.config import BuildModelsConfig  # noqa: E402
-from mmrlhf_ray.stage import StageDir  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.models.config import BuildModelsConfig
+from mmrlhf_ray.stage import begin_stage
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_stage_args("build-models", BuildModelsConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, "build-models")
-    if out.is_done(config_to_dict(cfg)):
-        print(f"build-models: already done in {out.root}")
-        return 0
-    out.begin(config_to_dict(cfg))
+def run(cfg: BuildModelsConfig) -> dict:
+    """The stage: tokenizer and tiny policy under <run_dir>/build-models."""
+    out, done = begin_stage(cfg, "build-models")
+    if done:
+        return out.read_manifest()
     from mmrlhf_ray.models.policy import build_tiny_policy
     from mmrlhf_ray.models.tokenizer import build_tokenizer, default_texts
 
@@ -55,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         f"in {time.time() - start:.1f}s (manifest {out.manifest_path}, "
         f"wall {manifest.get('wall_seconds')}s)"
     )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("build-models", BuildModelsConfig, argv, __doc__))
     return 0
 
 

@@ -19,17 +19,13 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+import pyarrow.parquet as pq
+from tqdm import tqdm
 
-import pyarrow.parquet as pq  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.curation.config import CurateConfig  # noqa: E402
-from mmrlhf_ray.curation.pipeline import (  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.curation.config import CurateConfig
+from mmrlhf_ray.curation.pipeline import (
     ShardCollector,
     cluster_and_select,
     embedding_fingerprint,
@@ -40,7 +36,7 @@ from mmrlhf_ray.curation.pipeline import (  # noqa: E402
     write_report,
     write_selected,
 )
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+from mmrlhf_ray.stage import StageDir, begin_stage
 
 
 def build_embed_dataset(cfg: CurateConfig, src: StageDir, pending: list[str]):
@@ -149,20 +145,18 @@ def select_and_report(
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_stage_args("curate", CurateConfig, argv, __doc__)
-    conf = config_to_dict(cfg)
-    out = StageDir(cfg.run_dir, "curate")
-    if out.is_done(conf):
-        print(f"curate: already done in {out.root}")
-        return 0
-    src = require_done(cfg.run_dir, cfg.input_stage)
+def run(cfg: CurateConfig) -> dict:
+    """The stage: embed the pool (resumable by shard), cluster, sample per category."""
+    # keep_parts: embeddings are kept across config changes that do not touch them
+    out, done = begin_stage(cfg, "curate", inputs=[cfg.input_stage], keep_parts=True)
+    if done:
+        return out.read_manifest()
+    src = StageDir(cfg.run_dir, cfg.input_stage)
     shards = src.part_names()
     expected = {
         s: pq.ParquetFile(src.path("data", f"{s}.parquet"), filesystem=src.fs).metadata.num_rows
         for s in shards
     }
-    out.begin(conf, inputs={cfg.input_stage: src.fingerprint()}, keep_parts=True)
     if reset_if_stale(out, embedding_fingerprint(cfg.embed, cfg.long_threshold, src.fingerprint())):
         print("curate: earlier parts were made from another model/pool: deleted, starting over")
     start = time.perf_counter()
@@ -181,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         f"curate: {rows_in} rows in -> {selected} selected ({mix}), {unselected} unselected, "
         f"{quarantined} quarantined; {manifest['clusters']} clusters; wrote {out.data_dir}"
     )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("curate", CurateConfig, argv, __doc__))
     return 0
 
 

@@ -18,13 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.evaluation import EvaluateConfig, plot_metrics, policy_metrics, summary_markdown  # noqa: E402
-from mmrlhf_ray.generation import ModelSpec  # noqa: E402
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.evaluation import EvaluateConfig, plot_metrics, policy_metrics, summary_markdown
+from mmrlhf_ray.generation import ModelSpec
+from mmrlhf_ray.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.stages import get_stage
 
 BENCHMARK_STAGE = "toyworld/benchmark"
 
@@ -46,7 +44,7 @@ def answers_of(out: StageDir, policy: str) -> dict[str, str]:
 
 
 def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, int, int]:
-    from jobs.generate import generate_model
+    from actors.generation_pool import generate_model
 
     bench_dir = cfg.benchmark_run_dir or cfg.run_dir
     bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
@@ -66,40 +64,41 @@ def reward_bench(cfg: EvaluateConfig) -> dict | None:
     """ACC/ACC+ of the trained reward model on its held-out pairs, when it has run."""
     if not cfg.reward_bench or not StageDir(cfg.run_dir, "train-reward").is_done():
         return None
-    from jobs.evaluate_reward_bench import evaluate_run
-
-    return evaluate_run(cfg.run_dir)
+    stage = get_stage("evaluate-reward-bench")
+    manifest = stage.run(stage.config(run_dir=cfg.run_dir))  # a finished one is read back
+    return {"mode": manifest.get("config", {}).get("mode"), "table": manifest.get("table"),
+            "output": manifest.get("output")}
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "reward-bench":
-        from jobs.evaluate_reward_bench import main as reward_bench_main
-
-        return reward_bench_main(argv[1:])
-    cfg = parse_stage_args("evaluate", EvaluateConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, "evaluate")
-    config = config_to_dict(cfg)
-    if out.is_done(config):
-        print(f"evaluate: already done in {out.root}")
-        return 0
+def run(cfg: EvaluateConfig) -> dict:
+    """The stage: answer the benchmark with every policy, score, plot."""
     bench = StageDir(cfg.benchmark_run_dir or cfg.run_dir, BENCHMARK_STAGE)
-    out.begin(config, {"benchmark": bench.fingerprint()})
+    out, done = begin_stage(cfg, "evaluate", inputs=[bench])
+    if done:
+        return out.read_manifest()
     toy, rows_in, quarantined = evaluate_policies(cfg, out)
     metrics = {"toy_benchmark": toy, "reward_bench": reward_bench(cfg)}
     Path(out.local_path("metrics.json")).write_text(json.dumps(metrics, indent=2))
     Path(out.local_path("summary.md")).write_text(summary_markdown(toy))
     plot_metrics(toy, out.local_path("toy_benchmark.png"))
-    out.finish(rows_in, out.count_rows(), quarantined)
+    manifest = out.finish(rows_in, out.count_rows(), quarantined)
     for name, values in toy.items():
         shown = ", ".join(f"{k} {_fmt(values.get(k))}" for k in
                           ("overall_accuracy", "chair_i", "refusal_harmful", "refusal_benign"))
         print(f"evaluate: {name}: {shown}")
     print(f"evaluate: wrote {out.local_path('metrics.json')}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "reward-bench":  # `mmrlhf evaluate reward-bench ...`
+        return get_stage("evaluate-reward-bench").job().main(argv[1:])
+    run(parse_stage_args("evaluate", EvaluateConfig, argv, __doc__))
     return 0
 
 

@@ -24,12 +24,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.media import encode_png, row_images  # noqa: E402
-from mmrlhf_ray.reward.bench import (  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.media import encode_png, row_images
+from mmrlhf_ray.reward.bench import (
     acc_table,
     bench_rows_to_pairs,
     format_table,
@@ -38,8 +35,8 @@ from mmrlhf_ray.reward.bench import (  # noqa: E402
     score_pairs,
     write_bench_jsonl,
 )
-from mmrlhf_ray.reward.config import EvaluateRewardBenchConfig  # noqa: E402
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+from mmrlhf_ray.reward.config import EvaluateRewardBenchConfig
+from mmrlhf_ray.stage import StageDir, begin_stage, require_done
 
 STAGE = "evaluate/reward-bench"
 
@@ -83,23 +80,11 @@ def _write_media(row: dict, root: Path, category: str) -> str:
     return f"{category}/{qid}.png"
 
 
-def evaluate_run(run_dir: str, *overrides: str) -> dict:
-    """ACC/ACC+ of ``run_dir``'s reward model on its held-out pairs (what
-    ``mmrlhf evaluate`` embeds in its metrics): ``{"mode", "table", "output"}``.
-    Idempotent: a finished evaluation is read back, not recomputed."""
-    main([f"run_dir={run_dir}", *overrides])
-    manifest = StageDir(run_dir, STAGE).read_manifest() or {}
-    return {"mode": manifest.get("config", {}).get("mode"), "table": manifest.get("table"),
-            "output": manifest.get("output")}
-
-
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_stage_args("evaluate-reward-bench", EvaluateRewardBenchConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, STAGE)
-    if out.is_done(config_to_dict(cfg)):
-        print(f"evaluate reward-bench: already done in {out.root}")
-        return 0
-    out.begin(config_to_dict(cfg))
+def run(cfg: EvaluateRewardBenchConfig) -> dict:
+    """The stage: ACC/ACC+ of the reward model on a benchmark file (default: held-out pairs)."""
+    out, done = begin_stage(cfg, STAGE, inputs=[] if cfg.input else ["train-reward"])
+    if done:
+        return out.read_manifest()
     out_dir = Path(out.local_path())
     src, image_root = Path(cfg.input) if cfg.input else None, cfg.image_root
     if src is None:
@@ -117,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "results.json").write_text(json.dumps({"mode": mode, "table": table}, indent=2))
     print(format_table({mode: table}))
     overall = table.get("overall", {})
-    out.finish(lines_in, len(results), len(bad), table=table, output=str(output))
+    manifest = out.finish(lines_in, len(results), len(bad), table=table, output=str(output))
     print(f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), ACC "
           f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
           f"; scored file {output}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("evaluate-reward-bench", EvaluateRewardBenchConfig, argv, __doc__))
     return 0
 
 

@@ -17,23 +17,19 @@ from __future__ import annotations
 import sys
 import uuid
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.generation import (  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.generation import (
     ExpandConfig,
     check_expansion,
     choose_critique,
     expansion_requests,
 )
-from mmrlhf_ray.schemas import quarantine_row, to_table, validate_row  # noqa: E402
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+from mmrlhf_ray.schemas import quarantine_row, to_table, validate_row
+from mmrlhf_ray.stage import StageDir, begin_stage
 
 AUDIT_SCHEMA = pa.schema(
     [
@@ -146,16 +142,12 @@ def run(cfg: ExpandConfig) -> dict:
     spec.validate()
     if spec.kind == "simulated":
         raise ValueError("expand: the expander must be a model (kind vllm|transformers|auto)")
-    out, config = StageDir(cfg.run_dir, "expand"), config_to_dict(cfg)
-    if out.is_done(config):
-        print(f"expand: already done in {out.root}")
-        return out.read_manifest() or {}
+    out, done = begin_stage(cfg, "expand", inputs=[cfg.input_stage])
+    if done:
+        return out.read_manifest()
     records = sorted(
-        require_done(cfg.run_dir, cfg.input_stage).read().to_pylist(),
+        StageDir(cfg.run_dir, cfg.input_stage).read().to_pylist(),
         key=lambda r: str(r.get("query_id")),
-    )
-    out.begin(
-        config, inputs={cfg.input_stage: StageDir(cfg.run_dir, cfg.input_stage).fingerprint()}
     )
     chunks = {
         c: records[c * cfg.chunk_size : (c + 1) * cfg.chunk_size]

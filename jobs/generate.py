@@ -14,16 +14,12 @@ transformers; or the toy world's simulated responders). Output parts are
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+import pyarrow as pa
 
-import pyarrow as pa  # noqa: E402
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.generation import GENERATE_SCHEMA, GenerateConfig, ModelSpec, safe_name  # noqa: E402
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.generation import GenerateConfig
+from mmrlhf_ray.stage import begin_stage, require_done
 
 
 def load_queries(cfg: GenerateConfig) -> pa.Table:
@@ -35,33 +31,6 @@ def load_queries(cfg: GenerateConfig) -> pa.Table:
     return table
 
 
-def part_name(spec: ModelSpec, chunk: int) -> str:
-    return f"{safe_name(spec.name)}-{chunk:05d}"
-
-
-def generate_model(
-    out: StageDir, queries: pa.Table, spec: ModelSpec, chunk_size: int, kill_marker: str = ""
-):
-    """Run one model over the queries whose parts are missing; returns PoolStats."""
-    from actors.generation_pool import run_pool
-    from actors.runtime import init_ray
-
-    chunks = [i // chunk_size for i in range(queries.num_rows)]
-    todo = sorted({c for c in chunks if not out.has_part(part_name(spec, c))})
-    mask = pa.array([c in set(todo) for c in chunks])
-    pending = queries.append_column("_chunk", pa.array(chunks, pa.int64())).filter(mask)
-    expected = {c: chunks.count(c) * spec.n for c in todo}
-    print(f"generate: {spec.name}: {len(todo)} of {len(set(chunks))} parts to do")
-
-    def write(chunk: int, rows: list[dict], quarantined: list[dict]) -> None:
-        out.write_quarantine(part_name(spec, chunk), quarantined)
-        out.write_part(part_name(spec, chunk), pa.Table.from_pylist(rows, schema=GENERATE_SCHEMA))
-
-    if todo and spec.kind != "simulated":  # simulated responders run in-process
-        init_ray()
-    return run_pool(pending, spec, expected, write, kill_marker=kill_marker)
-
-
 def run(cfg: GenerateConfig) -> dict:
     """The stage: every model, then the count check and the manifest."""
     if not cfg.models:
@@ -69,15 +38,12 @@ def run(cfg: GenerateConfig) -> dict:
     specs = [spec.resolved(cfg.run_dir) for spec in cfg.models]
     for spec in specs:
         spec.validate()
-    out = StageDir(cfg.run_dir, "generate")
-    config = config_to_dict(cfg)
-    if out.is_done(config):
-        print(f"generate: already done in {out.root}")
-        return out.read_manifest() or {}
+    from actors.generation_pool import generate_model
+
+    out, done = begin_stage(cfg, "generate", inputs=[cfg.input_stage])
+    if done:
+        return out.read_manifest()
     queries = load_queries(cfg)
-    out.begin(
-        config, inputs={cfg.input_stage: StageDir(cfg.run_dir, cfg.input_stage).fingerprint()}
-    )
     lines = []
     for spec in specs:
         stats = generate_model(out, queries, spec, cfg.chunk_size, cfg.kill_marker)

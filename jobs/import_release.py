@@ -21,9 +21,6 @@ are written atomically, so a crashed import resumes where it stopped.
 
 import os
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
 
 from tqdm import tqdm
 
@@ -93,34 +90,36 @@ def import_file(
     return {"in": n_in, "out": n_out, "quarantined": n_bad}
 
 
-def main(argv=None) -> int:
-    cfg = parse_stage_args("import", ImportConfig, argv, __doc__)
+def run(cfg: ImportConfig) -> dict:
+    """The stage: each given release file -> its sub-stage (records, pairs, bench, pool)."""
     stage = StageDir(cfg.run_dir, "import")
     todo = [(getattr(cfg, attr), *rest) for attr, *rest in FILES if getattr(cfg, attr)]
     if not todo:
-        print(
+        raise ValueError(
             "import: no file given (set data_jsonl, dpo_pairs_jsonl, reward_bench_jsonl "
-            "or pool_jsonl)",
-            file=sys.stderr,
+            "or pool_jsonl)"
         )
-        return 2
     for path, *_ in todo:
         if not os.path.isfile(path):
-            print(f"import: {path}: no such file", file=sys.stderr)
-            return 2
+            raise FileNotFoundError(f"import: {path}: no such file")
     inputs = {p: _fingerprint(p) for p, *_ in todo}
     config = {**config_to_dict(cfg), "inputs": inputs}
     if stage.is_done(config):
         print(f"import: already done in {stage.root}")
-        return 0
+        return stage.read_manifest()
     stage.begin(config, inputs=inputs)
     per_file = {sub: import_file(cfg, path, kind, sub, schema) for path, kind, sub, schema in todo}
     total = {k: sum(c[k] for c in per_file.values()) for k in ("in", "out", "quarantined")}
-    stage.finish(total["in"], total["out"], total["quarantined"], files=per_file)
+    manifest = stage.finish(total["in"], total["out"], total["quarantined"], files=per_file)
     print(
         f"import: {total['in']} lines read = {total['out']} rows written + "
         f"{total['quarantined']} quarantined, in {stage.root}"
     )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("import", ImportConfig, argv, __doc__))
     return 0
 
 

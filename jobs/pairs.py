@@ -16,18 +16,14 @@ the pairs written, records that gave no pair, and equal-rank pairs skipped.
 """
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
 
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.pairs import PairsConfig, PairStats, expand_record
 from mmrlhf_ray.schemas import quarantine_row, to_table, validate_row
-from mmrlhf_ray.stage import StageDir, require_done
+from mmrlhf_ray.stage import StageDir, begin_stage, require_done
 
 
 def input_stage(cfg: PairsConfig) -> StageDir:
@@ -69,15 +65,12 @@ def expand_part(records: list[dict], cfg: PairsConfig, source: str) -> tuple[lis
     return pairs, bad, stats
 
 
-def main(argv=None) -> int:
-    cfg = parse_stage_args("pairs", PairsConfig, argv, __doc__)
+def run(cfg: PairsConfig) -> dict:
+    """The stage: annotated records -> preference pairs, part by part."""
     src = input_stage(cfg)
-    out = StageDir(cfg.run_dir, "pairs")
-    config = {**config_to_dict(cfg), "input": src.stage, "input_fingerprint": src.fingerprint()}
-    if out.is_done(config):
-        print(f"pairs: already done in {out.root}")
-        return 0
-    out.begin(config, inputs={src.stage: src.fingerprint()})
+    out, done = begin_stage(cfg, "pairs", inputs=[src])
+    if done:
+        return out.read_manifest()
     n_in = n_bad = n_pairs = 0
     total = PairStats()
     n_records = src.count_rows()
@@ -95,13 +88,18 @@ def main(argv=None) -> int:
         total.add(stats)
         bar.update(len(records))
     bar.close()
-    out.finish(n_in, n_in - n_bad, n_bad, pairs=n_pairs, stats=vars(total))
+    manifest = out.finish(n_in, n_in - n_bad, n_bad, pairs=n_pairs, stats=vars(total))
     print(
         f"pairs: {n_in} records ({n_bad} quarantined) -> {n_pairs} pairs "
         f"({total.tie_pairs} with a constructed response), {total.records_without_pairs} "
         f"records gave no pair, {total.tied_pairs_skipped} equal-rank pairs skipped; "
         f"in {out.data_dir}"
     )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("pairs", PairsConfig, argv, __doc__))
     return 0
 
 

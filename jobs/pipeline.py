@@ -22,35 +22,30 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mmrlhf_ray import signals  # noqa: E402
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.pipeline import PipelineConfig  # noqa: E402
-from mmrlhf_ray.stage import StageDir  # noqa: E402
-from mmrlhf_ray.stages import PIPELINE_STAGES, get_stage  # noqa: E402
+from mmrlhf_ray import signals
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.pipeline import PipelineConfig
+from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.stages import PIPELINE_STAGES, get_stage
 
 
-def stage_argv(cfg: PipelineConfig, stage: str) -> list[str]:
-    """The argv a stage is called with: its config file, the run dir, the overrides."""
-    argv: list[str] = []
-    config_path = get_stage(stage).config_path(cfg.profile)
-    if config_path is not None:
-        argv += ["--config", str(config_path)]
-    return argv + [f"run_dir={cfg.run_dir}", *cfg.overrides.get(stage, [])]
+def stage_config(cfg: PipelineConfig, stage: str, **values) -> object:
+    """The config a stage runs with: its shipped YAML for the profile, the run dir (and
+    ``values``), then the pipeline's overrides for it."""
+    overrides = cfg.overrides.get(stage, [])
+    return get_stage(stage).config(overrides, cfg.profile, run_dir=cfg.run_dir, **values)
 
 
 class Interrupted(Exception):
     """Ctrl-C (SIGINT) or SIGTERM arrived while a stage ran."""
 
 
-def run_stage(cfg: PipelineConfig, stage: str) -> float:
+def run_stage(cfg: PipelineConfig, stage: str, **values) -> float:
     """Run one stage in-process; returns its wall time. Raises with the resume hint."""
-    module = get_stage(stage).job()
     start = time.time()
     try:
         signals.interrupt_point(f"pipeline.before-{stage}")  # tests: between two stages
-        code = module.main(stage_argv(cfg, stage))
+        get_stage(stage).run(stage_config(cfg, stage, **values))
     except BaseException as exc:
         if signals.received() or isinstance(exc, KeyboardInterrupt):
             print(f"pipeline: interrupted ({signals.signal_name() or 'SIGINT'}) during stage "
@@ -68,8 +63,6 @@ def run_stage(cfg: PipelineConfig, stage: str) -> float:
         print(f"pipeline: interrupted ({signals.signal_name()}) during stage '{stage}'. Re-run "
               f"the same command to resume.", file=sys.stderr, flush=True)
         raise Interrupted(stage)
-    if code:
-        raise SystemExit(f"pipeline: stage '{stage}' exited with status {code}")
     return time.time() - start
 
 
@@ -96,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             _record_timing(cfg, stage, run_stage(cfg, stage))
         if cfg.self_improve_rounds > 0:
             print("\n=== pipeline: self-improve ===", flush=True)
-            overrides = [f"rounds={cfg.self_improve_rounds}", *cfg.overrides.get("self-improve", [])]
-            cfg.overrides["self-improve"] = overrides
-            _record_timing(cfg, "self-improve", run_stage(cfg, "self-improve"))
+            seconds = run_stage(cfg, "self-improve", rounds=cfg.self_improve_rounds)
+            _record_timing(cfg, "self-improve", seconds)
     except (Interrupted, KeyboardInterrupt) as exc:
         if not isinstance(exc, Interrupted):  # landed between two stages
             print("pipeline: interrupted between stages. Re-run the same command to resume.",
@@ -107,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signals.restore(previous)
         if cfg.stop_service and "serve-reward" in cfg.stages:
-            from jobs.serve_reward import stop_service
-
-            stop_service(cfg.run_dir)
+            get_stage("serve-reward").job().stop_service(cfg.run_dir)
     if cfg.report:
         from mmrlhf_ray.report import write_report
 

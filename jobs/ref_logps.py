@@ -17,22 +17,18 @@ response, the vision tower once per query. Writes
 """
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.dpo.config import RefLogpsConfig
 from mmrlhf_ray.dpo.io import read_pair_rows, resolve_pairs_stage, resolve_policy
 from mmrlhf_ray.dpo.reference import fill_pairs
 from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.stage import StageDir, begin_stage
 
 RESPONSE_COLUMNS = ("query_id", "response_id", "ref_logp", "n_tokens")
 
@@ -84,15 +80,13 @@ def run_parts(cfg: RefLogpsConfig, out: StageDir, parts: list[list], rows_by_que
                 _write_part(out, i, pair_rows, pending.pop(i))
 
 
-def main(argv=None) -> int:
-    cfg = parse_stage_args("ref-logps", RefLogpsConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, "ref-logps")
-    if out.is_done(config_to_dict(cfg)):
-        print(f"ref-logps: already done in {out.root}")
-        return 0
+def run(cfg: RefLogpsConfig) -> dict:
+    """The stage: reference log-prob of every distinct response, part by part."""
     src = resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, ("score", "pairs"))
     policy = resolve_policy(cfg.run_dir, cfg.policy)
-    out.begin(config_to_dict(cfg), inputs={src.stage: src.fingerprint(), "policy": policy})
+    out, done = begin_stage(cfg, "ref-logps", inputs=[src], other_inputs={"policy": policy})
+    if done:
+        return out.read_manifest()
     rows = read_pair_rows(src)
     groups, bad = group_pairs(rows, source=src.stage)
     out.write_quarantine("input", bad)
@@ -106,10 +100,15 @@ def main(argv=None) -> int:
     run_parts(cfg, out, parts, rows_by_query, policy)
     rows_out, rows_q = out.count_rows(), out.count_rows(quarantine=True)
     responses = sum(len(g.response_ids) for g in groups)
-    out.finish(len(rows), rows_out, rows_q, policy=policy, pairs_from=src.stage,
+    manifest = out.finish(len(rows), rows_out, rows_q, policy=policy, pairs_from=src.stage,
                queries=len(groups), responses=responses)
     print(f"ref-logps: {responses} responses of {len(groups)} queries scored once each "
           f"({len(rows)} pairs: {rows_out} out, {rows_q} quarantined) -> {out.data_dir}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("ref-logps", RefLogpsConfig, argv, __doc__))
     return 0
 
 

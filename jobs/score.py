@@ -17,18 +17,14 @@ manifest) or, inside the cluster, through a Serve handle (``via=handle``).
 
 import os
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
 
 from tqdm import tqdm
 
 from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.scoring import ScoreConfig, chunk, score_groups
-from mmrlhf_ray.stage import StageDir, require_done
+from mmrlhf_ray.stage import StageDir, begin_stage
 
 
 def make_client(cfg: ScoreConfig):
@@ -53,15 +49,13 @@ def make_client(cfg: ScoreConfig):
     return HttpRewardClient(url, token, cfg.timeout_s)
 
 
-def main(argv=None) -> int:
-    cfg = parse_stage_args("score", ScoreConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, "score")
-    if out.is_done(config_to_dict(cfg)):
-        print(f"score: already done in {out.root}")
-        return 0
-    pairs = require_done(cfg.run_dir, "pairs")
+def run(cfg: ScoreConfig) -> dict:
+    """The stage: margins of every pair from the reward service, part by part."""
     # Margins of other pairs (or another config) would be mixed in: begin() drops them.
-    out.begin(config_to_dict(cfg), inputs={"pairs": pairs.fingerprint()})
+    out, done = begin_stage(cfg, "score", inputs=["pairs"])
+    if done:
+        return out.read_manifest()
+    pairs = StageDir(cfg.run_dir, "pairs")
     rows = pairs.read().to_pylist()
     groups, bad = group_pairs(rows, critiques=cfg.use_pair_critiques, keep_rows=True)
     out.write_quarantine("input", bad)
@@ -82,11 +76,16 @@ def main(argv=None) -> int:
             out.write_part(f"part-{i:05d}", to_table(scored, "pair"))
     client.close()
     n_out, n_bad = out.count_rows(), out.count_rows(quarantine=True)
-    out.finish(len(rows), n_out, n_bad, queries=len(groups), parts=len(parts))
+    manifest = out.finish(len(rows), n_out, n_bad, queries=len(groups), parts=len(parts))
     print(
         f"score: {n_out} pairs of {len(groups)} queries scored ({len(todo)} of {len(parts)} "
         f"parts this run), {n_bad} quarantined -> {out.data_dir}"
     )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("score", ScoreConfig, argv, __doc__))
     return 0
 
 

@@ -19,26 +19,24 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.generation import ModelSpec  # noqa: E402
-from mmrlhf_ray.schemas import to_table  # noqa: E402
-from mmrlhf_ray.self_improve import (  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.generation import ModelSpec
+from mmrlhf_ray.schemas import to_table
+from mmrlhf_ray.self_improve import (
     SelfImproveConfig,
     candidate_pairs,
     orient_by_reward,
     round_queries,
 )
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+from mmrlhf_ray.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.stages import get_stage
 
 
 def sample_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) -> dict:
     """Generate n responses per query and write every candidate pair (unscored)."""
     import pyarrow as pa
 
-    from jobs.generate import generate_model
+    from actors.generation_pool import generate_model
 
     curated = require_done(cfg.run_dir, "curate").read().to_pylist()
     queries = {q["sample_id"]: q for q in round_queries(curated, cfg.queries_per_round, cfg.seed, r)}
@@ -62,14 +60,12 @@ def sample_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) ->
 
 def score_round(cfg: SelfImproveConfig, round_dir: str) -> StageDir:
     """Score the candidates through the service, orient them by reward, keep pairs."""
-    from jobs.score import main as score_main
-
     url = cfg.service_url or (StageDir(cfg.run_dir, "serve-reward").read_manifest() or {}).get("url")
     if not url:
         raise SystemExit("self-improve: no reward service: run `mmrlhf serve-reward detach=true` "
                          "or pass service_url=")
-    if score_main([f"run_dir={round_dir}/scoring", f"url={url}", f"token_env={cfg.token_env}"]):
-        raise SystemExit("self-improve: scoring failed")
+    score = get_stage("score")
+    score.run(score.config(run_dir=f"{round_dir}/scoring", url=url, token_env=cfg.token_env))
     out = StageDir(round_dir, "score")
     if not out.is_done():
         scored = StageDir(f"{round_dir}/scoring", "score").read().to_pylist()
@@ -83,38 +79,29 @@ def score_round(cfg: SelfImproveConfig, round_dir: str) -> StageDir:
 
 
 def train_round(cfg: SelfImproveConfig, round_dir: str, policy: str) -> str:
-    from jobs.ref_logps import main as ref_main
-    from jobs.train_dpo import main as dpo_main
-
-    common = [f"run_dir={round_dir}", f"policy={policy}"]
-    if ref_main([*common, "pairs_stage=score", *cfg.ref_logps_overrides]):
-        raise SystemExit("self-improve: ref-logps failed")
-    if dpo_main([*common, *cfg.dpo_overrides]):
-        raise SystemExit("self-improve: train-dpo failed")
-    return StageDir(round_dir, "train-dpo").read_manifest()["policy"]
+    ref, dpo = get_stage("ref-logps"), get_stage("train-dpo")
+    ref.run(ref.config(cfg.ref_logps_overrides, run_dir=round_dir, policy=policy,
+                       pairs_stage="score"))
+    return dpo.run(dpo.config(cfg.dpo_overrides, run_dir=round_dir, policy=policy))["policy"]
 
 
 def evaluate_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) -> dict:
-    from jobs.evaluate import main as evaluate_main
-
-    argv = [f"run_dir={round_dir}", f"benchmark_run_dir={cfg.run_dir}", "reward_bench=false",
-            f"policies={{round-{r}: {policy}}}", f"benchmark_limit={cfg.benchmark_limit}"]
-    if evaluate_main(argv):
-        raise SystemExit("self-improve: evaluate failed")
+    evaluate = get_stage("evaluate")
+    evaluate.run(evaluate.config(run_dir=round_dir, benchmark_run_dir=cfg.run_dir,
+                                 reward_bench=False, policies={f"round-{r}": policy},
+                                 benchmark_limit=cfg.benchmark_limit))
     metrics = json.loads((Path(round_dir) / "evaluate" / "metrics.json").read_text())
     return metrics["toy_benchmark"][f"round-{r}"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_stage_args("self-improve", SelfImproveConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, "self-improve")
-    if out.is_done(config_to_dict(cfg)):
-        print(f"self-improve: already done in {out.root}")
-        return 0
+def run(cfg: SelfImproveConfig) -> dict:
+    """The stage: rounds of sample -> score -> pairs -> MM-DPO -> evaluate."""
+    out, done = begin_stage(cfg, "self-improve", inputs=["curate"])
+    if done:
+        return out.read_manifest()
     from actors.runtime import init_ray
 
     init_ray()
-    out.begin(config_to_dict(cfg))
     policy = cfg.start_policy.replace("{run_dir}", cfg.run_dir.rstrip("/"))
     rounds: dict[str, dict] = {}
     start = Path(cfg.run_dir) / "evaluate" / "metrics.json"
@@ -136,8 +123,13 @@ def main(argv: list[str] | None = None) -> int:
 
         plot_metrics(rounds, out.local_path("rounds.png"), title="toy benchmark per self-improvement round")
         Path(out.local_path("summary.md")).write_text(summary_markdown(rounds))
-    out.finish(pairs_total, pairs_total, 0, rounds=cfg.rounds, final_policy=policy)
+    manifest = out.finish(pairs_total, pairs_total, 0, rounds=cfg.rounds, final_policy=policy)
     print(f"self-improve: {cfg.rounds} rounds, final policy {policy}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("self-improve", SelfImproveConfig, argv, __doc__))
     return 0
 
 

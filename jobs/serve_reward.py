@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
-
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.scoring import ServiceUnavailable
@@ -51,8 +49,8 @@ def should_detach(cfg: ServeRewardConfig) -> bool:
     return ray.is_initialized() or bool(os.environ.get("RAY_ADDRESS"))
 
 
-def main(argv=None) -> int:
-    cfg = parse_stage_args("serve-reward", ServeRewardConfig, argv, __doc__)
+def run(cfg: ServeRewardConfig) -> dict:
+    """The stage: start (or find healthy) the reward service; its manifest has the URL."""
     from actors.runtime import init_ray
     from serve.app import read_token, resolve_model_path, start
 
@@ -61,7 +59,7 @@ def main(argv=None) -> int:
     previous = (out.read_manifest() or {}).get("url")
     if detach and out.is_done(config_to_dict(cfg)) and previous and _healthy(previous, token):
         print(f"serve-reward: already serving at {previous}")
-        return 0
+        return out.read_manifest()
     if not Path(model_path).is_dir():
         raise SystemExit(
             f"serve-reward: no reward model at {model_path}: run `mmrlhf "
@@ -78,19 +76,24 @@ def main(argv=None) -> int:
     health = _healthy(url, token)
     if health is None:
         raise SystemExit(f"serve-reward: the app started but {url}/healthz does not answer")
-    out.finish(0, 0, 0, url=url, app_name=cfg.app_name, model=health["model"])
+    manifest = out.finish(0, 0, 0, url=url, app_name=cfg.app_name, model=health["model"])
     print(
         f"serve-reward: {health['model']} serving at {url} (docs {url}/docs), "
         f"ready in {time.time() - t0:.1f}s" + ("" if detach else "; Ctrl-C stops it")
     )
     if detach:
-        return 0
+        return manifest
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: answer what was accepted, then stop
         print("serve-reward: stopping: answering accepted requests first", flush=True)
         stop_service(cfg.run_dir)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("serve-reward", ServeRewardConfig, argv, __doc__))
     return 0
 
 

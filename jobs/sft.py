@@ -25,12 +25,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
-from mmrlhf_ray.training.sft import SftConfig  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.training.sft import SftConfig
 
 BENCH_PREFIX = "shapes-bench"  # held-out benchmark rows never train
 
@@ -91,16 +88,15 @@ def benchmark(cfg: SftConfig, before: str, after: str) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_stage_args("sft", SftConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, "sft")
-    if out.is_done(config_to_dict(cfg)):
-        print(f"sft: already done in {out.root}")
-        return 0
-    policy_path = cfg.policy_path or require_done(cfg.run_dir, "build-models").path("policy")
-    out.begin(
-        config_to_dict(cfg), inputs={"pool": StageDir(cfg.run_dir, cfg.input_stage).fingerprint()}
-    )
+def run(cfg: SftConfig) -> dict:
+    """The stage: SFT of the policy on the pool, then the toy benchmark before/after."""
+    # The pool (input_stage) and, unless a policy is given, build-models are inputs: a
+    # rebuilt world or model makes this stage stale.
+    models = [] if cfg.policy_path else ["build-models"]
+    out, done = begin_stage(cfg, "sft", inputs=[cfg.input_stage, *models])
+    if done:
+        return out.read_manifest()
+    policy_path = cfg.policy_path or StageDir(cfg.run_dir, "build-models").path("policy")
 
     from actors.runtime import init_ray
     from actors.trainer import TrainTask, run_training
@@ -137,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(out.local_path("benchmark.json")).write_text(json.dumps(bench, indent=2))
     _write_trained(out, good)
     summary = _summary(result.metrics, bench)
-    out.finish(
+    manifest = out.finish(
         total,
         len(good),
         len(bad),
@@ -153,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         f"accuracy random {summary.get('random_overall_accuracy')} -> sft "
         f"{summary.get('sft_overall_accuracy')}; policy -> {result.hf_dir}"
     )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("sft", SftConfig, argv, __doc__))
     return 0
 
 

@@ -21,15 +21,12 @@ a cluster); the bytes written are the same either way.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.stage import StageDir  # noqa: E402
-from mmrlhf_ray.toyworld.config import ToyWorldConfig  # noqa: E402
-from mmrlhf_ray.toyworld.writer import (  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.config import config_to_dict
+from mmrlhf_ray.stage import StageDir, begin_stage
+from mmrlhf_ray.toyworld.config import ToyWorldConfig
+from mmrlhf_ray.toyworld.writer import (
     merge_stats,
     shard_ranges,
     write_benchmark,
@@ -82,14 +79,12 @@ def _sub_stage(cfg: ToyWorldConfig, stage: str, config: dict, n: int, writer, **
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_stage_args("toyworld", ToyWorldConfig, argv, __doc__)
+def run(cfg: ToyWorldConfig) -> dict:
+    """The stage: pool, held-out benchmark and (optionally) records, resumable by shard."""
+    out, done = begin_stage(cfg, "toyworld")
+    if done:
+        return out.read_manifest()
     config = config_to_dict(cfg)
-    out = StageDir(cfg.run_dir, "toyworld")
-    if out.is_done(config):
-        print(f"toyworld: already done in {out.root}")
-        return 0
-    out.begin(config)
     pool = _write(cfg, write_pool, "toyworld", cfg.pool_size, mix=cfg.mix.as_dict())
     bench = _sub_stage(cfg, BENCHMARK_STAGE, config, cfg.benchmark_size, write_benchmark)
     records = None
@@ -104,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             per_model=cfg.responses_per_model,
             mix=cfg.mix.as_dict(),
         )
-    out.finish(
+    manifest = out.finish(
         cfg.pool_size,
         pool["rows_out"],
         pool["rows_quarantined"],
@@ -124,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{pool['rows_quarantined']}; benchmark {bench['counts']['out']} rows; records "
         f"{0 if records is None else records['counts']['out']}; under {out.root}"
     )
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("toyworld", ToyWorldConfig, argv, __doc__))
     return 0
 
 

@@ -19,14 +19,10 @@ split, margin, beta) and the manifest with held-out preference accuracy.
 
 import sys
 from functools import partial
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
 
 import pyarrow as pa
 
 from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.dpo.config import DpoConfig
 from mmrlhf_ray.dpo.io import (
     load_split_groups,
@@ -37,7 +33,7 @@ from mmrlhf_ray.dpo.io import (
 )
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query, query_modality
 from mmrlhf_ray.groups import count_pairs, group_pairs, split_groups
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.stage import StageDir, begin_stage
 
 
 def choose_input(cfg: DpoConfig) -> tuple[StageDir, bool]:
@@ -100,15 +96,13 @@ def evaluate_heldout(cfg: DpoConfig, policy_dir: str, ref_dir: str, held, online
             for name, s in scores.items()}
 
 
-def main(argv=None) -> int:
-    cfg = parse_stage_args("train-dpo", DpoConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, "train-dpo")
-    if out.is_done(config_to_dict(cfg)):
-        print(f"train-dpo: already done in {out.root}")
-        return 0
+def run(cfg: DpoConfig) -> dict:
+    """The stage: MM-DPO (or a baseline loss) on the pairs, then held-out metrics."""
     src, online = choose_input(cfg)
     policy = resolve_policy(cfg.run_dir, cfg.policy)
-    out.begin(config_to_dict(cfg), inputs={src.stage: src.fingerprint(), "policy": policy})
+    out, done = begin_stage(cfg, "train-dpo", inputs=[src], other_inputs={"policy": policy})
+    if done:
+        return out.read_manifest()
     rows = read_pair_rows(src)
     need_margin, need_ref = cfg.loss.needs_margin, cfg.loss.needs_reference and not online
     groups, bad = group_pairs(rows, src.stage, need_margin=need_margin, need_ref=need_ref)
@@ -137,11 +131,16 @@ def main(argv=None) -> int:
     _plot(out, table, cfg)
     heldout = evaluate_heldout(cfg, result.hf_dir, policy, held, online)
     last = result.metrics[-1] if result.metrics else {}
-    out.finish(len(rows), table.num_rows, len(bad), policy=result.hf_dir, steps=result.steps,
+    manifest = out.finish(len(rows), table.num_rows, len(bad), policy=result.hf_dir, steps=result.steps,
                online_reference=online, heldout=heldout, last_step=last, pairs_from=src.stage)
     acc = heldout.get("after", {}).get("implicit_accuracy", float("nan"))
     print(f"train-dpo: {result.steps} steps, last loss {last.get('loss', float('nan')):.4f}, "
           f"held-out implicit-reward accuracy {acc:.3f} -> {result.hf_dir}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("train-dpo", DpoConfig, argv, __doc__))
     return 0
 
 

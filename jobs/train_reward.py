@@ -23,15 +23,12 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+import pyarrow as pa
 
-import pyarrow as pa  # noqa: E402
-
-from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
-from mmrlhf_ray.config import config_to_dict  # noqa: E402
-from mmrlhf_ray.reward.bench import acc_table, format_table, score_pairs  # noqa: E402
-from mmrlhf_ray.reward.config import TrainRewardConfig  # noqa: E402
-from mmrlhf_ray.reward.data import (  # noqa: E402
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.reward.bench import acc_table, format_table, score_pairs
+from mmrlhf_ray.reward.config import TrainRewardConfig
+from mmrlhf_ray.reward.data import (
     build_reward_model,
     collate_reward_pairs,
     encode_pair_row,
@@ -40,8 +37,8 @@ from mmrlhf_ray.reward.data import (  # noqa: E402
     reward_loss_fn,
     split_pairs,
 )
-from mmrlhf_ray.reward.model import RewardMeta, load_reward_model, save_reward_model  # noqa: E402
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+from mmrlhf_ray.reward.model import RewardMeta, load_reward_model, save_reward_model
+from mmrlhf_ray.stage import StageDir, begin_stage
 
 
 def backbone_dir(cfg: TrainRewardConfig) -> str:
@@ -114,14 +111,12 @@ def evaluate_heldout(cfg: TrainRewardConfig, model_dir: str, held: list) -> dict
     return {"mode": mode, "table": table}
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_stage_args("train-reward", TrainRewardConfig, argv, __doc__)
-    out = StageDir(cfg.run_dir, "train-reward")
-    if out.is_done(config_to_dict(cfg)):
-        print(f"train-reward: already done in {out.root}")
-        return 0
-    pairs_dir = require_done(cfg.run_dir, cfg.pairs_stage)
-    out.begin(config_to_dict(cfg), inputs={cfg.pairs_stage: pairs_dir.fingerprint()})
+def run(cfg: TrainRewardConfig) -> dict:
+    """The stage: split the pairs, train the reward model, score the held-out pairs."""
+    out, done = begin_stage(cfg, "train-reward", inputs=[cfg.pairs_stage])
+    if done:
+        return out.read_manifest()
+    pairs_dir = StageDir(cfg.run_dir, cfg.pairs_stage)
     rows = pairs_dir.read().to_pylist()
     good, bad = pairs_from_rows(rows, cfg.critique_source, cfg.max_frames, cfg.max_side or None,
                                 stage=cfg.pairs_stage)
@@ -137,12 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     heldout = evaluate_heldout(cfg, trained["model_dir"], held)
     Path(out.local_path("heldout.json")).write_text(json.dumps(heldout, indent=2))
     overall = heldout.get("table", {}).get("overall", {})
-    out.finish(len(rows), len(good), len(bad), steps=trained["steps"], heldout=heldout,
+    manifest = out.finish(len(rows), len(good), len(bad), steps=trained["steps"], heldout=heldout,
                model_dir=trained["model_dir"])
     print(f"train-reward: {len(train_pairs)} train / {len(held)} held-out pairs "
           f"({len(bad)} quarantined), {trained['steps']} steps, held-out ACC "
           f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
           f"; model in {trained['model_dir']}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(parse_stage_args("train-reward", TrainRewardConfig, argv, __doc__))
     return 0
 
 

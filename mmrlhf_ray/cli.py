@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mmrlhf_ray import signals
-from mmrlhf_ray.config import ConfigError, config_to_dict, load_config
+from mmrlhf_ray.config import ConfigError, absolute_local_paths, config_to_dict, load_config
 from mmrlhf_ray.stages import BY_NAME, STAGES
 
 T = TypeVar("T")
@@ -65,25 +64,6 @@ def _shipped_defaults(config_cls: type, path: Any) -> Any:
         return load_config(config_cls, path)
     except (ConfigError, ValueError):
         return None
-
-
-PATH_FIELD_SUFFIXES = ("run_dir", "path", "policy", "backbone", "_jsonl", "_root", "input")
-
-
-def absolute_local_paths(cfg: Any) -> None:
-    """Make ``run_dir`` and existing relative paths absolute, in place.
-
-    Ray workers (Train, Data, Serve) do not run in the driver's directory, so a relative
-    ``runs/demo`` must be resolved where the user typed it. URIs (``s3://``) stay.
-    """
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if not isinstance(value, str) or not value or "://" in value or os.path.isabs(value):
-            continue
-        if not f.name.endswith(PATH_FIELD_SUFFIXES) or "{" in value:
-            continue
-        if f.name == "run_dir" or os.path.exists(value):
-            setattr(cfg, f.name, os.path.abspath(value))
 
 
 def parse_stage_args(

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -112,18 +113,43 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
-    """Build ``cls`` from a YAML file (optional) and dotted overrides.
+def load_config(
+    cls: type[T],
+    path: str | Path | Any | None = None,
+    overrides: list[str] = (),
+    values: dict[str, Any] | None = None,
+) -> T:
+    """Build ``cls`` from a YAML file (optional), top-level ``values`` set by the caller,
+    then dotted overrides (the user's last word).
 
     Unknown keys raise ``ConfigError`` naming the dotted key.
     """
     data: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text()
+        text = Path(path).read_text() if isinstance(path, (str, Path)) else path.read_text()
         loaded = yaml.safe_load(text) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded
+    data.update(values or {})
     data = apply_overrides(data, list(overrides))
     return _build(cls, data)
 
+
+PATH_FIELD_SUFFIXES = ("run_dir", "path", "policy", "backbone", "_jsonl", "_root", "input")
+
+
+def absolute_local_paths(cfg: Any) -> None:
+    """Make ``run_dir`` and existing relative paths absolute, in place.
+
+    Ray workers (Train, Data, Serve) do not run in the driver's directory, so a relative
+    ``runs/demo`` must be resolved where the user typed it. URIs (``s3://``) stay.
+    """
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not isinstance(value, str) or not value or "://" in value or os.path.isabs(value):
+            continue
+        if not f.name.endswith(PATH_FIELD_SUFFIXES) or "{" in value:
+            continue
+        if f.name == "run_dir" or os.path.exists(value):
+            setattr(cfg, f.name, os.path.abspath(value))

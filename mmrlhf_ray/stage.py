@@ -22,6 +22,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.schemas import QUARANTINE_SCHEMA
 
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]*(/[a-z0-9-]+)*$")  # e.g. "pairs", "import/pool"
@@ -267,3 +269,36 @@ def require_done(run_dir: str, stage: str) -> StageDir:
             f"run_dir={run_dir}` first"
         )
     return upstream
+
+
+def begin_stage(
+    cfg: Any,
+    stage: str,
+    inputs: Iterable[str | StageDir] = (),
+    other_inputs: dict[str, str] | None = None,
+    keep_parts: bool = False,
+) -> tuple[StageDir, bool]:
+    """Skip-if-done, then begin: the opening every stage shares. Returns ``(out, done)``.
+
+    ``inputs`` are the upstream stages the stage reads: names in ``cfg.run_dir`` (each
+    must have finished) or the ``StageDir`` of another run. Their fingerprints go into
+    the manifest, so re-making any of them makes this stage stale. ``other_inputs`` are
+    inputs that are not stages (a file's fingerprint, a policy path): a change re-runs
+    the stage too. ``done``: the stage already finished with this config and inputs
+    (the caller returns ``out.read_manifest()``).
+    """
+    out = StageDir(cfg.run_dir, stage)
+    config = config_to_dict(cfg)
+    inputs, other_inputs = list(inputs), dict(other_inputs or {})
+    names = {u.stage if isinstance(u, StageDir) else u for u in inputs}
+    recorded = (out.read_manifest() or {}).get("inputs") or {}
+    same_inputs = set(recorded) == names | set(other_inputs) and all(
+        recorded[k] == v for k, v in other_inputs.items()
+    )
+    if same_inputs and out.is_done(config):
+        print(f"{stage}: already done in {out.root}")
+        return out, True
+    upstream = [u if isinstance(u, StageDir) else require_done(cfg.run_dir, u) for u in inputs]
+    fingerprints = {u.stage: u.fingerprint() for u in upstream}
+    out.begin(config, inputs={**fingerprints, **other_inputs}, keep_parts=keep_parts)
+    return out, False

@@ -28,7 +28,7 @@ class Stage:
     """One stage of the recipe."""
 
     name: str  # `mmrlhf <name>`; its output is <run_dir>/<name>/
-    config: str  # "module:Class" of its config dataclass
+    config_ref: str  # "module:Class" of its config dataclass (`config_class`)
     entry: str  # module of its job (jobs/<name>.py): `main(argv)`
     summary: str  # one line for `mmrlhf --help`
     inputs: tuple[str, ...] = ()  # upstream stages it reads by default
@@ -36,7 +36,7 @@ class Stage:
 
     @property
     def config_class(self) -> type:
-        module, _, cls = self.config.partition(":")
+        module, _, cls = self.config_ref.partition(":")
         return getattr(importlib.import_module(module), cls)
 
     @property
@@ -47,6 +47,21 @@ class Stage:
     def job(self) -> Any:
         """The job module (imports what the stage needs: torch, Ray ...)."""
         return importlib.import_module(self.entry)
+
+    def config(self, overrides: list[str] = (), profile: str = "", **values: Any) -> Any:
+        """The stage's config as a run uses it: its shipped YAML (``profile``: ``""`` or
+        ``".gpu"``), then ``values`` (top-level keys set by a caller such as the
+        pipeline), then the user's ``key=value`` overrides; local paths made absolute."""
+        from mmrlhf_ray.config import absolute_local_paths, load_config
+
+        path = self.config_path(profile) or self.config_path()  # no .gpu file: the default
+        cfg = load_config(self.config_class, path, overrides, values)
+        absolute_local_paths(cfg)
+        return cfg
+
+    def run(self, cfg: Any) -> dict:
+        """Run the stage with ``cfg`` (in this process); returns its manifest."""
+        return self.job().run(cfg)
 
     def config_path(self, profile: str = "") -> Traversable | None:
         """Its shipped config, ``<name><profile>.yaml`` (profile ``""`` or ``".gpu"``)."""

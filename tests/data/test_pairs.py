@@ -144,4 +144,4 @@ def test_pairs_stage_counts_quarantine_and_resume(tmp_path, capsys):
     # expand, once finished, is preferred over annotate
     _finished_stage(run, "expand", good[:1])
     assert main([f"run_dir={run}"]) == 0
-    assert pairs.count_rows() == 6 and pairs.read_manifest()["config"]["input"] == "expand"
+    assert pairs.count_rows() == 6 and list(pairs.read_manifest()["inputs"]) == ["expand"]

@@ -11,6 +11,7 @@ import pytest
 from mmrlhf_ray.media import encode_png, row_images
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.stages import get_stage
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -104,7 +105,8 @@ def test_train_reward_job_then_reward_bench(ray_session, tiny_models, toy_rows, 
 
     # what `mmrlhf evaluate` embeds: the run's own held-out pairs, exported + scored
     held = sum(1 for s in split["split"] if s == "heldout")
-    result = evaluate_reward_bench.evaluate_run(str(run), "mode=none")
+    stage = get_stage("evaluate-reward-bench")
+    result = stage.run(stage.config(["mode=none"], run_dir=str(run)))
     assert result["table"]["overall"]["pairs"] == held
     assert Path(result["output"]).exists()
 
