@@ -135,12 +135,13 @@ def test_pipeline_interrupted_anywhere_resumes_to_the_same_counts(ray_session, t
 
 SFT_ARGS = [
     "max_rows=40",
-    "benchmark_size=2",
+    "benchmark_size=1",
     "max_new_tokens=4",
     "train.max_steps=3",
     "train.checkpoint_every=100",
     "train.micro_batch_size=4",
     "train.warmup_steps=1",
+    "train.num_workers=1",
 ]
 
 
