@@ -1,0 +1,160 @@
+"""The annotation app: human raters score, rank and explain responses in a browser.
+
+Serves a web app on 127.0.0.1 over a run's ``generate`` stage (or any records stage):
+raters log in, score each response on helpfulness / faithfulness / ethics (1-5, the
+paper's Appendix B rubric), rank with ties and write reasons; a lead assigns N raters
+per query, watches agreement (Krippendorff's alpha, Kendall's tau-b), adjudicates
+disagreements and exports the final labels as the ``annotate`` stage's records and as
+the official ``data.jsonl``, so ``expand`` and ``pairs`` run unchanged. Everything
+lives in one SQLite file (WAL, one transaction per write) under the run directory.
+
+Actions (``action=``): ``serve`` (default; loads new tasks first), ``add-user`` (password
+from the environment variable named by ``password_env``, else prompted), ``assign``,
+``export``, ``status``.
+
+    mmrlhf annotate-app run_dir=runs/demo action=add-user user=lead role=lead
+    mmrlhf annotate-app run_dir=runs/demo action=add-user user=alice
+    mmrlhf annotate-app run_dir=runs/demo action=assign raters_per_query=2
+    mmrlhf annotate-app run_dir=runs/demo
+    mmrlhf annotate-app run_dir=runs/demo action=export
+"""
+
+import getpass
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
+
+from mmrlhf_ray.annotate_app.export import export
+from mmrlhf_ray.annotate_app.review import agreement, review_query
+from mmrlhf_ray.annotate_app.store import ROLES, Store
+from mmrlhf_ray.annotate_app.tasks import gold_labels, load_tasks
+from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.release import read_release_file
+
+ACTIONS = ("serve", "add-user", "assign", "export", "status")
+
+
+@dataclass
+class AnnotateAppConfig:
+    """Config of ``annotate-app``: the rater team's web app over one run directory."""
+
+    run_dir: str = field(default="runs/demo", metadata={"help": "run directory (local path)"})
+    action: str = field(default="serve", metadata={"help": "serve | add-user | assign | export | status"})
+    input_stage: str = field(default="generate", metadata={"help": "generate, or a records stage (e.g. import/records)"})
+    db_path: str = field(default="", metadata={"help": "SQLite file ('' = <run_dir>/annotate-app/annotations.sqlite)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
+    port: int = field(default=8500, metadata={"help": "port to serve on"})
+    raters_per_query: int = field(default=2, metadata={"help": "N raters per (non-gold) query"})
+    max_score_gap: int = field(default=1, metadata={"help": "raters disagree when a score differs by more"})
+    max_reason_chars: int = field(default=2000, metadata={"help": "longest reason accepted"})
+    require_reasons: bool = field(default=True, metadata={"help": "every response and the ranking need a reason"})
+    gold_jsonl: str = field(default="", metadata={"help": "known answers (official data.jsonl) for gold queries"})
+    user: str = field(default="", metadata={"help": "add-user: the account name"})
+    role: str = field(default="rater", metadata={"help": "add-user: rater | lead"})
+    password_env: str = field(default="MMRLHF_PASSWORD", metadata={"help": "add-user: env var holding the password (else prompt)"})
+    export_stage: str = field(default="annotate", metadata={"help": "stage the records are written to"})
+    data_jsonl: str = field(default="", metadata={"help": "official-format export ('' = <run_dir>/annotate-app/data.jsonl)"})
+    secure_cookies: bool = field(default=False, metadata={"help": "mark cookies Secure (behind HTTPS)"})
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"annotate-app.action: {self.action!r} not one of {ACTIONS}")
+        if self.role not in ROLES:
+            raise ValueError(f"annotate-app.role: {self.role!r} not one of {ROLES}")
+        if self.raters_per_query < 1:
+            raise ValueError("annotate-app.raters_per_query: must be >= 1")
+
+    def app_dir(self) -> Path:
+        return Path(self.run_dir) / "annotate-app"
+
+
+def open_store(cfg: AnnotateAppConfig) -> Store:
+    return Store(cfg.db_path or cfg.app_dir() / "annotations.sqlite")
+
+
+def load(cfg: AnnotateAppConfig, store: Store) -> None:
+    """Add the input stage's new queries (labels already given are never touched), and
+    the gold answers."""
+    tasks, media, problems = load_tasks(cfg.run_dir, cfg.input_stage)
+    added = store.add_tasks(tasks, media)
+    print(f"annotate-app: {len(tasks)} queries in {cfg.input_stage} ({added} new), "
+          f"{len(problems)} generated rows left out (empty or malformed)")
+    if cfg.gold_jsonl:
+        by_id = {t["query_id"]: t for t in tasks}
+        n = 0
+        for line in read_release_file(cfg.gold_jsonl, "data", default_category="short"):
+            if line.problem:
+                raise ValueError(f"gold_jsonl line {line.line_no}: {line.problem['field']}: "
+                                 f"{line.problem['reason']}")
+            qid = line.row["query_id"]
+            if qid not in by_id:
+                raise ValueError(f"gold_jsonl line {line.line_no}: id {qid!r} is not a task")
+            store.set_gold(qid, gold_labels(line.row, by_id[qid]))
+            n += 1
+        print(f"annotate-app: {n} gold queries from {cfg.gold_jsonl}")
+
+
+def add_user(cfg: AnnotateAppConfig, store: Store) -> None:
+    if not cfg.user:
+        raise ValueError("annotate-app.user: required for action=add-user")
+    password = os.environ.get(cfg.password_env) or getpass.getpass(f"password for {cfg.user}: ")
+    store.add_user(cfg.user, cfg.role, password, replace=True)
+    print(f"annotate-app: user {cfg.user} ({cfg.role}) saved in {store.path}")
+
+
+def status(cfg: AnnotateAppConfig, store: Store) -> None:
+    queries = store.queries()
+    counts: dict[str, int] = {}
+    for q in queries:
+        s = review_query(q, cfg.raters_per_query, cfg.max_score_gap).status
+        counts[s] = counts.get(s, 0) + 1
+    report = agreement(queries)
+    alpha = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in report.alpha.items())
+    tau = f"{report.mean_tau:.3f}" if report.mean_tau is not None else "n/a"
+    print(f"annotate-app: {len(queries)} queries {counts}; alpha (interval) {alpha}; tau-b {tau}")
+
+
+def serve(cfg: AnnotateAppConfig, store: Store) -> None:
+    import uvicorn
+
+    from serve.annotate_app import AppSettings, create_app
+
+    settings = AppSettings(
+        run_dir=cfg.run_dir, raters_per_query=cfg.raters_per_query,
+        max_score_gap=cfg.max_score_gap, max_reason_chars=cfg.max_reason_chars,
+        require_reasons=cfg.require_reasons, export_stage=cfg.export_stage,
+        data_jsonl=cfg.data_jsonl or str(cfg.app_dir() / "data.jsonl"),
+        secure_cookies=cfg.secure_cookies)
+    print(f"annotate-app: serving http://{cfg.host}:{cfg.port}/ ({store.path})", flush=True)
+    uvicorn.run(create_app(store, settings), host=cfg.host, port=cfg.port, log_level="warning")
+
+
+def main(argv=None) -> int:
+    cfg = parse_stage_args("annotate-app", AnnotateAppConfig, argv, __doc__)
+    store = open_store(cfg)
+    if cfg.action == "add-user":
+        add_user(cfg, store)
+        return 0
+    if cfg.action == "export":
+        data_jsonl = cfg.data_jsonl or str(cfg.app_dir() / "data.jsonl")
+        summary = export(store, cfg.run_dir, cfg.export_stage, data_jsonl,
+                         cfg.raters_per_query, cfg.max_score_gap)
+        print(f"annotate-app: exported {summary['records']} final records {summary['counts']} "
+              f"to {summary['stage']} and {data_jsonl}")
+        return 0
+    if cfg.action == "status":
+        status(cfg, store)
+        return 0
+    load(cfg, store)
+    if cfg.action == "assign":
+        print(f"annotate-app: {store.assign(cfg.raters_per_query)} new assignments")
+        return 0
+    serve(cfg, store)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
