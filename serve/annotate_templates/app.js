@@ -92,8 +92,11 @@
       if (setValue(cells[active], Number(e.key))) {
         e.preventDefault(); changed(); activate(active + 1, true);
       }
-    } else if (e.key === "ArrowDown") { e.preventDefault(); activate(active + 1, true); }
-    else if (e.key === "ArrowUp") { e.preventDefault(); activate(active - 1, true); }
+    } else if (e.key === "ArrowDown") { e.preventDefault(); activate(active + 1, false); }
+    else if (e.key === "ArrowUp") { e.preventDefault(); activate(active - 1, false); }
+    else if (e.key === "Enter" && cells.length && cells[active].querySelector("textarea")) {
+      e.preventDefault(); activate(active, true);
+    }
     else if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
       e.preventDefault();
       const here = cells[active].dataset.cell.split("_").slice(1).join("_");
