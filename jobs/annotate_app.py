@@ -42,22 +42,45 @@ class AnnotateAppConfig:
     """Config of ``annotate-app``: the rater team's web app over one run directory."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory (local path)"})
-    action: str = field(default="serve", metadata={"help": "serve | add-user | assign | export | status"})
-    input_stage: str = field(default="generate", metadata={"help": "generate, or a records stage (e.g. import/records)"})
-    db_path: str = field(default="", metadata={"help": "SQLite file ('' = <run_dir>/annotate-app/annotations.sqlite)"})
+    action: str = field(
+        default="serve", metadata={"help": "serve | add-user | assign | export | status"}
+    )
+    input_stage: str = field(
+        default="generate", metadata={"help": "generate, or a records stage (e.g. import/records)"}
+    )
+    db_path: str = field(
+        default="",
+        metadata={"help": "SQLite file ('' = <run_dir>/annotate-app/annotations.sqlite)"},
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
     port: int = field(default=8500, metadata={"help": "port to serve on"})
     raters_per_query: int = field(default=2, metadata={"help": "N raters per (non-gold) query"})
-    max_score_gap: int = field(default=1, metadata={"help": "raters disagree when a score differs by more"})
+    max_score_gap: int = field(
+        default=1, metadata={"help": "raters disagree when a score differs by more"}
+    )
     max_reason_chars: int = field(default=2000, metadata={"help": "longest reason accepted"})
-    require_reasons: bool = field(default=True, metadata={"help": "every response and the ranking need a reason"})
-    gold_jsonl: str = field(default="", metadata={"help": "known answers (official data.jsonl) for gold queries"})
+    require_reasons: bool = field(
+        default=True, metadata={"help": "every response and the ranking need a reason"}
+    )
+    gold_jsonl: str = field(
+        default="", metadata={"help": "known answers (official data.jsonl) for gold queries"}
+    )
     user: str = field(default="", metadata={"help": "add-user: the account name"})
     role: str = field(default="rater", metadata={"help": "add-user: rater | lead"})
-    password_env: str = field(default="MMRLHF_PASSWORD", metadata={"help": "add-user: env var holding the password (else prompt)"})
-    export_stage: str = field(default="annotate", metadata={"help": "stage the records are written to"})
-    data_jsonl: str = field(default="", metadata={"help": "official-format export ('' = <run_dir>/annotate-app/data.jsonl)"})
-    secure_cookies: bool = field(default=False, metadata={"help": "mark cookies Secure (behind HTTPS)"})
+    password_env: str = field(
+        default="MMRLHF_PASSWORD",
+        metadata={"help": "add-user: env var holding the password (else prompt)"},
+    )
+    export_stage: str = field(
+        default="annotate", metadata={"help": "stage the records are written to"}
+    )
+    data_jsonl: str = field(
+        default="",
+        metadata={"help": "official-format export ('' = <run_dir>/annotate-app/data.jsonl)"},
+    )
+    secure_cookies: bool = field(
+        default=False, metadata={"help": "mark cookies Secure (behind HTTPS)"}
+    )
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
@@ -80,15 +103,19 @@ def load(cfg: AnnotateAppConfig, store: Store) -> None:
     the gold answers."""
     tasks, media, problems = load_tasks(cfg.run_dir, cfg.input_stage)
     added = store.add_tasks(tasks, media)
-    print(f"annotate-app: {len(tasks)} queries in {cfg.input_stage} ({added} new), "
-          f"{len(problems)} generated rows left out (empty or malformed)")
+    print(
+        f"annotate-app: {len(tasks)} queries in {cfg.input_stage} ({added} new), "
+        f"{len(problems)} generated rows left out (empty or malformed)"
+    )
     if cfg.gold_jsonl:
         by_id = {t["query_id"]: t for t in tasks}
         n = 0
         for line in read_release_file(cfg.gold_jsonl, "data", default_category="short"):
             if line.problem:
-                raise ValueError(f"gold_jsonl line {line.line_no}: {line.problem['field']}: "
-                                 f"{line.problem['reason']}")
+                raise ValueError(
+                    f"gold_jsonl line {line.line_no}: {line.problem['field']}: "
+                    f"{line.problem['reason']}"
+                )
             qid = line.row["query_id"]
             if qid not in by_id:
                 raise ValueError(f"gold_jsonl line {line.line_no}: id {qid!r} is not a task")
@@ -112,7 +139,9 @@ def status(cfg: AnnotateAppConfig, store: Store) -> None:
         s = review_query(q, cfg.raters_per_query, cfg.max_score_gap).status
         counts[s] = counts.get(s, 0) + 1
     report = agreement(queries)
-    alpha = ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in report.alpha.items())
+    alpha = ", ".join(
+        f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in report.alpha.items()
+    )
     tau = f"{report.mean_tau:.3f}" if report.mean_tau is not None else "n/a"
     print(f"annotate-app: {len(queries)} queries {counts}; alpha (interval) {alpha}; tau-b {tau}")
 
@@ -123,11 +152,15 @@ def serve(cfg: AnnotateAppConfig, store: Store) -> None:
     from serve.annotate_app import AppSettings, create_app
 
     settings = AppSettings(
-        run_dir=cfg.run_dir, raters_per_query=cfg.raters_per_query,
-        max_score_gap=cfg.max_score_gap, max_reason_chars=cfg.max_reason_chars,
-        require_reasons=cfg.require_reasons, export_stage=cfg.export_stage,
+        run_dir=cfg.run_dir,
+        raters_per_query=cfg.raters_per_query,
+        max_score_gap=cfg.max_score_gap,
+        max_reason_chars=cfg.max_reason_chars,
+        require_reasons=cfg.require_reasons,
+        export_stage=cfg.export_stage,
         data_jsonl=cfg.data_jsonl or str(cfg.app_dir() / "data.jsonl"),
-        secure_cookies=cfg.secure_cookies)
+        secure_cookies=cfg.secure_cookies,
+    )
     print(f"annotate-app: serving http://{cfg.host}:{cfg.port}/ ({store.path})", flush=True)
     uvicorn.run(create_app(store, settings), host=cfg.host, port=cfg.port, log_level="warning")
 
@@ -140,10 +173,18 @@ def main(argv=None) -> int:
         return 0
     if cfg.action == "export":
         data_jsonl = cfg.data_jsonl or str(cfg.app_dir() / "data.jsonl")
-        summary = export(store, cfg.run_dir, cfg.export_stage, data_jsonl,
-                         cfg.raters_per_query, cfg.max_score_gap)
-        print(f"annotate-app: exported {summary['records']} final records {summary['counts']} "
-              f"to {summary['stage']} and {data_jsonl}")
+        summary = export(
+            store,
+            cfg.run_dir,
+            cfg.export_stage,
+            data_jsonl,
+            cfg.raters_per_query,
+            cfg.max_score_gap,
+        )
+        print(
+            f"annotate-app: exported {summary['records']} final records {summary['counts']} "
+            f"to {summary['stage']} and {data_jsonl}"
+        )
         return 0
     if cfg.action == "status":
         status(cfg, store)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -68,247 +68,355 @@ def _image_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
-def create_app(store: Store, settings: AppSettings) -> FastAPI:
-    app = FastAPI(title="mmrlhf annotate-app", docs_url=None, redoc_url=None)
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
-    env.globals.update(DIMENSIONS=DIMENSIONS, RUBRIC=RUBRIC)
+@dataclass
+class Web:
+    """What every request needs: the store, the settings and the templates."""
 
-    def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    store: Store
+    settings: AppSettings
+    env: Environment
+
+    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context["bad"] = {field for field, _ in context.get("errors") or []}
-        return HTMLResponse(env.get_template(name).render(**context), status_code=status)
+        return HTMLResponse(self.env.get_template(name).render(**context), status_code=status)
 
-    # ---- plumbing ---------------------------------------------------------------------
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return HTMLResponse(f"request body over {settings.max_body_bytes} bytes",
-                                status_code=413)
-        response = await call_next(request)
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Cache-Control"] = "no-store"
-        return response
+    def session_of(self, request: Request) -> Session | None:
+        return self.store.session(request.cookies.get(COOKIE))
 
-    def session_of(request: Request) -> Session | None:
-        return store.session(request.cookies.get(COOKIE))
-
-    def require(request: Request, role: str | None = None) -> Session:
-        session = session_of(request)
+    def require(self, request: Request, role: str | None = None) -> Session:
+        session = self.session_of(request)
         if session is None:
             raise HttpError(401, "not logged in")
         if role and session.role != role:
             raise HttpError(403, f"this page is for the {role} role")
         return session
 
-    def check_csrf(session: Session, token: str | None) -> None:
-        if not token or not hmac.compare_digest(token, session.csrf):
-            raise HttpError(403, "the form's security token is missing or wrong: reload the page")
+    def frame_count(self, query_id: str) -> int:
+        sql = "SELECT COUNT(*) FROM media WHERE query_id = ? AND kind = 'frame'"
+        return self.store.read(sql, (query_id,))[0][0]
+
+    def has_image(self, query_id: str) -> bool:
+        return self.store.media(query_id, "image", 0) is not None
+
+
+def check_csrf(session: Session, token: Any) -> None:
+    if not token or not hmac.compare_digest(str(token), session.csrf):
+        raise HttpError(403, "the form's security token is missing or wrong: reload the page")
+
+
+def web(request: Request) -> Web:
+    return request.app.state.web
+
+
+router = APIRouter()
+
+
+def create_app(store: Store, settings: AppSettings) -> FastAPI:
+    """The app over ``store``; routes are the module's ``router``."""
+    app = FastAPI(title="mmrlhf annotate-app", docs_url=None, redoc_url=None)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
+    env.globals.update(DIMENSIONS=DIMENSIONS, RUBRIC=RUBRIC)
+    app.state.web = Web(store, settings, env)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            message = f"request body over {settings.max_body_bytes} bytes"
+            return HTMLResponse(message, status_code=413)
+        response = await call_next(request)
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.exception_handler(HttpError)
     async def http_error(request: Request, exc: HttpError):
         if exc.status == 401 and request.method == "GET":
             return RedirectResponse("/login", status_code=303)
-        return render("message.html", exc.status, title=f"Error {exc.status}", message=str(exc),
-                      session=session_of(request))
+        w = web(request)
+        return w.render(
+            "message.html",
+            exc.status,
+            title=f"Error {exc.status}",
+            message=str(exc),
+            session=w.session_of(request),
+        )
 
-    @app.get("/healthz")
-    def healthz() -> dict:
-        return {"ok": True, "queries": store.read("SELECT COUNT(*) FROM queries")[0][0]}
-
-    @app.get("/static/app.js")
-    def script() -> Response:
-        return Response((TEMPLATES / "app.js").read_text(), media_type="text/javascript")
-
-    # ---- login ------------------------------------------------------------------------
-    @app.get("/login", response_class=HTMLResponse)
-    def login_page(request: Request):
-        return render("login.html", error=None, session=None)
-
-    @app.post("/login")
-    async def login(request: Request):
-        form = await request.form()
-        result = store.login(str(form.get("user", "")), str(form.get("password", "")))
-        if result is None:
-            return render("login.html", 401, error="wrong user name or password", session=None)
-        token, _ = result
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict",
-                            secure=settings.secure_cookies)
-        return response
-
-    @app.post("/logout")
-    async def logout(request: Request):
-        session = require(request)
-        check_csrf(session, (await request.form()).get("csrf"))
-        store.logout(request.cookies[COOKIE])
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE)
-        return response
-
-    @app.get("/")
-    def home(request: Request):
-        session = require(request)
-        return RedirectResponse("/lead" if session.role == "lead" else "/queue", status_code=303)
-
-    # ---- the rater ------------------------------------------------------------------
-    def queue_context(session: Session, query_id: str | None = None) -> dict[str, Any]:
-        queue = store.queue(session.user)
-        ids = [r["query_id"] for r in queue]
-        index = ids.index(query_id) if query_id in ids else -1
-        return {
-            "queue": queue,
-            "done": sum(r["submitted"] for r in queue),
-            "index": index,
-            "prev_id": ids[index - 1] if index > 0 else None,
-            "next_id": ids[index + 1] if 0 <= index < len(ids) - 1 else None,
-            "next_todo": next((r["query_id"] for r in queue if not r["submitted"]), None),
-        }
-
-    @app.get("/queue", response_class=HTMLResponse)
-    def queue_page(request: Request):
-        session = require(request)
-        return render("queue.html", session=session, **queue_context(session))
-
-    def rate_page(session: Session, query_id: str, status: int = 200,
-                  form: dict | None = None, errors: list | None = None) -> HTMLResponse:
-        q = store.query(query_id)
-        revision, submitted = store.assignment(query_id, session.user)
-        if form is None:
-            draft = store.draft(query_id, session.user)
-            form = labels_to_form(submitted) if submitted else (draft or {})
-        context = queue_context(session, query_id)
-        return render("rate.html", status, session=session, q=q, task=q.task, form=form,
-                      errors=errors or [], revision=revision, submitted=submitted is not None,
-                      locked=q.adjudicated_by, n_frames=_frame_count(query_id),
-                      has_image=store.media(query_id, "image", 0) is not None, **context)
-
-    @app.get("/q/{query_id}", response_class=HTMLResponse)
-    def rate_get(request: Request, query_id: str):
-        session = require(request)
-        try:
-            return rate_page(session, query_id)
-        except NotFound as exc:
-            raise HttpError(404, str(exc)) from exc
-
-    @app.post("/q/{query_id}")
-    async def rate_post(request: Request, query_id: str):
-        session = require(request)
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        check_csrf(session, form.get("csrf"))
-        try:
-            q = store.query(query_id)
-            labels = parse_form(form, len(q.task["responses"]), settings.max_reason_chars,
-                                settings.require_reasons)
-            revision = int(form.get("revision", "-1") or -1)
-            store.submit(query_id, session.user, labels, revision)
-        except NotFound as exc:
-            raise HttpError(404, str(exc)) from exc
-        except LabelError as exc:
-            return rate_page(session, query_id, 422, form, exc.problems)
-        except Conflict as exc:
-            return rate_page(session, query_id, 409, form, [("page", str(exc))])
-        after = queue_context(session, query_id)
-        target = after["next_todo"]
-        return RedirectResponse(f"/q/{target}" if target else "/queue", status_code=303)
-
-    @app.post("/q/{query_id}/draft")
-    async def draft(request: Request, query_id: str):
-        session = require(request)
-        check_csrf(session, request.headers.get("x-csrf-token"))
-        body = await request.json()
-        if not isinstance(body, dict) or len(body) > MAX_DRAFT_FIELDS:
-            raise HttpError(422, "draft: expected an object of form fields")
-        form = {str(k): str(v)[: settings.max_reason_chars + 1] for k, v in body.items()}
-        try:
-            store.save_draft(query_id, session.user, form)
-        except NotFound as exc:
-            raise HttpError(404, str(exc)) from exc
-        return JSONResponse({"saved": True})
-
-    def _frame_count(query_id: str) -> int:
-        return store.read("SELECT COUNT(*) FROM media WHERE query_id = ? AND kind = 'frame'",
-                          (query_id,))[0][0]
-
-    @app.get("/media/{query_id}/{kind}/{idx}")
-    def media(request: Request, query_id: str, kind: str, idx: int):
-        require(request)
-        data = store.media(query_id, kind, idx) if kind in ("image", "frame") else None
-        if data is None:
-            raise HttpError(404, f"no {kind} {idx} for query {query_id}")
-        return Response(data, media_type=_image_type(data))
-
-    # ---- the lead -------------------------------------------------------------------
-    def lead_page(session: Session, status: int = 200, notice: str = "") -> HTMLResponse:
-        queries = store.queries()
-        reviews = {q.query_id: review_query(q, settings.raters_per_query, settings.max_score_gap)
-                   for q in queries}
-        counts: dict[str, int] = {}
-        for r in reviews.values():
-            counts[r.status] = counts.get(r.status, 0) + 1
-        return render("lead.html", status, session=session, queries=queries, reviews=reviews,
-                      counts=counts, report=agreement(queries), notice=notice,
-                      users=store.users(), settings=settings)
-
-    @app.get("/lead", response_class=HTMLResponse)
-    def lead_get(request: Request):
-        return lead_page(require(request, "lead"))
-
-    @app.post("/lead/assign")
-    async def lead_assign(request: Request):
-        session = require(request, "lead")
-        form = await request.form()
-        check_csrf(session, form.get("csrf"))
-        try:
-            made = store.assign(settings.raters_per_query)
-        except ValueError as exc:
-            return lead_page(session, 422, f"assign: {exc}")
-        return lead_page(session, notice=f"assigned {made} new rater-query pairs")
-
-    @app.post("/lead/export")
-    async def lead_export(request: Request):
-        session = require(request, "lead")
-        check_csrf(session, (await request.form()).get("csrf"))
-        summary = export(store, settings.run_dir, settings.export_stage, settings.data_jsonl,
-                         settings.raters_per_query, settings.max_score_gap)
-        return lead_page(session, notice=f"exported {summary['records']} records to "
-                         f"{summary['stage']} and {summary['data_jsonl']}")
-
-    def adjudicate_page(session: Session, query_id: str, status: int = 200,
-                        form: dict | None = None, errors: list | None = None) -> HTMLResponse:
-        q = store.query(query_id)
-        review = review_query(q, settings.raters_per_query, settings.max_score_gap)
-        if form is None:
-            base = q.adjudication or (q.submissions[0].labels if q.submissions else None)
-            form = labels_to_form(base) if base else {}
-        return render("adjudicate.html", status, session=session, q=q, task=q.task,
-                      review=review, form=form, errors=errors or [],
-                      n_frames=_frame_count(query_id),
-                      has_image=store.media(query_id, "image", 0) is not None)
-
-    @app.get("/adjudicate/{query_id}", response_class=HTMLResponse)
-    def adjudicate_get(request: Request, query_id: str):
-        session = require(request, "lead")
-        try:
-            return adjudicate_page(session, query_id)
-        except NotFound as exc:
-            raise HttpError(404, str(exc)) from exc
-
-    @app.post("/adjudicate/{query_id}")
-    async def adjudicate_post(request: Request, query_id: str):
-        session = require(request, "lead")
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        check_csrf(session, form.get("csrf"))
-        try:
-            q = store.query(query_id)
-            labels = parse_form(form, len(q.task["responses"]), settings.max_reason_chars,
-                                settings.require_reasons)
-            store.adjudicate(query_id, session.user, labels, int(form.get("labels_rev") or -1))
-        except NotFound as exc:
-            raise HttpError(404, str(exc)) from exc
-        except LabelError as exc:
-            return adjudicate_page(session, query_id, 422, form, exc.problems)
-        except Conflict as exc:
-            return adjudicate_page(session, query_id, 409, form, [("page", str(exc))])
-        return RedirectResponse("/lead", status_code=303)
-
+    app.include_router(router)
     return app
+
+
+# ---- plumbing and login ---------------------------------------------------------------
+@router.get("/healthz")
+def healthz(request: Request) -> dict:
+    return {"ok": True, "queries": web(request).store.read("SELECT COUNT(*) FROM queries")[0][0]}
+
+
+@router.get("/static/app.js")
+def script() -> Response:
+    return Response((TEMPLATES / "app.js").read_text(), media_type="text/javascript")
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request):
+    return web(request).render("login.html", error=None, session=None)
+
+
+@router.post("/login")
+async def login(request: Request):
+    w, form = web(request), await request.form()
+    result = w.store.login(str(form.get("user", "")), str(form.get("password", "")))
+    if result is None:
+        return w.render("login.html", 401, error="wrong user name or password", session=None)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        COOKIE, result[0], httponly=True, samesite="strict", secure=w.settings.secure_cookies
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request):
+    w = web(request)
+    check_csrf(w.require(request), (await request.form()).get("csrf"))
+    w.store.logout(request.cookies[COOKIE])
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+@router.get("/")
+def home(request: Request):
+    session = web(request).require(request)
+    return RedirectResponse("/lead" if session.role == "lead" else "/queue", status_code=303)
+
+
+# ---- the rater --------------------------------------------------------------------------
+def queue_context(w: Web, session: Session, query_id: str | None = None) -> dict[str, Any]:
+    queue = w.store.queue(session.user)
+    ids = [r["query_id"] for r in queue]
+    index = ids.index(query_id) if query_id in ids else -1
+    return {
+        "queue": queue,
+        "done": sum(r["submitted"] for r in queue),
+        "index": index,
+        "prev_id": ids[index - 1] if index > 0 else None,
+        "next_id": ids[index + 1] if 0 <= index < len(ids) - 1 else None,
+        "next_todo": next((r["query_id"] for r in queue if not r["submitted"]), None),
+    }
+
+
+@router.get("/queue", response_class=HTMLResponse)
+def queue_page(request: Request):
+    w = web(request)
+    session = w.require(request)
+    return w.render("queue.html", session=session, **queue_context(w, session))
+
+
+def rate_page(
+    w: Web,
+    session: Session,
+    query_id: str,
+    status: int = 200,
+    form: dict | None = None,
+    errors: list | None = None,
+) -> HTMLResponse:
+    """The rater's page: the submitted labels, else the draft, else the posted form."""
+    q = w.store.query(query_id)
+    revision, submitted = w.store.assignment(query_id, session.user)
+    if form is None:
+        draft = w.store.draft(query_id, session.user)
+        form = labels_to_form(submitted) if submitted else (draft or {})
+    return w.render(
+        "rate.html",
+        status,
+        session=session,
+        q=q,
+        task=q.task,
+        form=form,
+        errors=errors or [],
+        revision=revision,
+        submitted=submitted is not None,
+        locked=q.adjudicated_by,
+        n_frames=w.frame_count(query_id),
+        has_image=w.has_image(query_id),
+        **queue_context(w, session, query_id),
+    )
+
+
+@router.get("/q/{query_id}", response_class=HTMLResponse)
+def rate_get(request: Request, query_id: str):
+    w = web(request)
+    session = w.require(request)
+    try:
+        return rate_page(w, session, query_id)
+    except NotFound as exc:
+        raise HttpError(404, str(exc)) from exc
+
+
+@router.post("/q/{query_id}")
+async def rate_post(request: Request, query_id: str):
+    w = web(request)
+    session = w.require(request)
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    check_csrf(session, form.get("csrf"))
+    try:
+        k = len(w.store.query(query_id).task["responses"])
+        labels = parse_form(form, k, w.settings.max_reason_chars, w.settings.require_reasons)
+        w.store.submit(query_id, session.user, labels, _int(form.get("revision")))
+    except NotFound as exc:
+        raise HttpError(404, str(exc)) from exc
+    except LabelError as exc:
+        return rate_page(w, session, query_id, 422, form, exc.problems)
+    except Conflict as exc:
+        return rate_page(w, session, query_id, 409, form, [("page", str(exc))])
+    target = queue_context(w, session, query_id)["next_todo"]
+    return RedirectResponse(f"/q/{target}" if target else "/queue", status_code=303)
+
+
+def _int(value: Any) -> int:
+    text = str(value or "").strip()
+    return int(text) if text.lstrip("-").isdigit() else -1
+
+
+@router.post("/q/{query_id}/draft")
+async def draft(request: Request, query_id: str):
+    w = web(request)
+    session = w.require(request)
+    check_csrf(session, request.headers.get("x-csrf-token"))
+    body = await request.json()
+    if not isinstance(body, dict) or len(body) > MAX_DRAFT_FIELDS:
+        raise HttpError(422, "draft: expected an object of form fields")
+    limit = w.settings.max_reason_chars + 1
+    try:
+        w.store.save_draft(
+            query_id, session.user, {str(k): str(v)[:limit] for k, v in body.items()}
+        )
+    except NotFound as exc:
+        raise HttpError(404, str(exc)) from exc
+    return JSONResponse({"saved": True})
+
+
+@router.get("/media/{query_id}/{kind}/{idx}")
+def media(request: Request, query_id: str, kind: str, idx: int):
+    w = web(request)
+    w.require(request)
+    data = w.store.media(query_id, kind, idx) if kind in ("image", "frame") else None
+    if data is None:
+        raise HttpError(404, f"no {kind} {idx} for query {query_id}")
+    return Response(data, media_type=_image_type(data))
+
+
+# ---- the lead ---------------------------------------------------------------------------
+def lead_page(w: Web, session: Session, status: int = 200, notice: str = "") -> HTMLResponse:
+    queries = w.store.queries()
+    s = w.settings
+    reviews = {q.query_id: review_query(q, s.raters_per_query, s.max_score_gap) for q in queries}
+    counts: dict[str, int] = {}
+    for r in reviews.values():
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return w.render(
+        "lead.html",
+        status,
+        session=session,
+        queries=queries,
+        reviews=reviews,
+        counts=counts,
+        report=agreement(queries),
+        notice=notice,
+        users=w.store.users(),
+        settings=s,
+    )
+
+
+@router.get("/lead", response_class=HTMLResponse)
+def lead_get(request: Request):
+    w = web(request)
+    return lead_page(w, w.require(request, "lead"))
+
+
+@router.post("/lead/assign")
+async def lead_assign(request: Request):
+    w = web(request)
+    session = w.require(request, "lead")
+    check_csrf(session, (await request.form()).get("csrf"))
+    try:
+        made = w.store.assign(w.settings.raters_per_query)
+    except ValueError as exc:
+        return lead_page(w, session, 422, f"assign: {exc}")
+    return lead_page(w, session, notice=f"assigned {made} new rater-query pairs")
+
+
+@router.post("/lead/export")
+async def lead_export(request: Request):
+    w = web(request)
+    session = w.require(request, "lead")
+    check_csrf(session, (await request.form()).get("csrf"))
+    s = w.settings
+    summary = export(
+        w.store, s.run_dir, s.export_stage, s.data_jsonl, s.raters_per_query, s.max_score_gap
+    )
+    return lead_page(
+        w,
+        session,
+        notice=f"exported {summary['records']} records to "
+        f"{summary['stage']} and {summary['data_jsonl']}",
+    )
+
+
+def adjudicate_page(
+    w: Web,
+    session: Session,
+    query_id: str,
+    status: int = 200,
+    form: dict | None = None,
+    errors: list | None = None,
+) -> HTMLResponse:
+    """The raters' labels side by side and a form for the final ones (prefilled from the
+    adjudication, else the first submission)."""
+    q = w.store.query(query_id)
+    review = review_query(q, w.settings.raters_per_query, w.settings.max_score_gap)
+    if form is None:
+        base = q.adjudication or (q.submissions[0].labels if q.submissions else None)
+        form = labels_to_form(base) if base else {}
+    return w.render(
+        "adjudicate.html",
+        status,
+        session=session,
+        q=q,
+        task=q.task,
+        review=review,
+        form=form,
+        errors=errors or [],
+        n_frames=w.frame_count(query_id),
+        has_image=w.has_image(query_id),
+    )
+
+
+@router.get("/adjudicate/{query_id}", response_class=HTMLResponse)
+def adjudicate_get(request: Request, query_id: str):
+    w = web(request)
+    session = w.require(request, "lead")
+    try:
+        return adjudicate_page(w, session, query_id)
+    except NotFound as exc:
+        raise HttpError(404, str(exc)) from exc
+
+
+@router.post("/adjudicate/{query_id}")
+async def adjudicate_post(request: Request, query_id: str):
+    w = web(request)
+    session = w.require(request, "lead")
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    check_csrf(session, form.get("csrf"))
+    try:
+        k = len(w.store.query(query_id).task["responses"])
+        labels = parse_form(form, k, w.settings.max_reason_chars, w.settings.require_reasons)
+        w.store.adjudicate(query_id, session.user, labels, _int(form.get("labels_rev")))
+    except NotFound as exc:
+        raise HttpError(404, str(exc)) from exc
+    except LabelError as exc:
+        return adjudicate_page(w, session, query_id, 422, form, exc.problems)
+    except Conflict as exc:
+        return adjudicate_page(w, session, query_id, 409, form, [("page", str(exc))])
+    return RedirectResponse("/lead", status_code=303)

@@ -48,12 +48,20 @@ def record_from_labels(task: dict[str, Any], labels: Labels, media: dict[str, An
         for resp, lab in zip(task["responses"], labels.responses, strict=True)
     ]
     if labels.constructed_text:
-        responses.append({
-            "response_id": f"{qid}#constructed-{labels.constructed_kind}",
-            "model": "annotator", "text": labels.constructed_text,
-            "helpfulness": None, "faithfulness": None, "ethics": None, "rank": None,
-            "score_reason": None, "critique": None, "constructed": labels.constructed_kind,
-        })
+        responses.append(
+            {
+                "response_id": f"{qid}#constructed-{labels.constructed_kind}",
+                "model": "annotator",
+                "text": labels.constructed_text,
+                "helpfulness": None,
+                "faithfulness": None,
+                "ethics": None,
+                "rank": None,
+                "score_reason": None,
+                "critique": None,
+                "constructed": labels.constructed_kind,
+            }
+        )
     record = {
         "query_id": qid,
         "source": task.get("source") or "annotate-app",
@@ -102,13 +110,20 @@ def final_records(store: Store, raters_per_query: int, max_score_gap: int):
 
 
 def _frames(store: Store, q) -> list[bytes]:
-    rows = store.read("SELECT data FROM media WHERE query_id = ? AND kind = 'frame' ORDER BY idx",
-                      (q.query_id,))
+    rows = store.read(
+        "SELECT data FROM media WHERE query_id = ? AND kind = 'frame' ORDER BY idx", (q.query_id,)
+    )
     return [r["data"] for r in rows]
 
 
-def export(store: Store, run_dir: str, stage: str, data_jsonl: str, raters_per_query: int,
-           max_score_gap: int) -> dict[str, Any]:
+def export(
+    store: Store,
+    run_dir: str,
+    stage: str,
+    data_jsonl: str,
+    raters_per_query: int,
+    max_score_gap: int,
+) -> dict[str, Any]:
     """Write the final records as ``<run_dir>/<stage>`` parts and ``data_jsonl``.
 
     The stage's config hash includes a fingerprint of the labels, so a re-export after
@@ -119,21 +134,29 @@ def export(store: Store, run_dir: str, stage: str, data_jsonl: str, raters_per_q
     lines = [json.dumps(data_line(r), sort_keys=True) for r in records]
     fingerprint = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
     out = StageDir(run_dir, stage)
-    config = {"source": "annotate-app", "db": store.path, "raters_per_query": raters_per_query,
-              "max_score_gap": max_score_gap, "labels_fingerprint": fingerprint}
-    summary = {"records": len(records), "counts": counts, "stage": out.root,
-               "data_jsonl": data_jsonl}
+    config = {
+        "source": "annotate-app",
+        "db": store.path,
+        "raters_per_query": raters_per_query,
+        "max_score_gap": max_score_gap,
+        "labels_fingerprint": fingerprint,
+    }
+    summary = {
+        "records": len(records),
+        "counts": counts,
+        "stage": out.root,
+        "data_jsonl": data_jsonl,
+    }
     if out.is_done(config):
         return {**summary, "unchanged": True}
     out.begin(config)
     for start in range(0, max(len(records), 1), RECORDS_PER_PART):
-        part = to_table(records[start:start + RECORDS_PER_PART], "record")
+        part = to_table(records[start : start + RECORDS_PER_PART], "record")
         out.write_part(f"part-{start // RECORDS_PER_PART:05d}", part)
     tmp = f"{data_jsonl}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(line + "\n" for line in lines)
     os.replace(tmp, data_jsonl)
     total = sum(counts.values())
-    out.finish(total, len(records), 0, rows_unselected=total - len(records),
-               annotate_app=counts)
+    out.finish(total, len(records), 0, rows_unselected=total - len(records), annotate_app=counts)
     return {**summary, "unchanged": False}

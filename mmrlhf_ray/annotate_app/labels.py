@@ -30,8 +30,7 @@ RUBRIC: dict[str, tuple[str, tuple[str, ...]]] = {
             "Partially Helpful: some useful information, but overall help is limited.",
             "Moderately Helpful: somewhat helpful but may lack important information.",
             "Helpful: effectively addresses the prompt and provides valuable insights.",
-            "Very Helpful: highly useful, rich insights that significantly enhance "
-            "understanding.",
+            "Very Helpful: highly useful, rich insights that significantly enhance understanding.",
         ),
     ),
     "faithfulness": (
@@ -108,9 +107,11 @@ class Labels:
 
 def labels_to_form(labels: Labels) -> dict[str, str]:
     """The form fields that ``parse_form`` reads back into ``labels``."""
-    form = {"ranking_reason": labels.ranking_reason,
-            "constructed_kind": labels.constructed_kind or "",
-            "constructed_text": labels.constructed_text or ""}
+    form = {
+        "ranking_reason": labels.ranking_reason,
+        "constructed_kind": labels.constructed_kind or "",
+        "constructed_text": labels.constructed_text or "",
+    }
     for i, resp in enumerate(labels.responses):
         for name in (*DIMENSIONS, "rank", "reason"):
             form[field_name(i, name)] = str(getattr(resp, name))
@@ -128,7 +129,9 @@ def _integer(raw: Any, low: int, high: int, where: str, problems: list) -> int |
         problems.append((where, f"{_label(where)} is missing"))
         return None
     if not text.lstrip("-").isdigit():
-        problems.append((where, f"{_label(where)} must be a whole number {low}-{high}, got {text!r}"))
+        problems.append(
+            (where, f"{_label(where)} must be a whole number {low}-{high}, got {text!r}")
+        )
         return None
     value = int(text)
     if not low <= value <= high:
@@ -148,7 +151,9 @@ def _label(where: str) -> str:
 def _text(form: Mapping[str, Any], where: str, max_chars: int, required: bool, problems) -> str:
     text = str(form.get(where) or "").strip()
     if len(text) > max_chars:
-        problems.append((where, f"{_label(where)} is {len(text)} characters, over the limit of {max_chars}"))
+        problems.append(
+            (where, f"{_label(where)} is {len(text)} characters, over the limit of {max_chars}")
+        )
     elif required and not text:
         problems.append((where, f"{_label(where)} is missing"))
     return text
@@ -174,8 +179,12 @@ def parse_form(
     for i in range(k):
         values = {}
         for name in DIMENSIONS:
-            values[name] = _integer(form.get(field_name(i, name)), 1, 5, field_name(i, name), problems)
-        values["rank"] = _integer(form.get(field_name(i, "rank")), 1, k, field_name(i, "rank"), problems)
+            values[name] = _integer(
+                form.get(field_name(i, name)), 1, 5, field_name(i, name), problems
+            )
+        values["rank"] = _integer(
+            form.get(field_name(i, "rank")), 1, k, field_name(i, "rank"), problems
+        )
         reason = _text(form, field_name(i, "reason"), max_reason_chars, require_reasons, problems)
         complete = complete and None not in values.values()
         responses.append(ResponseLabel(**values, reason=reason))
@@ -198,16 +207,23 @@ def _tie_rule(form, labels: Labels, max_chars: int, problems: list, complete: bo
         return
     if labels.is_tie:
         if kind not in CONSTRUCTED_KINDS or not text:
-            problems.append((
-                "constructed_text",
-                "all responses are tied: the tie rule needs a constructed response, a "
-                "corrected answer (positive, all were poor) or one with an injected error "
-                "(negative, all were good)",
-            ))
+            problems.append(
+                (
+                    "constructed_text",
+                    "all responses are tied: the tie rule needs a constructed response, a "
+                    "corrected answer (positive, all were poor) or one with an injected error "
+                    "(negative, all were good)",
+                )
+            )
         labels.constructed_kind, labels.constructed_text = kind, text
     elif text:
-        problems.append(("constructed_text", "a constructed response is only for a full tie: "
-                         "clear it or rank every response equal"))
+        problems.append(
+            (
+                "constructed_text",
+                "a constructed response is only for a full tie: "
+                "clear it or rank every response equal",
+            )
+        )
 
 
 # ---- several raters ----------------------------------------------------------------------
@@ -238,7 +254,9 @@ def consensus(all_labels: Sequence[Labels]) -> Labels:
             ]
             for name in DIMENSIONS
         }
-        reason = next((lab.responses[i].reason for lab in all_labels if lab.responses[i].reason), "")
+        reason = next(
+            (lab.responses[i].reason for lab in all_labels if lab.responses[i].reason), ""
+        )
         responses.append(ResponseLabel(**scores, rank=head.rank, reason=reason))
     ranking_reason = next((lab.ranking_reason for lab in all_labels if lab.ranking_reason), "")
     tie = next((lab for lab in all_labels if lab.constructed_text), first)

@@ -69,8 +69,9 @@ def agreement(queries: list[QueryRow]) -> AgreementReport:
         ]
         units = len(per_unit)
         alpha[name] = krippendorff_alpha_interval(per_unit)
-    tau_by_query = {q.query_id: mean_pairwise_tau([s.labels.ranks for s in q.submissions])
-                    for q in rated}
+    tau_by_query = {
+        q.query_id: mean_pairwise_tau([s.labels.ranks for s in q.submissions]) for q in rated
+    }
     defined = [t for t in tau_by_query.values() if t is not None]
     mean_tau = sum(defined) / len(defined) if defined else None
     return AgreementReport(alpha, units, tau_by_query, mean_tau, _gold_scores(queries))
@@ -82,8 +83,9 @@ def _gold_scores(queries: list[QueryRow]) -> dict[str, dict[str, float]]:
         if q.gold is None:
             continue
         for s in q.submissions:
-            acc = sums.setdefault(s.rater, {"queries": 0, "tau": 0.0, "tau_n": 0, "abs_err": 0.0,
-                                            "scores": 0})
+            acc = sums.setdefault(
+                s.rater, {"queries": 0, "tau": 0.0, "tau_n": 0, "abs_err": 0.0, "scores": 0}
+            )
             acc["queries"] += 1
             tau = kendall_tau_b(s.labels.ranks, q.gold.ranks)
             if tau is not None:

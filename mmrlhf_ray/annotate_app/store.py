@@ -172,13 +172,17 @@ class Store:
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         try:
             with self.transaction() as conn:
-                conn.execute(f"{verb} INTO users VALUES (?, ?, ?, ?)",
-                             (name, role, hash_password(password), time.time()))
+                conn.execute(
+                    f"{verb} INTO users VALUES (?, ?, ?, ?)",
+                    (name, role, hash_password(password), time.time()),
+                )
         except sqlite3.IntegrityError as exc:
             raise ValueError(f"user: {name!r} exists (replace=true to reset)") from exc
 
     def users(self) -> list[tuple[str, str]]:
-        return [(r["name"], r["role"]) for r in self.read("SELECT name, role FROM users ORDER BY name")]
+        return [
+            (r["name"], r["role"]) for r in self.read("SELECT name, role FROM users ORDER BY name")
+        ]
 
     def login(self, name: str, password: str) -> tuple[str, Session] | None:
         """A new session (cookie token, Session) for a correct password, else None."""
@@ -187,8 +191,10 @@ class Store:
             return None
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         with self.transaction() as conn:
-            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)",
-                         (_token_hash(token), name, csrf, time.time()))
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?)",
+                (_token_hash(token), name, csrf, time.time()),
+            )
         return token, Session(name, rows[0]["role"], csrf)
 
     def session(self, token: str | None) -> Session | None:
@@ -196,7 +202,9 @@ class Store:
             return None
         rows = self.read(
             "SELECT s.user, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user "
-            "WHERE s.token_hash = ?", (_token_hash(token),))
+            "WHERE s.token_hash = ?",
+            (_token_hash(token),),
+        )
         return Session(*rows[0]) if rows else None
 
     def logout(self, token: str) -> None:
@@ -211,32 +219,42 @@ class Store:
         the number of queries added.
         """
         with self.transaction() as conn:
-            start = conn.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM queries").fetchone()[0]
+            start = conn.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM queries").fetchone()[
+                0
+            ]
             added = 0
             for task in tasks:
                 qid = task["query_id"]
-                cur = conn.execute("INSERT OR IGNORE INTO queries(query_id, position, task) "
-                                   "VALUES (?, ?, ?)", (qid, start + added, json.dumps(task)))
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO queries(query_id, position, task) VALUES (?, ?, ?)",
+                    (qid, start + added, json.dumps(task)),
+                )
                 if not cur.rowcount:
                     continue
                 added += 1
                 item = media.get(qid) or {}
                 if item.get("image"):
-                    conn.execute("INSERT INTO media VALUES (?, 'image', 0, ?)", (qid, item["image"]))
+                    conn.execute(
+                        "INSERT INTO media VALUES (?, 'image', 0, ?)", (qid, item["image"])
+                    )
                 for i, frame in enumerate(item.get("frames") or []):
                     conn.execute("INSERT INTO media VALUES (?, 'frame', ?, ?)", (qid, i, frame))
         return added
 
     def set_gold(self, query_id: str, labels: Labels) -> None:
         with self.transaction() as conn:
-            cur = conn.execute("UPDATE queries SET gold = ? WHERE query_id = ?",
-                               (json.dumps(labels.to_dict()), query_id))
+            cur = conn.execute(
+                "UPDATE queries SET gold = ? WHERE query_id = ?",
+                (json.dumps(labels.to_dict()), query_id),
+            )
             if not cur.rowcount:
                 raise NotFound(f"gold: query {query_id!r} is not among the tasks")
 
     def media(self, query_id: str, kind: str, idx: int) -> bytes | None:
-        rows = self.read("SELECT data FROM media WHERE query_id = ? AND kind = ? AND idx = ?",
-                         (query_id, kind, idx))
+        rows = self.read(
+            "SELECT data FROM media WHERE query_id = ? AND kind = ? AND idx = ?",
+            (query_id, kind, idx),
+        )
         return rows[0]["data"] if rows else None
 
     # ---- assignment ----------------------------------------------------------------------
@@ -256,14 +274,22 @@ class Store:
                 if row["rater"] in load:
                     load[row["rater"]] = row["n"]
             made, now = 0, time.time()
-            for q in conn.execute("SELECT query_id, gold FROM queries ORDER BY position").fetchall():
-                have = {r[0] for r in conn.execute(
-                    "SELECT rater FROM assignments WHERE query_id = ?", (q["query_id"],))}
+            for q in conn.execute(
+                "SELECT query_id, gold FROM queries ORDER BY position"
+            ).fetchall():
+                have = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT rater FROM assignments WHERE query_id = ?", (q["query_id"],)
+                    )
+                }
                 want = len(pool) if q["gold"] else raters_per_query
                 free = sorted((n for n in pool if n not in have), key=lambda n: (load[n], n))
                 for name in free[: max(0, want - len(have))]:
-                    conn.execute("INSERT INTO assignments(query_id, rater, assigned_at) "
-                                 "VALUES (?, ?, ?)", (q["query_id"], name, now))
+                    conn.execute(
+                        "INSERT INTO assignments(query_id, rater, assigned_at) VALUES (?, ?, ?)",
+                        (q["query_id"], name, now),
+                    )
                     load[name] += 1
                     made += 1
         return made
@@ -274,7 +300,8 @@ class Store:
             "SELECT a.query_id, q.position, a.labels IS NOT NULL AS submitted, "
             "q.adjudication IS NOT NULL AS locked FROM assignments a "
             "JOIN queries q ON q.query_id = a.query_id WHERE a.rater = ? ORDER BY q.position",
-            (rater,))
+            (rater,),
+        )
 
     # ---- reading a query -----------------------------------------------------------------
     def query(self, query_id: str) -> QueryRow:
@@ -289,7 +316,9 @@ class Store:
     def _query_row(self, row: sqlite3.Row) -> QueryRow:
         assigned = self.read(
             "SELECT rater, labels, submitted_at, revision FROM assignments WHERE query_id = ? "
-            "ORDER BY submitted_at IS NULL, submitted_at, rater", (row["query_id"],))
+            "ORDER BY submitted_at IS NULL, submitted_at, rater",
+            (row["query_id"],),
+        )
         return QueryRow(
             query_id=row["query_id"],
             position=row["position"],
@@ -297,16 +326,21 @@ class Store:
             gold=_labels(row["gold"]),
             labels_rev=row["labels_rev"],
             assigned=[a["rater"] for a in assigned],
-            submissions=[Submission(a["rater"], _labels(a["labels"]), a["submitted_at"],
-                                    a["revision"]) for a in assigned if a["labels"]],
+            submissions=[
+                Submission(a["rater"], _labels(a["labels"]), a["submitted_at"], a["revision"])
+                for a in assigned
+                if a["labels"]
+            ],
             adjudication=_labels(row["adjudication"]),
             adjudicated_by=row["adjudicated_by"],
         )
 
     def assignment(self, query_id: str, rater: str) -> tuple[int, Labels | None]:
         """(revision, submitted labels or None) of the rater's assignment, else NotFound."""
-        rows = self.read("SELECT revision, labels FROM assignments WHERE query_id = ? AND rater = ?",
-                         (query_id, rater))
+        rows = self.read(
+            "SELECT revision, labels FROM assignments WHERE query_id = ? AND rater = ?",
+            (query_id, rater),
+        )
         if not rows:
             raise NotFound(f"query {query_id!r} is not assigned to {rater!r}")
         return rows[0]["revision"], _labels(rows[0]["labels"])
@@ -319,59 +353,84 @@ class Store:
             row = conn.execute(
                 "SELECT a.revision, q.adjudicated_by FROM assignments a JOIN queries q "
                 "ON q.query_id = a.query_id WHERE a.query_id = ? AND a.rater = ?",
-                (query_id, rater)).fetchone()
+                (query_id, rater),
+            ).fetchone()
             if row is None:
                 raise NotFound(f"query {query_id!r} is not assigned to {rater!r}")
             if row["adjudicated_by"]:
-                raise Conflict(f"query {query_id} was adjudicated by {row['adjudicated_by']} "
-                               "while this page was open: its labels are final and locked")
+                raise Conflict(
+                    f"query {query_id} was adjudicated by {row['adjudicated_by']} "
+                    "while this page was open: its labels are final and locked"
+                )
             if row["revision"] != revision:
-                raise Conflict(f"query {query_id}: this page is out of date (labels already "
-                               f"submitted, revision {row['revision']}); reload to edit them")
+                raise Conflict(
+                    f"query {query_id}: this page is out of date (labels already "
+                    f"submitted, revision {row['revision']}); reload to edit them"
+                )
             payload = json.dumps(labels.to_dict())
             now = time.time()
-            conn.execute("UPDATE assignments SET labels = ?, submitted_at = ?, "
-                         "revision = revision + 1 WHERE query_id = ? AND rater = ?",
-                         (payload, now, query_id, rater))
-            conn.execute("UPDATE queries SET labels_rev = labels_rev + 1 WHERE query_id = ?",
-                         (query_id,))
+            conn.execute(
+                "UPDATE assignments SET labels = ?, submitted_at = ?, "
+                "revision = revision + 1 WHERE query_id = ? AND rater = ?",
+                (payload, now, query_id, rater),
+            )
+            conn.execute(
+                "UPDATE queries SET labels_rev = labels_rev + 1 WHERE query_id = ?", (query_id,)
+            )
             conn.execute("DELETE FROM drafts WHERE query_id = ? AND rater = ?", (query_id, rater))
-            conn.execute("INSERT INTO history(at, actor, action, query_id, payload) "
-                         "VALUES (?, ?, 'submit', ?, ?)", (now, rater, query_id, payload))
+            conn.execute(
+                "INSERT INTO history(at, actor, action, query_id, payload) "
+                "VALUES (?, ?, 'submit', ?, ?)",
+                (now, rater, query_id, payload),
+            )
         return revision + 1
 
     def adjudicate(self, query_id: str, lead: str, labels: Labels, labels_rev: int) -> None:
         """Final labels for a query whose raters disagree; refused (Conflict) when the
         raters' labels changed since the adjudicator's page was opened, or it is done."""
         with self.transaction() as conn:
-            row = conn.execute("SELECT labels_rev, adjudicated_by FROM queries WHERE query_id = ?",
-                               (query_id,)).fetchone()
+            row = conn.execute(
+                "SELECT labels_rev, adjudicated_by FROM queries WHERE query_id = ?", (query_id,)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"no query {query_id!r}")
             if row["adjudicated_by"]:
-                raise Conflict(f"query {query_id} was already adjudicated by "
-                               f"{row['adjudicated_by']}: reload to see the final labels")
+                raise Conflict(
+                    f"query {query_id} was already adjudicated by "
+                    f"{row['adjudicated_by']}: reload to see the final labels"
+                )
             if row["labels_rev"] != labels_rev:
-                raise Conflict(f"query {query_id}: a rater changed their labels since this page "
-                               "was opened; reload and adjudicate again")
+                raise Conflict(
+                    f"query {query_id}: a rater changed their labels since this page "
+                    "was opened; reload and adjudicate again"
+                )
             payload, now = json.dumps(labels.to_dict()), time.time()
-            conn.execute("UPDATE queries SET adjudication = ?, adjudicated_by = ?, "
-                         "adjudicated_at = ?, labels_rev = labels_rev + 1 WHERE query_id = ?",
-                         (payload, lead, now, query_id))
-            conn.execute("INSERT INTO history(at, actor, action, query_id, payload) "
-                         "VALUES (?, ?, 'adjudicate', ?, ?)", (now, lead, query_id, payload))
+            conn.execute(
+                "UPDATE queries SET adjudication = ?, adjudicated_by = ?, "
+                "adjudicated_at = ?, labels_rev = labels_rev + 1 WHERE query_id = ?",
+                (payload, lead, now, query_id),
+            )
+            conn.execute(
+                "INSERT INTO history(at, actor, action, query_id, payload) "
+                "VALUES (?, ?, 'adjudicate', ?, ?)",
+                (now, lead, query_id, payload),
+            )
 
     def save_draft(self, query_id: str, rater: str, form: dict[str, str]) -> None:
         with self.transaction() as conn:
-            if not conn.execute("SELECT 1 FROM assignments WHERE query_id = ? AND rater = ?",
-                                (query_id, rater)).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM assignments WHERE query_id = ? AND rater = ?", (query_id, rater)
+            ).fetchone():
                 raise NotFound(f"query {query_id!r} is not assigned to {rater!r}")
-            conn.execute("INSERT OR REPLACE INTO drafts VALUES (?, ?, ?, ?)",
-                         (query_id, rater, json.dumps(form), time.time()))
+            conn.execute(
+                "INSERT OR REPLACE INTO drafts VALUES (?, ?, ?, ?)",
+                (query_id, rater, json.dumps(form), time.time()),
+            )
 
     def draft(self, query_id: str, rater: str) -> dict[str, str] | None:
-        rows = self.read("SELECT form FROM drafts WHERE query_id = ? AND rater = ?",
-                         (query_id, rater))
+        rows = self.read(
+            "SELECT form FROM drafts WHERE query_id = ? AND rater = ?", (query_id, rater)
+        )
         return json.loads(rows[0]["form"]) if rows else None
 
     def history_count(self) -> int:

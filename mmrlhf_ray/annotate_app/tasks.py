@@ -43,8 +43,11 @@ def task_from_parts(query: dict[str, Any], responses: list[dict[str, Any]]) -> d
         "image_path": query.get("image_path"),
         "video_path": query.get("video_path"),
         "responses": [
-            {"response_id": r.get("response_id") or f"{qid}#r{i}", "model": r.get("model"),
-             "text": r["text"]}
+            {
+                "response_id": r.get("response_id") or f"{qid}#r{i}",
+                "model": r.get("model"),
+                "text": r["text"],
+            }
             for i, r in enumerate(responses)
         ],
     }
@@ -109,13 +112,22 @@ def gold_labels(record: dict[str, Any], task: dict[str, Any]) -> Labels:
     originals = [r for r in record["responses"] if not r.get("constructed")]
     texts = [r["text"] for r in task["responses"]]
     if [r["text"] for r in originals] != texts:
-        raise ValueError(f"gold {record['query_id']}: models_output differ from the task's "
-                         "responses (same texts, same order needed)")
+        raise ValueError(
+            f"gold {record['query_id']}: models_output differ from the task's "
+            "responses (same texts, same order needed)"
+        )
     responses = []
     for i, r in enumerate(originals):
         missing = [k for k in ("helpfulness", "faithfulness", "ethics", "rank") if r.get(k) is None]
         if missing:
             raise ValueError(f"gold {record['query_id']}: response {i + 1} {missing[0]} missing")
-        responses.append(ResponseLabel(r["helpfulness"], r["faithfulness"], r["ethics"],
-                                       r["rank"], r.get("score_reason") or ""))
+        responses.append(
+            ResponseLabel(
+                r["helpfulness"],
+                r["faithfulness"],
+                r["ethics"],
+                r["rank"],
+                r.get("score_reason") or "",
+            )
+        )
     return Labels(responses, record.get("ranking_reason") or "")

@@ -13,10 +13,16 @@ from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.stage import StageDir
 
 RESPONSES = {
-    "q-image": ("What colour is the circle?", "short",
-                ["The circle is red.", "The circle is blue.", "There is no circle."]),
-    "q-video": ("Which way does the square move?", "video",
-                ["It moves to the right.", "It moves up.", "It does not move."]),
+    "q-image": (
+        "What colour is the circle?",
+        "short",
+        ["The circle is red.", "The circle is blue.", "There is no circle."],
+    ),
+    "q-video": (
+        "Which way does the square move?",
+        "video",
+        ["It moves to the right.", "It moves up.", "It does not move."],
+    ),
     "q-third": ("How many shapes are there?", "short", ["Two.", "Three."]),
 }
 PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "lead": "lead-pw-3"}
@@ -38,18 +44,38 @@ def make_run(run_dir: str) -> str:
         {"sample_id": "q-video", "video_frames": [png((0, 0, 200), box=4 * i) for i in range(3)]},
         {"sample_id": "q-third", "image": png((0, 150, 0))},
     ]
-    curate.write_part("part-00000", pa.Table.from_pylist(
-        rows, schema=pa.schema([("sample_id", pa.string()), ("image", pa.binary()),
-                                ("video_frames", pa.list_(pa.binary()))])))
+    curate.write_part(
+        "part-00000",
+        pa.Table.from_pylist(
+            rows,
+            schema=pa.schema(
+                [
+                    ("sample_id", pa.string()),
+                    ("image", pa.binary()),
+                    ("video_frames", pa.list_(pa.binary())),
+                ]
+            ),
+        ),
+    )
     curate.finish(3, 3, 0)
     gen = StageDir(run_dir, "generate")
     gen.begin({"input_stage": "curate"})
     out = []
     for qid, (question, category, texts) in RESPONSES.items():
         for i, text in enumerate(texts):
-            out.append({"response_id": f"{qid}/m{i}/0", "sample_id": qid, "model": f"m{i}",
-                        "sample_index": 0, "source": "test", "category": category,
-                        "question": question, "text": text, "is_empty": False})
+            out.append(
+                {
+                    "response_id": f"{qid}/m{i}/0",
+                    "sample_id": qid,
+                    "model": f"m{i}",
+                    "sample_index": 0,
+                    "source": "test",
+                    "category": category,
+                    "question": question,
+                    "text": text,
+                    "is_empty": False,
+                }
+            )
     gen.write_part("part-00000", pa.Table.from_pylist(out))
     gen.finish(len(out), len(out), 0)
     return run_dir

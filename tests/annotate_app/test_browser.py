@@ -25,16 +25,22 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORDS, make_run
 
 from jobs.annotate_app import main as app_main
 from jobs.pairs import main as pairs_main
 from mmrlhf_ray.stage import StageDir
+from tests.annotate_app.conftest import PASSWORDS, make_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium at /usr/bin")
 
@@ -53,9 +59,19 @@ class Server:
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "jobs/annotate_app.py"), f"run_dir={self.run_dir}",
-             f"port={self.port}", "raters_per_query=2"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                str(ROOT / "jobs/annotate_app.py"),
+                f"run_dir={self.run_dir}",
+                f"port={self.port}",
+                "raters_per_query=2",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait for the condition, not a fixed time
             if self.proc.poll() is not None:
@@ -79,7 +95,9 @@ def server(tmp_path_factory, monkeypatch_module):
     run_dir = make_run(str(tmp_path_factory.mktemp("browser") / "run"))
     for user, role in (("alice", "rater"), ("bob", "rater"), ("lead", "lead")):
         monkeypatch_module.setenv("MMRLHF_PASSWORD", PASSWORDS[user])
-        assert app_main([f"run_dir={run_dir}", "action=add-user", f"user={user}", f"role={role}"]) == 0
+        assert (
+            app_main([f"run_dir={run_dir}", "action=add-user", f"user={user}", f"role={role}"]) == 0
+        )
     srv = Server(run_dir)
     srv.start()
     yield srv
@@ -127,19 +145,34 @@ def rate_with_keys(page, rows, ranking_reason):
 
 
 def submit(page, query_id):
-    with page.expect_navigation(), page.expect_response(
-        lambda r: r.request.method == "POST" and r.url.endswith(f"/q/{query_id}")
-    ) as response:
+    with (
+        page.expect_navigation(),
+        page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.endswith(f"/q/{query_id}")
+        ) as response,
+    ):
         page.keyboard.press("Control+Enter")
     return response.value.status
 
 
 ALICE = {
-    "q-image": [(5, 5, 5, 1, "red, correct"), (2, 1, 5, 2, "wrong colour"), (1, 1, 3, 3, "denies the circle")],
-    "q-video": [(4, 4, 5, 1, "right direction"), (2, 2, 5, 2, "wrong direction"), (1, 1, 4, 3, "says static")],
+    "q-image": [
+        (5, 5, 5, 1, "red, correct"),
+        (2, 1, 5, 2, "wrong colour"),
+        (1, 1, 3, 3, "denies the circle"),
+    ],
+    "q-video": [
+        (4, 4, 5, 1, "right direction"),
+        (2, 2, 5, 2, "wrong direction"),
+        (1, 1, 4, 3, "says static"),
+    ],
 }
 BOB = {
-    "q-image": [(5, 4, 5, 1, "correct"), (2, 2, 5, 2, "blue is wrong"), (1, 1, 4, 2, "no circle is wrong")],
+    "q-image": [
+        (5, 4, 5, 1, "correct"),
+        (2, 2, 5, 2, "blue is wrong"),
+        (1, 1, 4, 2, "no circle is wrong"),
+    ],
     "q-video": [(5, 5, 5, 1, "correct"), (2, 2, 5, 2, "up is wrong"), (1, 1, 5, 3, "it moves")],
 }
 
@@ -170,7 +203,9 @@ def test_team_round_trip(server, browser):
     assert "response 1 helpfulness is missing" in alice.text_content("#errors")
     rate_with_keys(alice, ALICE["q-image"], "only the first names the colour")
     if os.environ.get("MMRLHF_DOC_SCREENSHOTS"):
-        alice.screenshot(path=f"{os.environ['MMRLHF_DOC_SCREENSHOTS']}/annotate-rater.png", full_page=True)
+        alice.screenshot(
+            path=f"{os.environ['MMRLHF_DOC_SCREENSHOTS']}/annotate-rater.png", full_page=True
+        )
     assert submit(alice, "q-image") == 303
     assert alice.url.endswith("/q/q-third")  # the next query to do
 
@@ -184,8 +219,9 @@ def test_team_round_trip(server, browser):
     assert alice.text_content("#play") == "pause"
     alice.keyboard.press(" ")
     assert alice.text_content("#play") == "play"
-    with alice.expect_response(lambda r: r.url.endswith("/draft")
-                               and '"r0_ethics":"5"' in (r.request.post_data or "")):
+    with alice.expect_response(
+        lambda r: r.url.endswith("/draft") and '"r0_ethics":"5"' in (r.request.post_data or "")
+    ):
         for digit in "445":
             alice.keyboard.press(digit)
     alice.reload()
@@ -205,6 +241,10 @@ def test_team_round_trip(server, browser):
     assert submit(bob, "q-image") == 303
     bob.goto(f"{server.url}/q/q-video")
     rate_with_keys(bob, BOB["q-video"], "right, then up, then static")
+    if os.environ.get("MMRLHF_DOC_SCREENSHOTS"):
+        bob.screenshot(
+            path=f"{os.environ['MMRLHF_DOC_SCREENSHOTS']}/annotate-rater.png", full_page=True
+        )
     assert submit(bob, "q-video") == 303
     bob.goto(f"{server.url}/q/q-image")  # a tab left open on the disputed query
 
@@ -228,12 +268,14 @@ def test_team_round_trip(server, browser):
     assert lead.text_content("#alpha-helpfulness") == f"{184 / 189:.4f}"
     # tau-b: q-image 1,2,3 vs 1,2,2 -> 2/sqrt(6); q-video and q-third identical -> 1
     assert lead.text_content("#tau-q-image") == "0.8165"
-    assert lead.text_content("#mean-tau") == f"{(2 / 6 ** 0.5 + 2) / 3:.4f}"
+    assert lead.text_content("#mean-tau") == f"{(2 / 6**0.5 + 2) / 3:.4f}"
     with lead.expect_navigation():
         lead.click("#adjudicate-q-image")
     assert "rankings differ" in lead.text_content("#reasons")
     if os.environ.get("MMRLHF_DOC_SCREENSHOTS"):
-        lead.screenshot(path=f"{os.environ['MMRLHF_DOC_SCREENSHOTS']}/annotate-adjudicate.png", full_page=True)
+        lead.screenshot(
+            path=f"{os.environ['MMRLHF_DOC_SCREENSHOTS']}/annotate-adjudicate.png", full_page=True
+        )
     # prefilled with alice's labels: the lead ties responses 2 and 3 (rank of response 3)
     for _ in range(5 + 5 + 3):  # 5 cells per response: to response 3's rank
         lead.keyboard.press("ArrowDown")
@@ -251,8 +293,14 @@ def test_team_round_trip(server, browser):
     # ---- export -> pairs ---------------------------------------------------------------
     lead.click("#export")
     assert lead.text_content("#notice").startswith("exported 3 records")
+    if os.environ.get("MMRLHF_DOC_SCREENSHOTS"):
+        lead.screenshot(
+            path=f"{os.environ['MMRLHF_DOC_SCREENSHOTS']}/annotate-lead.png", full_page=True
+        )
     assert pairs_main([f"run_dir={server.run_dir}"]) == 0
-    pairs = StageDir(server.run_dir, "pairs").read(columns=["pair_id"]).column("pair_id").to_pylist()
+    pairs = (
+        StageDir(server.run_dir, "pairs").read(columns=["pair_id"]).column("pair_id").to_pylist()
+    )
     assert sorted(pairs) == [
         "q-image::q-image/m0/0>q-image/m1/0",
         "q-image::q-image/m0/0>q-image/m2/0",
@@ -281,8 +329,15 @@ def concurrent_submits(server):
         c, csrf = clients[user]
         form = {"csrf": csrf, "revision": "0", "ranking_reason": "count"}
         for i, (h, f, e, rank, reason) in enumerate(THIRD):
-            form.update({f"r{i}_helpfulness": h, f"r{i}_faithfulness": f, f"r{i}_ethics": e,
-                         f"r{i}_rank": rank, f"r{i}_reason": reason})
+            form.update(
+                {
+                    f"r{i}_helpfulness": h,
+                    f"r{i}_faithfulness": f,
+                    f"r{i}_ethics": e,
+                    f"r{i}_rank": rank,
+                    f"r{i}_reason": reason,
+                }
+            )
         barrier.wait()
         statuses[user] = c.post("/q/q-third", data=form).status_code
 

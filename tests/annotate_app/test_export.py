@@ -2,7 +2,6 @@
 pairs; the official data.jsonl reads back through the release reader; gold checks."""
 
 import pytest
-from conftest import add_team
 
 from jobs.pairs import main as pairs_main
 from mmrlhf_ray.annotate_app.export import export
@@ -13,6 +12,7 @@ from mmrlhf_ray.annotate_app.tasks import load_tasks
 from mmrlhf_ray.pairs import expand_record
 from mmrlhf_ray.release import read_release_file
 from mmrlhf_ray.stage import StageDir
+from tests.annotate_app.conftest import add_team
 
 
 def labels(ranks, h=(3, 3, 3), tie=None):
@@ -23,7 +23,9 @@ def labels(ranks, h=(3, 3, 3), tie=None):
 
 def pair_ids(run_dir):
     assert pairs_main([f"run_dir={run_dir}"]) == 0
-    return sorted(StageDir(run_dir, "pairs").read(columns=["pair_id"]).column("pair_id").to_pylist())
+    return sorted(
+        StageDir(run_dir, "pairs").read(columns=["pair_id"]).column("pair_id").to_pylist()
+    )
 
 
 @pytest.fixture
@@ -44,7 +46,13 @@ def test_export_then_pairs_gives_the_expected_pairs(store, run_dir):
     data_jsonl = f"{run_dir}/annotate-app/data.jsonl"
     summary = export(store, run_dir, "annotate", data_jsonl, 2, 1)
     assert summary["records"] == 1  # q-video only: q-image disputed, q-third pending
-    assert summary["counts"] == {"pending": 1, "disputed": 1, "agreed": 1, "adjudicated": 0, "gold": 0}
+    assert summary["counts"] == {
+        "pending": 1,
+        "disputed": 1,
+        "agreed": 1,
+        "adjudicated": 0,
+        "gold": 0,
+    }
     assert pair_ids(run_dir) == [
         "q-video::q-video/m0/0>q-video/m1/0",
         "q-video::q-video/m0/0>q-video/m2/0",
@@ -58,7 +66,13 @@ def test_export_then_pairs_gives_the_expected_pairs(store, run_dir):
     q = store.query("q-image")
     store.adjudicate("q-image", "lead", labels([1, 2, 2]), q.labels_rev)
     summary = export(store, run_dir, "annotate", data_jsonl, 2, 1)
-    assert summary["counts"] == {"pending": 0, "disputed": 0, "agreed": 2, "adjudicated": 1, "gold": 0}
+    assert summary["counts"] == {
+        "pending": 0,
+        "disputed": 0,
+        "agreed": 2,
+        "adjudicated": 1,
+        "gold": 0,
+    }
     expected = [
         "q-image::q-image/m0/0>q-image/m1/0",  # m1, m2 tied: no pair
         "q-image::q-image/m0/0>q-image/m2/0",
@@ -77,7 +91,9 @@ def test_export_then_pairs_gives_the_expected_pairs(store, run_dir):
     known = {t["query_id"]: t for t in load_tasks(run_dir, "generate")[0]}
     lines = list(read_release_file(data_jsonl, "data", known=known))
     assert [line.problem for line in lines] == [None, None, None]
-    texts = sorted((p["chosen"], p["rejected"]) for line in lines for p in expand_record(line.row)[0])
+    texts = sorted(
+        (p["chosen"], p["rejected"]) for line in lines for p in expand_record(line.row)[0]
+    )
     parquet = StageDir(run_dir, "pairs").read(columns=["chosen", "rejected"]).to_pylist()
     assert texts == sorted((p["chosen"], p["rejected"]) for p in parquet)
     tie_line = next(line.row for line in lines if line.row["query_id"] == "q-third")
@@ -100,5 +116,7 @@ def test_gold_queries_score_the_raters(store):
     gold = agreement(store.queries()).gold_by_rater
     # alice tied both (tau undefined); bob reversed them (tau -1). Score errors:
     # alice |3-5| + |3-1| over 6 scores = 4/6; bob |3-1| = 2/6.
-    assert gold == {"alice": {"queries": 1, "tau": None, "score_mae": pytest.approx(4 / 6)},
-                    "bob": {"queries": 1, "tau": -1.0, "score_mae": pytest.approx(2 / 6)}}
+    assert gold == {
+        "alice": {"queries": 1, "tau": None, "score_mae": pytest.approx(4 / 6)},
+        "bob": {"queries": 1, "tau": -1.0, "score_mae": pytest.approx(2 / 6)},
+    }

@@ -4,11 +4,11 @@ import sqlite3
 import threading
 
 import pytest
-from conftest import PASSWORDS, add_team
 
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.annotate_app.store import Conflict, NotFound, Store, verify_password
 from mmrlhf_ray.annotate_app.tasks import load_tasks
+from tests.annotate_app.conftest import PASSWORDS, add_team
 
 
 def labels(ranks, h=3):
@@ -29,7 +29,10 @@ def test_tasks_media_and_wal(store, run_dir):
     assert store.read("PRAGMA journal_mode")[0][0] == "wal"
     q = store.query("q-video")
     assert [r["text"] for r in q.task["responses"]] == [
-        "It moves to the right.", "It moves up.", "It does not move."]
+        "It moves to the right.",
+        "It moves up.",
+        "It does not move.",
+    ]
     assert store.media("q-image", "image", 0).startswith(b"\x89PNG")
     assert len(store.read("SELECT 1 FROM media WHERE query_id = 'q-video'")) == 3
     tasks, media, _ = load_tasks(run_dir, "generate")
@@ -103,7 +106,9 @@ def test_two_raters_submitting_at_once_lose_nothing(store):
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
-    threads = [threading.Thread(target=rate, args=a) for a in (("alice", [1, 2, 3]), ("bob", [1, 1, 2]))]
+    threads = [
+        threading.Thread(target=rate, args=a) for a in (("alice", [1, 2, 3]), ("bob", [1, 1, 2]))
+    ]
     for t in threads:
         t.start()
     for t in threads:

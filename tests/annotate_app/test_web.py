@@ -3,13 +3,13 @@
 import re
 
 import pytest
-from conftest import PASSWORDS, add_team
 from fastapi.testclient import TestClient
 
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.annotate_app.tasks import load_tasks
 from serve.annotate_app import AppSettings, create_app
+from tests.annotate_app.conftest import PASSWORDS, add_team
 
 
 @pytest.fixture
@@ -18,8 +18,12 @@ def env(run_dir):
     store.add_tasks(*load_tasks(run_dir, "generate")[:2])
     add_team(store)
     store.assign(2)
-    settings = AppSettings(run_dir=run_dir, max_reason_chars=50, max_body_bytes=20_000,
-                           data_jsonl=f"{run_dir}/annotate-app/data.jsonl")
+    settings = AppSettings(
+        run_dir=run_dir,
+        max_reason_chars=50,
+        max_body_bytes=20_000,
+        data_jsonl=f"{run_dir}/annotate-app/data.jsonl",
+    )
     return store, create_app(store, settings)
 
 
@@ -37,8 +41,15 @@ def page_token(c, url, name="csrf"):
 def good_form(csrf, revision=0, k=3):
     form = {"csrf": csrf, "revision": str(revision), "ranking_reason": "first is right"}
     for i in range(k):
-        form.update({f"r{i}_helpfulness": "4", f"r{i}_faithfulness": "4", f"r{i}_ethics": "5",
-                     f"r{i}_rank": str(i + 1), f"r{i}_reason": "fine"})
+        form.update(
+            {
+                f"r{i}_helpfulness": "4",
+                f"r{i}_faithfulness": "4",
+                f"r{i}_ethics": "5",
+                f"r{i}_rank": str(i + 1),
+                f"r{i}_reason": "fine",
+            }
+        )
     return form
 
 
@@ -48,8 +59,10 @@ def messages(html):
 
 
 def nothing_written(store):
-    return (store.history_count(),
-            store.read("SELECT COUNT(*) FROM assignments WHERE labels IS NOT NULL")[0][0])
+    return (
+        store.history_count(),
+        store.read("SELECT COUNT(*) FROM assignments WHERE labels IS NOT NULL")[0][0],
+    )
 
 
 def test_bad_inputs_get_4xx_a_message_and_write_nothing(env):
@@ -88,13 +101,19 @@ def test_stale_pages_after_adjudication_and_roles(env):
     assert bob.get("/lead").status_code == 403
     csrf_a, csrf_b = page_token(alice, "/q/q-image"), page_token(bob, "/q/q-image")
     alice.post("/q/q-image", data=good_form(csrf_a))
-    lead_csrf, rev = page_token(lead, "/adjudicate/q-image"), page_token(lead, "/adjudicate/q-image", "labels_rev")
+    lead_csrf, rev = (
+        page_token(lead, "/adjudicate/q-image"),
+        page_token(lead, "/adjudicate/q-image", "labels_rev"),
+    )
     bob.post("/q/q-image", data={**good_form(csrf_b), "r2_rank": "2"})  # changes the picture
     r = lead.post("/adjudicate/q-image", data={**good_form(lead_csrf), "labels_rev": rev})
     assert r.status_code == 409 and "a rater changed their labels" in messages(r.text)[0]
     rev = page_token(lead, "/adjudicate/q-image", "labels_rev")
-    r = lead.post("/adjudicate/q-image", data={**good_form(lead_csrf), "labels_rev": rev},
-                  follow_redirects=False)
+    r = lead.post(
+        "/adjudicate/q-image",
+        data={**good_form(lead_csrf), "labels_rev": rev},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     r = bob.post("/q/q-image", data={**good_form(csrf_b, revision=1)})  # bob's open tab
     assert r.status_code == 409 and "adjudicated by lead" in messages(r.text)[0]
@@ -120,7 +139,9 @@ def test_drafts_and_media_need_the_right_session(env):
 def test_lead_dashboard_shows_agreement(env):
     store, app = env
     for rater, ranks in (("alice", [1, 2, 3]), ("bob", [1, 2, 2])):
-        store.submit("q-image", rater, Labels([ResponseLabel(4, 4, 5, r, "x") for r in ranks], "y"), 0)
+        store.submit(
+            "q-image", rater, Labels([ResponseLabel(4, 4, 5, r, "x") for r in ranks], "y"), 0
+        )
     html = client(app, "lead").get("/lead").text
     assert re.search(r'id="tau-q-image">0.8165<', html)  # 2 / sqrt(6)
     assert re.search(r'id="count-disputed">1<', html)
