@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
 
 from mmrlhf_ray.annotate_app.export import export
-from mmrlhf_ray.annotate_app.review import agreement, review_query
+from mmrlhf_ray.annotate_app.review import STATUSES, agreement, review_query
 from mmrlhf_ray.annotate_app.store import ROLES, Store
 from mmrlhf_ray.annotate_app.tasks import gold_labels, load_tasks
 from mmrlhf_ray.cli import parse_stage_args
@@ -110,7 +110,7 @@ def load(cfg: AnnotateAppConfig, store: Store) -> None:
     if cfg.gold_jsonl:
         by_id = {t["query_id"]: t for t in tasks}
         n = 0
-        for line in read_release_file(cfg.gold_jsonl, "data", default_category="short"):
+        for line in read_release_file(cfg.gold_jsonl, "data", known=by_id):
             if line.problem:
                 raise ValueError(
                     f"gold_jsonl line {line.line_no}: {line.problem['field']}: "
@@ -134,16 +134,20 @@ def add_user(cfg: AnnotateAppConfig, store: Store) -> None:
 
 def status(cfg: AnnotateAppConfig, store: Store) -> None:
     queries = store.queries()
-    counts: dict[str, int] = {}
+    counts = dict.fromkeys(STATUSES, 0)
     for q in queries:
-        s = review_query(q, cfg.raters_per_query, cfg.max_score_gap).status
-        counts[s] = counts.get(s, 0) + 1
+        counts[review_query(q, cfg.raters_per_query, cfg.max_score_gap).status] += 1
     report = agreement(queries)
-    alpha = ", ".join(
-        f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in report.alpha.items()
+    alpha = ", ".join(f"{k} {_fmt(v)}" for k, v in report.alpha.items())
+    states = ", ".join(f"{k} {v}" for k, v in counts.items())
+    print(
+        f"annotate-app: {len(queries)} queries ({states}); alpha (interval) {alpha}; "
+        f"mean tau-b {_fmt(report.mean_tau)}"
     )
-    tau = f"{report.mean_tau:.3f}" if report.mean_tau is not None else "n/a"
-    print(f"annotate-app: {len(queries)} queries {counts}; alpha (interval) {alpha}; tau-b {tau}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def serve(cfg: AnnotateAppConfig, store: Store) -> None:
@@ -167,6 +171,14 @@ def serve(cfg: AnnotateAppConfig, store: Store) -> None:
 
 def main(argv=None) -> int:
     cfg = parse_stage_args("annotate-app", AnnotateAppConfig, argv, __doc__)
+    try:
+        return run(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"annotate-app: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(cfg: AnnotateAppConfig) -> int:
     store = open_store(cfg)
     if cfg.action == "add-user":
         add_user(cfg, store)

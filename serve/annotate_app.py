@@ -30,7 +30,7 @@ from mmrlhf_ray.annotate_app.labels import (
     parse_form,
 )
 from mmrlhf_ray.annotate_app.review import agreement, review_query
-from mmrlhf_ray.annotate_app.store import Conflict, NotFound, Session, Store
+from mmrlhf_ray.annotate_app.store import SESSION_SECONDS, Conflict, NotFound, Session, Store
 
 TEMPLATES = Path(__file__).with_name("annotate_templates")
 COOKIE = "mmrlhf_session"
@@ -170,7 +170,12 @@ async def login(request: Request):
         return w.render("login.html", 401, error="wrong user name or password", session=None)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
-        COOKIE, result[0], httponly=True, samesite="strict", secure=w.settings.secure_cookies
+        COOKIE,
+        result[0],
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=w.settings.secure_cookies,
     )
     return response
 

@@ -14,7 +14,7 @@ every problem, each naming the response and field, so nothing half-valid is stor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 DIMENSIONS = ("helpfulness", "faithfulness", "ethics")
@@ -85,7 +85,6 @@ class Labels:
     ranking_reason: str = ""
     constructed_kind: str | None = None  # tie rule: "positive" | "negative"
     constructed_text: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"assist_kept": 2}
 
     @property
     def ranks(self) -> list[int]:

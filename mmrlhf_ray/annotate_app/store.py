@@ -39,6 +39,7 @@ from typing import Any
 from mmrlhf_ray.annotate_app.labels import Labels
 
 ROLES = ("rater", "lead")
+SESSION_SECONDS = 7 * 24 * 3600  # a login lasts a week
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users(
   name TEXT PRIMARY KEY, role TEXT NOT NULL, pw_hash TEXT NOT NULL, created REAL NOT NULL);
@@ -202,8 +203,8 @@ class Store:
             return None
         rows = self.read(
             "SELECT s.user, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user "
-            "WHERE s.token_hash = ?",
-            (_token_hash(token),),
+            "WHERE s.token_hash = ? AND s.created > ?",
+            (_token_hash(token), time.time() - SESSION_SECONDS),
         )
         return Session(*rows[0]) if rows else None
 

@@ -136,6 +136,20 @@ def test_drafts_and_media_need_the_right_session(env):
     assert alice.get("/q/q-nope").status_code == 404
 
 
+def test_model_text_is_escaped(env):
+    store, app = env
+    task = {
+        "query_id": "q-xss",
+        "question": "<img src=x onerror=alert(1)>",
+        "responses": [{"response_id": "a", "model": "m", "text": "<script>alert(1)</script>"}],
+    }
+    store.add_tasks([task], {})
+    store.assign(2)
+    html = client(app, "alice").get("/q/q-xss").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
+    assert "<img src=x" not in html
+
+
 def test_lead_dashboard_shows_agreement(env):
     store, app = env
     for rater, ranks in (("alice", [1, 2, 3]), ("bob", [1, 2, 2])):
