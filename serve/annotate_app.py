@@ -15,9 +15,9 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -108,6 +108,24 @@ def web(request: Request) -> Web:
     return request.app.state.web
 
 
+async def form_fields(request: Request) -> dict[str, str]:
+    """The posted form as strings. Handlers are plain functions that FastAPI runs in its
+    thread pool, so password hashing and SQLite waits never block the event loop."""
+    return {k: str(v) for k, v in (await request.form()).items()}
+
+
+async def json_fields(request: Request) -> dict[str, str]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise HttpError(422, "draft: the body is not JSON") from exc
+    if not isinstance(body, dict) or len(body) > MAX_DRAFT_FIELDS:
+        raise HttpError(422, "draft: expected an object of form fields")
+    return {str(k): str(v) for k, v in body.items()}
+
+
+FormFields = Annotated[dict[str, str], Depends(form_fields)]
+JsonFields = Annotated[dict[str, str], Depends(json_fields)]
 router = APIRouter()
 
 
@@ -163,9 +181,9 @@ def login_page(request: Request):
 
 
 @router.post("/login")
-async def login(request: Request):
-    w, form = web(request), await request.form()
-    result = w.store.login(str(form.get("user", "")), str(form.get("password", "")))
+def login(request: Request, form: FormFields):
+    w = web(request)
+    result = w.store.login(form.get("user", ""), form.get("password", ""))
     if result is None:
         return w.render("login.html", 401, error="wrong user name or password", session=None)
     response = RedirectResponse("/", status_code=303)
@@ -181,9 +199,9 @@ async def login(request: Request):
 
 
 @router.post("/logout")
-async def logout(request: Request):
+def logout(request: Request, form: FormFields):
     w = web(request)
-    check_csrf(w.require(request), (await request.form()).get("csrf"))
+    check_csrf(w.require(request), form.get("csrf"))
     w.store.logout(request.cookies[COOKIE])
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE)
@@ -229,9 +247,9 @@ def rate_page(
     """The rater's page: the submitted labels, else the draft, else the posted form."""
     q = w.store.query(query_id)
     revision, submitted = w.store.assignment(query_id, session.user)
-    if form is None:
+    if form is None:  # a draft is newer than the submission (submitting deletes it)
         draft = w.store.draft(query_id, session.user)
-        form = labels_to_form(submitted) if submitted else (draft or {})
+        form = draft or (labels_to_form(submitted) if submitted else {})
     return w.render(
         "rate.html",
         status,
@@ -260,10 +278,9 @@ def rate_get(request: Request, query_id: str):
 
 
 @router.post("/q/{query_id}")
-async def rate_post(request: Request, query_id: str):
+def rate_post(request: Request, query_id: str, form: FormFields):
     w = web(request)
     session = w.require(request)
-    form = {k: str(v) for k, v in (await request.form()).items()}
     check_csrf(session, form.get("csrf"))
     try:
         k = len(w.store.query(query_id).task["responses"])
@@ -285,18 +302,13 @@ def _int(value: Any) -> int:
 
 
 @router.post("/q/{query_id}/draft")
-async def draft(request: Request, query_id: str):
+def draft(request: Request, query_id: str, body: JsonFields):
     w = web(request)
     session = w.require(request)
     check_csrf(session, request.headers.get("x-csrf-token"))
-    body = await request.json()
-    if not isinstance(body, dict) or len(body) > MAX_DRAFT_FIELDS:
-        raise HttpError(422, "draft: expected an object of form fields")
     limit = w.settings.max_reason_chars + 1
     try:
-        w.store.save_draft(
-            query_id, session.user, {str(k): str(v)[:limit] for k, v in body.items()}
-        )
+        w.store.save_draft(query_id, session.user, {k: v[:limit] for k, v in body.items()})
     except NotFound as exc:
         raise HttpError(404, str(exc)) from exc
     return JSONResponse({"saved": True})
@@ -341,10 +353,10 @@ def lead_get(request: Request):
 
 
 @router.post("/lead/assign")
-async def lead_assign(request: Request):
+def lead_assign(request: Request, form: FormFields):
     w = web(request)
     session = w.require(request, "lead")
-    check_csrf(session, (await request.form()).get("csrf"))
+    check_csrf(session, form.get("csrf"))
     try:
         made = w.store.assign(w.settings.raters_per_query)
     except ValueError as exc:
@@ -353,10 +365,10 @@ async def lead_assign(request: Request):
 
 
 @router.post("/lead/export")
-async def lead_export(request: Request):
+def lead_export(request: Request, form: FormFields):
     w = web(request)
     session = w.require(request, "lead")
-    check_csrf(session, (await request.form()).get("csrf"))
+    check_csrf(session, form.get("csrf"))
     s = w.settings
     summary = export(
         w.store, s.run_dir, s.export_stage, s.data_jsonl, s.raters_per_query, s.max_score_gap
@@ -409,10 +421,9 @@ def adjudicate_get(request: Request, query_id: str):
 
 
 @router.post("/adjudicate/{query_id}")
-async def adjudicate_post(request: Request, query_id: str):
+def adjudicate_post(request: Request, query_id: str, form: FormFields):
     w = web(request)
     session = w.require(request, "lead")
-    form = {k: str(v) for k, v in (await request.form()).items()}
     check_csrf(session, form.get("csrf"))
     try:
         k = len(w.store.query(query_id).task["responses"])

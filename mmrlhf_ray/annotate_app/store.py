@@ -306,35 +306,30 @@ class Store:
 
     # ---- reading a query -----------------------------------------------------------------
     def query(self, query_id: str) -> QueryRow:
-        rows = self.read("SELECT * FROM queries WHERE query_id = ?", (query_id,))
+        rows = self._query_rows("WHERE query_id = ?", (query_id,))
         if not rows:
             raise NotFound(f"no query {query_id!r}")
-        return self._query_row(rows[0])
+        return rows[0]
 
     def queries(self) -> list[QueryRow]:
-        return [self._query_row(r) for r in self.read("SELECT * FROM queries ORDER BY position")]
+        return self._query_rows("", ())
 
-    def _query_row(self, row: sqlite3.Row) -> QueryRow:
-        assigned = self.read(
-            "SELECT rater, labels, submitted_at, revision FROM assignments WHERE query_id = ? "
-            "ORDER BY submitted_at IS NULL, submitted_at, rater",
-            (row["query_id"],),
-        )
-        return QueryRow(
-            query_id=row["query_id"],
-            position=row["position"],
-            task=json.loads(row["task"]),
-            gold=_labels(row["gold"]),
-            labels_rev=row["labels_rev"],
-            assigned=[a["rater"] for a in assigned],
-            submissions=[
-                Submission(a["rater"], _labels(a["labels"]), a["submitted_at"], a["revision"])
-                for a in assigned
-                if a["labels"]
-            ],
-            adjudication=_labels(row["adjudication"]),
-            adjudicated_by=row["adjudicated_by"],
-        )
+    def _query_rows(self, where: str, args: Sequence[Any]) -> list[QueryRow]:
+        """Queries with their assignments, read in one snapshot (one read transaction),
+        so a page's ``labels_rev`` always matches the submissions it shows."""
+        with self._connect() as conn:
+            conn.execute("BEGIN")
+            queries = conn.execute(f"SELECT * FROM queries {where} ORDER BY position", args)
+            queries = queries.fetchall()
+            assigned: dict[str, list] = {q["query_id"]: [] for q in queries}
+            for a in conn.execute(
+                f"SELECT query_id, rater, labels, submitted_at, revision FROM assignments "
+                f"{where} ORDER BY submitted_at IS NULL, submitted_at, rater",
+                args,
+            ):
+                assigned[a["query_id"]].append(a)
+            conn.execute("COMMIT")
+        return [_query_row(q, assigned[q["query_id"]]) for q in queries]
 
     def assignment(self, query_id: str, rater: str) -> tuple[int, Labels | None]:
         """(revision, submitted labels or None) of the rater's assignment, else NotFound."""
@@ -436,6 +431,24 @@ class Store:
 
     def history_count(self) -> int:
         return self.read("SELECT COUNT(*) FROM history")[0][0]
+
+
+def _query_row(row: sqlite3.Row, assigned: list[sqlite3.Row]) -> QueryRow:
+    return QueryRow(
+        query_id=row["query_id"],
+        position=row["position"],
+        task=json.loads(row["task"]),
+        gold=_labels(row["gold"]),
+        labels_rev=row["labels_rev"],
+        assigned=[a["rater"] for a in assigned],
+        submissions=[
+            Submission(a["rater"], _labels(a["labels"]), a["submitted_at"], a["revision"])
+            for a in assigned
+            if a["labels"]
+        ],
+        adjudication=_labels(row["adjudication"]),
+        adjudicated_by=row["adjudicated_by"],
+    )
 
 
 def _labels(text: str | None) -> Labels | None:

@@ -130,6 +130,8 @@ def test_drafts_and_media_need_the_right_session(env):
     assert 'name="r0_helpfulness" value="4" checked' in alice.get("/q/q-video").text
     r = alice.post("/q/q-video/draft", json={"r0_helpfulness": "5"}, headers={"X-CSRF-Token": "x"})
     assert r.status_code == 403 and store.draft("q-video", "alice") == {"r0_helpfulness": "4"}
+    r = alice.post("/q/q-video/draft", content=b"{not json", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "not JSON" in r.text
     assert alice.get("/media/q-video/frame/2").content.startswith(b"\x89PNG")
     assert alice.get("/media/q-video/frame/9").status_code == 404
     assert TestClient(app).get("/media/q-video/frame/0", follow_redirects=False).status_code == 303
