@@ -10,7 +10,8 @@ lives in one SQLite file (WAL, one transaction per write) under the run director
 
 Actions (``action=``): ``serve`` (default; loads new tasks first), ``add-user`` (password
 from the environment variable named by ``password_env``, else prompted), ``assign``,
-``export``, ``status``.
+``export``, ``status``, ``assist`` (optional: the critique reward model's critiques as
+draft reasons, from ``assist_model`` in this process or the service at ``assist_url``).
 
     mmrlhf annotate-app run_dir=runs/demo action=add-user user=lead role=lead
     mmrlhf annotate-app run_dir=runs/demo action=add-user user=alice
@@ -27,6 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for `ray job submit`
 
+from mmrlhf_ray.annotate_app.assist import (
+    draft_critiques,
+    scorer_critic,
+    service_critiques,
+    service_request,
+)
 from mmrlhf_ray.annotate_app.export import export
 from mmrlhf_ray.annotate_app.review import STATUSES, agreement, review_query
 from mmrlhf_ray.annotate_app.store import ROLES, Store
@@ -34,7 +41,7 @@ from mmrlhf_ray.annotate_app.tasks import gold_labels, load_tasks
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.release import read_release_file
 
-ACTIONS = ("serve", "add-user", "assign", "export", "status")
+ACTIONS = ("serve", "add-user", "assign", "export", "status", "assist")
 
 
 @dataclass
@@ -77,6 +84,19 @@ class AnnotateAppConfig:
     data_jsonl: str = field(
         default="",
         metadata={"help": "official-format export ('' = <run_dir>/annotate-app/data.jsonl)"},
+    )
+    assist_model: str = field(
+        default="",
+        metadata={"help": "assist: critique reward model dir, run in this process ('' = none)"},
+    )
+    assist_url: str = field(
+        default="", metadata={"help": "assist: or the reward service's URL (serve-reward)"}
+    )
+    assist_token_env: str = field(
+        default="MMRLHF_RM_TOKEN", metadata={"help": "assist: env var with the service's token"}
+    )
+    assist_max_new_tokens: int = field(
+        default=64, metadata={"help": "assist: critique length (in-process model)"}
     )
     secure_cookies: bool = field(
         default=False, metadata={"help": "mark cookies Secure (behind HTTPS)"}
@@ -150,6 +170,23 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def assist(cfg: AnnotateAppConfig, store: Store) -> int:
+    """Draft reasons from the critique reward model, in this process or through the service."""
+    if cfg.assist_model:
+        from mmrlhf_ray.serving import load_scorer
+
+        scorer = load_scorer(cfg.assist_model, critique_max_new_tokens=cfg.assist_max_new_tokens)
+        return draft_critiques(store, scorer_critic(scorer))
+    if not cfg.assist_url:
+        raise ValueError("annotate-app.assist_model or assist_url: one is needed for action=assist")
+    from serve.client import HttpRewardClient
+
+    client = HttpRewardClient(cfg.assist_url, token=os.environ.get(cfg.assist_token_env))
+    return draft_critiques(
+        store, lambda items: service_critiques(client.score(service_request(items)))
+    )
+
+
 def serve(cfg: AnnotateAppConfig, store: Store) -> None:
     import uvicorn
 
@@ -202,6 +239,9 @@ def run(cfg: AnnotateAppConfig) -> int:
         status(cfg, store)
         return 0
     load(cfg, store)
+    if cfg.action == "assist":
+        print(f"annotate-app: reward-model draft reasons for {assist(cfg, store)} queries")
+        return 0
     if cfg.action == "assign":
         print(f"annotate-app: {store.assign(cfg.raters_per_query)} new assignments")
         return 0

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from mmrlhf_ray.annotate_app.assist import kept_counts
 from mmrlhf_ray.annotate_app.export import export
 from mmrlhf_ray.annotate_app.labels import (
     DIMENSIONS,
@@ -247,9 +248,12 @@ def rate_page(
     """The rater's page: the submitted labels, else the draft, else the posted form."""
     q = w.store.query(query_id)
     revision, submitted = w.store.assignment(query_id, session.user)
+    assist = w.store.assist(query_id)
     if form is None:  # a draft is newer than the submission (submitting deletes it)
         draft = w.store.draft(query_id, session.user)
         form = draft or (labels_to_form(submitted) if submitted else {})
+        if not form and assist:  # the reward model's critiques as starting reasons
+            form = {f"r{i}_reason": c for i, c in enumerate(assist) if c}
     return w.render(
         "rate.html",
         status,
@@ -263,6 +267,7 @@ def rate_page(
         locked=q.adjudicated_by,
         n_frames=w.frame_count(query_id),
         has_image=w.has_image(query_id),
+        assist=assist,
         **queue_context(w, session, query_id),
     )
 
@@ -285,7 +290,8 @@ def rate_post(request: Request, query_id: str, form: FormFields):
     try:
         k = len(w.store.query(query_id).task["responses"])
         labels = parse_form(form, k, w.settings.max_reason_chars, w.settings.require_reasons)
-        w.store.submit(query_id, session.user, labels, _int(form.get("revision")))
+        used = kept_counts(w.store.assist(query_id), [r.reason for r in labels.responses])
+        w.store.submit(query_id, session.user, labels, _int(form.get("revision")), used)
     except NotFound as exc:
         raise HttpError(404, str(exc)) from exc
     except LabelError as exc:
@@ -342,6 +348,7 @@ def lead_page(w: Web, session: Session, status: int = 200, notice: str = "") -> 
         report=agreement(queries),
         notice=notice,
         users=w.store.users(),
+        assist_share=w.store.assist_share(),
         settings=s,
     )
 

@@ -4,8 +4,9 @@ Tables: ``users`` (scrypt-hashed passwords), ``sessions`` (hashed cookie tokens,
 the session's CSRF token), ``queries`` (the task as JSON, gold labels, the
 adjudication), ``media`` (image / video frame bytes), ``assignments`` (which rater
 labels which query, their submitted labels and a revision counter), ``drafts``
-(autosaved unfinished forms) and ``history`` (an append-only log of every submission
-and adjudication, written in the same transaction).
+(autosaved unfinished forms), ``assist`` / ``assist_use`` (optional reward-model draft
+reasons; drafts shown and kept per submission) and ``history`` (an append-only log of
+every submission and adjudication, written in the same transaction).
 
 Optimistic concurrency, so that two raters never overwrite each other and a stale page
 is refused rather than silently applied:
@@ -59,6 +60,11 @@ CREATE TABLE IF NOT EXISTS assignments(
   submitted_at REAL, PRIMARY KEY(query_id, rater));
 CREATE TABLE IF NOT EXISTS drafts(
   query_id TEXT NOT NULL, rater TEXT NOT NULL, form TEXT NOT NULL, saved_at REAL NOT NULL,
+  PRIMARY KEY(query_id, rater));
+CREATE TABLE IF NOT EXISTS assist(
+  query_id TEXT PRIMARY KEY REFERENCES queries(query_id), critiques TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assist_use(
+  query_id TEXT NOT NULL, rater TEXT NOT NULL, shown INTEGER NOT NULL, kept INTEGER NOT NULL,
   PRIMARY KEY(query_id, rater));
 CREATE TABLE IF NOT EXISTS history(
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, actor TEXT NOT NULL,
@@ -342,7 +348,14 @@ class Store:
         return rows[0]["revision"], _labels(rows[0]["labels"])
 
     # ---- writes --------------------------------------------------------------------------
-    def submit(self, query_id: str, rater: str, labels: Labels, revision: int) -> int:
+    def submit(
+        self,
+        query_id: str,
+        rater: str,
+        labels: Labels,
+        revision: int,
+        assist_use: tuple[int, int] | None = None,
+    ) -> int:
         """Store a rater's labels if the page they came from is current; returns the new
         revision. Raises Conflict (double submit, stale page, adjudicated) or NotFound."""
         with self.transaction() as conn:
@@ -374,6 +387,11 @@ class Store:
                 "UPDATE queries SET labels_rev = labels_rev + 1 WHERE query_id = ?", (query_id,)
             )
             conn.execute("DELETE FROM drafts WHERE query_id = ? AND rater = ?", (query_id, rater))
+            if assist_use and assist_use[0]:
+                conn.execute(
+                    "INSERT OR REPLACE INTO assist_use VALUES (?, ?, ?, ?)",
+                    (query_id, rater, *assist_use),
+                )
             conn.execute(
                 "INSERT INTO history(at, actor, action, query_id, payload) "
                 "VALUES (?, ?, 'submit', ?, ?)",
@@ -428,6 +446,21 @@ class Store:
             "SELECT form FROM drafts WHERE query_id = ? AND rater = ?", (query_id, rater)
         )
         return json.loads(rows[0]["form"]) if rows else None
+
+    def set_assist(self, query_id: str, critiques: list[str]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO assist VALUES (?, ?)", (query_id, json.dumps(critiques))
+            )
+
+    def assist(self, query_id: str) -> list[str] | None:
+        rows = self.read("SELECT critiques FROM assist WHERE query_id = ?", (query_id,))
+        return json.loads(rows[0]["critiques"]) if rows else None
+
+    def assist_share(self) -> tuple[int, int]:
+        """(reward-model drafts shown, kept unchanged) over every submission."""
+        row = self.read("SELECT COALESCE(SUM(shown), 0), COALESCE(SUM(kept), 0) FROM assist_use")
+        return row[0][0], row[0][1]
 
     def history_count(self) -> int:
         return self.read("SELECT COUNT(*) FROM history")[0][0]
