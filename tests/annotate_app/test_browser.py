@@ -58,6 +58,7 @@ class Server:
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.log = open(f"{self.run_dir}/server.log", "a")  # closed by kill() / stop()
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -68,14 +69,14 @@ class Server:
             ],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
-            text=True,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # wait for the condition, not a fixed time
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
+                self.log.close()
+                raise RuntimeError(f"server exited: {open(self.log.name).read()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return
@@ -87,7 +88,13 @@ class Server:
         """A crash: SIGKILL, no shutdown handlers."""
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
-        self.proc.stdout.close()
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +108,7 @@ def server(tmp_path_factory, monkeypatch_module):
     srv = Server(run_dir)
     srv.start()
     yield srv
-    if srv.proc and srv.proc.poll() is None:
-        srv.proc.terminate()
-        srv.proc.wait(timeout=30)
-        srv.proc.stdout.close()
+    srv.stop()
 
 
 @pytest.fixture(scope="module")
