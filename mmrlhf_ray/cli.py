@@ -29,7 +29,7 @@ STAGES: list[tuple[str, str]] = [
     ("curate", "CLIP-embed, k-means cluster and ratio-sample the pool (Ray Data + faiss)"),
     ("generate", "sample candidate responses with vLLM-backed Ray actors"),
     ("annotate", "annotate responses (shapes-world oracle, or import human labels)"),
-    ("annotate-app", "a web app where rater teams score, rank and explain responses; exports annotate records"),
+    ("annotate-app", "browser app for rater teams: score, rank, explain; exports annotate records"),
     ("expand", "expand annotators' short reasons into critiques with an LLM (Table 7)"),
     ("pairs", "every pair of responses with differing rank (ties by the paper's rule)"),
     ("train-reward", "train the critique reward model (Ray Train + DeepSpeed)"),
