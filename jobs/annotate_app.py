@@ -199,7 +199,7 @@ def serve(cfg: AnnotateAppConfig, store: Store) -> None:
         max_reason_chars=cfg.max_reason_chars,
         require_reasons=cfg.require_reasons,
         export_stage=cfg.export_stage,
-        data_jsonl=cfg.data_jsonl or str(cfg.app_dir() / "data.jsonl"),
+        data_jsonl=cfg.data_jsonl,
         secure_cookies=cfg.secure_cookies,
     )
     print(f"annotate-app: serving http://{cfg.host}:{cfg.port}/ ({store.path})", flush=True)
@@ -221,18 +221,17 @@ def run(cfg: AnnotateAppConfig) -> int:
         add_user(cfg, store)
         return 0
     if cfg.action == "export":
-        data_jsonl = cfg.data_jsonl or str(cfg.app_dir() / "data.jsonl")
-        summary = export(
+        s = export(
             store,
             cfg.run_dir,
             cfg.export_stage,
-            data_jsonl,
+            cfg.data_jsonl,
             cfg.raters_per_query,
             cfg.max_score_gap,
         )
         print(
-            f"annotate-app: exported {summary['records']} final records {summary['counts']} "
-            f"to {summary['stage']} and {data_jsonl}"
+            f"annotate-app: exported {s['records']} final records {s['counts']} "
+            f"to {s['stage']} and {s['data_jsonl']}"
         )
         return 0
     if cfg.action == "status":

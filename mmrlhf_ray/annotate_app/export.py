@@ -124,12 +124,14 @@ def export(
     raters_per_query: int,
     max_score_gap: int,
 ) -> dict[str, Any]:
-    """Write the final records as ``<run_dir>/<stage>`` parts and ``data_jsonl``.
+    """Write the final records as ``<run_dir>/<stage>`` parts and ``data_jsonl`` (``""`` =
+    ``<run_dir>/annotate-app/data.jsonl``).
 
     The stage's config hash includes a fingerprint of the labels, so a re-export after
     new labels re-makes the stage (and ``pairs`` sees its input changed). Returns a
     summary: records written, counts by status, paths.
     """
+    data_jsonl = data_jsonl or os.path.join(run_dir, "annotate-app", "data.jsonl")
     records, counts = final_records(store, raters_per_query, max_score_gap)
     lines = [json.dumps(data_line(r), sort_keys=True) for r in records]
     fingerprint = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
