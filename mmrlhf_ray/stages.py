@@ -118,6 +118,13 @@ STAGES: tuple[Stage, ...] = (
         inputs=("generate",),
     ),
     _stage(
+        "annotate-app",
+        "mmrlhf_ray.annotate_app.config:AnnotateAppConfig",
+        "browser app for rater teams: score, rank, explain; exports annotate records",
+        inputs=("generate",),
+        pipeline="never",
+    ),
+    _stage(
         "expand",
         "mmrlhf_ray.generation:ExpandConfig",
         "expand annotators' short reasons into critiques with an LLM (Table 7)",

@@ -1,0 +1,80 @@
+"""Config of the ``annotate-app`` stage (the rater team's web app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmrlhf_ray.annotate_app.store import ROLES
+
+ACTIONS = ("serve", "add-user", "assign", "export", "status", "assist")
+
+
+@dataclass
+class AnnotateAppConfig:
+    """Config of ``annotate-app``: the rater team's web app over one run directory."""
+
+    run_dir: str = field(default="runs/demo", metadata={"help": "run directory (local path)"})
+    action: str = field(
+        default="serve", metadata={"help": "serve | add-user | assign | export | status"}
+    )
+    input_stage: str = field(
+        default="generate", metadata={"help": "generate, or a records stage (e.g. import/records)"}
+    )
+    db_path: str = field(
+        default="",
+        metadata={"help": "SQLite file ('' = <run_dir>/annotate-app/annotations.sqlite)"},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
+    port: int = field(default=8500, metadata={"help": "port to serve on"})
+    raters_per_query: int = field(default=2, metadata={"help": "N raters per (non-gold) query"})
+    max_score_gap: int = field(
+        default=1, metadata={"help": "raters disagree when a score differs by more"}
+    )
+    max_reason_chars: int = field(default=2000, metadata={"help": "longest reason accepted"})
+    require_reasons: bool = field(
+        default=True, metadata={"help": "every response and the ranking need a reason"}
+    )
+    gold_jsonl: str = field(
+        default="", metadata={"help": "known answers (official data.jsonl) for gold queries"}
+    )
+    user: str = field(default="", metadata={"help": "add-user: the account name"})
+    role: str = field(default="rater", metadata={"help": "add-user: rater | lead"})
+    password_env: str = field(
+        default="MMRLHF_PASSWORD",
+        metadata={"help": "add-user: env var holding the password (else prompt)"},
+    )
+    export_stage: str = field(
+        default="annotate", metadata={"help": "stage the records are written to"}
+    )
+    data_jsonl: str = field(
+        default="",
+        metadata={"help": "official-format export ('' = <run_dir>/annotate-app/data.jsonl)"},
+    )
+    assist_model: str = field(
+        default="",
+        metadata={"help": "assist: critique reward model dir, run in this process ('' = none)"},
+    )
+    assist_url: str = field(
+        default="", metadata={"help": "assist: or the reward service's URL (serve-reward)"}
+    )
+    assist_token_env: str = field(
+        default="MMRLHF_RM_TOKEN", metadata={"help": "assist: env var with the service's token"}
+    )
+    assist_max_new_tokens: int = field(
+        default=64, metadata={"help": "assist: critique length (in-process model)"}
+    )
+    secure_cookies: bool = field(
+        default=False, metadata={"help": "mark cookies Secure (behind HTTPS)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"annotate-app.action: {self.action!r} not one of {ACTIONS}")
+        if self.role not in ROLES:
+            raise ValueError(f"annotate-app.role: {self.role!r} not one of {ROLES}")
+        if self.raters_per_query < 1:
+            raise ValueError("annotate-app.raters_per_query: must be >= 1")
+
+    def app_dir(self) -> Path:
+        return Path(self.run_dir) / "annotate-app"
