@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     out = StageDir(cfg.run_dir, "annotate")
     gen = require_done(cfg.run_dir, "generate") if cfg.source == "oracle" else None
     if cfg.source == "human" and not Path(cfg.labels_jsonl).is_file():
-        print(f"annotate: labels_jsonl {cfg.labels_jsonl}: no such file", file=sys.stderr)
+        print(f"mmrlhf annotate: error: labels_jsonl {cfg.labels_jsonl}: no such file", file=sys.stderr)
         return 2
     labels = Path(cfg.labels_jsonl).stat() if cfg.source == "human" else None
     config = {

@@ -24,7 +24,7 @@ from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
 from mmrlhf_ray.config import config_to_dict  # noqa: E402
 from mmrlhf_ray.evaluation import EvaluateConfig, plot_metrics, policy_metrics, summary_markdown  # noqa: E402
 from mmrlhf_ray.generation import ModelSpec  # noqa: E402
-from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
+from mmrlhf_ray.stage import StageDir, StageInputError, require_done  # noqa: E402
 
 BENCHMARK_STAGE = "toyworld/benchmark"
 
@@ -33,7 +33,7 @@ def policy_spec(cfg: EvaluateConfig, name: str, path: str) -> ModelSpec:
     """Greedy, one answer per query, the same actor pool the generate stage uses."""
     resolved = path.replace("{run_dir}", cfg.run_dir.rstrip("/"))
     if not Path(resolved).is_dir():
-        raise FileNotFoundError(f"evaluate: policy '{name}' has no model at {resolved}")
+        raise StageInputError(f"evaluate: policy '{name}' has no model at {resolved}")
     return ModelSpec(name=name, kind=cfg.backend, path=resolved, n=1, temperature=0.0,
                      max_tokens=cfg.max_tokens, pool_size=cfg.pool_size,
                      num_gpus=cfg.num_gpus, dtype=cfg.dtype, batch_size=16)

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
         return 2
     for path, *_ in todo:
         if not os.path.isfile(path):
-            print(f"import: {path}: no such file", file=sys.stderr)
+            print(f"mmrlhf import: error: {path}: no such file; check the path", file=sys.stderr)
             return 2
     inputs = {p: _fingerprint(p) for p, *_ in todo}
     config = {**config_to_dict(cfg), "inputs": inputs}

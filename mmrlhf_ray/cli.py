@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from mmrlhf_ray import signals
 from mmrlhf_ray.config import ConfigError, config_to_dict, load_config
+from mmrlhf_ray.stage import StageInputError
 
 T = TypeVar("T")
 
@@ -42,6 +43,7 @@ STAGES: list[tuple[str, str]] = [
     ("pipeline", "run every stage in one run directory, resuming where it stopped"),
 ]
 _SUMMARY = dict(STAGES)
+DEBUG_ENV, VERBOSE_ENV = "MMRLHF_DEBUG", "MMRLHF_VERBOSE"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -84,6 +86,23 @@ def absolute_local_paths(cfg: Any) -> None:
             setattr(cfg, f.name, os.path.abspath(value))
 
 
+class UsageError(Exception):
+    """A mistake of the user's (config, missing input): one line and exit 2, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line: ``mmrlhf <stage>: error: ... (see --help)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        fail(self.prog, f"{message} (`{self.prog} --help` lists the options and keys)")
+
+
+def fail(prog: str, message: str):
+    """Print ``<prog>: error: <message>`` as one line and exit 2."""
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def parse_stage_args(
     stage: str, config_cls: type[T], argv: list[str] | None, doc: str | None = None
 ) -> T:
@@ -93,7 +112,7 @@ def parse_stage_args(
     prints the resolved config as YAML and exits.
     """
     default_path = REPO_ROOT / "configs" / f"{stage}.yaml"
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"mmrlhf {stage}",
         description=(doc or _SUMMARY.get(stage, "")).strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,12 +125,20 @@ def parse_stage_args(
         help=f"YAML config (default: {default_path.relative_to(REPO_ROOT)} if present)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config")
+    parser.add_argument("--debug", action="store_true", help="tracebacks for user errors too")
+    parser.add_argument("--verbose", action="store_true", help="show Ray/vLLM/DeepSpeed logs live")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"
     try:
         cfg = load_config(config_cls, args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as exc:
-        parser.error(str(exc))
+    except ConfigError as exc:
+        if args.debug:
+            raise
+        fail(parser.prog, f"{exc}; `{parser.prog} --help` lists the keys")
     absolute_local_paths(cfg)
     if args.print_config:
         import yaml
@@ -141,20 +168,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stage, rest = argv[0], argv[1:]
     if stage not in _SUMMARY:
-        print(f"mmrlhf: unknown stage '{stage}'\n\n{_usage()}", file=sys.stderr)
-        return 2
+        fail("mmrlhf", f"unknown stage '{stage}'; `mmrlhf --help` lists the stages")
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+    if "--debug" in rest:
+        os.environ[DEBUG_ENV] = "1"
     with signals.handled():
         try:
             module = importlib.import_module(job_module(stage))
             result: Any = module.main(rest)
-        except BaseException:
-            if signals.received() is None:
+        except BaseException as exc:
+            message = None if signals.received() else user_error(exc)
+            if message is None and signals.received() is None:
                 raise
+            if message is not None:
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                fail(f"mmrlhf {stage}", message)
     if signals.received() is not None:
         signals.exit_now(interrupted_message(stage, rest))
     return int(result or 0)
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of a user's mistake, or None for a bug (a traceback)."""
+    if isinstance(exc, (ConfigError, StageInputError, UsageError)):
+        return str(exc)
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)) and exc.filename:
+        return f"cannot read {exc.filename}: {exc.strerror}; check the path in the config"
+    return None
 
 
 def interrupted_message(stage: str, rest: list[str]) -> str:
