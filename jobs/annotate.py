@@ -39,7 +39,7 @@ from mmrlhf_ray.annotation import (
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.release import read_release_file
 from mmrlhf_ray.schemas import MEDIA_KEYS, quarantine_row, to_table
-from mmrlhf_ray.stage import StageDir, begin_stage
+from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
 
 GEN_COLUMNS = (
     "response_id",
@@ -197,7 +197,7 @@ def _write_human_part(out, part_no, records, bad, cfg, gen) -> None:
 def run(cfg: AnnotateConfig) -> dict:
     """The stage: generated responses (oracle) or human labels -> annotated records."""
     if cfg.source == "human" and not Path(cfg.labels_jsonl).is_file():
-        raise FileNotFoundError(f"annotate: labels_jsonl {cfg.labels_jsonl}: no such file")
+        raise StageInputError(f"annotate: labels_jsonl {cfg.labels_jsonl}: no such file")
     labels = Path(cfg.labels_jsonl).stat() if cfg.source == "human" else None
     out, done = begin_stage(
         cfg, "annotate", inputs=["generate"] if cfg.source == "oracle" else [],

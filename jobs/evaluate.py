@@ -21,7 +21,7 @@ from pathlib import Path
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.evaluation import EvaluateConfig, plot_metrics, policy_metrics, summary_markdown
 from mmrlhf_ray.generation import ModelSpec
-from mmrlhf_ray.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.stages import get_stage
 
 BENCHMARK_STAGE = "toyworld/benchmark"
@@ -31,7 +31,7 @@ def policy_spec(cfg: EvaluateConfig, name: str, path: str) -> ModelSpec:
     """Greedy, one answer per query, the same actor pool the generate stage uses."""
     resolved = path.replace("{run_dir}", cfg.run_dir.rstrip("/"))
     if not Path(resolved).is_dir():
-        raise FileNotFoundError(f"evaluate: policy '{name}' has no model at {resolved}")
+        raise StageInputError(f"evaluate: policy '{name}' has no model at {resolved}")
     return ModelSpec(name=name, kind=cfg.backend, path=resolved, n=1, temperature=0.0,
                      max_tokens=cfg.max_tokens, pool_size=cfg.pool_size,
                      num_gpus=cfg.num_gpus, dtype=cfg.dtype, batch_size=16)

@@ -28,7 +28,7 @@ from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.release import ImportConfig, read_release_file
 from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.stage import StageDir, StageInputError
 
 # (config attribute, release file kind, sub-stage, schema kind)
 FILES = (
@@ -95,13 +95,13 @@ def run(cfg: ImportConfig) -> dict:
     stage = StageDir(cfg.run_dir, "import")
     todo = [(getattr(cfg, attr), *rest) for attr, *rest in FILES if getattr(cfg, attr)]
     if not todo:
-        raise ValueError(
+        raise StageInputError(
             "import: no file given (set data_jsonl, dpo_pairs_jsonl, reward_bench_jsonl "
             "or pool_jsonl)"
         )
     for path, *_ in todo:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"import: {path}: no such file")
+            raise StageInputError(f"import: {path}: no such file; check the path")
     inputs = {p: _fingerprint(p) for p, *_ in todo}
     config = {**config_to_dict(cfg), "inputs": inputs}
     if stage.is_done(config):

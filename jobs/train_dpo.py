@@ -33,7 +33,7 @@ from mmrlhf_ray.dpo.io import (
 )
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query, query_modality
 from mmrlhf_ray.groups import count_pairs, group_pairs, split_groups
-from mmrlhf_ray.stage import StageDir, begin_stage
+from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
 
 
 def choose_input(cfg: DpoConfig) -> tuple[StageDir, bool]:
@@ -44,7 +44,7 @@ def choose_input(cfg: DpoConfig) -> tuple[StageDir, bool]:
     if cfg.pairs_stage in ("auto", "ref-logps") and StageDir(cfg.run_dir, "ref-logps").is_done():
         return StageDir(cfg.run_dir, "ref-logps"), False
     if cfg.reference == "precomputed":
-        raise FileNotFoundError(f"reference=precomputed but ref-logps has not finished in "
+        raise StageInputError(f"reference=precomputed but ref-logps has not finished in "
                                 f"{cfg.run_dir}: run `mmrlhf ref-logps run_dir={cfg.run_dir}`")
     print("train-dpo: WARNING no precomputed reference log-probs (ref-logps not finished): "
           "falling back to an ONLINE reference model (2 models per worker, slower)")

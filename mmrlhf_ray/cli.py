@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 from pathlib import Path
@@ -17,10 +18,12 @@ from typing import Any, TypeVar
 
 from mmrlhf_ray import signals
 from mmrlhf_ray.config import ConfigError, absolute_local_paths, config_to_dict, load_config
+from mmrlhf_ray.stage import StageInputError
 from mmrlhf_ray.stages import BY_NAME, STAGES
 
 T = TypeVar("T")
 
+DEBUG_ENV, VERBOSE_ENV = "MMRLHF_DEBUG", "MMRLHF_VERBOSE"
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, when run from one
 
 
@@ -66,6 +69,23 @@ def _shipped_defaults(config_cls: type, path: Any) -> Any:
         return None
 
 
+class UsageError(Exception):
+    """A mistake of the user's (config, missing input): one line and exit 2, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line: ``mmrlhf <stage>: error: ... (see --help)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        fail(self.prog, f"{message} (`{self.prog} --help` lists the options and keys)")
+
+
+def fail(prog: str, message: str):
+    """Print ``<prog>: error: <message>`` as one line and exit 2."""
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def parse_stage_args(
     stage: str, config_cls: type[T], argv: list[str] | None, doc: str | None = None
 ) -> T:
@@ -76,7 +96,7 @@ def parse_stage_args(
     """
     registered = BY_NAME.get(stage)
     default_path = registered.config_path() if registered else None
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"mmrlhf {stage}",
         description=(doc or (registered.summary if registered else "")).strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -93,12 +113,20 @@ def parse_stage_args(
         help=f"YAML config (default: configs/{stage}.yaml if present)",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config")
+    parser.add_argument("--debug", action="store_true", help="tracebacks for user errors too")
+    parser.add_argument("--verbose", action="store_true", help="show Ray/vLLM/DeepSpeed logs live")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_args(argv)
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"
     try:
         cfg = load_config(config_cls, args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as exc:
-        parser.error(str(exc))
+    except ConfigError as exc:
+        if args.debug:
+            raise
+        fail(parser.prog, f"{exc}; `{parser.prog} --help` lists the keys")
     absolute_local_paths(cfg)
     if args.print_config:
         import yaml
@@ -124,19 +152,34 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     stage, rest = argv[0], argv[1:]
     if stage not in BY_NAME:
-        print(f"mmrlhf: unknown stage '{stage}'\n\n{_usage()}", file=sys.stderr)
-        return 2
+        fail("mmrlhf", f"unknown stage '{stage}'; `mmrlhf --help` lists the stages")
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+    if "--debug" in rest:
+        os.environ[DEBUG_ENV] = "1"
     with signals.handled():
         try:
             result: Any = BY_NAME[stage].job().main(rest)
-        except BaseException:
-            if signals.received() is None:
+        except BaseException as exc:
+            message = None if signals.received() else user_error(exc)
+            if message is None and signals.received() is None:
                 raise
+            if message is not None:
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                fail(f"mmrlhf {stage}", message)
     if signals.received() is not None:
         signals.exit_now(interrupted_message(stage, rest))
     return int(result or 0)
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of a user's mistake, or None for a bug (a traceback)."""
+    if isinstance(exc, (ConfigError, StageInputError, UsageError)):
+        return str(exc)
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)) and exc.filename:
+        return f"cannot read {exc.filename}: {exc.strerror}; check the path in the config"
+    return None
 
 
 def interrupted_message(stage: str, rest: list[str]) -> str:

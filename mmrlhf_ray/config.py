@@ -88,8 +88,12 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise
     except TypeError as exc:
         raise ConfigError(f"{cls.__name__}: {exc}") from exc
+    except ValueError as exc:  # a __post_init__ check: its message names the key
+        raise ConfigError(str(exc)) from exc
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -103,13 +107,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         dotted, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ConfigError(f"override '{item}': bad value: {problem}") from exc
         node = data
         parts = dotted.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{dotted}': '{part}' is not a mapping")
-        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        node[parts[-1]] = value
     return data
 
 
@@ -126,14 +135,32 @@ def load_config(
     """
     data: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text() if isinstance(path, (str, Path)) else path.read_text()
-        loaded = yaml.safe_load(text) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        data = loaded
+        data = read_yaml_mapping(path)
     data.update(values or {})
     data = apply_overrides(data, list(overrides))
-    return _build(cls, data)
+    try:
+        return _build(cls, data)
+    except ConfigError as exc:
+        where = f" (config {path} and overrides)" if path is not None else ""
+        raise ConfigError(f"{exc}{where}") from exc
+
+
+def read_yaml_mapping(path: Any) -> dict[str, Any]:
+    """A YAML file's top-level mapping; ConfigError naming the file (and line) if not."""
+    try:
+        text = path.read_text() if hasattr(path, "read_text") else Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of config keys")
+    return loaded
 
 
 PATH_FIELD_SUFFIXES = ("run_dir", "path", "policy", "backbone", "_jsonl", "_root", "input")

@@ -40,6 +40,12 @@ class CountMismatch(RuntimeError):
     """rows in != rows out + rows quarantined: something would be lost."""
 
 
+class StageInputError(FileNotFoundError):
+    """An input is missing: an upstream stage has not finished (or is stale), a model
+    directory is not there. A user error: ``mmrlhf`` prints it as one line and exits 2;
+    the message says what to run or set."""
+
+
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
@@ -260,11 +266,11 @@ def require_done(run_dir: str, stage: str) -> StageDir:
     if not upstream.is_done():
         stale = upstream.stale_inputs()
         if stale and (upstream.read_manifest() or {}).get("status") == "done":
-            raise FileNotFoundError(
+            raise StageInputError(
                 f"stage '{stage}' in {run_dir} is stale: {', '.join(stale)} changed after it "
                 f"finished: re-run `mmrlhf {stage} run_dir={run_dir}` first"
             )
-        raise FileNotFoundError(
+        raise StageInputError(
             f"stage '{stage}' has not finished in {run_dir}: run `mmrlhf {stage} "
             f"run_dir={run_dir}` first"
         )

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from mmrlhf_ray.groups import QueryGroup, group_pairs, split_groups
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.stage import StageDir, StageInputError
 
 # Policy checkpoints a run may hold, most trained first.
 POLICY_CANDIDATES = (("sft", "policy"), ("build-models", "policy"))
@@ -25,7 +25,7 @@ def resolve_pairs_stage(run_dir: str, pairs_stage: str, allowed: tuple[str, ...]
         stage = StageDir(run_dir, name)
         if stage.is_done():
             return stage
-    raise FileNotFoundError(
+    raise StageInputError(
         f"no finished pair table in {run_dir} (looked for {', '.join(names)}): run "
         f"`mmrlhf pairs run_dir={run_dir}` (and `mmrlhf score` for reward margins) first")
 
@@ -34,13 +34,13 @@ def resolve_policy(run_dir: str, policy: str) -> str:
     """``policy`` if given, else the run's SFT policy, else the built tiny policy."""
     if policy:
         if not os.path.isdir(policy):
-            raise FileNotFoundError(f"policy: {policy} is not a directory")
+            raise StageInputError(f"policy: {policy} is not a directory")
         return policy
     for stage, sub in POLICY_CANDIDATES:
         path = StageDir(run_dir, stage).path(sub)
         if os.path.isfile(os.path.join(path, "config.json")):
             return path
-    raise FileNotFoundError(
+    raise StageInputError(
         f"no policy in {run_dir} (looked in sft/policy, build-models/policy): run "
         f"`mmrlhf sft run_dir={run_dir}` or pass policy=<HF dir>")
 
