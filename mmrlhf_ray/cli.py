@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mmrlhf_ray import signals
+from mmrlhf_ray import console, signals
 from mmrlhf_ray.config import ConfigError, config_to_dict, load_config
 from mmrlhf_ray.stage import StageInputError
 
@@ -140,6 +140,8 @@ def parse_stage_args(
             raise
         fail(parser.prog, f"{exc}; `{parser.prog} --help` lists the keys")
     absolute_local_paths(cfg)
+    if isinstance(getattr(cfg, "run_dir", None), str):
+        console.route(cfg.run_dir, stage)  # quiet console: worker logs to <stage>/logs/
     if args.print_config:
         import yaml
 
@@ -173,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO_ROOT))
     if "--debug" in rest:
         os.environ[DEBUG_ENV] = "1"
+    if "--verbose" in rest:
+        os.environ[VERBOSE_ENV] = "1"
+    if not os.environ.get(VERBOSE_ENV):
+        console.enable()
     with signals.handled():
         try:
             module = importlib.import_module(job_module(stage))
