@@ -25,7 +25,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}}
+    env = {
+        "env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+        # every worker drops the warnings known to be harmless (mmrlhf_ray/console.py)
+        "worker_process_setup_hook": "mmrlhf_ray.console.quiet_known_warnings",
+    }
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
         signals.reassert()  # ray.init sets its own SIGTERM handler (sys.exit(15))

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mmrlhf_ray import signals
+from mmrlhf_ray import console, signals
 from mmrlhf_ray.config import ConfigError, absolute_local_paths, config_to_dict, load_config
 from mmrlhf_ray.stage import StageInputError
 from mmrlhf_ray.stages import BY_NAME, STAGES
@@ -128,6 +128,8 @@ def parse_stage_args(
             raise
         fail(parser.prog, f"{exc}; `{parser.prog} --help` lists the keys")
     absolute_local_paths(cfg)
+    if isinstance(getattr(cfg, "run_dir", None), str):
+        console.route(cfg.run_dir, stage)  # quiet console: worker logs to <stage>/logs/
     if args.print_config:
         import yaml
 
@@ -157,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO_ROOT))
     if "--debug" in rest:
         os.environ[DEBUG_ENV] = "1"
+    if "--verbose" in rest:
+        os.environ[VERBOSE_ENV] = "1"
+    if not os.environ.get(VERBOSE_ENV):
+        console.enable()
     with signals.handled():
         try:
             result: Any = BY_NAME[stage].job().main(rest)
