@@ -22,6 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mmrlhf_ray.models.families import family_of_processor
+
 IGNORE_INDEX = -100
 VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 # Per-token keys and their padding value (mm_token_type_ids: 0 text, 1 image, 2 video).
@@ -64,12 +66,9 @@ def encode_prompt(
         question, n_images=0 if video else len(media), video=video and bool(media)
     )
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
-    if media and video:
-        kwargs["videos"] = [media]
-    elif media:
-        kwargs["images"] = media
-    return dict(processor(**kwargs))
+    family = family_of_processor(processor)
+    media_kw = family.processor_media(frames=media) if video else family.processor_media(media)
+    return dict(processor(text=[text], return_tensors="pt", **media_kw))
 
 
 def end_of_turn(processor) -> str:

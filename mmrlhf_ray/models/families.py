@@ -88,6 +88,7 @@ class Family:
     video_as_images: bool = False  # the processor turns a video's frames into pixel_values
     nested_videos: bool = False  # processor wants videos=[[frames]] (SmolVLM)
     extra_params: tuple[str, ...] = ()  # projector-side parameters outside both modules
+    processors: tuple[str, ...] = ()  # processor class names of the family
 
     # ---- where things live -------------------------------------------------------------
     def vision_modules(self, model: nn.Module) -> list[nn.Module]:
@@ -180,12 +181,14 @@ class Family:
         types = inputs.get("mm_token_type_ids")
         if types is None:
             types = torch.zeros_like(ids)
+        extra = {k: inputs[k] for k in ("second_per_grid_ts",) if inputs.get(k) is not None}
         positions, _ = _base(model).get_rope_index(
             ids,
             mm_token_type_ids=types,
             image_grid_thw=inputs.get("image_grid_thw"),
             video_grid_thw=inputs.get("video_grid_thw"),
             attention_mask=inputs.get("attention_mask"),
+            **extra,
         )
         return positions
 
@@ -196,14 +199,14 @@ QWEN_COMMON = dict(
     llm="language_model",
     image_keys=("pixel_values", "image_grid_thw"),
     video_keys=("pixel_values_videos", "video_grid_thw"),
-    row_keys=("image_grid_thw", "video_grid_thw"),
+    row_keys=("image_grid_thw", "video_grid_thw", "second_per_grid_ts"),
     mrope=True,
 )
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("qwen2-vl", ("qwen2_vl",), **QWEN_COMMON),
-        Family("qwen2.5-vl", ("qwen2_5_vl",), **QWEN_COMMON),
+        Family("qwen2-vl", ("qwen2_vl",), processors=("Qwen2VLProcessor",), **QWEN_COMMON),
+        Family("qwen2.5-vl", ("qwen2_5_vl",), processors=("Qwen2_5_VLProcessor",), **QWEN_COMMON),
         Family(
             "llava-onevision",
             ("llava_onevision",),
@@ -213,6 +216,7 @@ FAMILIES: dict[str, Family] = {
             image_keys=("pixel_values", "image_sizes", "batch_num_images"),
             video_keys=("pixel_values_videos",),
             extra_params=("image_newline",),
+            processors=("LlavaOnevisionProcessor",),
         ),
         Family(
             "internvl",
@@ -222,6 +226,7 @@ FAMILIES: dict[str, Family] = {
             llm="language_model",
             image_keys=("pixel_values",),
             video_as_images=True,
+            processors=("InternVLProcessor",),
         ),
         Family(
             "smolvlm",
@@ -232,6 +237,7 @@ FAMILIES: dict[str, Family] = {
             image_keys=("pixel_values", "pixel_attention_mask"),
             video_as_images=True,
             nested_videos=True,
+            processors=("SmolVLMProcessor", "Idefics3Processor"),
         ),
     )
 }
@@ -261,6 +267,15 @@ def family_of_model_type(model_type: str, where: str = "model") -> Family:
 def family_of(model: nn.Module) -> Family:
     """The family of a loaded model (through DeepSpeed / reward-model wrappers)."""
     return family_of_model_type(unwrap(model).config.model_type, type(unwrap(model)).__name__)
+
+
+def family_of_processor(processor: Any) -> Family:
+    """The family whose processor class ``processor`` is (default family otherwise)."""
+    name = type(processor).__name__
+    for fam in FAMILIES.values():
+        if name in fam.processors:
+            return fam
+    return FAMILIES[DEFAULT_FAMILY]
 
 
 def family_of_dir(path: str | Path) -> Family:
