@@ -108,11 +108,16 @@ class Family:
 
     # ---- inputs --------------------------------------------------------------------------
     def processor_media(
-        self, images: Sequence | None = None, frames: Sequence | None = None
+        self,
+        images: Sequence | None = None,
+        frames: Sequence | None = None,
+        videos: Sequence[Sequence] | None = None,
     ) -> dict[str, Any]:
-        """Keyword arguments of ``processor(text=..., **kw)`` for images or one video."""
-        if frames:
-            return {"videos": [[list(frames)]] if self.nested_videos else [list(frames)]}
+        """Keyword arguments of ``processor(text=..., **kw)``: ``images`` (one list for the
+        batch), one video's ``frames``, or ``videos`` (a list of frame lists, one per text)."""
+        videos = [list(frames)] if frames else [list(v) for v in videos or []]
+        if videos:
+            return {"videos": [[v] for v in videos] if self.nested_videos else videos}
         return {"images": list(images)} if images else {}
 
     def media_inputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
