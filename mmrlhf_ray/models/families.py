@@ -89,6 +89,8 @@ class Family:
     nested_videos: bool = False  # processor wants videos=[[frames]] (SmolVLM)
     extra_params: tuple[str, ...] = ()  # projector-side parameters outside both modules
     processors: tuple[str, ...] = ()  # processor class names of the family
+    vllm_video: bool = True  # vLLM (0.32) takes this family's videos
+    vllm_video_metadata: bool = False  # ... only as (frames, metadata) (Qwen2.5-VL)
 
     # ---- where things live -------------------------------------------------------------
     def vision_modules(self, model: nn.Module) -> list[nn.Module]:
@@ -119,6 +121,27 @@ class Family:
         if videos:
             return {"videos": [[v] for v in videos] if self.nested_videos else videos}
         return {"images": list(images)} if images else {}
+
+    def vllm_video_input(self, frames: Sequence) -> Any:
+        """One video for vLLM's ``multi_modal_data["video"]``: a ``(T, H, W, 3)`` array, or
+        with its metadata where the family's vLLM processor requires it."""
+        import numpy as np
+
+        array = np.stack([np.asarray(f) for f in frames])
+        if not self.vllm_video_metadata:
+            return array
+        t, h, w = array.shape[:3]
+        meta = {
+            "total_num_frames": t,
+            "fps": 1.0,
+            "duration": float(t),
+            "width": w,
+            "height": h,
+            "frames_indices": list(range(t)),
+            "video_backend": "pil",
+            "do_sample_frames": False,
+        }
+        return array, meta
 
     def media_inputs(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The processor outputs that are media (pixels, grids, sizes), not text."""
@@ -211,7 +234,13 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family("qwen2-vl", ("qwen2_vl",), processors=("Qwen2VLProcessor",), **QWEN_COMMON),
-        Family("qwen2.5-vl", ("qwen2_5_vl",), processors=("Qwen2_5_VLProcessor",), **QWEN_COMMON),
+        Family(
+            "qwen2.5-vl",
+            ("qwen2_5_vl",),
+            processors=("Qwen2_5_VLProcessor",),
+            vllm_video_metadata=True,
+            **QWEN_COMMON,
+        ),
         Family(
             "llava-onevision",
             ("llava_onevision",),
@@ -243,6 +272,7 @@ FAMILIES: dict[str, Family] = {
             video_as_images=True,
             nested_videos=True,
             processors=("SmolVLMProcessor", "Idefics3Processor"),
+            vllm_video=False,
         ),
     )
 }
