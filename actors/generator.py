@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from mmrlhf_ray.generation import (
     stable_seed,
 )
 from mmrlhf_ray.media import MediaError
+from mmrlhf_ray.models.families import Family, family_of_dir
 from mmrlhf_ray.prompts import render_chat
 from mmrlhf_ray.schemas import validate_row
 from mmrlhf_ray.signals import interrupt_point
@@ -76,6 +78,11 @@ def is_multimodal(path: str) -> bool:
     return "vision_config" in config
 
 
+def model_family(path: str) -> Family | None:
+    """The family of a vision-language checkpoint (None for a text-only model)."""
+    return family_of_dir(path) if is_multimodal(path) else None
+
+
 def load_templater(path: str) -> Any:
     """The processor when it carries a chat template (VLMs), else the tokenizer."""
     from transformers import AutoProcessor, AutoTokenizer
@@ -97,6 +104,8 @@ class VllmBackend:
 
         self.spec = spec
         self.multimodal = is_multimodal(spec.path)
+        self.family = model_family(spec.path)
+        self._fallback: HFBackend | None = None
         kwargs: dict[str, Any] = dict(
             model=spec.path,
             tensor_parallel_size=spec.tensor_parallel_size,
@@ -104,18 +113,41 @@ class VllmBackend:
             max_model_len=spec.max_model_len,
             dtype=spec.dtype,
             trust_remote_code=False,
+            enforce_eager=spec.enforce_eager,
         )
         if spec.num_gpus > 0:
             kwargs["gpu_memory_utilization"] = spec.gpu_memory_utilization
         if spec.tensor_parallel_size > 1:
             kwargs["distributed_executor_backend"] = "ray"
-        if self.multimodal:
-            kwargs["limit_mm_per_prompt"] = {"image": 4, "video": 1}
+        if self.family is not None:
+            videos = 1 if self.family.vllm_video else 0
+            kwargs["limit_mm_per_prompt"] = {"image": 4, "video": videos}
         self.llm = LLM(**kwargs)
         self.templater = load_templater(spec.path)
 
     def generate(self, requests: list[GenRequest], greedy: bool = False) -> list[list[Sample]]:
-        import numpy as np
+        """vLLM for every request it can take; video of a family vLLM cannot take video
+        for (SmolVLM) goes through transformers, said once in the log."""
+        fallback = [i for i, r in enumerate(requests) if r.video and self.family is not None
+                    and not self.family.vllm_video]
+        if not fallback:
+            return self._generate(requests, greedy)
+        if self._fallback is None:
+            print(f"generate: vLLM takes no video for {self.family.name}: its video prompts "
+                  f"go through transformers ({self.spec.path})", file=sys.stderr)
+            self._fallback = HFBackend(self.spec)
+        rest = [i for i in range(len(requests)) if i not in set(fallback)]
+        out: list[list[Sample]] = [[] for _ in requests]
+        for idx, samples in zip(fallback, self._fallback.generate(
+                [requests[i] for i in fallback], greedy), strict=True):
+            out[idx] = samples
+        if rest:
+            for idx, samples in zip(rest, self._generate([requests[i] for i in rest], greedy),
+                                    strict=True):
+                out[idx] = samples
+        return out
+
+    def _generate(self, requests: list[GenRequest], greedy: bool) -> list[list[Sample]]:
         from vllm import SamplingParams
 
         s = self.spec
@@ -127,7 +159,7 @@ class VllmBackend:
             if r.images:
                 mm["image"] = r.images if len(r.images) > 1 else r.images[0]
             if r.video:
-                mm["video"] = np.stack([np.asarray(f) for f in r.video])
+                mm["video"] = self.family.vllm_video_input(r.video)
             if mm:
                 item["multi_modal_data"] = mm
             inputs.append(item)
@@ -164,6 +196,19 @@ class VllmBackend:
         )
 
 
+def _modality_runs(requests: list[GenRequest]) -> list[list[GenRequest]]:
+    """Consecutive requests of one modality (video / image / text), order kept."""
+    runs: list[list[GenRequest]] = []
+    last = None
+    for r in requests:
+        kind = "video" if r.video else "image" if r.images else "text"
+        if kind != last:
+            runs.append([])
+            last = kind
+        runs[-1].append(r)
+    return runs
+
+
 class HFBackend:
     """transformers ``generate``: the fallback where vLLM is absent."""
 
@@ -191,13 +236,8 @@ class HFBackend:
         if self.multimodal:
             images = [img for r in group for img in r.images]
             videos = [r.video for r in group if r.video]
-            return self.templater(
-                text=prompts,
-                images=images or None,
-                videos=videos or None,
-                padding=True,
-                return_tensors="pt",
-            )
+            media = model_family(self.spec.path).processor_media(images=images, videos=videos)
+            return self.templater(text=prompts, padding=True, return_tensors="pt", **media)
         return self.tokenizer(prompts, padding=True, return_tensors="pt")
 
     def generate(self, requests: list[GenRequest], greedy: bool = False) -> list[list[Sample]]:
@@ -208,8 +248,9 @@ class HFBackend:
         """
         size = max(1, self.spec.hf_batch_size)
         results: list[list[Sample]] = []
-        for start in range(0, len(requests), size):
-            results += self._generate_group(requests[start : start + size], greedy)
+        for run in _modality_runs(requests):  # one modality per batch (M-RoPE generate)
+            for start in range(0, len(run), size):
+                results += self._generate_group(run[start : start + size], greedy)
         return results
 
     def _generate_group(self, group: list[GenRequest], greedy: bool) -> list[list[Sample]]:

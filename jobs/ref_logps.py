@@ -27,6 +27,7 @@ from mmrlhf_ray.dpo.config import RefLogpsConfig
 from mmrlhf_ray.dpo.io import read_pair_rows, resolve_pairs_stage, resolve_policy
 from mmrlhf_ray.dpo.reference import fill_pairs
 from mmrlhf_ray.groups import group_pairs
+from mmrlhf_ray.models.settings import EncodingSettings
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir, begin_stage
 
@@ -84,6 +85,7 @@ def run(cfg: RefLogpsConfig) -> dict:
     """The stage: reference log-prob of every distinct response, part by part."""
     src = resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, ("score", "pairs"))
     policy = resolve_policy(cfg.run_dir, cfg.policy)
+    encoding = EncodingSettings.of(policy, cfg.max_response_tokens, cfg.max_frames)
     out, done = begin_stage(cfg, "ref-logps", inputs=[src], other_inputs={"policy": policy})
     if done:
         return out.read_manifest()
@@ -101,7 +103,8 @@ def run(cfg: RefLogpsConfig) -> dict:
     rows_out, rows_q = out.count_rows(), out.count_rows(quarantine=True)
     responses = sum(len(g.response_ids) for g in groups)
     manifest = out.finish(len(rows), rows_out, rows_q, policy=policy, pairs_from=src.stage,
-               queries=len(groups), responses=responses)
+               queries=len(groups), responses=responses,
+               encoding=encoding.to_dict())
     print(f"ref-logps: {responses} responses of {len(groups)} queries scored once each "
           f"({len(rows)} pairs: {rows_out} out, {rows_q} quarantined) -> {out.data_dir}")
     return manifest

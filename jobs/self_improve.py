@@ -26,6 +26,7 @@ from mmrlhf_ray.self_improve import (
     SelfImproveConfig,
     candidate_pairs,
     orient_by_reward,
+    round_configs,
     round_queries,
 )
 from mmrlhf_ray.stage import StageDir, begin_stage, require_done
@@ -79,10 +80,9 @@ def score_round(cfg: SelfImproveConfig, round_dir: str) -> StageDir:
 
 
 def train_round(cfg: SelfImproveConfig, round_dir: str, policy: str) -> str:
-    ref, dpo = get_stage("ref-logps"), get_stage("train-dpo")
-    ref.run(ref.config(cfg.ref_logps_overrides, run_dir=round_dir, policy=policy,
-                       pairs_stage="score"))
-    return dpo.run(dpo.config(cfg.dpo_overrides, run_dir=round_dir, policy=policy))["policy"]
+    ref_cfg, dpo_cfg = round_configs(cfg, round_dir, policy)
+    get_stage("ref-logps").run(ref_cfg)
+    return get_stage("train-dpo").run(dpo_cfg)["policy"]
 
 
 def evaluate_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) -> dict:

@@ -33,6 +33,7 @@ from mmrlhf_ray.dpo.io import (
 )
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query, query_modality
 from mmrlhf_ray.groups import count_pairs, group_pairs, split_groups
+from mmrlhf_ray.models.settings import EncodingMismatch, EncodingSettings, require_same_encoding
 from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
 
 
@@ -49,6 +50,17 @@ def choose_input(cfg: DpoConfig) -> tuple[StageDir, bool]:
     print("train-dpo: WARNING no precomputed reference log-probs (ref-logps not finished): "
           "falling back to an ONLINE reference model (2 models per worker, slower)")
     return resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, ("score", "pairs")), True
+
+
+def check_encoding(cfg: DpoConfig, src: StageDir, policy: str, online: bool) -> None:
+    """Refuse to train on reference log-probs taken over other inputs than training's."""
+    if online or src.stage != "ref-logps":
+        return
+    mine = EncodingSettings.of(policy, cfg.max_response_tokens, cfg.max_frames)
+    try:
+        require_same_encoding(mine, (src.read_manifest() or {}).get("encoding"))
+    except EncodingMismatch as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
@@ -100,6 +112,7 @@ def run(cfg: DpoConfig) -> dict:
     """The stage: MM-DPO (or a baseline loss) on the pairs, then held-out metrics."""
     src, online = choose_input(cfg)
     policy = resolve_policy(cfg.run_dir, cfg.policy)
+    check_encoding(cfg, src, policy, online)
     out, done = begin_stage(cfg, "train-dpo", inputs=[src], other_inputs={"policy": policy})
     if done:
         return out.read_manifest()

@@ -59,6 +59,7 @@ class ModelSpec:
     max_side: int = 448  # images larger than this are downscaled before the processor
     gpu_memory_utilization: float = 0.9  # vLLM on GPU
     hf_batch_size: int = 8  # transformers backend: prompts per generate call
+    enforce_eager: bool = False  # vLLM without compilation / graphs (quick CPU test loads)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

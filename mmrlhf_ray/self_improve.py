@@ -40,6 +40,7 @@ class SelfImproveConfig:
     seed: int = field(default=0, metadata={"help": "query sampling seed (rounds differ)"})
     service_url: str = field(default="", metadata={"help": "reward service URL ('' = serve-reward's manifest)"})
     token_env: str = field(default="", metadata={"help": "env var with the service's bearer token ('' = none)"})
+    profile: str = field(default="", metadata={"help": "config suffix of each round's ref-logps and train-dpo: '' or '.gpu'"})
     dpo_overrides: list[str] = field(default_factory=list, metadata={"help": "extra train-dpo key=value"})
     ref_logps_overrides: list[str] = field(default_factory=list, metadata={"help": "extra ref-logps key=value"})
     evaluate: bool = field(default=True, metadata={"help": "toy benchmark after each round"})
@@ -50,6 +51,24 @@ class SelfImproveConfig:
             raise ValueError(f"pair_mode: {self.pair_mode!r} is not one of {PAIR_MODES}")
         if self.rounds < 1 or self.n < 2:
             raise ValueError("rounds must be >= 1 and n >= 2 (pairs need two responses)")
+
+
+def round_configs(cfg: SelfImproveConfig, round_dir: str, policy: str) -> tuple[Any, Any]:
+    """(ref-logps config, train-dpo config) of one round, from the ``profile``'s shipped
+    YAMLs plus the overrides.
+
+    ref-logps gets train-dpo's encoding (``max_response_tokens``, ``max_frames``) last,
+    so reference log-probs are always taken over the inputs training will see.
+    """
+    from mmrlhf_ray.stages import get_stage
+
+    common = {"run_dir": round_dir, "policy": policy}
+    dpo = get_stage("train-dpo").config(cfg.dpo_overrides, cfg.profile, **common)
+    same = [f"{key}={getattr(dpo, key)}" for key in ("max_response_tokens", "max_frames")]
+    ref = get_stage("ref-logps").config(
+        [*cfg.ref_logps_overrides, *same], cfg.profile, pairs_stage="score", **common
+    )
+    return ref, dpo
 
 
 def candidate_pairs(generated: list[dict[str, Any]], queries: dict[str, dict[str, Any]]) -> list[dict]:

@@ -47,3 +47,33 @@ def test_the_gpu_pipeline_needs_no_skipped_stage():
     assert configs["serve-reward"].token_env and configs["serve-reward"].host == "127.0.0.1"
     assert all(getattr(c, "run_dir", "/mnt/shared/runs/test") == "/mnt/shared/runs/test"
                for c in configs.values())
+
+
+ENCODING = ("max_response_tokens", "max_frames")
+
+
+def test_one_encoding_across_ref_logps_train_dpo_and_self_improve():
+    """Reference log-probs are taken over the inputs training sees, in the GPU pipeline
+    and in every GPU self-improvement round (which must not fall back to CPU settings)."""
+    from mmrlhf_ray.self_improve import round_configs
+
+    ref, dpo = stage_config("ref-logps"), stage_config("train-dpo")
+    assert {k: getattr(ref, k) for k in ENCODING} == {k: getattr(dpo, k) for k in ENCODING}
+    si = stage_config("self-improve")
+    round_ref, round_dpo = round_configs(si, "/mnt/shared/runs/test/r1", "/p")
+    assert {k: getattr(round_ref, k) for k in ENCODING} == {k: getattr(dpo, k) for k in ENCODING}
+    assert {k: getattr(round_dpo, k) for k in ENCODING} == {k: getattr(dpo, k) for k in ENCODING}
+    assert round_ref.use_gpu and round_ref.bf16 and round_ref.policy == "/p"
+    assert round_ref.pairs_stage == "score" and round_dpo.train.use_gpu
+
+
+def test_self_improve_hands_train_dpo_encoding_to_ref_logps():
+    from mmrlhf_ray.self_improve import SelfImproveConfig, round_configs
+
+    cfg = SelfImproveConfig(ref_logps_overrides=["max_frames=2", "max_response_tokens=7"],
+                            dpo_overrides=["max_frames=6", "max_response_tokens=64"])
+    ref, dpo = round_configs(cfg, "/r", "/p")
+    assert (ref.max_frames, ref.max_response_tokens) == (6, 64) == (dpo.max_frames,
+                                                                   dpo.max_response_tokens)
+    assert (ref.run_dir, ref.policy, ref.pairs_stage) == ("/r", "/p", "score")
+    assert (dpo.run_dir, dpo.policy) == ("/r", "/p")
