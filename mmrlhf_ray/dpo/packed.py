@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 import torch
 
 from mmrlhf_ray.dpo.batching import MODALITIES, EncodedQuery, GroupedBatch, collate_groups
+from mmrlhf_ray.dpo.config import FORWARD_KINDS
 from mmrlhf_ray.models.encoding import IGNORE_INDEX
 from mmrlhf_ray.models.packing import PackedQuery, PackedRows, item_logps, pack_queries
-
-FORWARD_KINDS = ("packed", "grouped")
 
 
 @dataclass

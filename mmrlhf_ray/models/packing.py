@@ -252,17 +252,24 @@ def _encoder_outputs(
 
 
 def packed_hidden(model, rows: PackedRows, frozen_vision: bool = True) -> torch.Tensor:
-    """Final hidden states ``(B, L, H)`` of the packed rows (one LLM forward)."""
+    """Final hidden states ``(B, L, H)`` of the packed rows (one LLM forward).
+
+    Under autograd the call goes through ``model`` itself (a DeepSpeed engine runs its
+    hooks) with an empty ``logits_to_keep``, reading the last hidden states; without
+    autograd the base model is called and no per-layer states are kept.
+    """
     base, _ = language_parts(model)
-    dtype = next(base.parameters()).dtype
-    out = base(
+    kwargs = dict(
         input_ids=rows.input_ids,
-        attention_mask=block_mask(rows, dtype),
+        attention_mask=block_mask(rows, next(base.parameters()).dtype),
         position_ids=packed_positions(model, rows),
         mm_encoder_outputs=_encoder_outputs(model, rows, frozen_vision) or None,
         use_cache=False,
     )
-    return out.last_hidden_state
+    if not torch.is_grad_enabled():
+        return base(**kwargs).last_hidden_state
+    none = torch.zeros(0, dtype=torch.long, device=rows.input_ids.device)
+    return model(**kwargs, logits_to_keep=none, output_hidden_states=True).hidden_states[-1]
 
 
 def _chunk_logps(lm_head, h: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -280,8 +287,9 @@ def chunked_token_logps(
     so its logits are recomputed in backward instead of kept: peak logits memory is one
     chunk in both passes.
     """
-    vocab = lm_head.weight.shape[0] if getattr(lm_head, "weight", None) is not None else 32768
-    vocab = vocab or 32768  # ZeRO-3 partitions report an empty weight
+    weight = getattr(lm_head, "weight", None)
+    shape = getattr(weight, "ds_shape", None) or getattr(weight, "shape", None)  # ZeRO-3
+    vocab = int(shape[0]) if shape and int(shape[0]) else 32768
     chunk = chunk or max(16, LOGITS_BUDGET // (4 * vocab))
     grad = torch.is_grad_enabled() and hidden.requires_grad
     parts = []
