@@ -303,7 +303,7 @@ def main() -> None:
         "tokens per query (prompt + K x response) | LLM positions TRL / grouped / packed | "
         "LM-head positions TRL / grouped / packed |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for shape in shapes:
         print(_row(shape, results[shape]))
     if "reward" in results:
