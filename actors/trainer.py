@@ -28,8 +28,8 @@ possible: the vision tower must run the same number of times on every rank, or t
 ZeRO-3 parameter all-gathers of the ranks disagree and the run hangs.
 
 What each worker does (``_train_loop``):
-1. builds the model, freezes the vision tower (``model.visual``) when asked, the
-   projector (``visual.merger``) trains unless ``freeze_projector``;
+1. builds the model, freezes the family's vision tower when asked, the projector
+   trains unless ``freeze_projector`` (``mmrlhf_ray.training.freeze``);
 2. ``deepspeed.initialize`` with a torch ``AdamW`` (``zero_allow_untested_optimizer``),
    ZeRO-2 or ZeRO-3, fp32 on CPU / bf16 on GPU, gradient accumulation by DeepSpeed;
 3. resumes from ``ray.train.get_checkpoint()`` (step, model, optimizer, metrics CSV);
@@ -80,10 +80,10 @@ DS_TAG = "state"
 
 
 def default_build_model(path: str) -> torch.nn.Module:
-    """The policy in fp32 (DeepSpeed casts to bf16 on GPU)."""
-    from transformers import Qwen2VLForConditionalGeneration
+    """The policy (any supported family) in fp32 (DeepSpeed casts to bf16 on GPU)."""
+    from mmrlhf_ray.models.families import load_model
 
-    return Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+    return load_model(path, dtype=torch.float32)[0].train()
 
 
 def default_save_model(module: torch.nn.Module, state_dict: dict, out_dir: str) -> None:

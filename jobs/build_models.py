@@ -1,12 +1,14 @@
-"""Build the tiny offline models: a byte-level BPE tokenizer and a random Qwen2-VL policy.
+"""Build the tiny offline models: a byte-level BPE tokenizer and a random policy of a family.
 
 No model hub is reachable, so the toy pipeline trains a BPE tokenizer on the shapes
 world's text (``mmrlhf_ray.toyworld.corpus_texts``) and writes a randomly initialised
-tiny ``Qwen2VLForConditionalGeneration`` + processor in the Hugging Face layout under
+tiny policy of ``family`` (qwen2-vl by default; qwen2.5-vl, llava-onevision, internvl,
+smolvlm) + its processor in the Hugging Face layout under
 ``<run_dir>/build-models/{tokenizer,policy}``. Real runs skip this stage and point the
 later stages at real checkpoints by path (``policy_path=...``).
 
     mmrlhf build-models run_dir=runs/demo
+    mmrlhf build-models run_dir=runs/llava family=llava-onevision
     ray job submit --working-dir . -- python jobs/build_models.py run_dir=runs/demo
 """
 
@@ -32,13 +34,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out.begin(config_to_dict(cfg))
     from mmrlhf_ray.models.policy import build_tiny_policy
-    from mmrlhf_ray.models.tokenizer import build_tokenizer, default_texts
+    from mmrlhf_ray.models.tiny import build_family_tokenizer
+    from mmrlhf_ray.models.tokenizer import default_texts
 
     start = time.time()
     texts = default_texts(cfg.corpus_size, cfg.seed)
     tok_dir, pol_dir = out.local_path("tokenizer"), out.local_path("policy")
-    tokenizer = build_tokenizer(texts, tok_dir, vocab_size=cfg.vocab_size)
-    build_tiny_policy(pol_dir, tok_dir, seed=cfg.seed, spec=cfg.policy)
+    tokenizer = build_family_tokenizer(cfg.family, texts, tok_dir, vocab_size=cfg.vocab_size)
+    build_tiny_policy(pol_dir, tok_dir, seed=cfg.seed, spec=cfg.policy, family=cfg.family)
     n_params = _count_params(pol_dir)
     manifest = out.finish(
         len(texts),
@@ -46,12 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         0,
         tokenizer=tok_dir,
         policy=pol_dir,
+        family=cfg.family,
         vocab_size=len(tokenizer),
         policy_parameters=n_params,
     )
     print(
         f"build-models: tokenizer ({len(tokenizer)} tokens, {len(texts)} texts) -> {tok_dir}; "
-        f"policy ({n_params / 1e6:.2f}M parameters) -> {pol_dir} "
+        f"{cfg.family} policy ({n_params / 1e6:.2f}M parameters) -> {pol_dir} "
         f"in {time.time() - start:.1f}s (manifest {out.manifest_path}, "
         f"wall {manifest.get('wall_seconds')}s)"
     )

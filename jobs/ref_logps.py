@@ -32,6 +32,7 @@ from mmrlhf_ray.dpo.config import RefLogpsConfig
 from mmrlhf_ray.dpo.groups import build_groups
 from mmrlhf_ray.dpo.io import read_pair_rows, resolve_pairs_stage, resolve_policy
 from mmrlhf_ray.dpo.reference import fill_pairs
+from mmrlhf_ray.models.settings import EncodingSettings
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
 
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
         return 0
     src = resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, ("score", "pairs"))
     policy = resolve_policy(cfg.run_dir, cfg.policy)
+    encoding = EncodingSettings.of(policy, cfg.max_response_tokens, cfg.max_frames)
     out.begin(config_to_dict(cfg), inputs={src.stage: src.fingerprint(), "policy": policy})
     rows = read_pair_rows(src)
     groups, bad = build_groups(rows, source=src.stage)
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
     rows_out, rows_q = out.count_rows(), out.count_rows(quarantine=True)
     responses = sum(len(g.response_ids) for g in groups)
     out.finish(len(rows), rows_out, rows_q, policy=policy, pairs_from=src.stage,
-               queries=len(groups), responses=responses)
+               queries=len(groups), responses=responses, encoding=encoding.to_dict())
     print(f"ref-logps: {responses} responses of {len(groups)} queries scored once each "
           f"({len(rows)} pairs: {rows_out} out, {rows_q} quarantined) -> {out.data_dir}")
     return 0

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmrlhf_ray.cli import parse_stage_args  # noqa: E402
 from mmrlhf_ray.config import config_to_dict  # noqa: E402
+from mmrlhf_ray.dpo.config import DpoConfig  # noqa: E402
 from mmrlhf_ray.generation import ModelSpec  # noqa: E402
 from mmrlhf_ray.schemas import to_table  # noqa: E402
 from mmrlhf_ray.self_improve import (  # noqa: E402
@@ -30,6 +31,7 @@ from mmrlhf_ray.self_improve import (  # noqa: E402
     candidate_pairs,
     orient_by_reward,
     round_queries,
+    round_stage_argv,
 )
 from mmrlhf_ray.stage import StageDir, require_done  # noqa: E402
 
@@ -86,10 +88,13 @@ def train_round(cfg: SelfImproveConfig, round_dir: str, policy: str) -> str:
     from jobs.ref_logps import main as ref_main
     from jobs.train_dpo import main as dpo_main
 
-    common = [f"run_dir={round_dir}", f"policy={policy}"]
-    if ref_main([*common, "pairs_stage=score", *cfg.ref_logps_overrides]):
+    _, dpo_argv = round_stage_argv(cfg, round_dir, policy, {})
+    dpo = parse_stage_args("train-dpo", DpoConfig, dpo_argv)
+    encoding = {"max_response_tokens": dpo.max_response_tokens, "max_frames": dpo.max_frames}
+    ref_argv, dpo_argv = round_stage_argv(cfg, round_dir, policy, encoding)
+    if ref_main(ref_argv):
         raise SystemExit("self-improve: ref-logps failed")
-    if dpo_main([*common, *cfg.dpo_overrides]):
+    if dpo_main(dpo_argv):
         raise SystemExit("self-improve: train-dpo failed")
     return StageDir(round_dir, "train-dpo").read_manifest()["policy"]
 

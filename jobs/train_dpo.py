@@ -37,6 +37,7 @@ from mmrlhf_ray.dpo.io import (
     resolve_policy,
 )
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query, query_modality
+from mmrlhf_ray.models.settings import EncodingMismatch, EncodingSettings, require_same_encoding
 from mmrlhf_ray.stage import StageDir
 
 
@@ -53,6 +54,17 @@ def choose_input(cfg: DpoConfig) -> tuple[StageDir, bool]:
     print("train-dpo: WARNING no precomputed reference log-probs (ref-logps not finished): "
           "falling back to an ONLINE reference model (2 models per worker, slower)")
     return resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, ("score", "pairs")), True
+
+
+def check_encoding(cfg: DpoConfig, src: StageDir, policy: str, online: bool) -> None:
+    """Refuse to train on reference log-probs taken over other inputs than training's."""
+    if online or src.stage != "ref-logps":
+        return
+    mine = EncodingSettings.of(policy, cfg.max_response_tokens, cfg.max_frames)
+    try:
+        require_same_encoding(mine, (src.read_manifest() or {}).get("encoding"))
+    except EncodingMismatch as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
@@ -109,6 +121,7 @@ def main(argv=None) -> int:
         return 0
     src, online = choose_input(cfg)
     policy = resolve_policy(cfg.run_dir, cfg.policy)
+    check_encoding(cfg, src, policy, online)
     out.begin(config_to_dict(cfg), inputs={src.stage: src.fingerprint(), "policy": policy})
     rows = read_pair_rows(src)
     need_margin, need_ref = cfg.loss.needs_margin, cfg.loss.needs_reference and not online

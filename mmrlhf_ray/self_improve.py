@@ -52,6 +52,33 @@ class SelfImproveConfig:
             raise ValueError("rounds must be >= 1 and n >= 2 (pairs need two responses)")
 
 
+def config_first(argv: list[str]) -> list[str]:
+    """``argv`` with its ``--config PATH`` moved to the front (overrides follow it)."""
+    out, rest, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == "--config" and i + 1 < len(argv):
+            out += argv[i:i + 2]
+            i += 2
+            continue
+        rest.append(argv[i])
+        i += 1
+    return out + rest
+
+
+def round_stage_argv(cfg: SelfImproveConfig, round_dir: str, policy: str,
+                     encoding: dict[str, int]) -> tuple[list[str], list[str]]:
+    """(ref-logps argv, train-dpo argv) of one round.
+
+    ``encoding`` is train-dpo's encoding (``max_response_tokens``, ``max_frames``, as
+    resolved from ``dpo_overrides``): ref-logps gets the same one, last, so reference
+    log-probs are always taken over the inputs training will see.
+    """
+    common = [f"run_dir={round_dir}", f"policy={policy}"]
+    same = [f"{k}={v}" for k, v in encoding.items()]
+    ref = config_first([*common, "pairs_stage=score", *cfg.ref_logps_overrides, *same])
+    return ref, config_first([*common, *cfg.dpo_overrides])
+
+
 def candidate_pairs(generated: list[dict[str, Any]], queries: dict[str, dict[str, Any]]) -> list[dict]:
     """Every unordered pair of distinct responses of a query, in PAIR_SCHEMA, unscored.
 

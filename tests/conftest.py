@@ -46,3 +46,25 @@ def tiny_models(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tiny_models")
     return build_all(str(out), seed=0)
+
+
+FAMILY_SPEC = dict(num_hidden_layers=2, num_key_value_heads=2, intermediate_size=256)
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory):
+    """``family_models(name)`` -> {"tokenizer", "policy"}: a tiny instance of each family
+    (text hidden 128 / 4 heads / 2 layers, vision hidden 64), built once per session."""
+    from mmrlhf_ray.models import build_all
+    from mmrlhf_ray.models.tiny import TinyPolicySpec
+
+    built: dict[str, dict[str, str]] = {}
+
+    def get(family: str) -> dict[str, str]:
+        if family not in built:
+            out = tmp_path_factory.mktemp(f"family_{family}")
+            built[family] = build_all(str(out), seed=0, vocab_size=800, family=family,
+                                      spec=TinyPolicySpec(**FAMILY_SPEC))
+        return built[family]
+
+    return get

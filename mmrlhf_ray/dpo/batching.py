@@ -3,8 +3,8 @@
 A batch is a set of queries. Query q's prompt (with its images) is processed once; each
 of its K_q unique responses becomes one row ``prompt + response`` (labels on the
 response only), and the pairs of the query index those rows. The vision inputs are kept
-once per query (not per row): ``forward.grouped_logps`` runs the vision tower once per
-query and hands the features to all of its rows.
+once per query (not per row, as the family's processor gave them): ``forward.grouped_logps``
+runs the vision tower once per query and hands the features to all of its rows.
 
     encoded = [encode_group(processor, g) for g in groups]
     batch = collate_groups(encoded, pad_token_id)
@@ -21,10 +21,7 @@ import torch.nn.functional as F
 from mmrlhf_ray.dpo.groups import QueryGroup
 from mmrlhf_ray.media import row_images
 from mmrlhf_ray.models.encoding import IGNORE_INDEX, encode_prompt, end_of_turn
-
-# (pixel key, grid key, modality name used by transformers' mm_encoder_outputs)
-MODALITIES = (("pixel_values", "image_grid_thw", "image"),
-              ("pixel_values_videos", "video_grid_thw", "video"))
+from mmrlhf_ray.models.families import TEXT_KEYS
 
 
 @dataclass
@@ -49,9 +46,9 @@ class GroupedBatch:
     rejected_idx: torch.Tensor  # (P,)
     margins: torch.Tensor  # (P,) reward margin delta (NaN when absent)
     ref_logps: torch.Tensor  # (R,) reference log-prob per row (NaN when absent)
-    vision: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    # vision[modality] = {"pixels": all queries' patches, "grid": (n_media, 3),
-    #                     "media_query": (n_media,) query index of each image/video}
+    query_media: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    # query_media[q]: query q's media tensors as its processor gave them (batch of 1:
+    # pixels, grids, sizes ...), {} for a text-only query
     pair_ids: list[str] = field(default_factory=list)
     query_ids: list[str] = field(default_factory=list)
 
@@ -70,9 +67,9 @@ class GroupedBatch:
     def to(self, device) -> GroupedBatch:
         """The batch with every tensor on ``device`` (index tensors included)."""
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v
-                 for k, v in self.__dict__.items() if k != "vision"}
-        vision = {m: {k: v.to(device) for k, v in s.items()} for m, s in self.vision.items()}
-        return GroupedBatch(**moved, vision=vision)
+                 for k, v in self.__dict__.items() if k != "query_media"}
+        media = [{k: v.to(device) for k, v in m.items()} for m in self.query_media]
+        return GroupedBatch(**moved, query_media=media)
 
 
 def is_video(media: dict) -> bool:
@@ -124,7 +121,7 @@ def collate_groups(encoded: list[EncodedQuery], pad_token_id: int) -> GroupedBat
         raise ValueError("collate_groups: no queries")
     ids, labels, types, row_query, ref = [], [], [], [], []
     chosen, rejected, margins, pair_ids = [], [], [], []
-    vision: dict[str, dict[str, list]] = {}
+    media = []
     for q, eq in enumerate(encoded):
         offset = len(ids)
         for i, (r_ids, r_labels, r_types) in enumerate(_rows_of(eq)):
@@ -136,12 +133,8 @@ def collate_groups(encoded: list[EncodedQuery], pad_token_id: int) -> GroupedBat
             chosen.append(offset + p.chosen), rejected.append(offset + p.rejected)
             margins.append(float("nan") if p.margin is None else p.margin)
             pair_ids.append(p.pair_id)
-        for pix_key, grid_key, name in MODALITIES:
-            if eq.prompt.get(pix_key) is not None:
-                slot = vision.setdefault(name, {"pixels": [], "grid": [], "media_query": []})
-                slot["pixels"].append(eq.prompt[pix_key])
-                slot["grid"].append(eq.prompt[grid_key])
-                slot["media_query"] += [q] * int(eq.prompt[grid_key].shape[0])
+        media.append({k: v for k, v in eq.prompt.items()
+                      if k not in TEXT_KEYS and isinstance(v, torch.Tensor)})
     length = max(s.numel() for s in ids)
     return GroupedBatch(
         input_ids=_pad(ids, length, pad_token_id),
@@ -153,9 +146,7 @@ def collate_groups(encoded: list[EncodedQuery], pad_token_id: int) -> GroupedBat
         rejected_idx=torch.tensor(rejected, dtype=torch.long),
         margins=torch.tensor(margins, dtype=torch.float32),
         ref_logps=torch.tensor(ref, dtype=torch.float32),
-        vision={name: {"pixels": torch.cat(s["pixels"]), "grid": torch.cat(s["grid"]),
-                       "media_query": torch.tensor(s["media_query"])}
-                for name, s in vision.items()},
+        query_media=media,
         pair_ids=pair_ids,
         query_ids=[eq.group.query_id for eq in encoded],
     )

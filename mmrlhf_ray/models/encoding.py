@@ -22,8 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mmrlhf_ray.models.families import family_of_processor
+
 IGNORE_INDEX = -100
-VISION_KEYS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw")
 # Per-token keys and their padding value (mm_token_type_ids: 0 text, 1 image, 2 video).
 SEQUENCE_KEYS = (
     ("input_ids", 0),
@@ -36,7 +37,7 @@ SEQUENCE_KEYS = (
 def chat_messages(
     question: str, n_images: int = 1, video: bool = False, response: str | None = None
 ) -> list[dict[str, Any]]:
-    """Qwen2-VL chat messages: the media parts first, then the question text.
+    """Chat messages: the media parts first, then the question text.
 
     ``video=True`` adds one video part (its frames are passed to the processor as one
     video); otherwise ``n_images`` image parts. ``response`` adds an assistant turn.
@@ -64,12 +65,9 @@ def encode_prompt(
         question, n_images=0 if video else len(media), video=video and bool(media)
     )
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
-    if media and video:
-        kwargs["videos"] = [media]
-    elif media:
-        kwargs["images"] = media
-    return dict(processor(**kwargs))
+    family = family_of_processor(processor)
+    media_kw = family.processor_media(frames=media) if video else family.processor_media(media)
+    return dict(processor(text=[text], return_tensors="pt", **media_kw))
 
 
 def end_of_turn(processor) -> str:
@@ -89,7 +87,7 @@ def encode_prompt_response(
     """Tensors (batch of 1) for prompt + response with labels on the response only.
 
     Returns ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on the prompt) and
-    the vision tensors (``pixel_values``/``image_grid_thw`` or the ``*_videos`` pair).
+    the media tensors of the family's processor.
     The response is closed with ``<|im_end|>`` so the model learns to stop.
     """
     enc = encode_prompt(processor, question, images_or_frames, video=video)
@@ -116,8 +114,9 @@ def collate(
 ) -> dict[str, torch.Tensor]:
     """Right-pad a list of ``encode_prompt_response`` outputs into one batch.
 
-    Vision tensors are concatenated along their first axis, as Qwen2-VL expects
-    (patches of all images of the batch, plus one ``grid_thw`` row per image).
+    Media tensors (every other processor output) are concatenated along their first
+    axis (``cat_media``): Qwen2-VL's patches of all images plus one ``grid_thw`` row per
+    image, LLaVA-OneVision's / SmolVLM's per-example image stacks.
     """
     if not examples:
         raise ValueError("collate: no examples")
@@ -130,11 +129,26 @@ def collate(
         fill = pads.get(key, fill)
         rows = [F.pad(e[key], (0, length - e[key].shape[1]), value=fill) for e in examples]
         batch[key] = torch.cat(rows, dim=0)
-    for key in VISION_KEYS:
-        parts = [e[key] for e in examples if e.get(key) is not None]
-        if parts:
-            batch[key] = torch.cat(parts, dim=0)
+    text = {k for k, _ in SEQUENCE_KEYS}
+    media = sorted(
+        {k for e in examples for k, v in e.items() if k not in text and isinstance(v, torch.Tensor)}
+    )
+    for key in media:
+        batch[key] = cat_media([e[key] for e in examples if e.get(key) is not None])
     return batch
+
+
+def cat_media(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-example media tensors on dim 0, zero-padding dim 1 when sizes differ
+    (LLaVA-OneVision gives ``[1, patches, C, H, W]`` with a per-image patch count, SmolVLM
+    ``[1, images, C, H, W]``; both skip the zero padding by their own sizes / masks)."""
+    if parts[0].dim() >= 3 and len({p.shape[1] for p in parts}) > 1:
+        width = max(p.shape[1] for p in parts)
+        parts = [
+            torch.cat([p, p.new_zeros(p.shape[0], width - p.shape[1], *p.shape[2:])], 1)
+            for p in parts
+        ]
+    return torch.cat(parts)
 
 
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,9 +169,9 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The keys of ``batch`` the Qwen2-VL forward takes (drops labels and extras)."""
-    keys = ("input_ids", "attention_mask", "mm_token_type_ids", *VISION_KEYS)
-    return {k: batch[k] for k in keys if batch.get(k) is not None}
+    """The keys of ``batch`` the model's forward takes: every tensor the processor gave
+    (text and media), without ``labels``."""
+    return {k: v for k, v in batch.items() if k != "labels" and isinstance(v, torch.Tensor)}
 
 
 def response_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from mmrlhf_ray.models.encoding import chat_messages, encode_prompt
+from mmrlhf_ray.models.encoding import chat_messages, encode_prompt, end_of_turn
+from mmrlhf_ray.models.families import family_of_processor
 
 
 def _decode_new(processor, out: torch.Tensor, prompt_len: int) -> list[str]:
@@ -30,7 +31,7 @@ def _gen_kwargs(processor, max_new_tokens: int, do_sample: bool, temperature: fl
         temperature=temperature if do_sample else None,
         top_p=None,
         top_k=None,
-        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        eos_token_id=tok.convert_tokens_to_ids(end_of_turn(processor)),
         pad_token_id=tok.pad_token_id,
     )
 
@@ -85,13 +86,8 @@ def generate_batch(
     tok = processor.tokenizer
     side, tok.padding_side = tok.padding_side, "left"
     try:
-        enc = processor(
-            text=texts,
-            images=images or None,
-            videos=videos or None,
-            padding=True,
-            return_tensors="pt",
-        )
+        media = family_of_processor(processor).processor_media(images=images, videos=videos)
+        enc = processor(text=texts, padding=True, return_tensors="pt", **media)
     finally:
         tok.padding_side = side
     out = model.generate(**enc, **_gen_kwargs(processor, max_new_tokens, do_sample, temperature))

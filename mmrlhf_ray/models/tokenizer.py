@@ -13,7 +13,7 @@ caller is rendered as usual.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -26,23 +26,32 @@ IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
 # Order fixes the ids 0..6 (the first ids of the vocabulary).
 SPECIAL_TOKENS = [PAD_TOKEN, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD]
 
-# Qwen2-VL's layout: <|im_start|>role\n ... <|im_end|>\n; each image part becomes
-# <|vision_start|><|image_pad|><|vision_end|> (the processor expands the pad token to
-# one token per merged vision patch), each video part the same with <|video_pad|>.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' or 'image' in part or 'image_url' in part %}"
-    "{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{% elif part['type'] == 'video' or 'video' in part %}"
-    "{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
-    "{% elif 'text' in part %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+
+def chat_template(image_part: str, video_part: str) -> str:
+    """ChatML turns (``<|im_start|>role\n ... <|im_end|>\n``); each image part of a
+    message becomes ``image_part``, each video part ``video_part`` (the processor expands
+    the placeholder to one token per visual feature)."""
+    return (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for part in message['content'] %}"
+        "{% if part['type'] == 'image' or 'image' in part or 'image_url' in part %}"
+        f"{{{{ '{image_part}' }}}}"
+        "{% elif part['type'] == 'video' or 'video' in part %}"
+        f"{{{{ '{video_part}' }}}}"
+        "{% elif 'text' in part %}{{ part['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}"
+        "{{ '<|im_end|>\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
+
+# Qwen2-VL's layout: each image part becomes <|vision_start|><|image_pad|><|vision_end|>,
+# each video part the same with <|video_pad|>.
+CHAT_TEMPLATE = chat_template(
+    f"{VISION_START}{IMAGE_PAD}{VISION_END}", f"{VISION_START}{VIDEO_PAD}{VISION_END}"
 )
 
 _FALLBACK_TEXTS = [
@@ -73,13 +82,21 @@ def default_texts(n: int = 2000, seed: int = 0) -> list[str]:
 
 
 def build_tokenizer(
-    texts: Iterable[str], out_dir: str | Path, vocab_size: int = 2000
+    texts: Iterable[str],
+    out_dir: str | Path,
+    vocab_size: int = 2000,
+    extra_specials: Sequence[str] = (),
+    template: str = CHAT_TEMPLATE,
+    attributes: dict[str, str] | None = None,
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``texts``, wrap it Qwen2-VL style, save it to ``out_dir``.
 
     The result reloads with ``AutoTokenizer.from_pretrained(out_dir)``. ``vocab_size``
-    counts the 256 byte symbols and the special tokens.
+    counts the 256 byte symbols and the special tokens. ``extra_specials`` (another
+    family's vision tokens) follow the shared ones; ``attributes`` become named special
+    tokens (``tokenizer.start_image_token`` ...) that some processors read.
     """
+    specials = [*SPECIAL_TOKENS, *[t for t in extra_specials if t not in SPECIAL_TOKENS]]
     texts = list(texts)
     if not texts:
         raise ValueError("build_tokenizer: texts is empty")
@@ -89,12 +106,12 @@ def build_tokenizer(
     core.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     core.train_from_iterator(texts, trainer=trainer)
-    core.add_special_tokens(SPECIAL_TOKENS)  # never split, never merged with text
+    core.add_special_tokens(specials)  # never split, never merged with text
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token=PAD_TOKEN,
@@ -102,8 +119,9 @@ def build_tokenizer(
         unk_token=None,
         model_max_length=4096,
         padding_side="right",
+        extra_special_tokens=dict(attributes or {}),
     )
-    tok.chat_template = CHAT_TEMPLATE
+    tok.chat_template = template
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(out))

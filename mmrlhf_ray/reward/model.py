@@ -28,6 +28,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mmrlhf_ray.models.encoding import cat_media
 from mmrlhf_ray.reward.losses import IGNORE_INDEX
 
 try:  # the generation engineer owns the shared prompt text
@@ -286,8 +287,8 @@ def _encode_one(processor: Any, meta: RewardMeta, item: RewardItem, add_critique
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[n:] = ids[n:]
     extra = {k: torch.cat([v, v.new_zeros(len(suffix))]) for k, v in extra.items()}
-    # every other output (pixel_values, image_grid_thw for Qwen2-VL; pixel_values,
-    # image_sizes for LLaVA-OV ...) is per image and is concatenated over the batch
+    # every other output is media (the family's pixels, grids, sizes): concatenated
+    # over the batch by cat_media
     vision = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")
               and k not in extra and isinstance(v, torch.Tensor)}
     return ids, labels, extra, vision
@@ -312,18 +313,8 @@ def encode_items(processor: Any, meta: RewardMeta, items: Sequence[RewardItem | 
     batch = _pad_rows(rows, pad_token_id(tok), left_pad)
     if not with_labels:
         batch.pop("labels")
-    batch.update({k: _cat_padded(v) for k, v in vision_parts.items()})
+    batch.update({k: cat_media(v) for k, v in vision_parts.items()})
     return batch
-
-
-def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate per-item vision tensors on dim 0, zero-padding dim 1 when sizes differ
-    (LLaVA-OV gives ``[1, patches, C, H, W]`` with a per-image patch count)."""
-    if parts[0].dim() >= 3 and len({p.shape[1] for p in parts}) > 1:
-        width = max(p.shape[1] for p in parts)
-        parts = [torch.cat([p, p.new_zeros(p.shape[0], width - p.shape[1], *p.shape[2:])], 1)
-                 for p in parts]
-    return torch.cat(parts)
 
 
 def _pad_rows(rows, pad_id: int, left: bool) -> dict[str, torch.Tensor]:
@@ -346,13 +337,9 @@ def _pad_rows(rows, pad_id: int, left: bool) -> dict[str, torch.Tensor]:
 
 
 def _load_backbone(path: str | Path, dtype: torch.dtype | None = None) -> tuple[nn.Module, Any]:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from mmrlhf_ray.models.families import load_model
 
-    backbone = AutoModelForImageTextToText.from_pretrained(
-        str(path), use_safetensors=True, trust_remote_code=False, dtype=dtype or torch.float32
-    )
-    processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=False)
-    return backbone, processor
+    return load_model(path, dtype=dtype)
 
 
 def text_hidden_size(backbone: nn.Module) -> int:

@@ -32,7 +32,8 @@ def test_grouped_forward_equals_per_pair(setup):
     model, processor, groups = setup
     batch = _batch(processor, groups)
     assert (batch.n_queries, batch.n_rows, batch.n_pairs) == (3, 12, 18)
-    assert set(batch.vision) == {"image", "video"}  # q2 is a video query
+    assert "pixel_values_videos" in batch.query_media[2]  # q2 is a video query
+    assert "pixel_values" in batch.query_media[0]
     with torch.no_grad():
         logps, n_tokens = grouped_logps(model, batch)
         chosen, rejected = zip(*[per_pair_logps(model, processor, g) for g in groups], strict=True)

@@ -11,6 +11,7 @@ from jobs import ref_logps as job
 from mmrlhf_ray.dpo.forward import per_pair_logps
 from mmrlhf_ray.dpo.groups import build_groups
 from mmrlhf_ray.models import load_policy
+from mmrlhf_ray.models.settings import EncodingSettings
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
 from tests.dpo.conftest import make_pairs
@@ -38,6 +39,7 @@ def test_ref_logps_stage_scores_each_response_once(tmp_path, ray_session, policy
     manifest = out.read_manifest()
     assert {k: manifest["counts"][k] for k in ("in", "out", "quarantined")} == {
         "in": 30, "out": 24, "quarantined": 6}
+    assert manifest["encoding"] == EncodingSettings.of(policy_dir, 256, 4).to_dict()
     assert manifest["responses"] == 20 and out.part_names() == ["part-00000", "part-00001", "part-00002"]
     q = out.read(quarantine=True).to_pylist()
     assert {r["locator"] for r in q} == {f"pair_id=q1-{a}-{b}" for a in range(4) for b in range(a + 1, 4)}

@@ -11,12 +11,13 @@ from jobs import train_dpo as job
 from mmrlhf_ray.dpo.groups import build_groups
 from mmrlhf_ray.dpo.reference import fill_pairs, score_groups
 from mmrlhf_ray.models import load_policy
+from mmrlhf_ray.models.settings import EncodingSettings
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
 from tests.dpo.conftest import make_pairs
 
 
-def write_ref_logps_stage(run_dir, rows, policy_dir):
+def write_ref_logps_stage(run_dir, rows, policy_dir, max_response_tokens=256, max_frames=4):
     """The ref-logps stage's output, computed in-process (the stage has its own test)."""
     model, processor = load_policy(policy_dir)
     groups, _ = build_groups(rows)
@@ -25,7 +26,8 @@ def write_ref_logps_stage(run_dir, rows, policy_dir):
     out = StageDir(str(run_dir), "ref-logps")
     out.begin({"test": True})
     out.write_part("part-00000", to_table(done, "pair"))
-    out.finish(len(rows), len(done), 0)
+    encoding = EncodingSettings.of(policy_dir, max_response_tokens, max_frames)
+    out.finish(len(rows), len(done), 0, encoding=encoding.to_dict())
 
 
 @pytest.mark.ray
@@ -65,3 +67,16 @@ def test_train_dpo_stage_learns_and_keeps_vision_frozen(tmp_path, ray_session, p
     assert any(not torch.equal(before[k], after[k]) for k in before if ".merger." in k)
     assert any(not torch.equal(before[k], after[k]) for k in before if ".layers." in k)
     assert job.main(argv) == 0  # finished: a re-run does nothing
+
+
+def test_train_dpo_refuses_reference_logps_of_other_encoding(tmp_path, policy_dir):
+    """ref-logps took 10 frames, train-dpo would take 8: refused before any training."""
+    rows = make_pairs(n_queries=2, k=2)
+    write_ref_logps_stage(tmp_path, rows, policy_dir, max_frames=10)
+    argv = [f"run_dir={tmp_path}", f"policy={policy_dir}", "max_frames=8"]
+    with pytest.raises(SystemExit) as err:
+        job.main(argv)
+    message = str(err.value)
+    assert "\n" not in message and "max_frames 8 (train-dpo) vs 10 (ref-logps)" in message
+    assert "max_response_tokens" not in message  # only what differs is named
+    assert StageDir(str(tmp_path), "train-dpo").read_manifest() is None  # nothing started

@@ -1,0 +1,316 @@
+"""Tiny random instances of each family, from the family's own config and processor classes.
+
+Part of the family layer (``families.py`` says how a family is used; this module how a
+tiny one is built for tests and the shapes world). Each instance has the modeling code of
+the family's 7B checkpoint at toy sizes (text: hidden 128, 4 heads, vision: hidden 64),
+is saved with ``save_pretrained`` (safetensors) and loads with the Auto classes and vLLM.
+
+    tok = build_family_tokenizer("llava-onevision", texts, "out/tokenizer")
+    config = tiny_config("llava-onevision", tok, TinyPolicySpec())
+    processor = tiny_processor("llava-onevision", tok)
+
+All families share the ChatML turn layout of the tiny tokenizer (``<|im_start|>``, end of
+turn ``<|im_end|>``); each family's image and video placeholders are its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmrlhf_ray.models.tokenizer import (
+    IM_END,
+    IMAGE_PAD,
+    PAD_TOKEN,
+    VIDEO_PAD,
+    VISION_END,
+    VISION_START,
+    build_tokenizer,
+    chat_template,
+)
+
+# Inputs are 64x64 (images and video frames of the shapes world).
+QWEN_MIN_PIXELS, QWEN_MAX_PIXELS = 56 * 56, 84 * 84
+TILE = 56  # LLaVA-OV / InternVL / SmolVLM tile: 4x4 patches of 14 px
+
+
+@dataclass
+class TinyPolicySpec:
+    """Sizes of a tiny policy (defaults: the ~1.6M-parameter Qwen2-VL of the shapes world).
+
+    ``hidden_size / num_attention_heads`` = 32 (a head size vLLM's CPU attention takes).
+    """
+
+    hidden_size: int = 128
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    num_hidden_layers: int = 4
+    intermediate_size: int = 512
+    vision_depth: int = 2
+    vision_embed_dim: int = 64
+    vision_heads: int = 2
+    patch_size: int = 14
+    spatial_merge_size: int = 2
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """A family's vision placeholder tokens in the tiny tokenizer."""
+
+    image_part: str  # what the chat template writes for one image
+    video_part: str  # ... for one video
+    specials: tuple[str, ...]  # special tokens beyond the shared ChatML ones
+    attributes: tuple[tuple[str, str], ...] = ()  # tokenizer.<name> the processor reads
+
+
+_SMOL_TILES = tuple(f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5))
+LAYOUTS: dict[str, TokenLayout] = {
+    "qwen2-vl": TokenLayout(
+        f"{VISION_START}{IMAGE_PAD}{VISION_END}", f"{VISION_START}{VIDEO_PAD}{VISION_END}", ()
+    ),
+    "llava-onevision": TokenLayout("<image>", "<video>", ("<image>", "<video>")),
+    "internvl": TokenLayout(
+        "<IMG_CONTEXT>",
+        "<video>",
+        ("<img>", "</img>", "<IMG_CONTEXT>", "<video>"),
+        (
+            ("start_image_token", "<img>"),
+            ("end_image_token", "</img>"),
+            ("context_image_token", "<IMG_CONTEXT>"),
+            ("video_token", "<video>"),
+        ),
+    ),
+    "smolvlm": TokenLayout(
+        "<image>",
+        "<video>",
+        (
+            "<image>",
+            "<video>",
+            "<fake_token_around_image>",
+            "<global-img>",
+            "<end_of_utterance>",
+            *_SMOL_TILES,
+        ),
+        (
+            ("image_token", "<image>"),
+            ("video_token", "<video>"),
+            ("fake_image_token", "<fake_token_around_image>"),
+            ("global_image_token", "<global-img>"),
+            ("end_of_utterance_token", "<end_of_utterance>"),
+        ),
+    ),
+}
+LAYOUTS["qwen2.5-vl"] = LAYOUTS["qwen2-vl"]
+
+
+def build_family_tokenizer(family: str, texts, out_dir: str | Path, vocab_size: int = 2000):
+    """The tiny BPE with ``family``'s placeholders and chat template, saved to ``out_dir``."""
+    layout = LAYOUTS[family]
+    return build_tokenizer(
+        texts,
+        out_dir,
+        vocab_size,
+        extra_specials=layout.specials,
+        template=chat_template(layout.image_part, layout.video_part),
+        attributes=dict(layout.attributes),
+    )
+
+
+def _text_config(
+    tokenizer, spec: TinyPolicySpec, model_type: str | None = None, rope: dict | None = None
+) -> dict[str, Any]:
+    eos, pad = tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        rope_parameters=rope or {"rope_type": "default", "rope_theta": 10000.0},
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        tie_word_embeddings=spec.tie_word_embeddings,
+    )
+    if model_type:
+        text["model_type"] = model_type
+    return text
+
+
+def _ids(tokenizer, **tokens: str) -> dict[str, int]:
+    ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in tokens.items()}
+    missing = [k for k, v in ids.items() if v is None or v == tokenizer.unk_token_id]
+    if missing:
+        raise ValueError(f"tokenizer lacks the family's vision tokens: {missing}")
+    return ids
+
+
+def _mrope(spec: TinyPolicySpec) -> dict:
+    """M-RoPE splits head_dim/2 rotary frequencies over (time, height, width)."""
+    half = spec.hidden_size // spec.num_attention_heads // 2
+    section = [half // 4, (half - half // 4) // 2]
+    section.append(half - sum(section))
+    return {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section}
+
+
+def _common(tokenizer, spec: TinyPolicySpec) -> dict[str, Any]:
+    eos, pad = tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    return dict(
+        tie_word_embeddings=spec.tie_word_embeddings,
+        bos_token_id=pad,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+
+
+def _qwen_config(family: str, tokenizer, spec: TinyPolicySpec):
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+
+    vision = dict(
+        depth=spec.vision_depth,
+        num_heads=spec.vision_heads,
+        patch_size=spec.patch_size,
+        spatial_merge_size=spec.spatial_merge_size,
+        temporal_patch_size=2,
+    )
+    if family == "qwen2-vl":
+        cls = Qwen2VLConfig
+        vision.update(embed_dim=spec.vision_embed_dim, hidden_size=spec.hidden_size, mlp_ratio=2)
+    else:
+        cls = Qwen2_5_VLConfig
+        vision.update(
+            hidden_size=spec.vision_embed_dim,
+            out_hidden_size=spec.hidden_size,
+            intermediate_size=2 * spec.vision_embed_dim,
+            window_size=112,
+            fullatt_block_indexes=[spec.vision_depth - 1],
+        )
+    ids = _ids(
+        tokenizer,
+        image_token_id=IMAGE_PAD,
+        video_token_id=VIDEO_PAD,
+        vision_start_token_id=VISION_START,
+        vision_end_token_id=VISION_END,
+    )
+    return cls(
+        text_config=_text_config(tokenizer, spec, rope=_mrope(spec)),
+        vision_config=vision,
+        **_common(tokenizer, spec),
+        **ids,
+    )
+
+
+def _vit(spec: TinyPolicySpec, **extra) -> dict[str, Any]:
+    return dict(
+        hidden_size=spec.vision_embed_dim,
+        intermediate_size=2 * spec.vision_embed_dim,
+        num_hidden_layers=spec.vision_depth,
+        num_attention_heads=spec.vision_heads,
+        **extra,
+    )
+
+
+def tiny_config(family: str, tokenizer, spec: TinyPolicySpec | None = None):
+    """The family's transformers config at ``spec``'s sizes, wired to ``tokenizer``'s ids."""
+    spec = spec or TinyPolicySpec()
+    if family in ("qwen2-vl", "qwen2.5-vl"):
+        return _qwen_config(family, tokenizer, spec)
+    if family == "llava-onevision":
+        from transformers import LlavaOnevisionConfig
+
+        pinpoints = [[TILE * a, TILE * b] for a in (1, 2) for b in (1, 2)]
+        return LlavaOnevisionConfig(
+            text_config=_text_config(tokenizer, spec, "qwen2"),
+            vision_config=_vit(
+                spec,
+                model_type="siglip_vision_model",
+                image_size=TILE,
+                patch_size=spec.patch_size,
+                vision_use_head=False,
+            ),
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+            image_grid_pinpoints=pinpoints,
+            **_common(tokenizer, spec),
+            **_ids(tokenizer, image_token_id="<image>", video_token_id="<video>"),
+        )
+    if family == "internvl":
+        from transformers import InternVLConfig
+
+        return InternVLConfig(
+            text_config=_text_config(tokenizer, spec, "qwen2"),
+            vision_config=_vit(
+                spec, image_size=[TILE, TILE], patch_size=[spec.patch_size, spec.patch_size]
+            ),
+            downsample_ratio=0.5,
+            vision_feature_layer=-1,
+            **_common(tokenizer, spec),
+            **_ids(tokenizer, image_token_id="<IMG_CONTEXT>"),
+        )
+    if family == "smolvlm":
+        from transformers import SmolVLMConfig
+
+        return SmolVLMConfig(
+            text_config=_text_config(tokenizer, spec, "llama"),
+            vision_config=_vit(spec, image_size=TILE, patch_size=spec.patch_size),
+            scale_factor=2,
+            **_common(tokenizer, spec),
+            **_ids(tokenizer, image_token_id="<image>"),
+        )
+    raise ValueError(f"family: no tiny builder for {family!r}")
+
+
+def tiny_processor(family: str, tokenizer):
+    """The family's processor for 64x64 images and short 64x64 videos."""
+    import transformers as tf
+
+    template = tokenizer.chat_template
+    if family in ("qwen2-vl", "qwen2.5-vl"):
+        size = {"shortest_edge": QWEN_MIN_PIXELS, "longest_edge": QWEN_MAX_PIXELS}
+        cls = tf.Qwen2VLProcessor if family == "qwen2-vl" else tf.Qwen2_5_VLProcessor
+        return cls(
+            image_processor=tf.Qwen2VLImageProcessor(size=size),
+            tokenizer=tokenizer,
+            video_processor=tf.Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=False),
+            chat_template=template,
+        )
+    tile = {"height": TILE, "width": TILE}
+    if family == "llava-onevision":
+        pinpoints = [[TILE * a, TILE * b] for a in (1, 2) for b in (1, 2)]
+        return tf.LlavaOnevisionProcessor(
+            image_processor=tf.LlavaOnevisionImageProcessor(
+                size=tile, crop_size=tile, image_grid_pinpoints=pinpoints
+            ),
+            tokenizer=tokenizer,
+            video_processor=tf.LlavaOnevisionVideoProcessor(size=tile),
+            num_image_tokens=(TILE // 14) ** 2,
+            vision_feature_select_strategy="full",
+            chat_template=template,
+        )
+    if family == "internvl":
+        return tf.InternVLProcessor(
+            image_processor=tf.GotOcr2ImageProcessor(
+                size=tile, crop_to_patches=True, max_patches=4
+            ),
+            tokenizer=tokenizer,
+            video_processor=tf.InternVLVideoProcessor(size=tile),
+            image_seq_length=(TILE // 14) ** 2 // 4,
+            chat_template=template,
+        )
+    if family == "smolvlm":
+        edge = {"longest_edge": TILE}
+        return tf.SmolVLMProcessor(
+            image_processor=tf.SmolVLMImageProcessor(
+                size=edge, max_image_size=edge, do_image_splitting=False
+            ),
+            tokenizer=tokenizer,
+            video_processor=tf.SmolVLMVideoProcessor(size=edge, max_image_size=edge),
+            image_seq_len=(TILE // 14) ** 2 // 4,
+            chat_template=template,
+        )
+    raise ValueError(f"family: no tiny builder for {family!r}")
