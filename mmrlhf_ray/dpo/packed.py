@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mmrlhf_ray.dpo.batching import MODALITIES, EncodedQuery, GroupedBatch, collate_groups
+from mmrlhf_ray.dpo.batching import EncodedQuery, GroupedBatch, collate_groups
 from mmrlhf_ray.dpo.config import FORWARD_KINDS
 from mmrlhf_ray.models.encoding import IGNORE_INDEX
-from mmrlhf_ray.models.packing import PackedQuery, PackedRows, item_logps, pack_queries
+from mmrlhf_ray.models.packing import PackedQuery, PackedRows, item_logps, media_of, pack_queries
 
 
 @dataclass
@@ -68,11 +68,7 @@ def packed_query(eq: EncodedQuery) -> PackedQuery:
     prompt_ids = eq.prompt["input_ids"][0]
     types = eq.prompt.get("mm_token_type_ids")
     types = torch.zeros_like(prompt_ids) if types is None else types[0]
-    media = {
-        name: {"pixels": eq.prompt[pix], "grid": eq.prompt[grid]}
-        for pix, grid, name in MODALITIES
-        if eq.prompt.get(pix) is not None
-    }
+    media = media_of(eq.prompt)
     items = [
         (
             torch.cat([prompt_ids, resp]),

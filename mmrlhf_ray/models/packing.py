@@ -15,7 +15,8 @@ one segment ``[prefix, branch_1, ..., branch_K]`` of a packed row:
 
 Several queries share a row when they fit within the longest query's length (first-fit
 decreasing), so packing adds no row width. Everything family-specific sits in three small
-functions at the bottom (``language_parts``, ``prompt_positions``, ``media_features``).
+functions at the bottom (``language_parts``, ``prompt_positions``) and ``_media_inputs``,
+all three asking the model's ``Family`` (``mmrlhf_ray.models.families``).
 
     rows = pack_queries([PackedQuery(prefix_ids, prefix_types, media, items), ...], pad_id)
     hidden = packed_hidden(model, rows)                      # (B, L, H)
@@ -28,15 +29,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils.checkpoint import checkpoint
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from mmrlhf_ray.models.encoding import IGNORE_INDEX
+from mmrlhf_ray.models.families import TEXT_KEYS, family_of, unwrap
 
-# (pixel key, grid key, modality name used by transformers' mm_encoder_outputs)
-MODALITIES = (
-    ("pixel_values", "image_grid_thw", "image"),
-    ("pixel_values_videos", "video_grid_thw", "video"),
-)
 LOGITS_BUDGET = 64 << 20  # bytes of fp32 logits alive at once in the chunked LM head
 
 
@@ -46,12 +42,13 @@ class PackedQuery:
 
     ``items[i] = (ids, labels)`` are whole sequences ``prefix + branch_i`` (1-D) whose
     first ``len(prefix_ids)`` tokens equal the prefix; ``labels`` are ``-100`` where no
-    log-prob is wanted. ``media[name] = {"pixels", "grid"}`` is the query's media once.
+    log-prob is wanted. ``media`` is the query's media once, as the family's processor
+    gave it (pixels, grids, sizes ...; ``{}`` for a text-only query).
     """
 
     prefix_ids: torch.Tensor  # (P,)
-    prefix_types: torch.Tensor  # (P,) 0 text, 1 image, 2 video
-    media: dict[str, dict[str, torch.Tensor]]
+    prefix_types: torch.Tensor  # (P,) 0 text, 1 image, 2 video (0 for 1-D families)
+    media: dict[str, torch.Tensor]
     items: list[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -71,7 +68,7 @@ class PackedRows:
     target_item: torch.Tensor  # (T,) item of each labelled token
     last_row: torch.Tensor  # (N,) row of each item's last token
     last_pos: torch.Tensor  # (N,)
-    media: list[dict[str, dict[str, torch.Tensor]]] = field(default_factory=list)  # per query
+    media: list[dict[str, torch.Tensor]] = field(default_factory=list)  # per query
 
     @property
     def n_items(self) -> int:
@@ -83,10 +80,13 @@ class PackedRows:
             for k, v in self.__dict__.items()
             if k != "media"
         }
-        media = [
-            {m: {k: v.to(device) for k, v in s.items()} for m, s in q.items()} for q in self.media
-        ]
+        media = [{k: v.to(device) for k, v in q.items()} for q in self.media]
         return PackedRows(**moved, media=media)
+
+
+def media_of(encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The media tensors of a processor output (everything but the per-token text keys)."""
+    return {k: v for k, v in encoded.items() if k not in TEXT_KEYS and isinstance(v, torch.Tensor)}
 
 
 def common_prefix_length(seqs: list[torch.Tensor]) -> int:
@@ -234,21 +234,19 @@ def packed_positions(model, rows: PackedRows) -> torch.Tensor:
     return pos if d > 1 else pos[0]
 
 
-def _encoder_outputs(
-    model, rows: PackedRows, frozen: bool
-) -> dict[str, BaseModelOutputWithPooling]:
-    """Media features in the order their placeholder tokens appear in the packed rows."""
+def _media_inputs(model, rows: PackedRows) -> dict:
+    """``mm_encoder_outputs`` (tower + projector once per query, ``Family.encode_vision``)
+    and the per-media tensors the forward takes, in the order the queries' placeholder
+    tokens appear in the packed rows."""
+    family = family_of(model)
     order = sorted(range(len(rows.prefix_at)), key=lambda q: rows.prefix_at[q][:2])
-    out = {}
-    for _pix, _grid, name in MODALITIES:
-        feats = []
-        for q in order:
-            slot = rows.media[q].get(name)
-            if slot is not None:
-                feats += media_features(model, slot["pixels"], slot["grid"], frozen)
-        if feats:
-            out[name] = BaseModelOutputWithPooling(pooler_output=tuple(feats))
-    return out
+    media = [rows.media[q] for q in order]
+    feats = [family.encode_vision(model, m) if m else {} for m in media]
+    encoder_outputs = family.repeat_for_rows(feats, range(len(order)))
+    return {
+        "mm_encoder_outputs": encoder_outputs or None,
+        **family.row_inputs(media, range(len(order))),
+    }
 
 
 def packed_hidden(model, rows: PackedRows, frozen_vision: bool = True) -> torch.Tensor:
@@ -256,15 +254,18 @@ def packed_hidden(model, rows: PackedRows, frozen_vision: bool = True) -> torch.
 
     Under autograd the call goes through ``model`` itself (a DeepSpeed engine runs its
     hooks) with an empty ``logits_to_keep``, reading the last hidden states; without
-    autograd the base model is called and no per-layer states are kept.
+    autograd the base model is called and no per-layer states are kept. The vision
+    tower keeps no activations when its parameters are frozen (``freeze_vision``), so
+    ``frozen_vision`` only documents the caller's intent, as in ``grouped_logps``.
     """
+    del frozen_vision
     base, _ = language_parts(model)
     kwargs = dict(
         input_ids=rows.input_ids,
         attention_mask=block_mask(rows, next(base.parameters()).dtype),
         position_ids=packed_positions(model, rows),
-        mm_encoder_outputs=_encoder_outputs(model, rows, frozen_vision) or None,
         use_cache=False,
+        **_media_inputs(model, rows),
     )
     if not torch.is_grad_enabled():
         return base(**kwargs).last_hidden_state
@@ -319,34 +320,20 @@ def item_logps(
 
 # ---- family-specific: the only places that know a model family --------------------------
 def language_parts(model):
-    """(multimodal base model returning ``last_hidden_state``, LM head) of a policy."""
-    inner = getattr(model, "module", model)  # DeepSpeed engine
-    return inner.model, inner.get_output_embeddings()
+    """(the family's ``*Model`` returning ``last_hidden_state``, its LM head)."""
+    hf = unwrap(model)  # through DeepSpeed / reward-model wrappers
+    return getattr(hf, "model", hf), hf.get_output_embeddings()
 
 
 def prompt_positions(model, rows: PackedRows, q: int) -> torch.Tensor:
     """Positions ``(D, P)`` of query ``q``'s prefix as if it were alone in a sequence:
-    M-RoPE rows from the model's rope-index helper (Qwen families), else ``arange``."""
-    base, _ = language_parts(model)
+    M-RoPE rows (D = 3) from the model's rope-index helper for the Qwen families,
+    ``arange`` (D = 1) for the others (``Family.prompt_position_ids``)."""
     r, start, p = rows.prefix_at[q]
-    ids = rows.input_ids[r, start : start + p]
-    if not hasattr(base, "get_rope_index"):
-        return torch.arange(p, device=ids.device)[None]
-    grids = {
-        grid: rows.media[q][name]["grid"]
-        for _pix, grid, name in MODALITIES
-        if name in rows.media[q]
+    inputs = {
+        "input_ids": rows.input_ids[r, start : start + p][None],
+        "mm_token_type_ids": rows.mm_token_type_ids[r, start : start + p][None],
+        **rows.media[q],
     }
-    pos, _ = base.get_rope_index(
-        ids[None], rows.mm_token_type_ids[r, start : start + p][None], **grids
-    )
-    return pos[:, 0]
-
-
-def media_features(
-    model, pixels: torch.Tensor, grid: torch.Tensor, frozen: bool
-) -> list[torch.Tensor]:
-    """Per-image/video visual tokens ``[(n_i, hidden)]`` (projector trainable if frozen)."""
-    from mmrlhf_ray.dpo.forward import vision_features
-
-    return vision_features(model, pixels, grid, frozen=frozen)
+    pos = family_of(model).prompt_position_ids(model, inputs)
+    return pos[:, 0] if pos.dim() == 3 else pos

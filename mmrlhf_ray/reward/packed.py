@@ -21,12 +21,12 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from mmrlhf_ray.models.packing import (
-    MODALITIES,
     PackedQuery,
     PackedRows,
     chunked_token_logps,
     common_prefix_length,
     language_parts,
+    media_of,
     pack_queries,
     packed_hidden,
 )
@@ -40,12 +40,8 @@ def _media_key(item) -> str:
     return f"{item.question}\x00{digest.hexdigest()}"
 
 
-def _vision_slots(vision: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    return {
-        name: {"pixels": vision[pix], "grid": vision[grid]}
-        for pix, grid, name in MODALITIES
-        if vision.get(pix) is not None
-    }
+def _vision_slots(vision: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return media_of(vision)
 
 
 def _group_query(encoded: list[tuple]) -> list[PackedQuery]:
@@ -97,20 +93,10 @@ def pack_items(
     return pack_queries(queries, pad_token_id(tok)), idx, weight
 
 
-def _vision_frozen(backbone) -> bool:
-    """True when the vision tower (projector aside) takes no gradients."""
-    from mmrlhf_ray.training.freeze import vision_tower
-
-    visual = vision_tower(backbone)
-    if visual is None:
-        return True
-    return not any(p.requires_grad for n, p in visual.named_parameters() if "merger" not in n)
-
-
 def packed_outputs(model, rows: PackedRows) -> dict[str, torch.Tensor]:
     """``{"scores": (N,)}`` at each unique item's last token, plus ``token_logps`` (T,)
     and ``token_item`` (T,) of the labelled tokens when there are any."""
-    hidden = packed_hidden(model.backbone, rows, frozen_vision=_vision_frozen(model.backbone))
+    hidden = packed_hidden(model.backbone, rows)
     last = hidden[rows.last_row, rows.last_pos]
     out = {"scores": model.head(last.to(model.head.dense.weight.dtype))}
     if rows.target_token.numel():
