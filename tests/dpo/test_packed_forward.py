@@ -10,6 +10,7 @@ from mmrlhf_ray.dpo.forward import grouped_logps
 from mmrlhf_ray.dpo.groups import build_groups
 from mmrlhf_ray.dpo.packed import collate_packed, packed_logps
 from mmrlhf_ray.models import load_policy
+from mmrlhf_ray.models.families import FAMILIES, load_model
 from mmrlhf_ray.models.packing import block_mask, chunked_token_logps, common_prefix_length
 from mmrlhf_ray.training.freeze import freeze_vision
 from tests.dpo.conftest import make_pairs
@@ -129,3 +130,17 @@ def test_chunked_head_equals_full_log_softmax():
 def test_common_prefix_length():
     a, b = torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 5])
     assert common_prefix_length([a, b]) == 2 and common_prefix_length([a, a]) == 4
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_packed_equals_grouped_for_every_family(name, family_models):
+    """Every family of the family layer: images, a video query, K = 3 (fp32)."""
+    model, processor = load_model(family_models(name)["policy"])
+    groups, bad = build_groups(make_pairs(n_queries=3, k=3, video_every=3))
+    assert not bad
+    grouped, packed = _both(processor, groups)
+    with torch.no_grad():
+        ref, n_ref = grouped_logps(model, grouped)
+        got, n_got = packed_logps(model, packed)
+    assert torch.equal(n_got, n_ref)
+    torch.testing.assert_close(got, ref, **TOL)
