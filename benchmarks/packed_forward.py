@@ -212,7 +212,7 @@ def _child(args) -> None:
     n = args.queries_per_step * (args.steps + 1)
     paths, rows = shape_setup(args.shape, Path(args.workdir), n)
     if args.variant == "trl":
-        result = run_trl(paths, rows, args.steps, 6 * args.queries_per_step)
+        result = run_trl(paths, rows, args.steps, args.trl_pairs or 6 * args.queries_per_step)
     elif args.variant.startswith("reward-"):
         result = run_reward(paths, args.variant.split("-", 1)[1], args.steps, 12)
     else:
@@ -275,17 +275,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--shape", default="all", choices=["all", *SHAPES])
+    ap.add_argument("--shape", default="all", help=f"all, or a comma list of {', '.join(SHAPES)}")
     ap.add_argument("--variant", default="all")
-    ap.add_argument("--steps", type=int, default=2, help="timed steps (after one warm-up)")
+    ap.add_argument("--steps", type=int, default=1, help="timed steps (after one warm-up)")
     ap.add_argument("--queries-per-step", type=int, default=1, help="queries (6 pairs each)")
+    ap.add_argument(
+        "--trl-pairs",
+        type=int,
+        default=2,
+        help="TRL pairs per step on the real shapes (its cost is per pair)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", default="/tmp/packed_forward_bench")
     ap.add_argument("--json", default="", help="also write all results here")
     args = ap.parse_args()
     if args.child:
         return _child(args)
-    shapes = list(SHAPES) if args.shape == "all" else [args.shape]
+    shapes = list(SHAPES) if args.shape == "all" else args.shape.split(",")
     results: dict = {}
     for shape in shapes:
         qps, steps = (2, 3) if shape == "tiny" else (args.queries_per_step, args.steps)
