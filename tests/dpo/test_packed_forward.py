@@ -9,6 +9,7 @@ from mmrlhf_ray.dpo.batching import collate_groups, encode_group
 from mmrlhf_ray.dpo.forward import grouped_logps
 from mmrlhf_ray.dpo.groups import build_groups
 from mmrlhf_ray.dpo.packed import collate_packed, packed_logps
+from mmrlhf_ray.dpo.reference import check_reference_logps, score_groups
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.models.families import FAMILIES, load_model
 from mmrlhf_ray.models.packing import block_mask, chunked_token_logps, common_prefix_length
@@ -144,3 +145,19 @@ def test_packed_equals_grouped_for_every_family(name, family_models):
         got, n_got = packed_logps(model, packed)
     assert torch.equal(n_got, n_ref)
     torch.testing.assert_close(got, ref, **TOL)
+
+
+def test_reference_from_the_other_forward_kind_is_checked_equal(setup):
+    """train-dpo with forward=packed over ref-logps made with forward=grouped: re-scored
+    queries must agree, a wrong stored value is named."""
+    model, processor, groups = setup
+    scored = score_groups(model, processor, groups[:2], forward="grouped")
+    by_id = {(s["query_id"], s["response_id"]): s["ref_logp"] for s in scored}
+    for g in groups[:2]:
+        g.ref_logps = [by_id[(g.query_id, r)] for r in g.response_ids]
+    assert check_reference_logps(model, processor, groups[:2], "packed") < 1e-4
+    groups[1].ref_logps[2] += 0.5
+    with pytest.raises(ValueError, match=f"response {groups[1].response_ids[2]}"):
+        check_reference_logps(model, processor, groups[:2], "packed")
+    for g in groups[:2]:
+        g.ref_logps = [None] * len(g.response_ids)
