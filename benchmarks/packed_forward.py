@@ -73,7 +73,7 @@ def build_real(out: Path, side: int) -> dict[str, str]:
     for name, seed in (("policy", 0), ("reference", 1)):
         d = out / f"{name}-{side}"
         if not (d / "model.safetensors").exists():
-            config = tiny_config(tok, TinyPolicySpec(**BENCH_SPEC))
+            config = tiny_config("qwen2-vl", tok, TinyPolicySpec(**BENCH_SPEC))
             config.text_config.vocab_size = VOCAB  # rows beyond the BPE's are never input
             torch.manual_seed(seed)
             Qwen2VLForConditionalGeneration(config).float().save_pretrained(str(d))
