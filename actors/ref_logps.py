@@ -1,8 +1,8 @@
 """Ray Data batch inference of reference log-probs: an actor pool of frozen policies.
 
 Each actor loads the reference policy once and scores batches of query groups with
-``mmrlhf_ray.dpo.reference.reference_logps`` (vision once per query, K responses per
-forward). Input rows are one query each (``query_id``, ``question``, media,
+``mmrlhf_ray.dpo.reference.reference_logps`` (packed by default: prompt and vision once
+per query, its K responses behind it in one sequence). Input rows are one query each (``query_id``, ``question``, media,
 ``response_ids``, ``responses``, ``part``); output rows are one response each.
 
     ds = ray.data.from_items(query_rows)
@@ -58,7 +58,8 @@ class RefLogpsScorer:
     """Ray Data callable class: a frozen reference policy on one CPU (or GPU)."""
 
     def __init__(self, policy_path: str, max_response_tokens: int = 256, max_frames: int = 4,
-                 use_gpu: bool = False, bf16: bool = False, threads: int = 1):
+                 use_gpu: bool = False, bf16: bool = False, threads: int = 1,
+                 forward: str = "packed"):
         import torch
 
         from mmrlhf_ray.models import load_policy
@@ -68,6 +69,7 @@ class RefLogpsScorer:
         self.model, self.processor = load_policy(policy_path, dtype=dtype,
                                                  device="cuda" if use_gpu else "cpu")
         self.max_response_tokens, self.max_frames = max_response_tokens, max_frames
+        self.forward = forward
         self.pid = os.getpid()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -78,7 +80,7 @@ class RefLogpsScorer:
         groups = [_group_of(r) for r in rows]
         parts = {str(r["query_id"]): int(r["part"]) for r in rows}
         scored = reference_logps(self.model, self.processor, groups, self.max_response_tokens,
-                              self.max_frames)
+                              self.max_frames, self.forward)
         cols = ("query_id", "response_id", "ref_logp", "n_tokens", "error_field", "error")
         out: dict[str, list] = {c: [s[c] for s in scored] for c in cols}
         out["ref_logp"] = [float("nan") if v is None else v for v in out["ref_logp"]]
@@ -92,14 +94,15 @@ class RefLogpsScorer:
 
 def reference_logps_dataset(ds, policy_path: str, num_actors: int = 2, queries_per_batch: int = 8,
                             max_response_tokens: int = 256, max_frames: int = 4,
-                            use_gpu: bool = False, bf16: bool = False):
+                            use_gpu: bool = False, bf16: bool = False, forward: str = "packed"):
     """``ds`` (one row per query) mapped through a pool of ``num_actors`` scorers."""
     from ray.data import ActorPoolStrategy
 
     return ds.map_batches(
         RefLogpsScorer,
         fn_constructor_kwargs={"policy_path": policy_path, "max_response_tokens": max_response_tokens,
-                               "max_frames": max_frames, "use_gpu": use_gpu, "bf16": bf16},
+                               "max_frames": max_frames, "use_gpu": use_gpu, "bf16": bf16,
+                               "forward": forward},
         batch_size=queries_per_batch,
         compute=ActorPoolStrategy(size=num_actors),
         num_cpus=1,

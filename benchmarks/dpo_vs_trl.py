@@ -106,12 +106,13 @@ def _load(path: str):
     return model, processor
 
 
-def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool) -> dict:
-    """Our loop: grouped forward, frozen tower, reference precomputed (or online)."""
-    from mmrlhf_ray.dpo.batching import collate_groups, encode_group
+def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool,
+             forward: str = "grouped", max_response_tokens: int = 256) -> dict:
+    """Our loop: grouped (or packed) forward, frozen tower, reference precomputed (or online)."""
+    from mmrlhf_ray.dpo.batching import encode_group
     from mmrlhf_ray.dpo.config import LossConfig
-    from mmrlhf_ray.dpo.forward import grouped_logps
     from mmrlhf_ray.dpo.objective import LossState, preference_loss
+    from mmrlhf_ray.dpo.packed import collate_batch, response_logps
     from mmrlhf_ray.dpo.reference import reference_logps
     from mmrlhf_ray.groups import group_pairs
 
@@ -122,7 +123,8 @@ def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool) 
     if not online:  # precompute once: one forward per unique response
         scored = {(s["query_id"], s["response_id"]): s["ref_logp"]
                   for i in range(0, len(groups), qps)
-                  for s in reference_logps(ref_model, processor, groups[i:i + qps])}
+                  for s in reference_logps(ref_model, processor, groups[i:i + qps],
+                                        max_response_tokens, forward=forward)}
         for g in groups:
             g.ref_logps = [scored[(g.query_id, r)] for r in g.response_ids]
         del ref_model
@@ -133,12 +135,13 @@ def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool) 
     for step in range(steps + 1):
         t, c = time.perf_counter(), time.process_time()
         chunk = [groups[(step * qps + j) % len(groups)] for j in range(qps)]
-        batch = collate_groups([encode_group(processor, g) for g in chunk], processor.tokenizer.pad_token_id)
-        logps, n_tok = grouped_logps(model, batch)
+        batch = collate_batch([encode_group(processor, g, max_response_tokens) for g in chunk],
+                              processor.tokenizer.pad_token_id, forward)
+        logps, n_tok = response_logps(model, batch)
         ref = batch.ref_logps
         if online:
             with torch.no_grad():
-                ref = grouped_logps(ref_model, batch)[0]
+                ref = response_logps(ref_model, batch)[0]
         loss, _, _ = preference_loss(cfg, logps, n_tok, batch, ref, state)
         opt.zero_grad()
         loss.backward()
@@ -147,7 +150,8 @@ def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool) 
             times.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
             pairs += batch.n_pairs
-    return _figures("ours-online-ref" if online else "ours", pairs, times, cpu, len(rows),
+    name = "ours" if forward == "grouped" else forward
+    return _figures(name + ("-online-ref" if online else ""), pairs, times, cpu, len(rows),
                     precompute_s, precompute_cpu)
 
 

@@ -2,8 +2,9 @@
 
 Reads the preference pairs (``score`` if finished, else ``pairs``), groups them by
 query and de-duplicates responses, and runs the frozen reference policy (the SFT
-policy by default) over every unique response on an actor pool: one forward per
-response, the vision tower once per query. Writes
+policy by default) over every unique response on an actor pool: the vision tower and
+the prompt once per query, its responses packed behind it (``forward=packed``; the
+reference layout ``grouped`` forwards one row per response). Writes
 
 * ``<run_dir>/ref-logps/data/part-*.parquet``: the pairs (``PAIR_SCHEMA``) with
   ``ref_chosen_logp`` / ``ref_rejected_logp`` filled, one part per ``queries_per_part``
@@ -69,7 +70,7 @@ def run_parts(cfg: RefLogpsConfig, out: StageDir, parts: list[list], rows_by_que
     expected = {i: sum(len(g.response_ids) for g in parts[i]) for i in todo}
     ds = reference_logps_dataset(
         ray.data.from_items(items), policy, cfg.num_actors, cfg.queries_per_batch,
-        cfg.max_response_tokens, cfg.max_frames, cfg.use_gpu, cfg.bf16)
+        cfg.max_response_tokens, cfg.max_frames, cfg.use_gpu, cfg.bf16, cfg.forward)
     pending: dict[int, list[dict]] = {i: [] for i in todo}
     with tqdm(total=sum(expected.values()), desc="ref-logps: responses", unit="resp") as bar:
         for row in ds.iter_rows():

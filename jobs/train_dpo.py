@@ -98,7 +98,8 @@ def evaluate_heldout(cfg: DpoConfig, policy_dir: str, ref_dir: str, held, online
     from mmrlhf_ray.dpo.evaluate import preference_metrics, response_scores
     from mmrlhf_ray.models import load_policy
 
-    kw = {"max_response_tokens": cfg.max_response_tokens, "max_frames": cfg.max_frames}
+    kw = {"max_response_tokens": cfg.max_response_tokens, "max_frames": cfg.max_frames,
+          "forward": cfg.forward}
     scores = {}
     for name, path in (("before", ref_dir), ("after", policy_dir)):
         model, processor = load_policy(path)
@@ -131,6 +132,8 @@ def run(cfg: DpoConfig) -> dict:
     print(f"train-dpo: {len(train)} train / {len(held)} held-out queries, {count_pairs(train)} "
           f"train pairs from {responses} responses ({2 * count_pairs(train)} sequences if "
           f"forwarded per pair); margins: {margin_sources(rows)}; loss {cfg.loss.kind}")
+    if src.stage == "ref-logps":
+        check_forward_kind(cfg, src, train, policy)
     task = _task(cfg, policy, src.stage, need_margin, need_ref, online)
     from actors.runtime import init_ray
     from actors.trainer import run_training
@@ -157,6 +160,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_forward_kind(cfg: DpoConfig, src: StageDir, train: list, policy: str,
+                       n_queries: int = 2) -> None:
+    """ref-logps and train-dpo use the same forward kind, or their log-probs agree:
+    with different kinds, a few queries are re-scored under the reference policy."""
+    made = src.read_manifest() or {}
+    kind = made.get("config", {}).get("forward", "grouped")  # before the switch: grouped
+    if kind == cfg.forward or not train:
+        return
+    from mmrlhf_ray.dpo.reference import check_reference_logps
+    from mmrlhf_ray.models import load_policy
+
+    model, processor = load_policy(made.get("inputs", {}).get("policy") or policy)
+    worst = check_reference_logps(model, processor, train[:n_queries], cfg.forward,
+                                  cfg.max_response_tokens, cfg.max_frames)
+    print(f"train-dpo: reference log-probs from forward={kind}, training with "
+          f"forward={cfg.forward}: equal on {min(n_queries, len(train))} queries "
+          f"(max |diff| {worst:.2e})")
+
+
 def _task(cfg: DpoConfig, policy: str, stage: str, need_margin: bool, need_ref: bool,
           online: bool):
     from actors.trainer import TrainTask
@@ -167,7 +189,7 @@ def _task(cfg: DpoConfig, policy: str, stage: str, need_margin: bool, need_ref: 
                      cfg.heldout_fraction, "train"),
         encode=partial(encode_query, max_response_tokens=cfg.max_response_tokens,
                        max_frames=cfg.max_frames),
-        collate=collate_queries,
+        collate=partial(collate_queries, forward=cfg.forward),
         loss_fn=DpoLoss(cfg.loss, cfg.train.freeze_vision, policy if online else ""),
         group_key=query_modality,
     )

@@ -85,7 +85,7 @@ def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
         rows=functools.partial(load_split_rows, _abs(cfg.run_dir), cfg.pairs_stage, "train"),
         encode=functools.partial(encode_pair_row, source=cfg.critique_source,
                                  max_frames=cfg.max_frames, max_side=cfg.max_side),
-        collate=functools.partial(collate_reward_pairs, meta=meta),
+        collate=functools.partial(collate_reward_pairs, meta=meta, forward=cfg.forward),
         loss_fn=functools.partial(reward_loss_fn, weights=cfg.loss),
         build_model=functools.partial(build_reward_model, meta=meta, seed=cfg.seed),
         save_model=save_reward_model,
@@ -105,6 +105,7 @@ def evaluate_heldout(cfg: TrainRewardConfig, model_dir: str, held: list) -> dict
     if not held:
         return {}
     model = load_reward_model(model_dir)
+    model.forward_kind = cfg.forward
     mode = cfg.eval_mode if model.meta.critique_trained else "none"
     table = acc_table(score_pairs(model, held, mode, cfg.max_new_tokens))
     print(format_table({f"held-out ({mode})": table}))

@@ -110,6 +110,11 @@ class ServeRewardConfig:
         default=0.5, metadata={"help": "vLLM critic's share of the replica's GPU"}
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "allow model repo code"})
+    forward: str = field(
+        default="packed",
+        metadata={"help": "scoring forward: packed (items sharing question + media computed "
+                          "once, e.g. a /v1/compare) | grouped (one row per item)"},
+    )
     access_log: bool = field(default=True, metadata={"help": "log every request (replica)"})
     detach: bool | None = field(
         default=None, metadata={"help": "return leaving the app up (null: if Ray outlives us)"}
@@ -437,6 +442,7 @@ def load_scorer(
     critique_max_new_tokens: int = 32,
     trust_remote_code: bool = False,
     critic: Callable[[list[ScoringInput]], list[str]] | None = None,
+    forward: str = "packed",
 ) -> RewardScorer:
     """A ``RewardScorer`` over the critique reward model saved at ``model_path``.
 
@@ -444,7 +450,7 @@ def load_scorer(
     """
     if not Path(model_path).is_dir():
         raise FileNotFoundError(f"reward model directory not found: {model_path}")
-    model = load_reward_adapter(model_path, critique_max_new_tokens, trust_remote_code)
+    model = load_reward_adapter(model_path, critique_max_new_tokens, trust_remote_code, forward)
     return RewardScorer(model, max_batch_size, name=f"reward:{Path(model_path).name}",
                         critic=critic)
 
@@ -454,7 +460,8 @@ def load_scorer(
 
 
 def load_reward_adapter(
-    model_path: str, critique_max_new_tokens: int = 32, trust_remote_code: bool = False
+    model_path: str, critique_max_new_tokens: int = 32, trust_remote_code: bool = False,
+    forward: str = "packed",
 ) -> RewardModel:
     """``mmrlhf_ray.reward.model.load_reward_model(path)`` behind the ``RewardModel`` protocol.
 
@@ -468,7 +475,9 @@ def load_reward_adapter(
         )
     from mmrlhf_ray.reward.model import load_reward_model
 
-    return _RewardLibAdapter(load_reward_model(model_path), critique_max_new_tokens)
+    model = load_reward_model(model_path)
+    model.forward_kind = forward  # packed: a /v1/compare's K responses share one prefix
+    return _RewardLibAdapter(model, critique_max_new_tokens)
 
 
 class _RewardLibAdapter:

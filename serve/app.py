@@ -199,6 +199,7 @@ class ReplicaCore:
             self.cfg.critique_max_new_tokens,
             self.cfg.trust_remote_code,
             critic=make_critic(self.cfg),
+            forward=self.cfg.forward,
         )
         # Ray 2.60's @serve.batch needs a replica context, which local testing mode lacks:
         # there each request is scored as one batch of its own items instead.

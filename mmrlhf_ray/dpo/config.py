@@ -11,6 +11,14 @@ from mmrlhf_ray.training.config import TrainConfig
 
 LOSS_KINDS = ("mm_dpo", "dpo", "ipo", "simpo", "beta_dpo", "mpo", "implicit_reward")
 PAIR_STAGES = ("auto", "score", "pairs", "ref-logps")
+FORWARD_KINDS = ("packed", "grouped")
+FORWARD_HELP = ("packed (prompt + media once per query, K responses behind a block mask) | "
+                "grouped (K rows per query: the reference implementation)")
+
+
+def check_forward(kind: str) -> None:
+    if kind not in FORWARD_KINDS:
+        raise ValueError(f"forward: {kind!r} is not one of {', '.join(FORWARD_KINDS)}")
 
 
 @dataclass
@@ -78,8 +86,10 @@ class DpoConfig:
     )
     max_response_tokens: int = field(default=256, metadata={"help": "truncate responses"})
     max_frames: int = field(default=4, metadata={"help": "video frames per query"})
+    forward: str = field(default="packed", metadata={"help": FORWARD_HELP})
 
     def __post_init__(self) -> None:
+        check_forward(self.forward)
         if self.pairs_stage not in PAIR_STAGES:
             raise ValueError(f"pairs_stage: {self.pairs_stage!r} not in {PAIR_STAGES}")
         if self.reference not in ("auto", "precomputed", "online"):
@@ -102,7 +112,9 @@ class RefLogpsConfig:
     max_frames: int = field(default=4, metadata={"help": "video frames per query"})
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per scorer actor"})
     bf16: bool = field(default=False, metadata={"help": "bf16 weights (GPU only)"})
+    forward: str = field(default="packed", metadata={"help": FORWARD_HELP})
 
     def __post_init__(self) -> None:
+        check_forward(self.forward)
         if self.pairs_stage not in ("auto", "score", "pairs"):
             raise ValueError(f"pairs_stage: {self.pairs_stage!r} is not score|pairs|auto")

@@ -18,13 +18,13 @@ TIE = 1e-3  # |h| below this is a tie: fp32 noise of batched forwards, not a pre
 
 
 def response_scores(model, processor, groups: list[QueryGroup], queries_per_batch: int = 8,
-                    max_response_tokens: int = 256, max_frames: int = 4
-                    ) -> dict[tuple[str, str], tuple[float, int]]:
+                    max_response_tokens: int = 256, max_frames: int = 4,
+                    forward: str = "packed") -> dict[tuple[str, str], tuple[float, int]]:
     """{(query_id, response_id): (log pi(y|x), n_tokens)} for every response of ``groups``."""
     out = {}
     for i in range(0, len(groups), queries_per_batch):
         for s in reference_logps(model, processor, groups[i:i + queries_per_batch],
-                              max_response_tokens, max_frames):
+                              max_response_tokens, max_frames, forward):
             if s["error"]:
                 raise ValueError(f"query {s['query_id']}: {s['error_field']}: {s['error']}")
             out[(s["query_id"], s["response_id"])] = (s["ref_logp"], s["n_tokens"])

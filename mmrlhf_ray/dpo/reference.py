@@ -1,8 +1,9 @@
 """Reference log-probs, once per unique response, before training (pure torch).
 
-``reference_logps`` runs the reference policy over query groups with the same grouped
-forward training uses (vision once per query, K responses in one batch), so
-``log pi_ref(y|x)`` is computed exactly as ``log pi(y|x)`` will be at step 0.
+``reference_logps`` runs the reference policy over query groups with the forward training
+uses (``forward="packed"``: prompt and media once per query, its K responses packed
+behind it; ``"grouped"``: K rows per query), so ``log pi_ref(y|x)`` is computed exactly
+as ``log pi(y|x)`` will be at step 0.
 ``fill_pairs`` writes them back into the pair rows (``ref_chosen_logp``,
 ``ref_rejected_logp``). The Ray Data actor (``actors/ref_logps.py``) wraps this.
 """
@@ -13,8 +14,8 @@ from typing import Any
 
 import torch
 
-from mmrlhf_ray.dpo.batching import collate_groups, encode_group
-from mmrlhf_ray.dpo.forward import grouped_logps
+from mmrlhf_ray.dpo.batching import encode_group
+from mmrlhf_ray.dpo.packed import collate_batch, response_logps
 from mmrlhf_ray.groups import QueryGroup, pair_quarantine, response_id_for
 from mmrlhf_ray.media import MediaError
 
@@ -27,7 +28,7 @@ def _error_rows(group: QueryGroup, fld: str, reason: str) -> list[dict[str, Any]
 
 @torch.no_grad()
 def reference_logps(model, processor, groups: list[QueryGroup], max_response_tokens: int = 256,
-                 max_frames: int = 4) -> list[dict[str, Any]]:
+                 max_frames: int = 4, forward: str = "packed") -> list[dict[str, Any]]:
     """One row per unique response: query_id, response_id, ref_logp, n_tokens, error*.
 
     A query whose media cannot be decoded yields rows with ``error_field``/``error``
@@ -44,9 +45,9 @@ def reference_logps(model, processor, groups: list[QueryGroup], max_response_tok
     if not encoded:
         return out
     pad = getattr(processor, "tokenizer", processor).pad_token_id
-    batch = collate_groups(encoded, pad)
+    batch = collate_batch(encoded, pad, forward)
     device = next(model.parameters()).device
-    logps, n_tokens = grouped_logps(model, batch.to(device), frozen_vision=True)
+    logps, n_tokens = response_logps(model, batch.to(device), frozen_vision=True)
     row = 0
     for eq in encoded:
         for rid in eq.group.response_ids:
@@ -55,6 +56,30 @@ def reference_logps(model, processor, groups: list[QueryGroup], max_response_tok
                         "error_field": None, "error": None})
             row += 1
     return out
+
+
+def check_reference_logps(model, processor, groups: list[QueryGroup], forward: str,
+                          max_response_tokens: int = 256, max_frames: int = 4,
+                          atol: float = 1e-3, rtol: float = 1e-4) -> float:
+    """Re-score ``groups`` with ``forward`` and compare with their stored reference
+    log-probs; returns the largest difference, raises ValueError naming the response
+    that disagrees (a reference made by another forward kind must give the same values).
+    """
+    worst = 0.0
+    scored = reference_logps(model, processor, groups, max_response_tokens, max_frames, forward)
+    stored = {(g.query_id, rid): v for g in groups
+              for rid, v in zip(g.response_ids, g.ref_logps, strict=True)}
+    for s in scored:
+        ref = stored.get((s["query_id"], s["response_id"]))
+        if ref is None or s["ref_logp"] is None:
+            continue
+        diff = abs(s["ref_logp"] - ref)
+        worst = max(worst, diff)
+        if diff > atol + rtol * abs(ref):
+            raise ValueError(
+                f"query {s['query_id']} response {s['response_id']}: ref_logp {ref:.6f} stored, "
+                f"{s['ref_logp']:.6f} with forward={forward}: re-run ref-logps with forward={forward}")
+    return worst
 
 
 def fill_pairs(rows: list[dict[str, Any]], scored: list[dict[str, Any]]

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from mmrlhf_ray.dpo.batching import EncodedQuery, collate_groups, encode_group, is_video
+from mmrlhf_ray.dpo.batching import EncodedQuery, encode_group, is_video
 from mmrlhf_ray.dpo.config import LossConfig
-from mmrlhf_ray.dpo.forward import grouped_logps
 from mmrlhf_ray.dpo.objective import LossState, preference_loss
+from mmrlhf_ray.dpo.packed import collate_batch, response_logps
 from mmrlhf_ray.groups import QueryGroup
 
 
@@ -35,14 +35,17 @@ def query_modality(group: QueryGroup) -> str:
     return "image" if group.media else "text"
 
 
-def collate_queries(examples: list[EncodedQuery], processor) -> dict[str, Any]:
-    """Harness ``collate``: one ``GroupedBatch`` (under the key ``grouped``)."""
+def collate_queries(examples: list[EncodedQuery], processor, forward: str = "packed"
+                    ) -> dict[str, Any]:
+    """Harness ``collate``: one ``PackedBatch`` (or, with ``forward="grouped"``, a
+    ``GroupedBatch``) under the key ``grouped``."""
     pad = getattr(processor, "tokenizer", processor).pad_token_id
-    return {"grouped": collate_groups(examples, pad)}
+    return {"grouped": collate_batch(examples, pad, forward)}
 
 
 class DpoLoss:
-    """Harness ``loss_fn``: grouped forward of the policy, then the preference loss.
+    """Harness ``loss_fn``: the policy's forward (packed or grouped, as the batch was
+    collated), then the preference loss.
 
     Reference log-probs come with the batch (precomputed by ``mmrlhf ref-logps``).
     With ``online_reference`` set to a checkpoint path, a frozen copy of the reference
@@ -72,12 +75,12 @@ class DpoLoss:
             self._reference, _ = load_policy(self.online_reference, dtype=dtype, device=str(device))
             self._reference.requires_grad_(False)
         with torch.no_grad():
-            return grouped_logps(self._reference, batch, frozen_vision=True)[0]
+            return response_logps(self._reference, batch, frozen_vision=True)[0]
 
     def __call__(self, model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         device = getattr(model, "device", None) or next(model.parameters()).device
         grouped = batch["grouped"].to(device)
-        logps, n_tokens = grouped_logps(model, grouped, frozen_vision=self.frozen_vision)
+        logps, n_tokens = response_logps(model, grouped, frozen_vision=self.frozen_vision)
         ref = None
         if self.loss.needs_reference:
             ref = self.reference_logps(grouped, device, logps.dtype).to(logps.dtype)

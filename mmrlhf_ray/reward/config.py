@@ -52,8 +52,12 @@ class TrainRewardConfig:
     train: TrainConfig = field(default_factory=_reward_train_defaults)
     eval_mode: str = _h("generate", "held-out scoring after training: generate|given|none")
     max_new_tokens: int = _h(48, "critique length cap when generating")
+    forward: str = _h("packed", "packed (items sharing question + images computed once) | "
+                                "grouped (one padded row per item: the reference)")
 
     def __post_init__(self) -> None:
+        if self.forward not in ("packed", "grouped"):
+            raise ValueError(f"forward: {self.forward!r} is not packed|grouped")
         if self.critique_source not in CRITIQUE_SOURCES:
             raise ValueError(
                 f"critique_source: {self.critique_source!r} not one of {CRITIQUE_SOURCES}"

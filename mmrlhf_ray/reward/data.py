@@ -136,7 +136,7 @@ def collate_pairs(model: CritiqueRewardModel, pairs: Sequence[RewardPair]
                   ) -> dict[str, torch.Tensor]:
     """One batch of 2P sequences: the P chosen first, then the P rejected, with labels
     on critique tokens and an ``is_tie`` [P] flag."""
-    return collate_reward_pairs(list(pairs), model.processor, model.meta)
+    return collate_reward_pairs(list(pairs), model.processor, model.meta, forward="grouped")
 
 
 # ---- adapters for the Ray Train + DeepSpeed harness (actors/trainer.py) -----------------
@@ -159,10 +159,21 @@ def load_split_rows(run_dir: str, pairs_stage: str, split: str = "train") -> lis
     return [r for r in rows if str(r.get("pair_id")) in ids]
 
 
-def collate_reward_pairs(examples: list[RewardPair], processor: Any, meta: RewardMeta
-                         ) -> dict[str, torch.Tensor]:
-    """Harness ``collate``: P pairs -> 2P padded sequences (chosen first) + ``is_tie``."""
+def collate_reward_pairs(examples: list[RewardPair], processor: Any, meta: RewardMeta,
+                         forward: str = "packed") -> dict[str, Any]:
+    """Harness ``collate``: P pairs -> 2P items (chosen first) + ``is_tie``.
+
+    ``forward="packed"``: the unique items packed so that items sharing question and
+    images (a pair's two sides, every pair of a query) compute that prefix once
+    (``packed`` rows, ``item_index`` (2P,), ``item_weight``); ``"grouped"``: 2P padded
+    sequences."""
     items = [p.chosen for p in examples] + [p.rejected for p in examples]
+    if forward == "packed":
+        from mmrlhf_ray.reward.packed import pack_items
+
+        rows, index, weight = pack_items(processor, meta, items, with_labels=True)
+        return {"packed": rows, "item_index": index, "item_weight": weight,
+                "is_tie": torch.tensor([p.is_tie for p in examples], dtype=torch.bool)}
     batch = encode_items(processor, meta, items, with_labels=True)
     batch["is_tie"] = torch.tensor([p.is_tie for p in examples], dtype=torch.bool)
     return batch
@@ -184,12 +195,27 @@ def reward_loss_fn(model: Any, batch: dict[str, torch.Tensor], weights: RewardLo
     the LM head is not run at all."""
     batch = dict(batch)
     is_tie = batch.pop("is_tie")
+    if "packed" in batch:
+        return _packed_reward_loss(model, batch, is_tie, weights)
     if weights.critique == 0:
         batch.pop("labels", None)
     out = model(**batch)
     scores = out["scores"]
     n = scores.shape[0] // 2
     nll = critique_nll(out["logits"], out["targets"]) if "logits" in out else scores.sum() * 0.0
+    return reward_loss(scores[:n], scores[n:], is_tie.to(scores.device), nll, weights)
+
+
+def _packed_reward_loss(model: Any, batch: dict[str, Any], is_tie: torch.Tensor,
+                        weights: RewardLossWeights):
+    """``reward_loss_fn`` on a packed batch (same loss: duplicates weighted back in)."""
+    from mmrlhf_ray.reward.packed import weighted_nll
+
+    device = next(model.parameters()).device
+    out = model(packed=batch["packed"].to(device))
+    scores = out["scores"][batch["item_index"].to(device)]
+    n = scores.shape[0] // 2
+    nll = weighted_nll(out, batch["item_weight"]) if weights.critique else scores.sum() * 0.0
     return reward_loss(scores[:n], scores[n:], is_tie.to(scores.device), nll, weights)
 
 

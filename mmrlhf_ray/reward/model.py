@@ -113,6 +113,7 @@ class CritiqueRewardModel(nn.Module):
         self.meta = meta
         self.head = RewardHead(meta.hidden_size, meta.head_dropout)
         self.pad_id = pad_token_id(self.tokenizer)
+        self.forward_kind = "packed"  # scoring forward: packed (mmrlhf_ray.reward.packed) | grouped
 
     @property
     def tokenizer(self) -> Any:
@@ -125,11 +126,18 @@ class CritiqueRewardModel(nn.Module):
         return encode_items(self.processor, self.meta, items, with_labels, left_pad, add_critique)
 
     # ---- forward ----------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None = None, **vision: Any) -> dict[str, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, packed: Any = None,
+                **vision: Any) -> dict[str, torch.Tensor]:
         """Scores ``[B]`` at the last non-pad token; with ``labels``, also ``logits``
         ``[N, V]`` at the N positions that predict a labelled token and ``targets`` [N]
-        (the LM head runs only there: cheap even with a 150k vocabulary)."""
+        (the LM head runs only there: cheap even with a 150k vocabulary). With
+        ``packed`` rows (``reward.packed.pack_items``): ``reward.packed.packed_outputs``."""
+        if packed is not None:
+            from mmrlhf_ray.reward.packed import packed_outputs
+
+            return packed_outputs(self, packed)
         hidden = self._last_hidden(input_ids, attention_mask, vision)
         idx = last_token_index(attention_mask)
         last = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
@@ -184,7 +192,15 @@ class CritiqueRewardModel(nn.Module):
         self.eval()
         scores: list[float] = []
         for start in range(0, len(items), batch_size):
-            batch = self.encode(items[start:start + batch_size])
+            chunk = items[start:start + batch_size]
+            if self.forward_kind == "packed":
+                from mmrlhf_ray.reward.packed import pack_items
+
+                rows, index, _ = pack_items(self.processor, self.meta, chunk)
+                device = next(self.parameters()).device
+                scores += self(packed=rows.to(device))["scores"][index.to(device)].float().tolist()
+                continue
+            batch = self.encode(chunk)
             scores += self(**batch)["scores"].float().tolist()
         self.train(was_training)
         return scores

@@ -1,0 +1,138 @@
+"""The packed DPO forward: each query's prompt and media once, its K responses behind it.
+
+Same inputs and outputs as the grouped forward (``forward.grouped_logps``): queries
+encoded by ``batching.encode_group``, per-response log-probs in the grouped batch's row
+order (query-major), and the pairs' chosen/rejected indices into them, so
+``objective.preference_loss`` takes either batch. The difference is the layout
+(``mmrlhf_ray.models.packing``): one segment ``[prompt + media, r1..rK]`` per query with
+a block mask, not K rows that each recompute the prompt, and the LM head only at the
+positions that predict a response token.
+
+    batch = collate_packed([encode_group(processor, g) for g in groups], pad_token_id)
+    logps, n_tokens = packed_logps(model, batch)        # (R,), (R,)
+    logps, n_tokens = response_logps(model, batch)      # either kind of batch
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from mmrlhf_ray.dpo.batching import EncodedQuery, GroupedBatch, collate_groups
+from mmrlhf_ray.dpo.config import FORWARD_KINDS
+from mmrlhf_ray.models.encoding import IGNORE_INDEX
+from mmrlhf_ray.models.packing import PackedQuery, PackedRows, item_logps, media_of, pack_queries
+
+
+@dataclass
+class PackedBatch:
+    """R responses of Q queries packed in rows, and P pairs pointing at the responses.
+
+    The pair fields have the names and meaning of ``GroupedBatch``'s (a response index
+    is the row index the grouped batch would give it).
+    """
+
+    rows: PackedRows
+    row_query: torch.Tensor  # (R,) query index of each response
+    chosen_idx: torch.Tensor  # (P,)
+    rejected_idx: torch.Tensor  # (P,)
+    margins: torch.Tensor  # (P,)
+    ref_logps: torch.Tensor  # (R,)
+    pair_ids: list[str] = field(default_factory=list)
+    query_ids: list[str] = field(default_factory=list)
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.query_ids)
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.chosen_idx.numel())
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.row_query.numel())
+
+    def to(self, device) -> PackedBatch:
+        moved = {
+            k: v.to(device) if isinstance(v, torch.Tensor) else v
+            for k, v in self.__dict__.items()
+            if k != "rows"
+        }
+        return PackedBatch(rows=self.rows.to(device), **moved)
+
+
+def packed_query(eq: EncodedQuery) -> PackedQuery:
+    """An encoded query as a shared prefix (its prompt) + K items (prompt + response)."""
+    prompt_ids = eq.prompt["input_ids"][0]
+    types = eq.prompt.get("mm_token_type_ids")
+    types = torch.zeros_like(prompt_ids) if types is None else types[0]
+    media = media_of(eq.prompt)
+    items = [
+        (
+            torch.cat([prompt_ids, resp]),
+            torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), resp]),
+        )
+        for resp in eq.response_ids
+    ]
+    return PackedQuery(prompt_ids, types, media, items)
+
+
+def collate_packed(
+    encoded: list[EncodedQuery], pad_token_id: int, max_row_tokens: int = 0
+) -> PackedBatch:
+    """Pack the queries (see ``packing.pack_queries``) and index the pairs."""
+    if not encoded:
+        raise ValueError("collate_packed: no queries")
+    rows = pack_queries([packed_query(eq) for eq in encoded], pad_token_id, max_row_tokens)
+    row_query, ref, chosen, rejected, margins, pair_ids = [], [], [], [], [], []
+    for q, eq in enumerate(encoded):
+        offset = len(row_query)
+        for i in range(len(eq.response_ids)):
+            row_query.append(q)
+            value = eq.group.ref_logps[i] if i < len(eq.group.ref_logps) else None
+            ref.append(float("nan") if value is None else float(value))
+        for p in eq.group.pairs:
+            chosen.append(offset + p.chosen), rejected.append(offset + p.rejected)
+            margins.append(float("nan") if p.margin is None else p.margin)
+            pair_ids.append(p.pair_id)
+    return PackedBatch(
+        rows=rows,
+        row_query=torch.tensor(row_query),
+        chosen_idx=torch.tensor(chosen, dtype=torch.long),
+        rejected_idx=torch.tensor(rejected, dtype=torch.long),
+        margins=torch.tensor(margins, dtype=torch.float32),
+        ref_logps=torch.tensor(ref, dtype=torch.float32),
+        pair_ids=pair_ids,
+        query_ids=[eq.group.query_id for eq in encoded],
+    )
+
+
+def packed_logps(
+    model, batch: PackedBatch, frozen_vision: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs and token counts per response: ``((R,), (R,))``."""
+    return item_logps(model, batch.rows, frozen_vision)
+
+
+def collate_batch(
+    encoded: list[EncodedQuery], pad_token_id: int, kind: str = "packed"
+) -> PackedBatch | GroupedBatch:
+    """The batch of forward ``kind`` ("packed" or "grouped", the reference layout)."""
+    if kind == "packed":
+        return collate_packed(encoded, pad_token_id)
+    if kind == "grouped":
+        return collate_groups(encoded, pad_token_id)
+    raise ValueError(f"forward: {kind!r} is not one of {', '.join(FORWARD_KINDS)}")
+
+
+def response_logps(
+    model, batch: PackedBatch | GroupedBatch, frozen_vision: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-response ``(logps, n_tokens)`` from whichever forward the batch was made for."""
+    if isinstance(batch, PackedBatch):
+        return packed_logps(model, batch, frozen_vision)
+    from mmrlhf_ray.dpo.forward import grouped_logps
+
+    return grouped_logps(model, batch, frozen_vision)
