@@ -75,6 +75,8 @@ class _Router(io.TextIOBase):
         self.last_to_log = False  # print() writes the text, then "\n" on its own
 
     def write(self, text: str) -> int:
+        if not text:
+            return 0
         log = _state["log"]
         to_log = log is not None and (
             (text == "\n" and self.last_to_log)
@@ -98,6 +100,9 @@ class _Router(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.terminal, "encoding", "utf-8")
+
+    def __getattr__(self, name: str) -> Any:  # e.g. .buffer: the terminal's
+        return getattr(self.terminal, name)
 
 
 def enable() -> None:
