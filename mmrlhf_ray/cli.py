@@ -86,10 +86,6 @@ def absolute_local_paths(cfg: Any) -> None:
             setattr(cfg, f.name, os.path.abspath(value))
 
 
-class UsageError(Exception):
-    """A mistake of the user's (config, missing input): one line and exit 2, no traceback."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line: ``mmrlhf <stage>: error: ... (see --help)``."""
 
@@ -198,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def user_error(exc: BaseException) -> str | None:
     """The one-line message of a user's mistake, or None for a bug (a traceback)."""
-    if isinstance(exc, (ConfigError, StageInputError, UsageError)):
+    if isinstance(exc, (ConfigError, StageInputError)):
         return str(exc)
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)) and exc.filename:
         return f"cannot read {exc.filename}: {exc.strerror}; check the path in the config"
