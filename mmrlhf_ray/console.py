@@ -41,8 +41,12 @@ LOG_ONLY = re.compile(
     r"^(\x1b\[[0-9;]*m)?\((raylet|gcs_server|autoscaler|[^\n]*?pid=\d+)[^\n]*?\)"
     r"|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|DEBUG)\s"
     r"|^[WI]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ "  # torch's glog-style notices
+    r"|^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\] \[(INFO|DEBUG)\]"  # DeepSpeed's INFO
     r"|Token authentication is enabled for this Ray cluster|Progress bars disabled\. To enable"
+    r"|Setting accelerator to CPU"
 )
+# Progress bars of loading and saving models (every worker, every stage): to the log too.
+NOISY_BARS = re.compile(r"Loading weights|Writing model shards|Loading checkpoint shards")
 PROGRESS = re.compile(r"\d+%\|")
 LOG_FILE = "console.log"
 
@@ -81,6 +85,7 @@ class _Router(io.TextIOBase):
         to_log = log is not None and (
             (text == "\n" and self.last_to_log)
             or (LOG_ONLY.search(text) is not None and not PROGRESS.search(text))
+            or NOISY_BARS.search(text) is not None
         )
         self.last_to_log = to_log and text != "\n"
         (log if to_log else self.terminal).write(text)

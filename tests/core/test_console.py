@@ -66,3 +66,21 @@ def test_known_harmless_warnings_are_dropped_once_at_their_logger(caplog):
             "Failed to query Ray Train Controller actor state. State API may be temporarily unavailable."
         )
     assert [r.getMessage() for r in caplog.records] == ["a real problem"]
+
+
+def test_model_loading_bars_and_deepspeed_notices_go_to_the_log(tmp_path, monkeypatch):
+    monkeypatch.setitem(console._state, "enabled", True)
+    monkeypatch.setitem(console._state, "log", None)
+    console.route(str(tmp_path), "sft")
+    terminal = io.StringIO()
+    out = console._Router(terminal)
+    noisy = [
+        "(RayTrainWorker pid=5) \rLoading weights: 100%|##########| 82/82 [00:00<00:00]\n",
+        "[2026-11-30 21:35:20,640] [WARNING] [real_accelerator.py:213:get_accelerator] "
+        "Setting accelerator to CPU.\n",
+    ]
+    for text in noisy:
+        out.write(text)
+    out.write("sft: 40 of 48 pool rows trained\n")
+    assert terminal.getvalue() == "sft: 40 of 48 pool rows trained\n"
+    assert (tmp_path / "sft" / "logs" / "console.log").read_text() == "".join(noisy)
