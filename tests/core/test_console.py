@@ -83,4 +83,4 @@ def test_model_loading_bars_and_deepspeed_notices_go_to_the_log(tmp_path, monkey
         out.write(text)
     out.write("sft: 40 of 48 pool rows trained\n")
     assert terminal.getvalue() == "sft: 40 of 48 pool rows trained\n"
-    assert (tmp_path / "sft" / "logs" / "console.log").read_text() == "".join(noisy)
+    assert (tmp_path / "sft" / "logs" / "console.log").read_bytes().decode() == "".join(noisy)
