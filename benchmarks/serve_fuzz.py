@@ -286,4 +286,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mmrlhf_ray.signals import run_main
+
+    run_main(main, "serve_fuzz")  # Ctrl-C 130, SIGTERM 143, the services it started stopped

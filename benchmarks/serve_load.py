@@ -304,4 +304,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mmrlhf_ray.signals import run_main
+
+    run_main(main, "serve_load")  # Ctrl-C 130, SIGTERM 143, the services it started stopped

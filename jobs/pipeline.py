@@ -110,4 +110,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    signals.run_main(main, "pipeline")  # under `ray job submit`: 130 / 143 as from `mmrlhf`

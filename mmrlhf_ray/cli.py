@@ -69,10 +69,6 @@ def _shipped_defaults(config_cls: type, path: Any) -> Any:
         return None
 
 
-class UsageError(Exception):
-    """A mistake of the user's (config, missing input): one line and exit 2, no traceback."""
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse whose errors are one line: ``mmrlhf <stage>: error: ... (see --help)``."""
 
@@ -181,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def user_error(exc: BaseException) -> str | None:
     """The one-line message of a user's mistake, or None for a bug (a traceback)."""
-    if isinstance(exc, (ConfigError, StageInputError, UsageError)):
+    if isinstance(exc, (ConfigError, StageInputError)):
         return str(exc)
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)) and exc.filename:
         return f"cannot read {exc.filename}: {exc.strerror}; check the path in the config"

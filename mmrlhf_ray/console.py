@@ -41,8 +41,12 @@ LOG_ONLY = re.compile(
     r"^(\x1b\[[0-9;]*m)?\((raylet|gcs_server|autoscaler|[^\n]*?pid=\d+)[^\n]*?\)"
     r"|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|DEBUG)\s"
     r"|^[WI]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ "  # torch's glog-style notices
+    r"|^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\] \[(INFO|DEBUG)\]"  # DeepSpeed's INFO
     r"|Token authentication is enabled for this Ray cluster|Progress bars disabled\. To enable"
+    r"|Setting accelerator to CPU"
 )
+# Progress bars of loading and saving models (every worker, every stage): to the log too.
+NOISY_BARS = re.compile(r"Loading weights|Writing model shards|Loading checkpoint shards")
 PROGRESS = re.compile(r"\d+%\|")
 LOG_FILE = "console.log"
 
@@ -75,10 +79,13 @@ class _Router(io.TextIOBase):
         self.last_to_log = False  # print() writes the text, then "\n" on its own
 
     def write(self, text: str) -> int:
+        if not text:
+            return 0
         log = _state["log"]
         to_log = log is not None and (
             (text == "\n" and self.last_to_log)
             or (LOG_ONLY.search(text) is not None and not PROGRESS.search(text))
+            or NOISY_BARS.search(text) is not None
         )
         self.last_to_log = to_log and text != "\n"
         (log if to_log else self.terminal).write(text)
@@ -98,6 +105,9 @@ class _Router(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.terminal, "encoding", "utf-8")
+
+    def __getattr__(self, name: str) -> Any:  # e.g. .buffer: the terminal's
+        return getattr(self.terminal, name)
 
 
 def enable() -> None:

@@ -131,6 +131,21 @@ def exit_now(message: str = "") -> NoReturn:
     os._exit(exit_code() or 1)
 
 
+def run_main(fn: Callable[[], Any], prog: str) -> NoReturn:
+    """``sys.exit(fn())`` under the contract, for scripts outside ``mmrlhf`` (benchmarks,
+    ``python jobs/pipeline.py`` under ``ray job submit``)."""
+    code: Any = None
+    with handled():
+        try:
+            code = fn()
+        except BaseException:
+            if received() is None:
+                raise
+    if received() is not None:
+        exit_now(f"{prog}: stopped by {signal_name()}; re-run the same command to resume")
+    sys.exit(code)
+
+
 def while_framework_runs(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call ``fn`` (e.g. Ray Train's ``fit``) keeping our handlers in force.
 

@@ -16,6 +16,12 @@ from mmrlhf_ray.stage import StageDir
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _loud_console(monkeypatch):
+    """In-process calls keep pytest's streams (the quiet console would wrap them)."""
+    monkeypatch.setenv("MMRLHF_VERBOSE", "1")
+
+
 def _error_line(capsys, argv: list[str]) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
