@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
+from mmrlhf_ray.config import Choices
 from mmrlhf_ray.release import record_to_data_line
 from mmrlhf_ray.schemas import RESPONSE_TYPE, quarantine_row, validate_row
 
-SOURCES = ("oracle", "human")
+Source = Literal["oracle", "human"]
+SOURCES = get_args(Source)
 POOL_COLUMNS = (
     "sample_id",
     "source",
@@ -41,11 +43,11 @@ _RESPONSE_FIELDS = [f.name for f in RESPONSE_TYPE]
 
 
 @dataclass
-class AnnotateConfig:
+class AnnotateConfig(Choices):
     """Config of the ``annotate`` stage: generated responses -> annotated records."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory (path or URI)"})
-    source: str = field(default="oracle", metadata={"help": "oracle (shapes world) | human"})
+    source: Source = field(default="oracle", metadata={"help": "oracle (shapes world) | human"})
     labels_jsonl: str = field(
         default="", metadata={"help": "human labels in the official data.jsonl format"}
     )
@@ -63,8 +65,7 @@ class AnnotateConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"annotate.source: {self.source!r} not one of {SOURCES}")
+        super().__post_init__()
         if self.source == "human" and not self.labels_jsonl:
             raise ValueError("annotate.labels_jsonl: required when source=human")
 

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mmrlhf_ray import console, signals
-from mmrlhf_ray.config import ConfigError, absolute_local_paths, config_to_dict, load_config
+from mmrlhf_ray.config import (
+    ConfigError,
+    absolute_local_paths,
+    choices_of,
+    config_to_dict,
+    load_config,
+)
 from mmrlhf_ray.stage import StageInputError
 from mmrlhf_ray.stages import BY_NAME, STAGES
 
@@ -54,7 +60,8 @@ def describe_config(cls: type, values: Any = None, source: str = "", prefix: str
         if values is not None and value != default:
             shown = f"default {value!r} from {source}; {default!r} in code"
         help_text = f.metadata.get("help", "")
-        name = getattr(tp, "__name__", str(tp))
+        allowed = choices_of(tp)
+        name = "|".join(map(str, allowed)) if allowed else getattr(tp, "__name__", str(tp))
         lines.append(f"  {prefix}{f.name} ({name}, {shown}) {help_text}".rstrip())
     return lines
 

@@ -40,11 +40,47 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
+def choices_of(tp: Any) -> tuple | None:
+    """The allowed values of a ``Literal[...]`` annotation (None for other types)."""
+    tp = _unwrap_optional(tp)
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+
+
+def check_choices(cfg: Any) -> None:
+    """Every ``Literal[...]`` field of the dataclass ``cfg`` holds one of its values.
+
+    The one place choices are checked: configs loaded from YAML and configs built in
+    code (``Choices.__post_init__``) both come here. Raises ``ConfigError`` naming the key.
+    """
+    for name, tp in typing.get_type_hints(type(cfg)).items():
+        allowed = choices_of(tp)
+        value = getattr(cfg, name, None)
+        if allowed and value is not None and value not in allowed:
+            raise ConfigError(
+                f"config key '{name}': {value!r} is not one of {', '.join(map(str, allowed))}"
+            )
+
+
+class Choices:
+    """Base of config dataclasses with ``Literal`` fields: checked after ``__init__``.
+    A subclass with more checks of its own calls ``super().__post_init__()`` first."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Coerce a YAML value to the annotated type, or raise naming ``key``."""
     if value is None:
         return None
     tp = _unwrap_optional(tp)
+    allowed = choices_of(tp)
+    if allowed:
+        if value not in allowed:
+            raise ConfigError(
+                f"config key '{key}': {value!r} is not one of {', '.join(map(str, allowed))}"
+            )
+        return value
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")

@@ -19,22 +19,24 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 
+from mmrlhf_ray.config import Choices
 from mmrlhf_ray.schemas import quarantine_row
 
-KINDS = ("auto", "vllm", "transformers", "simulated")
-FALLBACKS = ("original", "keep")
+Kind = Literal["auto", "vllm", "transformers", "simulated"]
+Fallback = Literal["original", "keep"]
+KINDS, FALLBACKS = get_args(Kind), get_args(Fallback)
 
 
 @dataclass
-class ModelSpec:
+class ModelSpec(Choices):
     """One generating model and how to run it (one actor pool per model)."""
 
     name: str = field(default="policy", metadata={"help": "label written to the `model` column"})
-    kind: str = field(
+    kind: Kind = field(
         default="auto",
         metadata={"help": "auto (vllm if importable) | vllm | transformers | simulated"},
     )
@@ -62,8 +64,7 @@ class ModelSpec:
     enforce_eager: bool = False  # vLLM without compilation / graphs (quick CPU test loads)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"model '{self.name}': kind must be one of {KINDS}, got {self.kind!r}")
+        super().__post_init__()
         if self.n < 1 or self.max_tokens < 1 or self.pool_size < 1:
             raise ValueError(f"model '{self.name}': n, max_tokens and pool_size must be >= 1")
 
@@ -103,7 +104,7 @@ class GenerateConfig:
 
 
 @dataclass
-class ExpandConfig:
+class ExpandConfig(Choices):
     """`mmrlhf expand`: expand annotators' score reasons into critiques (Table 7)."""
 
     run_dir: str = "runs/demo"
@@ -115,7 +116,7 @@ class ExpandConfig:
         default="", metadata={"help": "empty = the paper's Table 7 prompt"}
     )
     with_image: bool = field(default=False, metadata={"help": "also give the expander the image"})
-    fallback: str = field(
+    fallback: Fallback = field(
         default="original", metadata={"help": "flagged expansion: 'original' reason or 'keep' it"}
     )
     overwrite: bool = field(
@@ -123,10 +124,6 @@ class ExpandConfig:
     )
     chunk_size: int = 32
     kill_marker: str = ""
-
-    def __post_init__(self) -> None:
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"expand: fallback must be one of {FALLBACKS}, got {self.fallback!r}")
 
 
 def spec_from_dict(data: dict[str, Any] | ModelSpec) -> ModelSpec:

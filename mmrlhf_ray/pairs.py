@@ -19,38 +19,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
+from typing import Any, Literal, get_args
 
+from mmrlhf_ray.config import Choices
 from mmrlhf_ray.schemas import MEDIA_KEYS
 
-MODES = ("all", "best-vs-worst")
-TIE_RULES = ("constructed", "skip")
-MARGINS = ("none", "oracle")
+Mode = Literal["all", "best-vs-worst"]
+TieRule = Literal["constructed", "skip"]
+Margin = Literal["none", "oracle"]
+MODES, TIE_RULES, MARGINS = get_args(Mode), get_args(TieRule), get_args(Margin)
 
 
 
 @dataclass
-class PairsConfig:
+class PairsConfig(Choices):
     """Config of the ``pairs`` stage: annotated records -> preference pairs."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory (path or URI)"})
     input_stage: str = field(
         default="", metadata={"help": "records stage to read ('' = expand if done, else annotate)"}
     )
-    mode: str = field(default="all", metadata={"help": "all | best-vs-worst pairs per query"})
-    tie_rule: str = field(
+    mode: Mode = field(default="all", metadata={"help": "all | best-vs-worst pairs per query"})
+    tie_rule: TieRule = field(
         default="constructed", metadata={"help": "constructed (paper's rule) | skip tied records"}
     )
-    margin: str = field(
+    margin: Margin = field(
         default="none",
         metadata={"help": "none (score stage fills it) | oracle (annotator score difference)"},
     )
     records_per_part: int = field(default=2000, metadata={"help": "records per Parquet part"})
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("mode", MODES), ("tie_rule", TIE_RULES), ("margin", MARGINS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"pairs.{name}: {getattr(self, name)!r} not one of {allowed}")
 
 
 @dataclass

@@ -15,16 +15,18 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
+from mmrlhf_ray.config import Choices
 from mmrlhf_ray.schemas import MEDIA_FIELDS
 
-PAIR_MODES = ("all", "best-vs-worst")
+PairMode = Literal["all", "best-vs-worst"]
+PAIR_MODES = get_args(PairMode)
 MEDIA = tuple(f.name for f in MEDIA_FIELDS)
 
 
 @dataclass
-class SelfImproveConfig:
+class SelfImproveConfig(Choices):
     """`mmrlhf self-improve`: N rounds of sample -> score -> pairs -> MM-DPO -> evaluate."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory (rounds go under self-improve/)"})
@@ -35,7 +37,7 @@ class SelfImproveConfig:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per response"})
     backend: str = field(default="auto", metadata={"help": "auto | vllm | transformers"})
-    pair_mode: str = field(default="all", metadata={"help": "all | best-vs-worst"})
+    pair_mode: PairMode = field(default="all", metadata={"help": "all | best-vs-worst"})
     min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose reward gap is <= this"})
     seed: int = field(default=0, metadata={"help": "query sampling seed (rounds differ)"})
     service_url: str = field(default="", metadata={"help": "reward service URL ('' = serve-reward's manifest)"})
@@ -47,8 +49,7 @@ class SelfImproveConfig:
     benchmark_limit: int = field(default=0, metadata={"help": "first N benchmark rows (0 = all)"})
 
     def __post_init__(self) -> None:
-        if self.pair_mode not in PAIR_MODES:
-            raise ValueError(f"pair_mode: {self.pair_mode!r} is not one of {PAIR_MODES}")
+        super().__post_init__()
         if self.rounds < 1 or self.n < 2:
             raise ValueError("rounds must be >= 1 and n >= 2 (pairs need two responses)")
 

@@ -30,11 +30,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmrlhf_ray.config import Choices
 from mmrlhf_ray.media import MediaError, decode_image
 from mmrlhf_ray.url_fetch import FetchError, fetch_bytes
 
@@ -71,7 +72,7 @@ class ServeLimits:
 
 
 @dataclass
-class ServeRewardConfig:
+class ServeRewardConfig(Choices):
     """`mmrlhf serve-reward`: host the critique reward model over HTTP with Ray Serve."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
@@ -99,7 +100,7 @@ class ServeRewardConfig:
     num_gpus: float = field(default=0.0, metadata={"help": "GPUs per replica"})
     torch_threads: int = field(default=1, metadata={"help": "torch threads per replica (CPU)"})
     critique_max_new_tokens: int = field(default=32, metadata={"help": "critique length cap"})
-    critique_backend: str = field(
+    critique_backend: Literal["transformers", "vllm"] = field(
         default="transformers",
         metadata={"help": "transformers | vllm: who generates critiques (scores: transformers)"},
     )
@@ -120,11 +121,6 @@ class ServeRewardConfig:
         default=None, metadata={"help": "return leaving the app up (null: if Ray outlives us)"}
     )
     limits: ServeLimits = field(default_factory=ServeLimits)
-
-    def __post_init__(self) -> None:
-        if self.critique_backend not in ("transformers", "vllm"):
-            raise ValueError(f"critique_backend must be transformers or vllm, "
-                             f"got {self.critique_backend!r}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,26 +6,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
+from mmrlhf_ray.config import Choices
 from mmrlhf_ray.training.config import TrainConfig
 
-LOSS_KINDS = ("mm_dpo", "dpo", "ipo", "simpo", "beta_dpo", "mpo", "implicit_reward")
-PAIR_STAGES = ("auto", "score", "pairs", "ref-logps")
-FORWARD_KINDS = ("packed", "grouped")
+LossKind = Literal["mm_dpo", "dpo", "ipo", "simpo", "beta_dpo", "mpo", "implicit_reward"]
+PairStage = Literal["auto", "score", "pairs", "ref-logps"]
+LOSS_KINDS, PAIR_STAGES = get_args(LossKind), get_args(PairStage)
+ForwardKind = Literal["packed", "grouped"]
+FORWARD_KINDS = get_args(ForwardKind)
 FORWARD_HELP = ("packed (prompt + media once per query, K responses behind a block mask) | "
                 "grouped (K rows per query: the reference implementation)")
 
 
-def check_forward(kind: str) -> None:
-    if kind not in FORWARD_KINDS:
-        raise ValueError(f"forward: {kind!r} is not one of {', '.join(FORWARD_KINDS)}")
-
-
 @dataclass
-class LossConfig:
+class LossConfig(Choices):
     """Which preference loss, and its hyperparameters (paper Sec. 4.2, App. G, Table 4)."""
 
-    kind: str = field(default="mm_dpo", metadata={"help": f"one of {', '.join(LOSS_KINDS)}"})
+    kind: LossKind = field(default="mm_dpo", metadata={"help": f"one of {', '.join(LOSS_KINDS)}"})
     beta_ori: float = field(default=0.1, metadata={"help": "beta of DPO / beta_ori of MM-DPO"})
     w: float = field(default=0.5, metadata={"help": "MM-DPO: weight of the dynamic part of beta"})
     k: float = field(default=0.5, metadata={"help": "MM-DPO: sensitivity of beta to the margin"})
@@ -40,8 +39,7 @@ class LossConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.kind not in LOSS_KINDS:
-            raise ValueError(f"loss.kind: {self.kind!r} is not one of {', '.join(LOSS_KINDS)}")
+        super().__post_init__()
         if self.beta_ori <= 0:
             raise ValueError(f"loss.beta_ori: must be > 0, got {self.beta_ori}")
         if self.w < 0 or self.k < 0:
@@ -59,18 +57,18 @@ class LossConfig:
 
 
 @dataclass
-class DpoConfig:
+class DpoConfig(Choices):
     """`mmrlhf train-dpo`: MM-DPO (or a Table 4 baseline) on Ray Train + DeepSpeed."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
     policy: str = field(
         default="", metadata={"help": "policy checkpoint (HF dir); '' = the run's sft output"}
     )
-    pairs_stage: str = field(
+    pairs_stage: PairStage = field(
         default="auto",
         metadata={"help": "input: ref-logps | score | pairs | auto (first finished of these)"},
     )
-    reference: str = field(
+    reference: Literal["auto", "precomputed", "online"] = field(
         default="auto",
         metadata={"help": "precomputed (ref-logps stage) | online (frozen copy: 2 models) | "
                           "auto (precomputed when ref-logps finished, else online, with a warning)"},
@@ -86,25 +84,20 @@ class DpoConfig:
     )
     max_response_tokens: int = field(default=256, metadata={"help": "truncate responses"})
     max_frames: int = field(default=4, metadata={"help": "video frames per query"})
-    forward: str = field(default="packed", metadata={"help": FORWARD_HELP})
-
-    def __post_init__(self) -> None:
-        check_forward(self.forward)
-        if self.pairs_stage not in PAIR_STAGES:
-            raise ValueError(f"pairs_stage: {self.pairs_stage!r} not in {PAIR_STAGES}")
-        if self.reference not in ("auto", "precomputed", "online"):
-            raise ValueError(f"reference: {self.reference!r} is not auto|precomputed|online")
+    forward: ForwardKind = field(default="packed", metadata={"help": FORWARD_HELP})
 
 
 @dataclass
-class RefLogpsConfig:
+class RefLogpsConfig(Choices):
     """`mmrlhf ref-logps`: reference log-probs per response, once, with Ray Data."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
     policy: str = field(
         default="", metadata={"help": "reference policy (HF dir); '' = the run's sft output"}
     )
-    pairs_stage: str = field(default="auto", metadata={"help": "score | pairs | auto"})
+    pairs_stage: Literal["auto", "score", "pairs"] = field(
+        default="auto", metadata={"help": "score | pairs | auto"}
+    )
     num_actors: int = field(default=2, metadata={"help": "size of the scorer actor pool"})
     queries_per_batch: int = field(default=8, metadata={"help": "queries per inference batch"})
     queries_per_part: int = field(default=64, metadata={"help": "queries per output part"})
@@ -112,9 +105,3 @@ class RefLogpsConfig:
     max_frames: int = field(default=4, metadata={"help": "video frames per query"})
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per scorer actor"})
     bf16: bool = field(default=False, metadata={"help": "bf16 weights (GPU only)"})
-    forward: str = field(default="packed", metadata={"help": FORWARD_HELP})
-
-    def __post_init__(self) -> None:
-        check_forward(self.forward)
-        if self.pairs_stage not in ("auto", "score", "pairs"):
-            raise ValueError(f"pairs_stage: {self.pairs_stage!r} is not score|pairs|auto")

@@ -7,12 +7,15 @@ profile). Field help texts show up in ``mmrlhf train-reward --help``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
+from mmrlhf_ray.config import Choices
 from mmrlhf_ray.reward.losses import RewardLossWeights
 from mmrlhf_ray.training.config import TrainConfig
 
-CRITIQUE_SOURCES = ("expanded", "human", "auto", "none")
-INFER_MODES = ("generate", "given", "none")
+CritiqueSource = Literal["expanded", "human", "auto", "none"]
+InferMode = Literal["generate", "given", "none"]
+CRITIQUE_SOURCES, INFER_MODES = get_args(CritiqueSource), get_args(InferMode)
 
 
 def _h(default, text):
@@ -26,13 +29,13 @@ def _reward_train_defaults() -> TrainConfig:
 
 
 @dataclass
-class TrainRewardConfig:
+class TrainRewardConfig(Choices):
     """`mmrlhf train-reward`: critique reward model (Eq. 2 + Eq. 3) on preference pairs."""
 
     run_dir: str = _h("runs/demo", "run directory (local path or pyarrow URI)")
     backbone: str = _h("", "VLM checkpoint dir; '' = the run's build-models policy")
     pairs_stage: str = _h("pairs", "stage whose pairs to read: 'pairs' or 'expand'")
-    critique_source: str = _h(
+    critique_source: CritiqueSource = _h(
         "auto",
         "ground-truth critiques: expanded (*_critique), human (*_reason), "
         "auto (expanded, else human), none (score-only ablation, no Task 1)",
@@ -50,26 +53,19 @@ class TrainRewardConfig:
     loss: RewardLossWeights = field(default_factory=RewardLossWeights)  # l_Total weights
     epochs: float = _h(0.0, "if > 0: train.max_steps = epochs over the training pairs")
     train: TrainConfig = field(default_factory=_reward_train_defaults)
-    eval_mode: str = _h("generate", "held-out scoring after training: generate|given|none")
+    eval_mode: InferMode = _h("generate", "held-out scoring after training: generate|given|none")
     max_new_tokens: int = _h(48, "critique length cap when generating")
-    forward: str = _h("packed", "packed (items sharing question + images computed once) | "
+    forward: Literal["packed", "grouped"] = _h("packed", "packed (items sharing question + images computed once) | "
                                 "grouped (one padded row per item: the reference)")
 
     def __post_init__(self) -> None:
-        if self.forward not in ("packed", "grouped"):
-            raise ValueError(f"forward: {self.forward!r} is not packed|grouped")
-        if self.critique_source not in CRITIQUE_SOURCES:
-            raise ValueError(
-                f"critique_source: {self.critique_source!r} not one of {CRITIQUE_SOURCES}"
-            )
-        if self.eval_mode not in INFER_MODES:
-            raise ValueError(f"eval_mode: {self.eval_mode!r} not one of {INFER_MODES}")
+        super().__post_init__()
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction: {self.heldout_fraction} not in [0, 1)")
 
 
 @dataclass
-class EvaluateRewardBenchConfig:
+class EvaluateRewardBenchConfig(Choices):
     """`mmrlhf evaluate reward-bench`: ACC / ACC+ per category of a reward model."""
 
     run_dir: str = _h("runs/demo", "run directory (results go under evaluate/reward-bench)")
@@ -80,7 +76,7 @@ class EvaluateRewardBenchConfig:
     )
     image_root: str = _h("", "folder the jsonl's image/video paths are relative to")
     output: str = _h("", "jsonl written back with rewards + critic; '' = under run_dir")
-    mode: str = _h("generate", "generate a critique | given (chosen/rejected_reason) | none")
+    mode: InferMode = _h("generate", "generate a critique | given (chosen/rejected_reason) | none")
     use_existing_rewards: bool = _h(
         False, "only compute ACC/ACC+ from a `rewards` field already in the file"
     )
@@ -88,7 +84,3 @@ class EvaluateRewardBenchConfig:
     max_new_tokens: int = _h(48, "critique length cap when generating")
     max_frames: int = _h(4, "video frames given to the model")
     max_side: int = _h(0, "downscale images to this longest side (0 = as is)")
-
-    def __post_init__(self) -> None:
-        if self.mode not in INFER_MODES:
-            raise ValueError(f"mode: {self.mode!r} not one of {INFER_MODES}")

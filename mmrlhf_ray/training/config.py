@@ -8,11 +8,13 @@ turns it into DeepSpeed's JSON config. Pure Python: no ray, no deepspeed here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from mmrlhf_ray.config import Choices
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Choices):
     """Optimisation and distribution settings of one training run."""
 
     num_workers: int = field(
@@ -20,11 +22,11 @@ class TrainConfig:
     )
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker; bf16 when true"})
     cpus_per_worker: int = field(default=1, metadata={"help": "CPUs reserved per worker"})
-    zero_stage: int = field(default=2, metadata={"help": "DeepSpeed ZeRO stage: 2 or 3"})
+    zero_stage: Literal[2, 3] = field(default=2, metadata={"help": "DeepSpeed ZeRO stage: 2 or 3"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     warmup_steps: int = field(default=10, metadata={"help": "linear warm-up, optimizer steps"})
-    schedule: str = field(
+    schedule: Literal["cosine", "constant"] = field(
         default="cosine", metadata={"help": "'cosine' or 'constant' after warm-up"}
     )
     micro_batch_size: int = field(
@@ -54,12 +56,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of init order, data order, dropout"})
 
     def __post_init__(self) -> None:
-        if self.zero_stage not in (2, 3):
-            raise ValueError(f"train.zero_stage: must be 2 or 3, got {self.zero_stage}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(
-                f"train.schedule: must be 'cosine' or 'constant', got {self.schedule!r}"
-            )
+        super().__post_init__()
         for name in (
             "num_workers",
             "micro_batch_size",
