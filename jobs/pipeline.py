@@ -1,6 +1,7 @@
 """Run every stage of the MM-RLHF recipe in one run directory, resuming where it stopped.
 
     mmrlhf pipeline run_dir=runs/demo                    # the README's main command
+    mmrlhf pipeline run_dir=runs/llava family=llava-onevision   # another model family
     ray job submit --working-dir . -- python jobs/pipeline.py run_dir=runs/demo
     mmrlhf pipeline run_dir=runs/x stages='[toyworld, curate]'   # a prefix only
 
@@ -52,6 +53,10 @@ class PipelineConfig:
     self_improve_rounds: int = field(default=0, metadata={"help": "self-improvement rounds after evaluate"})
     stop_service: bool = field(default=True, metadata={"help": "stop the reward service at the end"})
     report: bool = field(default=True, metadata={"help": "write <run_dir>/report.md and .html"})
+    family: str = field(
+        default="", metadata={"help": "model family build-models builds ('' = its config's: "
+                                      "qwen2-vl); later stages follow the built model"}
+    )
 
 
 def stage_argv(cfg: PipelineConfig, stage: str) -> list[str]:
@@ -60,7 +65,8 @@ def stage_argv(cfg: PipelineConfig, stage: str) -> list[str]:
     config_path = REPO_ROOT / "configs" / f"{stage}{cfg.profile}.yaml"
     if config_path.exists():
         argv += ["--config", str(config_path)]
-    return argv + [f"run_dir={cfg.run_dir}", *cfg.overrides.get(stage, [])]
+    family = [f"family={cfg.family}"] if cfg.family and stage == "build-models" else []
+    return argv + [f"run_dir={cfg.run_dir}", *family, *cfg.overrides.get(stage, [])]
 
 
 class Interrupted(Exception):
