@@ -50,11 +50,18 @@ def test_two_step_train_dpo_per_family(name, family_models, ray_session, tmp_pat
     groups, _ = build_groups(rows)
     done, quarantine = fill_pairs(rows, score_groups(model, processor, groups))
     assert not quarantine and len(done) == 12
-    _stage(tmp_path, "ref-logps", done,
-           encoding=EncodingSettings.of(policy, 256, 4).to_dict())
-    argv = [f"run_dir={tmp_path}", f"policy={policy}", "heldout_fraction=0.0",
-            "train.max_steps=2", "train.micro_batch_size=2", "train.num_workers=1",
-            "train.warmup_steps=0", "train.lr=0.01", "train.checkpoint_every=100"]
+    _stage(tmp_path, "ref-logps", done, encoding=EncodingSettings.of(policy, 256, 4).to_dict())
+    argv = [
+        f"run_dir={tmp_path}",
+        f"policy={policy}",
+        "heldout_fraction=0.0",
+        "train.max_steps=2",
+        "train.micro_batch_size=2",
+        "train.num_workers=1",
+        "train.warmup_steps=0",
+        "train.lr=0.01",
+        "train.checkpoint_every=100",
+    ]
     assert train_dpo.main(argv) == 0
     with open(tmp_path / "train-dpo" / "metrics.csv") as f:
         steps = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
@@ -74,9 +81,16 @@ def test_two_step_train_reward_per_family(name, family_models, ray_session, tmp_
     from mmrlhf_ray.reward.toy import toy_pairs
 
     _stage(tmp_path, "pairs", toy_pairs(4, seed=0))
-    argv = [f"run_dir={tmp_path}", f"backbone={family_models(name)['policy']}", "epochs=0",
-            "train.max_steps=2", "train.checkpoint_every=100", "train.micro_batch_size=2",
-            "heldout_fraction=0.25", "eval_mode=none"]
+    argv = [
+        f"run_dir={tmp_path}",
+        f"backbone={family_models(name)['policy']}",
+        "epochs=0",
+        "train.max_steps=2",
+        "train.checkpoint_every=100",
+        "train.micro_batch_size=2",
+        "heldout_fraction=0.25",
+        "eval_mode=none",
+    ]
     assert train_reward.main(argv) == 0
     metrics = (tmp_path / "train-reward" / "metrics.csv").read_text().strip().splitlines()
     assert len(metrics) == 1 + 2
@@ -84,5 +98,7 @@ def test_two_step_train_reward_per_family(name, family_models, ray_session, tmp_
     item = toy_pairs(1, seed=3)[0]
     scored = model.score_with_critique(
         [{"question": item["question"], "response": item["chosen"], "images": []}],
-        mode="generate", max_new_tokens=4)
+        mode="generate",
+        max_new_tokens=4,
+    )
     assert len(scored) == 1 and isinstance(scored[0][0], float)
