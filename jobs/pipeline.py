@@ -1,6 +1,7 @@
 """Run every stage of the MM-RLHF recipe in one run directory, resuming where it stopped.
 
     mmrlhf pipeline run_dir=runs/demo                    # the README's main command
+    mmrlhf pipeline run_dir=runs/llava family=llava-onevision   # another model family
     ray job submit --working-dir . -- python jobs/pipeline.py run_dir=runs/demo
     mmrlhf pipeline run_dir=runs/x stages='[toyworld, curate]'   # a prefix only
 
@@ -31,7 +32,10 @@ from mmrlhf_ray.stages import PIPELINE_STAGES, get_stage
 
 def stage_config(cfg: PipelineConfig, stage: str, **values) -> object:
     """The config a stage runs with: its shipped YAML for the profile, the run dir (and
-    ``values``), then the pipeline's overrides for it."""
+    ``values``; build-models gets the pipeline's ``family``), then the pipeline's
+    overrides for it."""
+    if cfg.family and stage == "build-models":
+        values["family"] = cfg.family
     overrides = cfg.overrides.get(stage, [])
     return get_stage(stage).config(overrides, cfg.profile, run_dir=cfg.run_dir, **values)
 

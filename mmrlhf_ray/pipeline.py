@@ -34,6 +34,11 @@ class PipelineConfig:
         default=True, metadata={"help": "stop the reward service at the end"}
     )
     report: bool = field(default=True, metadata={"help": "write <run_dir>/report.md and .html"})
+    family: str = field(
+        default="",
+        metadata={"help": "model family build-models builds ('' = its config's: qwen2-vl); "
+                          "later stages follow the built model"},
+    )
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in PIPELINE_STAGES]

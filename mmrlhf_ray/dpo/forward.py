@@ -1,10 +1,9 @@
 """Forward passes that give per-response log-probs for a grouped batch.
 
 ``grouped_logps`` is the training forward: the family's vision tower and projector run
-**once per query** (``Family.encode_vision``; with the tower frozen autograd keeps only
-the projector's activations), the features are handed to all K rows of the query through
-transformers' ``mm_encoder_outputs``, and the K rows of every query go through the LLM in
-one batch. It works for every family of ``mmrlhf_ray.models.families``.
+**once per query** (``Family.grouped_inputs``; with the tower frozen autograd keeps only
+the projector's activations), the features are handed to all K rows of the query, and
+the K rows of every query go through the LLM in one batch. It works for every family of ``mmrlhf_ray.models.families``.
 
 ``per_pair_logps`` is the naive reference implementation (what TRL does): each pair is
 its own batch of two sequences, chosen and rejected, each with its own copy of the
@@ -27,8 +26,9 @@ from mmrlhf_ray.models.encoding import (
 from mmrlhf_ray.models.families import family_of
 
 
-def grouped_logps(model, batch: GroupedBatch, frozen_vision: bool = True
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def grouped_logps(
+    model, batch: GroupedBatch, frozen_vision: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and token counts per row: ``(logps (R,), n_tokens (R,))``.
 
     One LLM forward over the R rows; one vision pass per query (not per row).
@@ -37,24 +37,18 @@ def grouped_logps(model, batch: GroupedBatch, frozen_vision: bool = True
     """
     del frozen_vision  # the tower's requires_grad decides; kept for callers' clarity
     family = family_of(model)
-    rows = batch.row_query.tolist()
-    feats = [family.encode_vision(model, m) if m else {} for m in batch.query_media]
-    encoder_outputs = family.repeat_for_rows(feats, rows)
-    extra = family.row_inputs(batch.query_media, rows)
-    if family.mrope:
-        extra["mm_token_type_ids"] = batch.mm_token_type_ids
+    extra = family.grouped_inputs(
+        model, batch.query_media, batch.row_query.tolist(), batch.mm_token_type_ids
+    )
     out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        mm_encoder_outputs=encoder_outputs or None,
-        use_cache=False,
-        **extra,
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, **extra
     )
     return sequence_logps(out.logits, batch.labels)
 
 
-def per_pair_logps(model, processor, group: QueryGroup, max_response_tokens: int = 256,
-                   max_frames: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def per_pair_logps(
+    model, processor, group: QueryGroup, max_response_tokens: int = 256, max_frames: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Naive forward: every pair of the group separately (image encoded per sequence).
 
     Returns ``(chosen_logps (P,), rejected_logps (P,))`` in the group's pair order.
@@ -65,8 +59,14 @@ def per_pair_logps(model, processor, group: QueryGroup, max_response_tokens: int
     chosen, rejected = [], []
     for pair in group.pairs:
         examples = [
-            encode_prompt_response(processor, group.question, images, group.responses[i],
-                                   video=video, max_response_tokens=max_response_tokens)
+            encode_prompt_response(
+                processor,
+                group.question,
+                images,
+                group.responses[i],
+                video=video,
+                max_response_tokens=max_response_tokens,
+            )
             for i in (pair.chosen, pair.rejected)
         ]
         batch = collate(examples, pad)
@@ -74,4 +74,3 @@ def per_pair_logps(model, processor, group: QueryGroup, max_response_tokens: int
         logps, _ = sequence_logps(logits, batch["labels"])
         chosen.append(logps[0]), rejected.append(logps[1])
     return torch.stack(chosen), torch.stack(rejected)
-

@@ -1,8 +1,9 @@
-"""Tiny offline models (tokenizer, Qwen2-VL policy) and the shared prompt/response encoding.
+"""Model families, tiny offline models (tokenizer, policy) and the shared encoding.
 
-from mmrlhf_ray.models import build_all, load_policy, encode_prompt_response
-paths = build_all("runs/demo/build-models", seed=0)   # {"tokenizer", "policy"}
+from mmrlhf_ray.models import build_all, load_policy, encode_prompt_response, family_of
+paths = build_all("runs/demo/build-models", seed=0, family="llava-onevision")
 model, processor = load_policy(paths["policy"])
+family_of(model).vision_modules(model)   # what freezing freezes
 """
 
 from mmrlhf_ray.models.encoding import (
@@ -16,6 +17,7 @@ from mmrlhf_ray.models.encoding import (
     sequence_logps,
     sft_loss,
 )
+from mmrlhf_ray.models.families import FAMILIES, Family, family_of, get_family, load_model
 from mmrlhf_ray.models.generation import generate_batch, generate_text
 from mmrlhf_ray.models.policy import (
     TinyPolicySpec,
@@ -34,6 +36,11 @@ from mmrlhf_ray.models.tokenizer import (
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "FAMILIES",
+    "Family",
+    "family_of",
+    "get_family",
+    "load_model",
     "IGNORE_INDEX",
     "SPECIAL_TOKENS",
     "TinyPolicySpec",

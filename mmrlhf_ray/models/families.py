@@ -196,6 +196,25 @@ class Family:
                 out[key] = torch.cat(parts, dim=0)
         return out
 
+    def grouped_inputs(
+        self,
+        model: nn.Module,
+        query_media: Sequence[dict[str, torch.Tensor]],
+        row_query: Sequence[int],
+        mm_token_type_ids: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """Forward keyword arguments (besides ids and mask) for R rows of Q queries: the
+        vision features once per query (``encode_vision``) repeated for every row of the
+        query, the per-row grids, and the token types M-RoPE needs."""
+        feats = [self.encode_vision(model, m) if m else {} for m in query_media]
+        out: dict[str, Any] = dict(self.row_inputs(query_media, row_query))
+        encoder_outputs = self.repeat_for_rows(feats, row_query)
+        if encoder_outputs:
+            out["mm_encoder_outputs"] = encoder_outputs
+        if self.mrope and mm_token_type_ids is not None:
+            out["mm_token_type_ids"] = mm_token_type_ids
+        return out
+
     # ---- positions -------------------------------------------------------------------
     def prompt_position_ids(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """Position ids of a prompt (batch of 1): ``(3, 1, P)`` with M-RoPE, else ``(1, P)``.

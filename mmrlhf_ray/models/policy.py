@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 from mmrlhf_ray.models.families import DEFAULT_FAMILY, get_family, load_model
@@ -26,6 +25,7 @@ from mmrlhf_ray.models.tiny import (
     build_family_tokenizer,
     tiny_config,
     tiny_processor,
+    vllm_key_names,
 )
 from mmrlhf_ray.models.tokenizer import default_texts
 
@@ -42,20 +42,6 @@ __all__ = [
 def build_processor(tokenizer, family: str = DEFAULT_FAMILY):
     """The family's processor sized for 64x64 images and short 64x64 videos."""
     return tiny_processor(family, tokenizer)
-
-
-def _vllm_key_names(out: Path) -> None:
-    """LLaVA-OneVision's SigLIP tower: transformers saves ``vision_tower.embeddings...``,
-    vLLM loads ``vision_tower.vision_model.embeddings...``; both read the latter."""
-    path = out / "model.safetensors"
-    state = load_file(str(path))
-    renamed = {}
-    for key, value in state.items():
-        head, sep, rest = key.partition("vision_tower.")
-        if sep and not rest.startswith("vision_model."):
-            key = f"{head}vision_tower.vision_model.{rest}"
-        renamed[key] = value
-    save_file(renamed, str(path), metadata={"format": "pt"})
 
 
 def build_tiny_policy(
@@ -78,8 +64,7 @@ def build_tiny_policy(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
-    if family == "llava-onevision":
-        _vllm_key_names(out)
+    vllm_key_names(family, out)
     tiny_processor(family, tokenizer).save_pretrained(str(out))
     record = {"family": family, **asdict(spec or TinyPolicySpec())}
     (out / "tiny_spec.json").write_text(json.dumps(record, indent=2))

@@ -314,3 +314,20 @@ def tiny_processor(family: str, tokenizer):
             chat_template=template,
         )
     raise ValueError(f"family: no tiny builder for {family!r}")
+
+
+def vllm_key_names(family: str, out: Path) -> None:
+    """LLaVA-OneVision's SigLIP tower: transformers saves ``vision_tower.embeddings...``,
+    vLLM loads ``vision_tower.vision_model.embeddings...``; both read the latter."""
+    if family != "llava-onevision":
+        return
+    from safetensors.torch import load_file, save_file
+
+    path = out / "model.safetensors"
+    renamed = {}
+    for key, value in load_file(str(path)).items():
+        head, sep, rest = key.partition("vision_tower.")
+        if sep and not rest.startswith("vision_model."):
+            key = f"{head}vision_tower.vision_model.{rest}"
+        renamed[key] = value
+    save_file(renamed, str(path), metadata={"format": "pt"})

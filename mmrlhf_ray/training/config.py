@@ -36,9 +36,9 @@ class TrainConfig(Choices):
     max_steps: int = field(default=100, metadata={"help": "optimizer steps in total"})
     grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip (0 = off)"})
     freeze_vision: bool = field(
-        default=True, metadata={"help": "freeze the vision tower (model.visual)"}
+        default=True, metadata={"help": "freeze the family's vision tower (App. G.1)"}
     )
-    freeze_projector: bool = field(default=False, metadata={"help": "also freeze visual.merger"})
+    freeze_projector: bool = field(default=False, metadata={"help": "also freeze the vision-language projector"})
     checkpoint_every: int = field(
         default=50, metadata={"help": "Ray Train checkpoint every N steps"}
     )
