@@ -107,7 +107,7 @@ def _load(path: str):
 
 
 def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool,
-             forward: str = "grouped", max_response_tokens: int = 256) -> dict:
+             forward: str = "grouped", max_response_tokens: int = 256, warmup: int = 1) -> dict:
     """Our loop: grouped (or packed) forward, frozen tower, reference precomputed (or online)."""
     from mmrlhf_ray.dpo.batching import encode_group
     from mmrlhf_ray.dpo.config import LossConfig
@@ -132,7 +132,7 @@ def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool,
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     cfg, state, times, cpu, pairs = LossConfig(kind="mm_dpo", w=0.0), LossState(), [], [], 0
-    for step in range(steps + 1):
+    for step in range(steps + warmup):
         t, c = time.perf_counter(), time.process_time()
         chunk = [groups[(step * qps + j) % len(groups)] for j in range(qps)]
         batch = collate_batch([encode_group(processor, g, max_response_tokens) for g in chunk],
@@ -146,7 +146,7 @@ def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool,
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step > 0:  # step 0 is warm-up
+        if step >= warmup:  # step 0 is warm-up
             times.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
             pairs += batch.n_pairs
@@ -167,7 +167,8 @@ def _figures(variant: str, pairs: int, wall: list, cpu: list, n_rows: int, pre_w
             "peak_rss_mb": peak_rss_mb(), "pairs_per_step": pairs / len(wall)}
 
 
-def _trl_trainer(paths: dict, rows: list[dict], steps: int, batch_pairs: int, ref_path: str):
+def _trl_trainer(paths: dict, rows: list[dict], steps: int, batch_pairs: int, ref_path: str,
+                 warmup: int = 1):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -186,14 +187,14 @@ def _trl_trainer(paths: dict, rows: list[dict], steps: int, batch_pairs: int, re
                                "chosen": r["chosen"] + eos, "rejected": r["rejected"] + eos}
                               for r in rows])
     args = DPOConfig(output_dir="/tmp/dpo_vs_trl_out", per_device_train_batch_size=batch_pairs,
-                     max_steps=steps + 1, learning_rate=1e-5, beta=0.1, bf16=False,
+                     max_steps=steps + warmup, learning_rate=1e-5, beta=0.1, bf16=False,
                      gradient_checkpointing=False, report_to=[], logging_steps=1, save_strategy="no",
                      dataloader_num_workers=0, max_length=None, use_cpu=True, seed=0)
     return DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data,
                       processing_class=processor)
 
 
-def run_trl(paths: dict, rows: list[dict], steps: int, batch_pairs: int) -> dict:
+def run_trl(paths: dict, rows: list[dict], steps: int, batch_pairs: int, warmup: int = 1) -> dict:
     from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
@@ -206,11 +207,11 @@ def run_trl(paths: dict, rows: list[dict], steps: int, batch_pairs: int) -> dict
         def on_step_end(self, args, state, control, **kw):
             self.times.append((time.perf_counter() - self.t, time.process_time() - self.c))
 
-    trainer = _trl_trainer(paths, rows, steps, batch_pairs, paths["policy"])
+    trainer = _trl_trainer(paths, rows, steps, batch_pairs, paths["policy"], warmup)
     clock = Clock()
     trainer.add_callback(clock)
     trainer.train()
-    times = clock.times[1:]  # step 0 is warm-up
+    times = clock.times[warmup:]  # step 0 is warm-up
     return _figures("trl", batch_pairs * len(times), [t for t, _ in times], [c for _, c in times],
                     len(rows))
 

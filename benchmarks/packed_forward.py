@@ -209,10 +209,13 @@ def run_reward(paths: dict, forward: str, steps: int, pairs_per_step: int) -> di
 def _child(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    n = args.queries_per_step * (args.steps + 1)
+    warmup = 1 if args.shape == "tiny" else args.warmup
+    n = args.queries_per_step * (args.steps + warmup)
     paths, rows = shape_setup(args.shape, Path(args.workdir), n)
     if args.variant == "trl":
-        result = run_trl(paths, rows, args.steps, args.trl_pairs or 6 * args.queries_per_step)
+        result = run_trl(
+            paths, rows, args.steps, args.trl_pairs or 6 * args.queries_per_step, warmup
+        )
     elif args.variant.startswith("reward-"):
         result = run_reward(paths, args.variant.split("-", 1)[1], args.steps, 12)
     else:
@@ -284,6 +287,12 @@ def main() -> None:
         type=int,
         default=2,
         help="TRL pairs per step on the real shapes (its cost is per pair)",
+    )
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed first steps on the real shapes (tiny: always 1)",
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", default="/tmp/packed_forward_bench")
