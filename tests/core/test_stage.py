@@ -83,3 +83,44 @@ def test_a_remade_upstream_makes_downstream_stale(tmp_path, capsys):
     assert "upstream up changed" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="'down' .* is stale: up changed"):
         require_done(run, "down")
+
+
+def test_begin_stage_skips_when_done_and_follows_every_input(tmp_path):
+    """One opening for every stage: done -> skipped; a re-made upstream stage, another
+    set of inputs or a changed non-stage input -> run again (sft's pool included)."""
+    from dataclasses import dataclass
+
+    from mmrlhf_ray.stage import begin_stage
+
+    @dataclass
+    class Cfg:
+        run_dir: str
+        lr: float = 0.1
+
+    def finish_stage(name, rows=1):
+        out = StageDir(str(tmp_path), name)
+        out.begin({"rows": rows})
+        out.finish(rows, rows, 0)
+
+    def make(cfg, inputs, other=None):
+        out, done = begin_stage(cfg, "sft", inputs=inputs, other_inputs=other)
+        if not done:
+            out.finish(0, 0, 0)
+        return done
+
+    with pytest.raises(FileNotFoundError, match="mmrlhf toyworld"):
+        begin_stage(Cfg(str(tmp_path)), "sft", inputs=["toyworld"])
+    finish_stage("toyworld")
+    finish_stage("build-models")
+    cfg = Cfg(str(tmp_path))
+    assert make(cfg, ["toyworld", "build-models"]) is False
+    assert make(cfg, ["toyworld", "build-models"]) is True  # same config and inputs
+    assert set(StageDir(str(tmp_path), "sft").read_manifest()["inputs"]) == {
+        "toyworld", "build-models"}
+    finish_stage("toyworld", rows=2)  # the world is rebuilt: sft is stale
+    assert make(cfg, ["toyworld", "build-models"]) is False
+    assert make(cfg, ["toyworld"]) is False  # another set of inputs
+    assert make(Cfg(str(tmp_path), lr=0.2), ["toyworld"]) is False  # another config
+    assert make(Cfg(str(tmp_path), lr=0.2), ["toyworld"], {"policy": "/m/a"}) is False
+    assert make(Cfg(str(tmp_path), lr=0.2), ["toyworld"], {"policy": "/m/a"}) is True
+    assert make(Cfg(str(tmp_path), lr=0.2), ["toyworld"], {"policy": "/m/b"}) is False
