@@ -130,6 +130,35 @@ def _check_query(q: int, query: PackedQuery) -> int:
     return p + sum(int(ids.numel()) - p for ids, _ in query.items)
 
 
+def _place(
+    query: PackedQuery, q: int, r: int, start: int, first: int, cols: dict, out: dict
+) -> int:
+    """Write query ``q`` into row ``r`` from column ``start`` (its items are numbered from
+    ``first``); record its prefix, branches, labelled tokens and last tokens. Returns the
+    column after it."""
+    p = int(query.prefix_ids.numel())
+    cols["ids"][r, start : start + p] = query.prefix_ids
+    cols["types"][r, start : start + p] = query.prefix_types
+    cols["seg_q"][r, start : start + p] = q
+    out["prefix_at"][q] = (r, start, p)
+    at = start + p
+    for n, (item_ids, labels) in enumerate(query.items, start=first):
+        t = int(item_ids.numel()) - p
+        cols["ids"][r, at : at + t] = item_ids[p:]
+        cols["seg_q"][r, at : at + t] = q
+        cols["seg_b"][r, at : at + t] = n
+        out["branch_at"][n] = (r, at, t, q)
+
+        def column(j: int, at: int = at) -> int:  # packed column of the item's token j
+            return start + j if j < p else at + j - p
+
+        for j in (labels[1:] != IGNORE_INDEX).nonzero().flatten().tolist():
+            out["targets"].append((r, column(j), int(labels[j + 1]), n))
+        out["last"][n] = (r, column(int(item_ids.numel()) - 1))
+        at += t
+    return at
+
+
 def pack_queries(
     queries: list[PackedQuery], pad_token_id: int, max_row_tokens: int = 0
 ) -> PackedRows:
@@ -143,61 +172,33 @@ def pack_queries(
     lengths = [_check_query(q, query) for q, query in enumerate(queries)]
     width = max(max(lengths), max_row_tokens)
     layout = _first_fit(lengths, width)
-    b = len(layout)
-    ids = torch.full((b, width), pad_token_id, dtype=torch.long)
-    types = torch.zeros((b, width), dtype=torch.long)
-    seg_q = torch.full((b, width), -1, dtype=torch.long)
-    seg_b = torch.full((b, width), -1, dtype=torch.long)
-    prefix_at: list = [None] * len(queries)
-    item_base = [0]
-    for query in queries:
-        item_base.append(item_base[-1] + len(query.items))
-    branch_at: list = [None] * item_base[-1]
-    targets: list[tuple[int, int, int, int]] = []
-    last: list = [None] * item_base[-1]
+    shape = (len(layout), width)
+    cols = {
+        "ids": torch.full(shape, pad_token_id, dtype=torch.long),
+        "types": torch.zeros(shape, dtype=torch.long),
+        "seg_q": torch.full(shape, -1, dtype=torch.long),
+        "seg_b": torch.full(shape, -1, dtype=torch.long),
+    }
+    first = [sum(len(x.items) for x in queries[:q]) for q in range(len(queries))]
+    n_items = sum(len(x.items) for x in queries)
+    out = {
+        "prefix_at": [None] * len(queries),
+        "branch_at": [None] * n_items,
+        "targets": [],
+        "last": [None] * n_items,
+    }
     for r, members in enumerate(layout):
         start = 0
         for q in sorted(members):
-            query = queries[q]
-            p = int(query.prefix_ids.numel())
-            ids[r, start : start + p] = query.prefix_ids
-            types[r, start : start + p] = query.prefix_types
-            seg_q[r, start : start + p] = q
-            prefix_at[q] = (r, start, p)
-            at = start + p
-            for i, (item_ids, labels) in enumerate(query.items):
-                n = item_base[q] + i
-                t = int(item_ids.numel()) - p
-                ids[r, at : at + t] = item_ids[p:]
-                seg_q[r, at : at + t] = q
-                seg_b[r, at : at + t] = n
-                branch_at[n] = (r, at, t, q)
-
-                def where(j: int, start=start, at=at, p=p) -> int:  # packed column of token j
-                    return start + j if j < p else at + j - p
-
-                for j in (labels[1:] != IGNORE_INDEX).nonzero().flatten().tolist():
-                    targets.append((r, where(j), int(labels[j + 1]), n))
-                last[n] = (r, where(int(item_ids.numel()) - 1))
-                at += t
-            start = at
-    tgt = torch.tensor(targets, dtype=torch.long).reshape(-1, 4)
-    last_t = torch.tensor(last, dtype=torch.long).reshape(-1, 2)
+            start = _place(queries[q], q, r, start, first[q], cols, out)
+    tgt = torch.tensor(out["targets"], dtype=torch.long).reshape(-1, 4)
+    last = torch.tensor(out["last"], dtype=torch.long).reshape(-1, 2)
     return PackedRows(
-        ids,
-        types,
-        seg_q,
-        seg_b,
-        prefix_at,
-        branch_at,
-        tgt[:, 0],
-        tgt[:, 1],
-        tgt[:, 2],
-        tgt[:, 3],
-        last_t[:, 0],
-        last_t[:, 1],
+        cols["ids"], cols["types"], cols["seg_q"], cols["seg_b"],
+        out["prefix_at"], out["branch_at"],
+        tgt[:, 0], tgt[:, 1], tgt[:, 2], tgt[:, 3], last[:, 0], last[:, 1],
         media=[q.media for q in queries],
-    )
+    )  # fmt: skip
 
 
 def block_mask(rows: PackedRows, dtype: torch.dtype) -> torch.Tensor:
