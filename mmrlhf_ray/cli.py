@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(job_module(stage))
             result: Any = module.main(rest)
         except BaseException as exc:
+            signals.adopt(exc)  # SIGTERM while ray.init's own handler was in force
             message = None if signals.received() else user_error(exc)
             if message is None and signals.received() is None:
                 raise
