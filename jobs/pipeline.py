@@ -51,6 +51,7 @@ def run_stage(cfg: PipelineConfig, stage: str, **values) -> float:
         signals.interrupt_point(f"pipeline.before-{stage}")  # tests: between two stages
         get_stage(stage).run(stage_config(cfg, stage, **values))
     except BaseException as exc:
+        signals.adopt(exc)
         if signals.received() or isinstance(exc, KeyboardInterrupt):
             print(f"pipeline: interrupted ({signals.signal_name() or 'SIGINT'}) during stage "
                   f"'{stage}' after {time.time() - start:.0f}s. Re-run the same command to "

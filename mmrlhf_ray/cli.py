@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result: Any = BY_NAME[stage].job().main(rest)
         except BaseException as exc:
+            signals.adopt(exc)  # SIGTERM while ray.init's own handler was in force
             message = None if signals.received() else user_error(exc)
             if message is None and signals.received() is None:
                 raise

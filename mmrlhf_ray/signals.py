@@ -101,6 +101,13 @@ def reassert() -> None:
             signal.signal(signum, _handler)
 
 
+def adopt(exc: BaseException) -> None:
+    """Count ``SystemExit(15)`` as SIGTERM received: ``ray.init``'s own handler, in force
+    while it starts a runtime (before ``reassert``), exits that way."""
+    if not _received and isinstance(exc, SystemExit) and exc.code == signal.SIGTERM:
+        _received.append(signal.SIGTERM)
+
+
 def received() -> int | None:
     """The first signal received in the outermost ``handled`` block, or None."""
     return _received[0] if _received else None

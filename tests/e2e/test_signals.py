@@ -106,6 +106,7 @@ CHAIN = [
 ]
 
 
+@pytest.mark.timeout(1800)  # 6 runs of Ray start-up: slow on a busy machine
 def test_pipeline_interrupted_anywhere_resumes_to_the_same_counts(ray_session, tmp_path):
     from jobs.pipeline import main as pipeline_main
 
@@ -135,7 +136,7 @@ def test_pipeline_interrupted_anywhere_resumes_to_the_same_counts(ray_session, t
 
 SFT_ARGS = [
     "max_rows=40",
-    "benchmark_size=1",
+    "benchmark_size=0",  # no before/after generation: the Train run is what is tested
     "max_new_tokens=4",
     "train.max_steps=3",
     "train.checkpoint_every=100",
@@ -145,6 +146,7 @@ SFT_ARGS = [
 ]
 
 
+@pytest.mark.timeout(1800)
 def test_stage_interrupted_inside_a_train_run(ray_session, tmp_path):
     """`mmrlhf sft`: SIGINT, then SIGTERM, while Ray Train trains; the re-run finishes
     with every step once and the counts of an uninterrupted run (48 = 40 + 8 unselected)."""
