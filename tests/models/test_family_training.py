@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from jobs import train_dpo, train_reward
-from mmrlhf_ray.dpo.reference import fill_pairs, score_groups
+from mmrlhf_ray.dpo.reference import fill_pairs, reference_logps
 from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models.families import get_family, load_model
 from mmrlhf_ray.models.settings import EncodingSettings
@@ -48,7 +48,7 @@ def test_two_step_train_dpo_per_family(name, family_models, ray_session, tmp_pat
     rows = make_pairs(n_queries=4, k=3, seed=1, video_every=4)
     model, processor = load_model(policy)
     groups, _ = group_pairs(rows)
-    done, quarantine = fill_pairs(rows, score_groups(model, processor, groups))
+    done, quarantine = fill_pairs(rows, reference_logps(model, processor, groups))
     assert not quarantine and len(done) == 12
     _stage(tmp_path, "ref-logps", done, encoding=EncodingSettings.of(policy, 256, 4).to_dict())
     argv = [
