@@ -128,22 +128,30 @@ class VllmBackend:
     def generate(self, requests: list[GenRequest], greedy: bool = False) -> list[list[Sample]]:
         """vLLM for every request it can take; video of a family vLLM cannot take video
         for (SmolVLM) goes through transformers, said once in the log."""
-        fallback = [i for i, r in enumerate(requests) if r.video and self.family is not None
-                    and not self.family.vllm_video]
+        fallback = [
+            i
+            for i, r in enumerate(requests)
+            if r.video and self.family is not None and not self.family.vllm_video
+        ]
         if not fallback:
             return self._generate(requests, greedy)
         if self._fallback is None:
-            print(f"generate: vLLM takes no video for {self.family.name}: its video prompts "
-                  f"go through transformers ({self.spec.path})", file=sys.stderr)
+            print(
+                f"generate: vLLM takes no video for {self.family.name}: its video prompts "
+                f"go through transformers ({self.spec.path})",
+                file=sys.stderr,
+            )
             self._fallback = HFBackend(self.spec)
         rest = [i for i in range(len(requests)) if i not in set(fallback)]
         out: list[list[Sample]] = [[] for _ in requests]
-        for idx, samples in zip(fallback, self._fallback.generate(
-                [requests[i] for i in fallback], greedy), strict=True):
+        for idx, samples in zip(
+            fallback, self._fallback.generate([requests[i] for i in fallback], greedy), strict=True
+        ):
             out[idx] = samples
         if rest:
-            for idx, samples in zip(rest, self._generate([requests[i] for i in rest], greedy),
-                                    strict=True):
+            for idx, samples in zip(
+                rest, self._generate([requests[i] for i in rest], greedy), strict=True
+            ):
                 out[idx] = samples
         return out
 

@@ -38,7 +38,9 @@ class TrainConfig(Choices):
     freeze_vision: bool = field(
         default=True, metadata={"help": "freeze the family's vision tower (App. G.1)"}
     )
-    freeze_projector: bool = field(default=False, metadata={"help": "also freeze the vision-language projector"})
+    freeze_projector: bool = field(
+        default=False, metadata={"help": "also freeze the vision-language projector"}
+    )
     checkpoint_every: int = field(
         default=50, metadata={"help": "Ray Train checkpoint every N steps"}
     )
