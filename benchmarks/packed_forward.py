@@ -232,7 +232,7 @@ def _child(args) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def _spawn(args, shape: str, variant: str, steps: int, qps: int) -> dict:
+def _spawn(args, shape: str, variant: str, steps: int, qps: int, trl_pairs: int = 0) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -249,6 +249,10 @@ def _spawn(args, shape: str, variant: str, steps: int, qps: int) -> dict:
         str(args.threads),
         "--workdir",
         args.workdir,
+        "--trl-pairs",
+        str(trl_pairs),
+        "--warmup",
+        str(args.warmup),
     ]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
@@ -305,7 +309,8 @@ def main() -> None:
     for shape in shapes:
         qps, steps = (2, 3) if shape == "tiny" else (args.queries_per_step, args.steps)
         results[shape] = {
-            v: _spawn(args, shape, v, steps, qps) for v in ("trl", "grouped", "packed")
+            v: _spawn(args, shape, v, steps, qps, 0 if shape == "tiny" else args.trl_pairs)
+            for v in ("trl", "grouped", "packed")
         }
         print(shape, json.dumps(results[shape]), flush=True)
     if "tiny" in shapes:
