@@ -134,7 +134,7 @@ def run(cfg: DpoConfig) -> dict:
           f"forwarded per pair); margins: {margin_sources(rows)}; loss {cfg.loss.kind}")
     if src.stage == "ref-logps":
         check_forward_kind(cfg, src, train, policy)
-    task = _task(cfg, policy, src.stage, need_margin, need_ref, online)
+    task = dpo_task(cfg, policy, src.stage, need_margin, need_ref, online)
     from actors.runtime import init_ray
     from actors.trainer import run_training
 
@@ -179,7 +179,7 @@ def check_forward_kind(cfg: DpoConfig, src: StageDir, train: list, policy: str,
           f"(max |diff| {worst:.2e})")
 
 
-def _task(cfg: DpoConfig, policy: str, stage: str, need_margin: bool, need_ref: bool,
+def dpo_task(cfg: DpoConfig, policy: str, stage: str, need_margin: bool, need_ref: bool,
           online: bool):
     from actors.trainer import TrainTask
 

@@ -134,8 +134,9 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"unknown config key '{prefix}{unknown[0]}' for {cls.__name__} "
             f"(known: {', '.join(sorted(names))})"
         )
-    kwargs = {k: _coerce(_over_default(cls, k, v), hints[k], f"{prefix}{k}")
-              for k, v in data.items()}
+    kwargs = {
+        k: _coerce(_over_default(cls, k, v), hints[k], f"{prefix}{k}") for k, v in data.items()
+    }
     try:
         return cls(**kwargs)
     except ConfigError:
