@@ -53,10 +53,13 @@ def run_stage(cfg: PipelineConfig, stage: str, **values) -> float:
     except BaseException as exc:
         signals.adopt(exc)
         if signals.received() or isinstance(exc, KeyboardInterrupt):
-            print(f"pipeline: interrupted ({signals.signal_name() or 'SIGINT'}) during stage "
-                  f"'{stage}' after {time.time() - start:.0f}s. Re-run the same command to "
-                  f"resume: finished stages are skipped and '{stage}' keeps the parts it wrote.",
-                  file=sys.stderr, flush=True)
+            print(
+                f"pipeline: interrupted ({signals.signal_name() or 'SIGINT'}) during stage "
+                f"'{stage}' after {time.time() - start:.0f}s. Re-run the same command to "
+                f"resume: finished stages are skipped and '{stage}' keeps the parts it wrote.",
+                file=sys.stderr,
+                flush=True,
+            )
             raise Interrupted(stage) from exc
         print(
             f"pipeline: stage '{stage}' failed ({type(exc).__name__}: {exc}). Fix the cause and "
@@ -65,8 +68,12 @@ def run_stage(cfg: PipelineConfig, stage: str, **values) -> float:
         )
         raise
     if signals.received():  # a framework swallowed the interrupt and returned
-        print(f"pipeline: interrupted ({signals.signal_name()}) during stage '{stage}'. Re-run "
-              f"the same command to resume.", file=sys.stderr, flush=True)
+        print(
+            f"pipeline: interrupted ({signals.signal_name()}) during stage '{stage}'. Re-run "
+            f"the same command to resume.",
+            file=sys.stderr,
+            flush=True,
+        )
         raise Interrupted(stage)
     return time.time() - start
 
@@ -81,13 +88,14 @@ def _record_timing(cfg: PipelineConfig, stage: str, seconds: float) -> None:
     path.write_text(json.dumps(timings, indent=2))
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_stage_args("pipeline", PipelineConfig, argv, __doc__)
+def run(cfg: PipelineConfig) -> dict:
+    """Every stage in order, then the report; returns ``{"run_dir", "timings", "report"}``.
+    Raises ``Interrupted`` (Ctrl-C / SIGTERM during a stage) or ``KeyboardInterrupt``
+    (between stages) when ``signals`` are installed, as ``main`` does."""
     from actors.runtime import init_ray
 
     init_ray()
     started = time.time()
-    previous = signals.install()  # Ctrl-C -> 130, SIGTERM -> 143 (mmrlhf_ray/signals.py)
     try:
         for stage in [s for s in PIPELINE_STAGES if s in cfg.stages]:
             print(f"\n=== pipeline: {stage} ===", flush=True)
@@ -96,21 +104,42 @@ def main(argv: list[str] | None = None) -> int:
             print("\n=== pipeline: self-improve ===", flush=True)
             seconds = run_stage(cfg, "self-improve", rounds=cfg.self_improve_rounds)
             _record_timing(cfg, "self-improve", seconds)
-    except (Interrupted, KeyboardInterrupt) as exc:
-        if not isinstance(exc, Interrupted):  # landed between two stages
-            print("pipeline: interrupted between stages. Re-run the same command to resume.",
-                  file=sys.stderr, flush=True)
-        return signals.exit_code() or 130  # the shell's codes for Ctrl-C / SIGTERM
     finally:
-        signals.restore(previous)
         if cfg.stop_service and "serve-reward" in cfg.stages:
             get_stage("serve-reward").job().stop_service(cfg.run_dir)
+    paths = {}
     if cfg.report:
         from mmrlhf_ray.report import write_report
 
         paths = write_report(cfg.run_dir)
         print(f"pipeline: report at {paths['markdown']} and {paths['html']}")
     print(f"pipeline: done in {time.time() - started:.0f}s, run dir {cfg.run_dir}")
+    timings = Path(StageDir(cfg.run_dir, "pipeline").local_path("timings.json"))
+    return {
+        "run_dir": cfg.run_dir,
+        "report": paths,
+        "timings": json.loads(timings.read_text()) if timings.exists() else {},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_stage_args("pipeline", PipelineConfig, argv, __doc__)
+    from actors.runtime import init_ray
+
+    init_ray()  # before the handlers: ray.init sets its own SIGTERM handler
+    previous = signals.install()  # Ctrl-C -> 130, SIGTERM -> 143 (mmrlhf_ray/signals.py)
+    try:
+        run(cfg)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if not isinstance(exc, Interrupted):  # landed between two stages
+            print(
+                "pipeline: interrupted between stages. Re-run the same command to resume.",
+                file=sys.stderr,
+                flush=True,
+            )
+        return signals.exit_code() or 130  # the shell's codes for Ctrl-C / SIGTERM
+    finally:
+        signals.restore(previous)
     return 0
 
 

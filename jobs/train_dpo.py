@@ -40,15 +40,20 @@ from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
 def choose_input(cfg: DpoConfig) -> tuple[StageDir, bool]:
     """(pair stage to read, online reference?) following ``pairs_stage`` and ``reference``."""
     if cfg.reference == "online" or not cfg.loss.needs_reference:
-        return resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, ("ref-logps", "score", "pairs")), \
-            cfg.loss.needs_reference
+        return resolve_pairs_stage(
+            cfg.run_dir, cfg.pairs_stage, ("ref-logps", "score", "pairs")
+        ), cfg.loss.needs_reference
     if cfg.pairs_stage in ("auto", "ref-logps") and StageDir(cfg.run_dir, "ref-logps").is_done():
         return StageDir(cfg.run_dir, "ref-logps"), False
     if cfg.reference == "precomputed":
-        raise StageInputError(f"reference=precomputed but ref-logps has not finished in "
-                                f"{cfg.run_dir}: run `mmrlhf ref-logps run_dir={cfg.run_dir}`")
-    print("train-dpo: WARNING no precomputed reference log-probs (ref-logps not finished): "
-          "falling back to an ONLINE reference model (2 models per worker, slower)")
+        raise StageInputError(
+            f"reference=precomputed but ref-logps has not finished in "
+            f"{cfg.run_dir}: run `mmrlhf ref-logps run_dir={cfg.run_dir}`"
+        )
+    print(
+        "train-dpo: WARNING no precomputed reference log-probs (ref-logps not finished): "
+        "falling back to an ONLINE reference model (2 models per worker, slower)"
+    )
     return resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, ("score", "pairs")), True
 
 
@@ -73,8 +78,14 @@ def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
     for split, groups in (("train", train), ("heldout", held)):
         for g in groups:
             for p in g.pairs:
-                rows.append({"pair_id": p.pair_id, "query_id": g.query_id, "split": split,
-                             "margin": p.margin})
+                rows.append(
+                    {
+                        "pair_id": p.pair_id,
+                        "query_id": g.query_id,
+                        "split": split,
+                        "margin": p.margin,
+                    }
+                )
     margins = torch.tensor([float("nan") if r["margin"] is None else r["margin"] for r in rows])
     if cfg.loss.kind == "mm_dpo" and cfg.loss.needs_margin:
         betas = dynamic_beta(torch.nan_to_num(margins), cfg.loss.beta_ori, cfg.loss.w, cfg.loss.k)
@@ -82,9 +93,18 @@ def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
         betas = torch.full_like(margins, cfg.loss.beta_ori)
     for r, b in zip(rows, betas.tolist(), strict=True):
         r["beta"] = b
-    return pa.Table.from_pylist(rows, schema=pa.schema(
-        [("pair_id", pa.string()), ("query_id", pa.string()), ("split", pa.string()),
-         ("margin", pa.float32()), ("beta", pa.float32())]))
+    return pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("pair_id", pa.string()),
+                ("query_id", pa.string()),
+                ("split", pa.string()),
+                ("margin", pa.float32()),
+                ("beta", pa.float32()),
+            ]
+        ),
+    )
 
 
 def evaluate_heldout(cfg: DpoConfig, policy_dir: str, ref_dir: str, held, online: bool) -> dict:
@@ -98,15 +118,20 @@ def evaluate_heldout(cfg: DpoConfig, policy_dir: str, ref_dir: str, held, online
     from mmrlhf_ray.dpo.evaluate import preference_metrics, response_scores
     from mmrlhf_ray.models import load_policy
 
-    kw = {"max_response_tokens": cfg.max_response_tokens, "max_frames": cfg.max_frames,
-          "forward": cfg.forward}
+    kw = {
+        "max_response_tokens": cfg.max_response_tokens,
+        "max_frames": cfg.max_frames,
+        "forward": cfg.forward,
+    }
     scores = {}
     for name, path in (("before", ref_dir), ("after", policy_dir)):
         model, processor = load_policy(path)
         scores[name] = response_scores(model, processor, held, **kw)
     reference = scores["before"] if online else None
-    return {name: preference_metrics(held, s, reference, cfg.loss.beta_ori)
-            for name, s in scores.items()}
+    return {
+        name: preference_metrics(held, s, reference, cfg.loss.beta_ori)
+        for name, s in scores.items()
+    }
 
 
 def run(cfg: DpoConfig) -> dict:
@@ -125,33 +150,53 @@ def run(cfg: DpoConfig) -> dict:
     needed = cfg.train.num_workers * cfg.train.micro_batch_size
     if len(train) < needed:
         reasons = sorted({q["field"] for q in bad})
-        raise SystemExit(f"train-dpo: {len(train)} training queries, fewer than workers x "
-                         f"micro_batch_size = {needed} ({len(bad)} pairs quarantined, fields "
-                         f"{reasons}; see {out.quarantine_dir})")
+        raise SystemExit(
+            f"train-dpo: {len(train)} training queries, fewer than workers x "
+            f"micro_batch_size = {needed} ({len(bad)} pairs quarantined, fields "
+            f"{reasons}; see {out.quarantine_dir})"
+        )
     responses = sum(len(g.responses) for g in train)
-    print(f"train-dpo: {len(train)} train / {len(held)} held-out queries, {count_pairs(train)} "
-          f"train pairs from {responses} responses ({2 * count_pairs(train)} sequences if "
-          f"forwarded per pair); margins: {margin_sources(rows)}; loss {cfg.loss.kind}")
+    print(
+        f"train-dpo: {len(train)} train / {len(held)} held-out queries, {count_pairs(train)} "
+        f"train pairs from {responses} responses ({2 * count_pairs(train)} sequences if "
+        f"forwarded per pair); margins: {margin_sources(rows)}; loss {cfg.loss.kind}"
+    )
     if src.stage == "ref-logps":
         check_forward_kind(cfg, src, train, policy)
-    task = _task(cfg, policy, src.stage, need_margin, need_ref, online)
+    task = dpo_task(cfg, policy, src.stage, need_margin, need_ref, online)
     from actors.runtime import init_ray
     from actors.trainer import run_training
 
     init_ray()
-    result = run_training(task, cfg.train, name=f"train-dpo-{out.attempt_key()}",
-                          storage_path=out.path("ray"), output_dir=out.local_path("policy"),
-                          metrics_csv=out.local_path("metrics.csv"))
+    result = run_training(
+        task,
+        cfg.train,
+        name=f"train-dpo-{out.attempt_key()}",
+        storage_path=out.path("ray"),
+        output_dir=out.local_path("policy"),
+        metrics_csv=out.local_path("metrics.csv"),
+    )
     table = pair_table(train, held, cfg)
     out.write_part("pairs", table)
     _plot(out, table, cfg)
     heldout = evaluate_heldout(cfg, result.hf_dir, policy, held, online)
     last = result.metrics[-1] if result.metrics else {}
-    manifest = out.finish(len(rows), table.num_rows, len(bad), policy=result.hf_dir, steps=result.steps,
-               online_reference=online, heldout=heldout, last_step=last, pairs_from=src.stage)
+    manifest = out.finish(
+        len(rows),
+        table.num_rows,
+        len(bad),
+        policy=result.hf_dir,
+        steps=result.steps,
+        online_reference=online,
+        heldout=heldout,
+        last_step=last,
+        pairs_from=src.stage,
+    )
     acc = heldout.get("after", {}).get("implicit_accuracy", float("nan"))
-    print(f"train-dpo: {result.steps} steps, last loss {last.get('loss', float('nan')):.4f}, "
-          f"held-out implicit-reward accuracy {acc:.3f} -> {result.hf_dir}")
+    print(
+        f"train-dpo: {result.steps} steps, last loss {last.get('loss', float('nan')):.4f}, "
+        f"held-out implicit-reward accuracy {acc:.3f} -> {result.hf_dir}"
+    )
     return manifest
 
 
@@ -160,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_forward_kind(cfg: DpoConfig, src: StageDir, train: list, policy: str,
-                       n_queries: int = 2) -> None:
+def check_forward_kind(
+    cfg: DpoConfig, src: StageDir, train: list, policy: str, n_queries: int = 2
+) -> None:
     """ref-logps and train-dpo use the same forward kind, or their log-probs agree:
     with different kinds, a few queries are re-scored under the reference policy."""
     made = src.read_manifest() or {}
@@ -172,23 +218,35 @@ def check_forward_kind(cfg: DpoConfig, src: StageDir, train: list, policy: str,
     from mmrlhf_ray.models import load_policy
 
     model, processor = load_policy(made.get("inputs", {}).get("policy") or policy)
-    worst = check_reference_logps(model, processor, train[:n_queries], cfg.forward,
-                                  cfg.max_response_tokens, cfg.max_frames)
-    print(f"train-dpo: reference log-probs from forward={kind}, training with "
-          f"forward={cfg.forward}: equal on {min(n_queries, len(train))} queries "
-          f"(max |diff| {worst:.2e})")
+    worst = check_reference_logps(
+        model, processor, train[:n_queries], cfg.forward, cfg.max_response_tokens, cfg.max_frames
+    )
+    print(
+        f"train-dpo: reference log-probs from forward={kind}, training with "
+        f"forward={cfg.forward}: equal on {min(n_queries, len(train))} queries "
+        f"(max |diff| {worst:.2e})"
+    )
 
 
-def _task(cfg: DpoConfig, policy: str, stage: str, need_margin: bool, need_ref: bool,
-          online: bool):
+def dpo_task(
+    cfg: DpoConfig, policy: str, stage: str, need_margin: bool, need_ref: bool, online: bool
+):
     from actors.trainer import TrainTask
 
     return TrainTask(
         model_path=policy,
-        rows=partial(load_split_groups, cfg.run_dir, stage, need_margin, need_ref,
-                     cfg.heldout_fraction, "train"),
-        encode=partial(encode_query, max_response_tokens=cfg.max_response_tokens,
-                       max_frames=cfg.max_frames),
+        rows=partial(
+            load_split_groups,
+            cfg.run_dir,
+            stage,
+            need_margin,
+            need_ref,
+            cfg.heldout_fraction,
+            "train",
+        ),
+        encode=partial(
+            encode_query, max_response_tokens=cfg.max_response_tokens, max_frames=cfg.max_frames
+        ),
         collate=partial(collate_queries, forward=cfg.forward),
         loss_fn=DpoLoss(cfg.loss, cfg.train.freeze_vision, policy if online else ""),
         group_key=query_modality,
@@ -199,9 +257,13 @@ def _plot(out: StageDir, table: pa.Table, cfg: DpoConfig) -> None:
     from mmrlhf_ray.dpo.metrics import plot_beta_histogram
 
     train = [r for r in table.to_pylist() if r["split"] == "train"]
-    plot_beta_histogram([r["beta"] for r in train],
-                        [float("nan") if r["margin"] is None else r["margin"] for r in train],
-                        out.local_path("beta_hist.png"), cfg.loss.beta_ori, cfg.loss.w)
+    plot_beta_histogram(
+        [r["beta"] for r in train],
+        [float("nan") if r["margin"] is None else r["margin"] for r in train],
+        out.local_path("beta_hist.png"),
+        cfg.loss.beta_ori,
+        cfg.loss.w,
+    )
 
 
 if __name__ == "__main__":

@@ -112,6 +112,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _over_default(cls: type, name: str, value: Any) -> Any:
+    """A nested section's given keys over the field's own default (its default_factory,
+    e.g. DPO's train defaults), not over the nested class's: the dataclass stays the
+    one source of defaults whether a YAML or ``a.b=value`` sets part of the section."""
+    fld = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if not isinstance(value, dict) or fld.default_factory is dataclasses.MISSING:
+        return value
+    default = fld.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return {**config_to_dict(default), **value}
+
+
 def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
@@ -121,7 +134,9 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"unknown config key '{prefix}{unknown[0]}' for {cls.__name__} "
             f"(known: {', '.join(sorted(names))})"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    kwargs = {
+        k: _coerce(_over_default(cls, k, v), hints[k], f"{prefix}{k}") for k, v in data.items()
+    }
     try:
         return cls(**kwargs)
     except ConfigError:

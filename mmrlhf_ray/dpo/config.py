@@ -105,3 +105,4 @@ class RefLogpsConfig(Choices):
     max_frames: int = field(default=4, metadata={"help": "video frames per query"})
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per scorer actor"})
     bf16: bool = field(default=False, metadata={"help": "bf16 weights (GPU only)"})
+    forward: ForwardKind = field(default="packed", metadata={"help": FORWARD_HELP})

@@ -54,7 +54,7 @@ class TrainRewardConfig(Choices):
     epochs: float = _h(0.0, "if > 0: train.max_steps = epochs over the training pairs")
     train: TrainConfig = field(default_factory=_reward_train_defaults)
     eval_mode: InferMode = _h("generate", "held-out scoring after training: generate|given|none")
-    max_new_tokens: int = _h(48, "critique length cap when generating")
+    max_new_tokens: int = _h(40, "critique length cap when generating")
     forward: Literal["packed", "grouped"] = _h("packed", "packed (items sharing question + images computed once) | "
                                 "grouped (one padded row per item: the reference)")
 
@@ -81,6 +81,6 @@ class EvaluateRewardBenchConfig(Choices):
         False, "only compute ACC/ACC+ from a `rewards` field already in the file"
     )
     batch_size: int = _h(8, "sequences per forward")
-    max_new_tokens: int = _h(48, "critique length cap when generating")
+    max_new_tokens: int = _h(40, "critique length cap when generating")
     max_frames: int = _h(4, "video frames given to the model")
     max_side: int = _h(0, "downscale images to this longest side (0 = as is)")

@@ -42,7 +42,10 @@ def bad_yaml(tmp_path) -> str:
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["loss.kind=foo"], "mmrlhf train-dpo: error: loss.kind: 'foo' is not one of mm_dpo, dpo"),
+        (
+            ["loss.kind=foo"],
+            "mmrlhf train-dpo: error: config key 'loss.kind': 'foo' is not one of mm_dpo, dpo",
+        ),
         (["loss.w=-1"], "mmrlhf train-dpo: error: loss.w and loss.k must be >= 0"),
         (
             ["loss.wrong=1"],
