@@ -40,6 +40,7 @@ QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.serve")  # INFO -> Ray's l
 LOG_ONLY = re.compile(
     r"^(\x1b\[[0-9;]*m)?\((raylet|gcs_server|autoscaler|[^\n]*?pid=\d+)[^\n]*?\)"
     r"|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|DEBUG)\s"
+    r"|^(INFO|DEBUG) \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ serve "  # Ray Serve's format
     r"|^[WI]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ "  # torch's glog-style notices
     r"|^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\] \[(INFO|DEBUG)\]"  # DeepSpeed's INFO
     r"|Token authentication is enabled for this Ray cluster|Progress bars disabled\. To enable"

@@ -78,6 +78,7 @@ def test_model_loading_bars_and_deepspeed_notices_go_to_the_log(tmp_path, monkey
         "(RayTrainWorker pid=5) \rLoading weights: 100%|##########| 82/82 [00:00<00:00]\n",
         "[2026-11-30 21:35:20,640] [WARNING] [real_accelerator.py:213:get_accelerator] "
         "Setting accelerator to CPU.\n",
+        'INFO 2026-11-30 22:20:56,450 serve 16328 -- Started Serve in namespace "serve".\n',
     ]
     for text in noisy:
         out.write(text)
