@@ -42,7 +42,9 @@ def setup(policy_dir):
         + _rows(6, "img-k6")
         + _rows(3, "txt-k3", text_only=True)
     )
-    groups, quarantine = group_pairs(rows)
+    groups, quarantine = group_pairs(rows)  # sorted by query id: put back in row order
+    order = list(dict.fromkeys(r["query_id"] for r in rows))
+    groups.sort(key=lambda g: order.index(g.query_id))
     assert not quarantine and [len(g.responses) for g in groups] == [2, 3, 4, 5, 6, 3]
     return model, processor, groups
 
