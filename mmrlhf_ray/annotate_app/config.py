@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from mmrlhf_ray.annotate_app.store import ROLES
+from mmrlhf_ray.config import Choices
 
-ACTIONS = ("serve", "add-user", "assign", "export", "status", "assist")
+Action = Literal["serve", "add-user", "assign", "export", "status", "assist"]
 
 
 @dataclass
-class AnnotateAppConfig:
+class AnnotateAppConfig(Choices):
     """Config of ``annotate-app``: the rater team's web app over one run directory."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory (local path)"})
-    action: str = field(
-        default="serve", metadata={"help": "serve | add-user | assign | export | status"}
+    action: Action = field(
+        default="serve", metadata={"help": "serve | add-user | assign | export | status | assist"}
     )
     input_stage: str = field(
         default="generate", metadata={"help": "generate, or a records stage (e.g. import/records)"}
@@ -39,7 +40,9 @@ class AnnotateAppConfig:
         default="", metadata={"help": "known answers (official data.jsonl) for gold queries"}
     )
     user: str = field(default="", metadata={"help": "add-user: the account name"})
-    role: str = field(default="rater", metadata={"help": "add-user: rater | lead"})
+    role: Literal["rater", "lead"] = field(
+        default="rater", metadata={"help": "add-user: rater | lead (the store's ROLES)"}
+    )
     password_env: str = field(
         default="MMRLHF_PASSWORD",
         metadata={"help": "add-user: env var holding the password (else prompt)"},
@@ -69,10 +72,7 @@ class AnnotateAppConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.action not in ACTIONS:
-            raise ValueError(f"annotate-app.action: {self.action!r} not one of {ACTIONS}")
-        if self.role not in ROLES:
-            raise ValueError(f"annotate-app.role: {self.role!r} not one of {ROLES}")
+        super().__post_init__()
         if self.raters_per_query < 1:
             raise ValueError("annotate-app.raters_per_query: must be >= 1")
 
