@@ -32,17 +32,33 @@ def backbone_view(model_path: str) -> str:
 class VllmCritic:
     """``critic(inputs) -> [critique]`` for ``RewardScorer(critic=...)``."""
 
-    def __init__(self, model_path: str, max_new_tokens: int, num_gpus: float = 0.0,
-                 tensor_parallel_size: int = 1, dtype: str = "float32",
-                 max_model_len: int = 2048, gpu_memory_utilization: float = 0.5):
+    def __init__(
+        self,
+        model_path: str,
+        max_new_tokens: int,
+        num_gpus: float = 0.0,
+        tensor_parallel_size: int = 1,
+        dtype: str = "float32",
+        max_model_len: int = 2048,
+        gpu_memory_utilization: float = 0.5,
+    ):
         from actors.generator import Generator
 
         meta = json.loads((Path(model_path) / META_FILE).read_text())
         self.template, self.max_frames = meta["prompt_template"], int(meta["max_frames"])
-        spec = ModelSpec(name="critic", kind="vllm", path=backbone_view(model_path), n=1,
-                         temperature=0.0, max_tokens=max_new_tokens, num_gpus=num_gpus, dtype=dtype,
-                         tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                         gpu_memory_utilization=gpu_memory_utilization)
+        spec = ModelSpec(
+            name="critic",
+            kind="vllm",
+            path=backbone_view(model_path),
+            n=1,
+            temperature=0.0,
+            max_tokens=max_new_tokens,
+            num_gpus=num_gpus,
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
         self.generator = Generator(spec)
         if self.generator.kind != "vllm":
             raise RuntimeError("critique_backend=vllm: vllm is not importable here")
@@ -53,8 +69,15 @@ class VllmCritic:
     def critique(self, inputs: list[ScoringInput]) -> list[str]:
         """Greedy critiques, one per input, from the reward model's own prompt."""
         requests = [
-            critique_request(i.question, i.response, list(i.images[: self.max_frames]),
-                             key=str(k), template=self.template)
+            critique_request(
+                i.question,
+                i.response,
+                list(i.images[: self.max_frames]),
+                key=str(k),
+                template=self.template,
+            )
             for k, i in enumerate(inputs)
         ]
-        return [samples[0].text.strip() for samples in self.generator.generate(requests, greedy=True)]
+        return [
+            samples[0].text.strip() for samples in self.generator.generate(requests, greedy=True)
+        ]

@@ -33,9 +33,14 @@ def _value(v: Any) -> Any:
 
 def query_row(group: QueryGroup, part: int) -> dict[str, Any]:
     """The Ray Data row of one query group (the unit of work of the actors)."""
-    return {"part": part, "query_id": group.query_id, "question": group.question,
-            "response_ids": list(group.response_ids), "responses": list(group.responses),
-            **{k: group.media.get(k) for k in MEDIA_KEYS}}
+    return {
+        "part": part,
+        "query_id": group.query_id,
+        "question": group.question,
+        "response_ids": list(group.response_ids),
+        "responses": list(group.responses),
+        **{k: group.media.get(k) for k in MEDIA_KEYS},
+    }
 
 
 def _present(v: Any) -> bool:
@@ -49,25 +54,37 @@ def _present(v: Any) -> bool:
 
 def _group_of(row: dict[str, Any]) -> QueryGroup:
     media = {k: _value(row[k]) for k in MEDIA_KEYS if _present(row.get(k))}
-    return QueryGroup(str(row["query_id"]), str(row["question"]), media,
-                      response_ids=[str(x) for x in _value(row["response_ids"])],
-                      responses=[str(x) for x in _value(row["responses"])])
+    return QueryGroup(
+        str(row["query_id"]),
+        str(row["question"]),
+        media,
+        response_ids=[str(x) for x in _value(row["response_ids"])],
+        responses=[str(x) for x in _value(row["responses"])],
+    )
 
 
 class RefLogpsScorer:
     """Ray Data callable class: a frozen reference policy on one CPU (or GPU)."""
 
-    def __init__(self, policy_path: str, max_response_tokens: int = 256, max_frames: int = 4,
-                 use_gpu: bool = False, bf16: bool = False, threads: int = 1,
-                 forward: str = "packed"):
+    def __init__(
+        self,
+        policy_path: str,
+        max_response_tokens: int = 256,
+        max_frames: int = 4,
+        use_gpu: bool = False,
+        bf16: bool = False,
+        threads: int = 1,
+        forward: str = "packed",
+    ):
         import torch
 
         from mmrlhf_ray.models import load_policy
 
         torch.set_num_threads(threads)
         dtype = torch.bfloat16 if bf16 else torch.float32
-        self.model, self.processor = load_policy(policy_path, dtype=dtype,
-                                                 device="cuda" if use_gpu else "cpu")
+        self.model, self.processor = load_policy(
+            policy_path, dtype=dtype, device="cuda" if use_gpu else "cpu"
+        )
         self.max_response_tokens, self.max_frames = max_response_tokens, max_frames
         self.forward = forward
         self.pid = os.getpid()
@@ -79,8 +96,14 @@ class RefLogpsScorer:
         rows = [{k: batch[k][i] for k in batch} for i in range(n)]
         groups = [_group_of(r) for r in rows]
         parts = {str(r["query_id"]): int(r["part"]) for r in rows}
-        scored = reference_logps(self.model, self.processor, groups, self.max_response_tokens,
-                              self.max_frames, self.forward)
+        scored = reference_logps(
+            self.model,
+            self.processor,
+            groups,
+            self.max_response_tokens,
+            self.max_frames,
+            self.forward,
+        )
         cols = ("query_id", "response_id", "ref_logp", "n_tokens", "error_field", "error")
         out: dict[str, list] = {c: [s[c] for s in scored] for c in cols}
         out["ref_logp"] = [float("nan") if v is None else v for v in out["ref_logp"]]
@@ -92,17 +115,30 @@ class RefLogpsScorer:
         return out
 
 
-def reference_logps_dataset(ds, policy_path: str, num_actors: int = 2, queries_per_batch: int = 8,
-                            max_response_tokens: int = 256, max_frames: int = 4,
-                            use_gpu: bool = False, bf16: bool = False, forward: str = "packed"):
+def reference_logps_dataset(
+    ds,
+    policy_path: str,
+    num_actors: int = 2,
+    queries_per_batch: int = 8,
+    max_response_tokens: int = 256,
+    max_frames: int = 4,
+    use_gpu: bool = False,
+    bf16: bool = False,
+    forward: str = "packed",
+):
     """``ds`` (one row per query) mapped through a pool of ``num_actors`` scorers."""
     from ray.data import ActorPoolStrategy
 
     return ds.map_batches(
         RefLogpsScorer,
-        fn_constructor_kwargs={"policy_path": policy_path, "max_response_tokens": max_response_tokens,
-                               "max_frames": max_frames, "use_gpu": use_gpu, "bf16": bf16,
-                               "forward": forward},
+        fn_constructor_kwargs={
+            "policy_path": policy_path,
+            "max_response_tokens": max_response_tokens,
+            "max_frames": max_frames,
+            "use_gpu": use_gpu,
+            "bf16": bf16,
+            "forward": forward,
+        },
         batch_size=queries_per_batch,
         compute=ActorPoolStrategy(size=num_actors),
         num_cpus=1,

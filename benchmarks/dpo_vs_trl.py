@@ -36,9 +36,16 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-BENCH_SPEC = dict(hidden_size=384, num_attention_heads=6, num_key_value_heads=6,
-                  num_hidden_layers=6, intermediate_size=1536, vision_depth=4,
-                  vision_embed_dim=256, vision_heads=4)
+BENCH_SPEC = dict(
+    hidden_size=384,
+    num_attention_heads=6,
+    num_key_value_heads=6,
+    num_hidden_layers=6,
+    intermediate_size=1536,
+    vision_depth=4,
+    vision_embed_dim=256,
+    vision_heads=4,
+)
 IMAGE_SIZE = 224  # 16x16 patches -> 64 visual tokens per image
 
 
@@ -63,9 +70,12 @@ def build_models(out: Path) -> dict[str, str]:
             build_tiny_policy(d, tok_dir, seed=seed, spec=TinyPolicySpec(**BENCH_SPEC))
             tok = AutoTokenizer.from_pretrained(str(tok_dir))
             size = {"shortest_edge": 56 * 56, "longest_edge": IMAGE_SIZE * IMAGE_SIZE}
-            Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(size=size), tokenizer=tok,
-                             video_processor=Qwen2VLVideoProcessor(size=size),
-                             chat_template=tok.chat_template).save_pretrained(str(d))
+            Qwen2VLProcessor(
+                image_processor=Qwen2VLImageProcessor(size=size),
+                tokenizer=tok,
+                video_processor=Qwen2VLVideoProcessor(size=size),
+                chat_template=tok.chat_template,
+            ).save_pretrained(str(d))
         paths[name] = str(d)
     return paths
 
@@ -77,18 +87,35 @@ def make_pairs(n_queries: int, seed: int = 0) -> list[dict]:
     rows = []
     models = ["sim-strong", "sim-medium", "sim-weak", "sim-unsafe"]
     for q in range(n_queries):
-        pool = make_row("bench-dpo", seed, q, category=("long", "short", "mcq")[q % 3], size=IMAGE_SIZE)
-        resps = [{"response_id": f"q{q}-{m}", "model": m, "text": simulated_responses(pool, m, 1, seed)[0]}
-                 for m in models]
+        pool = make_row(
+            "bench-dpo", seed, q, category=("long", "short", "mcq")[q % 3], size=IMAGE_SIZE
+        )
+        resps = [
+            {
+                "response_id": f"q{q}-{m}",
+                "model": m,
+                "text": simulated_responses(pool, m, 1, seed)[0],
+            }
+            for m in models
+        ]
         rec = oracle_annotate(pool, resps, seed, tie_rule=False)
         order = sorted(range(4), key=lambda i: (rec["responses"][i]["rank"], i))
         for a in range(4):
             for b in range(a + 1, 4):
                 c, r = rec["responses"][order[a]], rec["responses"][order[b]]
-                rows.append({"pair_id": f"q{q}-{a}{b}", "query_id": f"q{q}", "question": pool["question"],
-                             "image": pool["image"], "chosen": c["text"], "rejected": r["text"],
-                             "chosen_id": c["response_id"], "rejected_id": r["response_id"],
-                             "margin": 1.0})
+                rows.append(
+                    {
+                        "pair_id": f"q{q}-{a}{b}",
+                        "query_id": f"q{q}",
+                        "question": pool["question"],
+                        "image": pool["image"],
+                        "chosen": c["text"],
+                        "rejected": r["text"],
+                        "chosen_id": c["response_id"],
+                        "rejected_id": r["response_id"],
+                        "margin": 1.0,
+                    }
+                )
     return rows
 
 
@@ -106,8 +133,16 @@ def _load(path: str):
     return model, processor
 
 
-def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool,
-             forward: str = "grouped", max_response_tokens: int = 256, warmup: int = 1) -> dict:
+def run_ours(
+    paths: dict,
+    rows: list[dict],
+    steps: int,
+    qps: int,
+    online: bool,
+    forward: str = "grouped",
+    max_response_tokens: int = 256,
+    warmup: int = 1,
+) -> dict:
     """Our loop: grouped (or packed) forward, frozen tower, reference precomputed (or online)."""
     from mmrlhf_ray.dpo.batching import encode_group
     from mmrlhf_ray.dpo.config import LossConfig
@@ -121,10 +156,13 @@ def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool,
     groups, _ = group_pairs(rows)
     t0, c0 = time.perf_counter(), time.process_time()
     if not online:  # precompute once: one forward per unique response
-        scored = {(s["query_id"], s["response_id"]): s["ref_logp"]
-                  for i in range(0, len(groups), qps)
-                  for s in reference_logps(ref_model, processor, groups[i:i + qps],
-                                        max_response_tokens, forward=forward)}
+        scored = {
+            (s["query_id"], s["response_id"]): s["ref_logp"]
+            for i in range(0, len(groups), qps)
+            for s in reference_logps(
+                ref_model, processor, groups[i : i + qps], max_response_tokens, forward=forward
+            )
+        }
         for g in groups:
             g.ref_logps = [scored[(g.query_id, r)] for r in g.response_ids]
         del ref_model
@@ -135,8 +173,11 @@ def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool,
     for step in range(steps + warmup):
         t, c = time.perf_counter(), time.process_time()
         chunk = [groups[(step * qps + j) % len(groups)] for j in range(qps)]
-        batch = collate_batch([encode_group(processor, g, max_response_tokens) for g in chunk],
-                              processor.tokenizer.pad_token_id, forward)
+        batch = collate_batch(
+            [encode_group(processor, g, max_response_tokens) for g in chunk],
+            processor.tokenizer.pad_token_id,
+            forward,
+        )
         logps, n_tok = response_logps(model, batch)
         ref = batch.ref_logps
         if online:
@@ -151,24 +192,46 @@ def run_ours(paths: dict, rows: list[dict], steps: int, qps: int, online: bool,
             cpu.append(time.process_time() - c)
             pairs += batch.n_pairs
     name = "ours" if forward == "grouped" else forward
-    return _figures(name + ("-online-ref" if online else ""), pairs, times, cpu, len(rows),
-                    precompute_s, precompute_cpu)
+    return _figures(
+        name + ("-online-ref" if online else ""),
+        pairs,
+        times,
+        cpu,
+        len(rows),
+        precompute_s,
+        precompute_cpu,
+    )
 
 
-def _figures(variant: str, pairs: int, wall: list, cpu: list, n_rows: int, pre_wall: float = 0.0,
-             pre_cpu: float = 0.0) -> dict:
+def _figures(
+    variant: str,
+    pairs: int,
+    wall: list,
+    cpu: list,
+    n_rows: int,
+    pre_wall: float = 0.0,
+    pre_cpu: float = 0.0,
+) -> dict:
     """Pairs per wall second and per CPU second (the latter is robust on a shared box),
     and per CPU second over one epoch of ``n_rows`` pairs including the precompute."""
     per_cpu = pairs / sum(cpu)
-    return {"variant": variant, "pairs_per_s": pairs / sum(wall), "pairs_per_cpu_s": per_cpu,
-            "step_s": sum(wall) / len(wall), "step_cpu_s": sum(cpu) / len(cpu),
-            "precompute_s": pre_wall, "precompute_cpu_s": pre_cpu,
-            "epoch_pairs_per_cpu_s": n_rows / (pre_cpu + n_rows / per_cpu),
-            "peak_rss_mb": peak_rss_mb(), "pairs_per_step": pairs / len(wall)}
+    return {
+        "variant": variant,
+        "pairs_per_s": pairs / sum(wall),
+        "pairs_per_cpu_s": per_cpu,
+        "step_s": sum(wall) / len(wall),
+        "step_cpu_s": sum(cpu) / len(cpu),
+        "precompute_s": pre_wall,
+        "precompute_cpu_s": pre_cpu,
+        "epoch_pairs_per_cpu_s": n_rows / (pre_cpu + n_rows / per_cpu),
+        "peak_rss_mb": peak_rss_mb(),
+        "pairs_per_step": pairs / len(wall),
+    }
 
 
-def _trl_trainer(paths: dict, rows: list[dict], steps: int, batch_pairs: int, ref_path: str,
-                 warmup: int = 1):
+def _trl_trainer(
+    paths: dict, rows: list[dict], steps: int, batch_pairs: int, ref_path: str, warmup: int = 1
+):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -180,18 +243,43 @@ def _trl_trainer(paths: dict, rows: list[dict], steps: int, batch_pairs: int, re
     # Non-conversational rows with our exact prompt text, and completions closed by
     # <|im_end|> as our encoding closes them (TRL's vision collator does not add the eos
     # itself), so both sides score exactly the same tokens.
-    prompt = {r["query_id"]: processor.apply_chat_template(
-        chat_messages(r["question"], 1), add_generation_prompt=True, tokenize=False) for r in rows}
+    prompt = {
+        r["query_id"]: processor.apply_chat_template(
+            chat_messages(r["question"], 1), add_generation_prompt=True, tokenize=False
+        )
+        for r in rows
+    }
     eos = processor.tokenizer.eos_token
-    data = Dataset.from_list([{"images": [decode_image(r["image"])], "prompt": prompt[r["query_id"]],
-                               "chosen": r["chosen"] + eos, "rejected": r["rejected"] + eos}
-                              for r in rows])
-    args = DPOConfig(output_dir="/tmp/dpo_vs_trl_out", per_device_train_batch_size=batch_pairs,
-                     max_steps=steps + warmup, learning_rate=1e-5, beta=0.1, bf16=False,
-                     gradient_checkpointing=False, report_to=[], logging_steps=1, save_strategy="no",
-                     dataloader_num_workers=0, max_length=None, use_cpu=True, seed=0)
-    return DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data,
-                      processing_class=processor)
+    data = Dataset.from_list(
+        [
+            {
+                "images": [decode_image(r["image"])],
+                "prompt": prompt[r["query_id"]],
+                "chosen": r["chosen"] + eos,
+                "rejected": r["rejected"] + eos,
+            }
+            for r in rows
+        ]
+    )
+    args = DPOConfig(
+        output_dir="/tmp/dpo_vs_trl_out",
+        per_device_train_batch_size=batch_pairs,
+        max_steps=steps + warmup,
+        learning_rate=1e-5,
+        beta=0.1,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        dataloader_num_workers=0,
+        max_length=None,
+        use_cpu=True,
+        seed=0,
+    )
+    return DPOTrainer(
+        model=model, ref_model=ref_model, args=args, train_dataset=data, processing_class=processor
+    )
 
 
 def run_trl(paths: dict, rows: list[dict], steps: int, batch_pairs: int, warmup: int = 1) -> dict:
@@ -212,8 +300,9 @@ def run_trl(paths: dict, rows: list[dict], steps: int, batch_pairs: int, warmup:
     trainer.add_callback(clock)
     trainer.train()
     times = clock.times[warmup:]  # step 0 is warm-up
-    return _figures("trl", batch_pairs * len(times), [t for t, _ in times], [c for _, c in times],
-                    len(rows))
+    return _figures(
+        "trl", batch_pairs * len(times), [t for t, _ in times], [c for _, c in times], len(rows)
+    )
 
 
 def step0_check(paths: dict, rows: list[dict]) -> dict:
@@ -225,19 +314,25 @@ def step0_check(paths: dict, rows: list[dict]) -> dict:
 
     batch_rows = rows[:6]
     out = {}
-    for label, ref_path in (("ref_equals_policy", paths["policy"]), ("ref_differs", paths["reference"])):
+    for label, ref_path in (
+        ("ref_equals_policy", paths["policy"]),
+        ("ref_differs", paths["reference"]),
+    ):
         trainer = _trl_trainer(paths, batch_rows, 1, 6, ref_path)
         inputs = trainer.data_collator([dict(trainer.train_dataset[i]) for i in range(6)])
         with torch.no_grad():
             trl_loss = float(trainer.compute_loss(trainer.model, inputs))
             groups, _ = group_pairs(batch_rows)
             processor = trainer.processing_class
-            batch = collate_groups([encode_group(processor, g) for g in groups],
-                                   processor.tokenizer.pad_token_id)
+            batch = collate_groups(
+                [encode_group(processor, g) for g in groups], processor.tokenizer.pad_token_id
+            )
             pol = grouped_logps(trainer.model, batch)[0]
             ref = grouped_logps(trainer.ref_model, batch)[0]
             ci, ri = batch.chosen_idx, batch.rejected_idx
-            ours = float(mm_dpo_loss(pol[ci], pol[ri], ref[ci], ref[ri], batch.margins, 0.1, w=0.0)[0].mean())
+            ours = float(
+                mm_dpo_loss(pol[ci], pol[ri], ref[ci], ref[ri], batch.margins, 0.1, w=0.0)[0].mean()
+            )
         out[label] = {"trl": trl_loss, "ours": ours, "abs_diff": abs(trl_loss - ours)}
     return out
 
@@ -258,8 +353,12 @@ def _child(args) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variant", default="all", choices=["all", "check", "trl", "ours", "ours-online-ref"])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--variant", default="all", choices=["all", "check", "trl", "ours", "ours-online-ref"]
+    )
     ap.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     ap.add_argument("--queries-per-step", type=int, default=2, help="queries per step (x6 pairs)")
     ap.add_argument("--queries", type=int, default=16)
@@ -272,10 +371,28 @@ def main() -> None:
     build_models(Path(args.workdir))
     results = {}
     for variant in ("check", "trl", "ours", "ours-online-ref"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--steps", str(args.steps),
-               "--queries-per-step", str(args.queries_per_step), "--queries", str(args.queries),
-               "--threads", str(args.threads), "--workdir", args.workdir]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        cmd = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            "--steps",
+            str(args.steps),
+            "--queries-per-step",
+            str(args.queries_per_step),
+            "--queries",
+            str(args.queries),
+            "--threads",
+            str(args.threads),
+            "--workdir",
+            args.workdir,
+        ]
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        )
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             raise SystemExit(f"{variant} failed:\n{proc.stderr[-4000:]}")
@@ -285,8 +402,9 @@ def main() -> None:
     results["speedup_pairs_per_s"] = ours["pairs_per_s"] / trl["pairs_per_s"]
     results["speedup_pairs_per_cpu_s"] = ours["pairs_per_cpu_s"] / trl["pairs_per_cpu_s"]
     results["speedup_epoch_cpu"] = ours["epoch_pairs_per_cpu_s"] / trl["epoch_pairs_per_cpu_s"]
-    results["speedup_online_ref_cpu"] = (results["ours-online-ref"]["pairs_per_cpu_s"]
-                                         / trl["pairs_per_cpu_s"])
+    results["speedup_online_ref_cpu"] = (
+        results["ours-online-ref"]["pairs_per_cpu_s"] / trl["pairs_per_cpu_s"]
+    )
     results["memory_ratio"] = ours["peak_rss_mb"] / trl["peak_rss_mb"]
     from mmrlhf_ray.models import load_policy
 

@@ -47,8 +47,16 @@ from mmrlhf_ray.groups import group_pairs, split_groups  # noqa: E402
 from mmrlhf_ray.models import build_all, load_policy, sft_loss  # noqa: E402
 from mmrlhf_ray.training.freeze import freeze_vision  # noqa: E402
 
-BENCH_KEYS = ("overall_accuracy", "short_accuracy", "mcq_accuracy", "long_accuracy", "chair_i",
-              "refusal_harmful", "unsafe_rate", "refusal_benign")
+BENCH_KEYS = (
+    "overall_accuracy",
+    "short_accuracy",
+    "mcq_accuracy",
+    "long_accuracy",
+    "chair_i",
+    "refusal_harmful",
+    "unsafe_rate",
+    "refusal_benign",
+)
 
 
 def sft_policy(work: Path, n_rows: int, steps: int) -> str:
@@ -67,7 +75,9 @@ def sft_policy(work: Path, n_rows: int, steps: int) -> str:
     rng = random.Random(0)
     model.train()
     for step in range(steps):
-        batch = collate_sft([encode_sft_example(e, processor) for e in rng.sample(examples, 8)], processor)
+        batch = collate_sft(
+            [encode_sft_example(e, processor) for e in rng.sample(examples, 8)], processor
+        )
         loss, _ = sft_loss(model, batch)
         opt.zero_grad()
         loss.backward()
@@ -114,8 +124,17 @@ def reference_logps(policy: str, groups) -> None:
         g.ref_logps = [scores[(g.query_id, r)][0] for r in g.response_ids]
 
 
-def train(base, processor, groups, kind_w: float, seed: int, steps: int, qps: int, lr: float,
-          sft_weight: float):
+def train(
+    base,
+    processor,
+    groups,
+    kind_w: float,
+    seed: int,
+    steps: int,
+    qps: int,
+    lr: float,
+    sft_weight: float,
+):
     """One in-process MM-DPO (w > 0) or DPO (w = 0) run; returns the trained model."""
     torch.manual_seed(seed)
     model = copy.deepcopy(base).train()
@@ -126,7 +145,9 @@ def train(base, processor, groups, kind_w: float, seed: int, steps: int, qps: in
     random.Random(seed).shuffle(order)
     for step in range(steps):
         chunk = [groups[order[(step * qps + j) % len(order)]] for j in range(qps)]
-        batch = collate_groups([encode_group(processor, g) for g in chunk], processor.tokenizer.pad_token_id)
+        batch = collate_groups(
+            [encode_group(processor, g) for g in chunk], processor.tokenizer.pad_token_id
+        )
         logps, n_tok = grouped_logps(model, batch)
         loss, _, _ = preference_loss(cfg, logps, n_tok, batch, batch.ref_logps, state)
         opt.zero_grad()
@@ -160,7 +181,9 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, dict[str, str]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--queries", type=int, default=120)
     ap.add_argument("--steps", type=int, default=60)
@@ -170,7 +193,9 @@ def main() -> None:
     ap.add_argument("--sft-steps", type=int, default=300)
     ap.add_argument("--bench", type=int, default=60)
     ap.add_argument("--workdir", default="/tmp/mmdpo_vs_dpo")
-    ap.add_argument("--run-dir", default="", help="read the SFT policy and scored pairs of a pipeline run")
+    ap.add_argument(
+        "--run-dir", default="", help="read the SFT policy and scored pairs of a pipeline run"
+    )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -193,19 +218,37 @@ def main() -> None:
     print("base", results["base"][0], flush=True)
     for seed in args.seeds:
         for method, w in (("mm_dpo", 0.5), ("dpo", 0.0)):
-            model = train(base, processor, train_groups, w, seed, args.steps, args.queries_per_step,
-                          args.lr, args.sft_weight)
+            model = train(
+                base,
+                processor,
+                train_groups,
+                w,
+                seed,
+                args.steps,
+                args.queries_per_step,
+                args.lr,
+                args.sft_weight,
+            )
             results[method].append(evaluate(model, processor, held, bench_rows))
             print(method, seed, results[method][-1], flush=True)
     margins = [p.margin for g in train_groups for p in g.pairs]
-    summary = {"summary": summarise(results), "runs": results, "args": vars(args),
-               "pairs": {"train": sum(len(g.pairs) for g in train_groups),
-                         "heldout": sum(len(g.pairs) for g in held), "quarantined": len(bad),
-                         "train_queries": len(train_groups),
-                         "margin_source": sorted({str(r.get("margin_source")) for r in rows}),
-                         "margin_min": min(margins), "margin_max": max(margins),
-                         "negative_margins": sum(m < 0 for m in margins), "policy": policy},
-               "wall_s": round(time.time() - t0, 1)}
+    summary = {
+        "summary": summarise(results),
+        "runs": results,
+        "args": vars(args),
+        "pairs": {
+            "train": sum(len(g.pairs) for g in train_groups),
+            "heldout": sum(len(g.pairs) for g in held),
+            "quarantined": len(bad),
+            "train_queries": len(train_groups),
+            "margin_source": sorted({str(r.get("margin_source")) for r in rows}),
+            "margin_min": min(margins),
+            "margin_max": max(margins),
+            "negative_margins": sum(m < 0 for m in margins),
+            "policy": policy,
+        },
+        "wall_s": round(time.time() - t0, 1),
+    }
     print(json.dumps(summary["summary"], indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))

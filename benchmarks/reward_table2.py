@@ -35,8 +35,12 @@ from mmrlhf_ray.stage import StageDir  # noqa: E402
 VARIANTS = {  # name -> (run slug, critique_source, critique weight, inference modes)
     "w/o Task 1 (score only)": ("score-only", "none", 0.0, ["none"]),
     "w/o enhanced annotations (human reasons)": ("human", "human", 1.0, ["generate"]),
-    "MM-RLHF-Reward (expanded critiques)": ("expanded", "expanded", 1.0,
-                                            ["generate", "none", "given"]),
+    "MM-RLHF-Reward (expanded critiques)": (
+        "expanded",
+        "expanded",
+        1.0,
+        ["generate", "none", "given"],
+    ),
 }
 
 
@@ -62,10 +66,17 @@ def run_variant(base: Path, slug: str, source: str, w_crit: float, args, policy:
     pairs_link = run / "pairs"
     if not pairs_link.exists():
         pairs_link.symlink_to((base / "data" / "pairs").resolve())
-    argv = [f"run_dir={run}", f"backbone={policy}", f"critique_source={source}",
-            f"loss.critique={w_crit}", f"epochs={args.epochs}", f"train.lr={args.lr}",
-            f"heldout_fraction={args.heldout}", "eval_mode=none",
-            f"train.checkpoint_every={10**6}"]
+    argv = [
+        f"run_dir={run}",
+        f"backbone={policy}",
+        f"critique_source={source}",
+        f"loss.critique={w_crit}",
+        f"epochs={args.epochs}",
+        f"train.lr={args.lr}",
+        f"heldout_fraction={args.heldout}",
+        "eval_mode=none",
+        f"train.checkpoint_every={10**6}",
+    ]
     train_reward.main(argv)
     return str(run / "train-reward" / "model")
 

@@ -139,8 +139,14 @@ def run_level(
     return out
 
 
-def offline(model_path: str, bodies: list[dict], batch: int, tokens: int, seconds: float,
-            backend: str = "transformers") -> dict:
+def offline(
+    model_path: str,
+    bodies: list[dict],
+    batch: int,
+    tokens: int,
+    seconds: float,
+    backend: str = "transformers",
+) -> dict:
     """Items/s of the scorer's batched forward (1 thread, no HTTP), in a Ray task of its
     own (a vLLM critic pins its process's threads)."""
     import torch
@@ -153,8 +159,9 @@ def offline(model_path: str, bodies: list[dict], batch: int, tokens: int, second
         from actors.critic import VllmCritic
 
         critic = VllmCritic(model_path, tokens)
-    scorer = load_scorer(model_path, max_batch_size=batch, critique_max_new_tokens=tokens,
-                         critic=critic)
+    scorer = load_scorer(
+        model_path, max_batch_size=batch, critique_max_new_tokens=tokens, critic=critic
+    )
     items = [
         resolve_score_request(ScoreRequest.model_validate(b), ServeLimits())[0] for b in bodies
     ]
@@ -266,8 +273,12 @@ def main() -> None:
     parser.add_argument(
         "--critique-tokens", type=int, default=32, help="as configs/serve-reward.yaml"
     )
-    parser.add_argument("--critique-backend", choices=["transformers", "vllm"],
-                        default="transformers", help="who writes the critiques")
+    parser.add_argument(
+        "--critique-backend",
+        choices=["transformers", "vllm"],
+        default="transformers",
+        help="who writes the critiques",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     from ray import serve
@@ -281,7 +292,14 @@ def main() -> None:
 
     urls = start_apps(model, args.batch, args.critique_tokens, args.critique_backend)
     offline_task = ray.remote(num_cpus=1)(offline)
-    limit = (model, bodies, args.batch, args.critique_tokens, args.seconds / 2, args.critique_backend)
+    limit = (
+        model,
+        bodies,
+        args.batch,
+        args.critique_tokens,
+        args.seconds / 2,
+        args.critique_backend,
+    )
     levels = {}
     for url in urls.values():  # warm-up: first forwards allocate
         run_window(url, bodies, 2, 2.0)

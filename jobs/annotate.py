@@ -93,8 +93,10 @@ def _group_quarantine(group: GeneratedQuery, exc: Exception) -> list[dict]:
     if not reason or " " in field:
         field, reason = "ground_truth", str(exc)
     reason = f"{type(exc).__name__}: {reason}"
-    return [quarantine_row("generate", r["response_id"], field, reason, r["text"])
-            for r in group.responses]
+    return [
+        quarantine_row("generate", r["response_id"], field, reason, r["text"])
+        for r in group.responses
+    ]
 
 
 def annotate_part(groups: list[GeneratedQuery], cfg: AnnotateConfig, oracle) -> tuple[list, list]:
@@ -200,7 +202,9 @@ def run(cfg: AnnotateConfig) -> dict:
         raise StageInputError(f"annotate: labels_jsonl {cfg.labels_jsonl}: no such file")
     labels = Path(cfg.labels_jsonl).stat() if cfg.source == "human" else None
     out, done = begin_stage(
-        cfg, "annotate", inputs=["generate"] if cfg.source == "oracle" else [],
+        cfg,
+        "annotate",
+        inputs=["generate"] if cfg.source == "oracle" else [],
         other_inputs={"labels": f"{labels.st_size}:{labels.st_mtime_ns}"} if labels else {},
     )
     if done:

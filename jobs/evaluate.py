@@ -32,9 +32,18 @@ def policy_spec(cfg: EvaluateConfig, name: str, path: str) -> ModelSpec:
     resolved = path.replace("{run_dir}", cfg.run_dir.rstrip("/"))
     if not Path(resolved).is_dir():
         raise StageInputError(f"evaluate: policy '{name}' has no model at {resolved}")
-    return ModelSpec(name=name, kind=cfg.backend, path=resolved, n=1, temperature=0.0,
-                     max_tokens=cfg.max_tokens, pool_size=cfg.pool_size,
-                     num_gpus=cfg.num_gpus, dtype=cfg.dtype, batch_size=16)
+    return ModelSpec(
+        name=name,
+        kind=cfg.backend,
+        path=resolved,
+        n=1,
+        temperature=0.0,
+        max_tokens=cfg.max_tokens,
+        pool_size=cfg.pool_size,
+        num_gpus=cfg.num_gpus,
+        dtype=cfg.dtype,
+        batch_size=16,
+    )
 
 
 def answers_of(out: StageDir, policy: str) -> dict[str, str]:
@@ -66,8 +75,11 @@ def reward_bench(cfg: EvaluateConfig) -> dict | None:
         return None
     stage = get_stage("evaluate-reward-bench")
     manifest = stage.run(stage.config(run_dir=cfg.run_dir))  # a finished one is read back
-    return {"mode": manifest.get("config", {}).get("mode"), "table": manifest.get("table"),
-            "output": manifest.get("output")}
+    return {
+        "mode": manifest.get("config", {}).get("mode"),
+        "table": manifest.get("table"),
+        "output": manifest.get("output"),
+    }
 
 
 def _fmt(value: float | None) -> str:
@@ -87,8 +99,10 @@ def run(cfg: EvaluateConfig) -> dict:
     plot_metrics(toy, out.local_path("toy_benchmark.png"))
     manifest = out.finish(rows_in, out.count_rows(), quarantined)
     for name, values in toy.items():
-        shown = ", ".join(f"{k} {_fmt(values.get(k))}" for k in
-                          ("overall_accuracy", "chair_i", "refusal_harmful", "refusal_benign"))
+        shown = ", ".join(
+            f"{k} {_fmt(values.get(k))}"
+            for k in ("overall_accuracy", "chair_i", "refusal_harmful", "refusal_benign")
+        )
         print(f"evaluate: {name}: {shown}")
     print(f"evaluate: wrote {out.local_path('metrics.json')}")
     return manifest

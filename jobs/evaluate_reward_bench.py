@@ -48,18 +48,25 @@ def export_heldout(run_dir: str, out_dir: Path) -> tuple[Path, Path]:
     held_ids = {p for p, s in zip(ids, sides, strict=True) if s == "heldout"}
     manifest = StageDir(run_dir, "train-reward").read_manifest() or {}
     pairs_stage = manifest.get("config", {}).get("pairs_stage", "pairs")
-    rows = [r for r in StageDir(run_dir, pairs_stage).read().to_pylist()
-            if r["pair_id"] in held_ids]
+    rows = [
+        r for r in StageDir(run_dir, pairs_stage).read().to_pylist() if r["pair_id"] in held_ids
+    ]
     root = out_dir / "media"
     lines = []
     for row in rows:
         cat = row.get("category") or "short"
         rel = _write_media(row, root, cat)
-        lines.append({"id": row["query_id"], ("video" if cat == "video" else "image"): rel,
-                      "prompt": row["question"], "chosen": row["chosen"],
-                      "rejected": row["rejected"],
-                      "chosen_reason": row.get("chosen_critique") or row.get("chosen_reason"),
-                      "rejected_reason": row.get("rejected_critique") or row.get("rejected_reason")})
+        lines.append(
+            {
+                "id": row["query_id"],
+                ("video" if cat == "video" else "image"): rel,
+                "prompt": row["question"],
+                "chosen": row["chosen"],
+                "rejected": row["rejected"],
+                "chosen_reason": row.get("chosen_critique") or row.get("chosen_reason"),
+                "rejected_reason": row.get("rejected_critique") or row.get("rejected_reason"),
+            }
+        )
     path = out_dir / "heldout_mm_reward_bench.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path, root
@@ -103,9 +110,11 @@ def run(cfg: EvaluateRewardBenchConfig) -> dict:
     print(format_table({mode: table}))
     overall = table.get("overall", {})
     manifest = out.finish(lines_in, len(results), len(bad), table=table, output=str(output))
-    print(f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), ACC "
-          f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
-          f"; scored file {output}")
+    print(
+        f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), ACC "
+        f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
+        f"; scored file {output}"
+    )
     return manifest
 
 

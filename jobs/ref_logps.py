@@ -54,8 +54,9 @@ def _write_part(out: StageDir, i: int, pair_rows: list[dict], scored: list[dict]
     return len(done)
 
 
-def run_parts(cfg: RefLogpsConfig, out: StageDir, parts: list[list], rows_by_query: dict,
-              policy: str) -> None:
+def run_parts(
+    cfg: RefLogpsConfig, out: StageDir, parts: list[list], rows_by_query: dict, policy: str
+) -> None:
     """Score the queries of the missing parts on the actor pool; write parts as they finish."""
     import ray
 
@@ -69,8 +70,16 @@ def run_parts(cfg: RefLogpsConfig, out: StageDir, parts: list[list], rows_by_que
     items = [query_row(g, i) for i in todo for g in parts[i]]
     expected = {i: sum(len(g.response_ids) for g in parts[i]) for i in todo}
     ds = reference_logps_dataset(
-        ray.data.from_items(items), policy, cfg.num_actors, cfg.queries_per_batch,
-        cfg.max_response_tokens, cfg.max_frames, cfg.use_gpu, cfg.bf16, cfg.forward)
+        ray.data.from_items(items),
+        policy,
+        cfg.num_actors,
+        cfg.queries_per_batch,
+        cfg.max_response_tokens,
+        cfg.max_frames,
+        cfg.use_gpu,
+        cfg.bf16,
+        cfg.forward,
+    )
     pending: dict[int, list[dict]] = {i: [] for i in todo}
     with tqdm(total=sum(expected.values()), desc="ref-logps: responses", unit="resp") as bar:
         for row in ds.iter_rows():
@@ -99,15 +108,24 @@ def run(cfg: RefLogpsConfig) -> dict:
         if f"pair_id={r.get('pair_id')}" not in bad_ids:
             rows_by_query.setdefault(r["query_id"], []).append(r)
     n = cfg.queries_per_part
-    parts = [groups[i:i + n] for i in range(0, len(groups), n)]
+    parts = [groups[i : i + n] for i in range(0, len(groups), n)]
     run_parts(cfg, out, parts, rows_by_query, policy)
     rows_out, rows_q = out.count_rows(), out.count_rows(quarantine=True)
     responses = sum(len(g.response_ids) for g in groups)
-    manifest = out.finish(len(rows), rows_out, rows_q, policy=policy, pairs_from=src.stage,
-               queries=len(groups), responses=responses,
-               encoding=encoding.to_dict())
-    print(f"ref-logps: {responses} responses of {len(groups)} queries scored once each "
-          f"({len(rows)} pairs: {rows_out} out, {rows_q} quarantined) -> {out.data_dir}")
+    manifest = out.finish(
+        len(rows),
+        rows_out,
+        rows_q,
+        policy=policy,
+        pairs_from=src.stage,
+        queries=len(groups),
+        responses=responses,
+        encoding=encoding.to_dict(),
+    )
+    print(
+        f"ref-logps: {responses} responses of {len(groups)} queries scored once each "
+        f"({len(rows)} pairs: {rows_out} out, {rows_q} quarantined) -> {out.data_dir}"
+    )
     return manifest
 
 

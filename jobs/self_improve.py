@@ -40,10 +40,19 @@ def sample_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) ->
     from actors.generation_pool import generate_model
 
     curated = require_done(cfg.run_dir, "curate").read().to_pylist()
-    queries = {q["sample_id"]: q for q in round_queries(curated, cfg.queries_per_round, cfg.seed, r)}
+    queries = {
+        q["sample_id"]: q for q in round_queries(curated, cfg.queries_per_round, cfg.seed, r)
+    }
     table = pa.Table.from_pylist(list(queries.values()))
-    spec = ModelSpec(name=f"round-{r}", kind=cfg.backend, path=policy, n=cfg.n,
-                     temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed + r)
+    spec = ModelSpec(
+        name=f"round-{r}",
+        kind=cfg.backend,
+        path=policy,
+        n=cfg.n,
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_tokens,
+        seed=cfg.seed + r,
+    )
     gen = StageDir(round_dir, "generate")
     if not gen.is_done():
         gen.begin({"policy": policy, "round": r})
@@ -61,10 +70,14 @@ def sample_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) ->
 
 def score_round(cfg: SelfImproveConfig, round_dir: str) -> StageDir:
     """Score the candidates through the service, orient them by reward, keep pairs."""
-    url = cfg.service_url or (StageDir(cfg.run_dir, "serve-reward").read_manifest() or {}).get("url")
+    url = cfg.service_url or (StageDir(cfg.run_dir, "serve-reward").read_manifest() or {}).get(
+        "url"
+    )
     if not url:
-        raise SystemExit("self-improve: no reward service: run `mmrlhf serve-reward detach=true` "
-                         "or pass service_url=")
+        raise SystemExit(
+            "self-improve: no reward service: run `mmrlhf serve-reward detach=true` "
+            "or pass service_url="
+        )
     score = get_stage("score")
     score.run(score.config(run_dir=f"{round_dir}/scoring", url=url, token_env=cfg.token_env))
     out = StageDir(round_dir, "score")
@@ -74,8 +87,10 @@ def score_round(cfg: SelfImproveConfig, round_dir: str) -> StageDir:
         kept, dropped = orient_by_reward(scored, cfg.pair_mode, cfg.min_margin)
         out.write_part("pairs", to_table(kept, "pair"))
         out.finish(len(scored), len(kept), 0, dropped_no_preference=dropped)
-        print(f"self-improve: {len(kept)} pairs kept of {len(scored)} scored ({dropped} dropped: "
-              f"no reward gap or not best-vs-worst)")
+        print(
+            f"self-improve: {len(kept)} pairs kept of {len(scored)} scored ({dropped} dropped: "
+            f"no reward gap or not best-vs-worst)"
+        )
     return out
 
 
@@ -87,9 +102,15 @@ def train_round(cfg: SelfImproveConfig, round_dir: str, policy: str) -> str:
 
 def evaluate_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) -> dict:
     evaluate = get_stage("evaluate")
-    evaluate.run(evaluate.config(run_dir=round_dir, benchmark_run_dir=cfg.run_dir,
-                                 reward_bench=False, policies={f"round-{r}": policy},
-                                 benchmark_limit=cfg.benchmark_limit))
+    evaluate.run(
+        evaluate.config(
+            run_dir=round_dir,
+            benchmark_run_dir=cfg.run_dir,
+            reward_bench=False,
+            policies={f"round-{r}": policy},
+            benchmark_limit=cfg.benchmark_limit,
+        )
+    )
     metrics = json.loads((Path(round_dir) / "evaluate" / "metrics.json").read_text())
     return metrics["toy_benchmark"][f"round-{r}"]
 
@@ -121,7 +142,9 @@ def run(cfg: SelfImproveConfig) -> dict:
     if rounds:
         from mmrlhf_ray.evaluation import plot_metrics, summary_markdown
 
-        plot_metrics(rounds, out.local_path("rounds.png"), title="toy benchmark per self-improvement round")
+        plot_metrics(
+            rounds, out.local_path("rounds.png"), title="toy benchmark per self-improvement round"
+        )
         Path(out.local_path("summary.md")).write_text(summary_markdown(rounds))
     manifest = out.finish(pairs_total, pairs_total, 0, rounds=cfg.rounds, final_policy=policy)
     print(f"self-improve: {cfg.rounds} rounds, final policy {policy}")

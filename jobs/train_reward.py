@@ -57,10 +57,14 @@ def reward_meta(cfg: TrainRewardConfig, backbone: str) -> RewardMeta:
 
     conf = AutoConfig.from_pretrained(backbone, trust_remote_code=False)
     text = conf.get_text_config() if hasattr(conf, "get_text_config") else conf
-    return RewardMeta(hidden_size=int(text.hidden_size), head_dropout=cfg.head_dropout,
-                      prompt_template=cfg.prompt_template or CRITIQUE_PROMPT,
-                      max_length=cfg.max_length, max_frames=cfg.max_frames,
-                      critique_trained=cfg.critique_source != "none" and cfg.loss.critique > 0)
+    return RewardMeta(
+        hidden_size=int(text.hidden_size),
+        head_dropout=cfg.head_dropout,
+        prompt_template=cfg.prompt_template or CRITIQUE_PROMPT,
+        max_length=cfg.max_length,
+        max_frames=cfg.max_frames,
+        critique_trained=cfg.critique_source != "none" and cfg.loss.critique > 0,
+    )
 
 
 def plan_steps(cfg: TrainRewardConfig, n_train: int) -> TrainRewardConfig:
@@ -83,8 +87,12 @@ def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
     task = TrainTask(
         model_path=backbone,
         rows=functools.partial(load_split_rows, _abs(cfg.run_dir), cfg.pairs_stage, "train"),
-        encode=functools.partial(encode_pair_row, source=cfg.critique_source,
-                                 max_frames=cfg.max_frames, max_side=cfg.max_side),
+        encode=functools.partial(
+            encode_pair_row,
+            source=cfg.critique_source,
+            max_frames=cfg.max_frames,
+            max_side=cfg.max_side,
+        ),
         collate=functools.partial(collate_reward_pairs, meta=meta, forward=cfg.forward),
         loss_fn=functools.partial(reward_loss_fn, weights=cfg.loss),
         build_model=functools.partial(build_reward_model, meta=meta, seed=cfg.seed),
@@ -93,10 +101,14 @@ def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
     init_ray()
     # The Ray Train run is keyed by config and inputs: the same attempt resumes after a
     # crash, a changed config (another ablation in the same run dir) starts afresh.
-    result = run_training(task, cfg.train, name=f"train-reward-{out.attempt_key()}",
-                          storage_path=out.local_path("ray"),
-                          output_dir=out.local_path("model"),
-                          metrics_csv=out.local_path("metrics.csv"))
+    result = run_training(
+        task,
+        cfg.train,
+        name=f"train-reward-{out.attempt_key()}",
+        storage_path=out.local_path("ray"),
+        output_dir=out.local_path("model"),
+        metrics_csv=out.local_path("metrics.csv"),
+    )
     return {"model_dir": result.hf_dir, "steps": result.steps, "metrics": result.metrics}
 
 
@@ -119,26 +131,42 @@ def run(cfg: TrainRewardConfig) -> dict:
         return out.read_manifest()
     pairs_dir = StageDir(cfg.run_dir, cfg.pairs_stage)
     rows = pairs_dir.read().to_pylist()
-    good, bad = pairs_from_rows(rows, cfg.critique_source, cfg.max_frames, cfg.max_side or None,
-                                stage=cfg.pairs_stage)
+    good, bad = pairs_from_rows(
+        rows, cfg.critique_source, cfg.max_frames, cfg.max_side or None, stage=cfg.pairs_stage
+    )
     out.write_quarantine("pairs", bad)
     train_pairs, held = split_pairs(good, cfg.heldout_fraction, cfg.split_seed)
     train_ids = {p.pair_id for p in train_pairs}
-    out.write_part("split", pa.table({
-        "pair_id": [p.pair_id for p in good], "query_id": [p.query_id for p in good],
-        "category": [p.category for p in good],
-        "split": ["train" if p.pair_id in train_ids else "heldout" for p in good]}))
+    out.write_part(
+        "split",
+        pa.table(
+            {
+                "pair_id": [p.pair_id for p in good],
+                "query_id": [p.query_id for p in good],
+                "category": [p.category for p in good],
+                "split": ["train" if p.pair_id in train_ids else "heldout" for p in good],
+            }
+        ),
+    )
     cfg = plan_steps(cfg, len(train_pairs))
     trained = train(cfg, out)  # workers read the train split themselves
     heldout = evaluate_heldout(cfg, trained["model_dir"], held)
     Path(out.local_path("heldout.json")).write_text(json.dumps(heldout, indent=2))
     overall = heldout.get("table", {}).get("overall", {})
-    manifest = out.finish(len(rows), len(good), len(bad), steps=trained["steps"], heldout=heldout,
-               model_dir=trained["model_dir"])
-    print(f"train-reward: {len(train_pairs)} train / {len(held)} held-out pairs "
-          f"({len(bad)} quarantined), {trained['steps']} steps, held-out ACC "
-          f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
-          f"; model in {trained['model_dir']}")
+    manifest = out.finish(
+        len(rows),
+        len(good),
+        len(bad),
+        steps=trained["steps"],
+        heldout=heldout,
+        model_dir=trained["model_dir"],
+    )
+    print(
+        f"train-reward: {len(train_pairs)} train / {len(held)} held-out pairs "
+        f"({len(bad)} quarantined), {trained['steps']} steps, held-out ACC "
+        f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
+        f"; model in {trained['model_dir']}"
+    )
     return manifest
 
 

@@ -197,8 +197,10 @@ def interrupted_message(stage: str, rest: list[str]) -> str:
     if stage == "pipeline":
         return ""
     command = " ".join(["mmrlhf", stage, *rest])
-    return (f"mmrlhf {stage}: stopped by {signals.signal_name()}; re-run `{command}` to resume "
-            f"(finished work is kept)")
+    return (
+        f"mmrlhf {stage}: stopped by {signals.signal_name()}; re-run `{command}` to resume "
+        f"(finished work is kept)"
+    )
 
 
 if __name__ == "__main__":

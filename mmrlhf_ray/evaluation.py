@@ -12,8 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Metrics shown in the before/after chart; "higher is better" unless listed in LOWER_IS_BETTER.
-CHART_METRICS = ["overall_accuracy", "short_accuracy", "mcq_accuracy", "video_accuracy",
-                 "long_accuracy", "chair_i", "refusal_harmful", "unsafe_rate", "refusal_benign"]
+CHART_METRICS = [
+    "overall_accuracy",
+    "short_accuracy",
+    "mcq_accuracy",
+    "video_accuracy",
+    "long_accuracy",
+    "chair_i",
+    "refusal_harmful",
+    "unsafe_rate",
+    "refusal_benign",
+]
 LOWER_IS_BETTER = {"chair_i", "unsafe_rate", "refusal_benign"}
 
 
@@ -30,7 +39,9 @@ class EvaluateConfig:
         },
         metadata={"help": "name -> HF model dir ({run_dir} expands); missing dirs are an error"},
     )
-    benchmark_run_dir: str = field(default="", metadata={"help": "run dir holding toyworld/benchmark ('' = run_dir)"})
+    benchmark_run_dir: str = field(
+        default="", metadata={"help": "run dir holding toyworld/benchmark ('' = run_dir)"}
+    )
     backend: str = field(default="auto", metadata={"help": "auto | vllm | transformers"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per answer"})
     benchmark_limit: int = field(default=0, metadata={"help": "first N benchmark rows (0 = all)"})
@@ -38,7 +49,10 @@ class EvaluateConfig:
     pool_size: int = field(default=1, metadata={"help": "generator actors per policy"})
     num_gpus: float = field(default=0.0, metadata={"help": "GPUs per generator actor"})
     dtype: str = field(default="float32", metadata={"help": "float32 on CPU, bfloat16 on GPU"})
-    reward_bench: bool = field(default=True, metadata={"help": "RewardBench ACC/ACC+ of the trained reward model on held-out pairs"})
+    reward_bench: bool = field(
+        default=True,
+        metadata={"help": "RewardBench ACC/ACC+ of the trained reward model on held-out pairs"},
+    )
 
 
 def policy_metrics(rows: list[dict[str, Any]], answers: dict[str, str]) -> dict[str, Any]:
@@ -47,7 +61,9 @@ def policy_metrics(rows: list[dict[str, Any]], answers: dict[str, str]) -> dict[
 
     missing = [r["sample_id"] for r in rows if r["sample_id"] not in answers]
     if missing:
-        raise ValueError(f"answers: no answer for {len(missing)} benchmark rows, e.g. {missing[:3]}")
+        raise ValueError(
+            f"answers: no answer for {len(missing)} benchmark rows, e.g. {missing[:3]}"
+        )
     return benchmark_metrics(rows, [answers[r["sample_id"]] for r in rows])
 
 
@@ -55,8 +71,10 @@ def summary_markdown(toy: dict[str, dict[str, Any]]) -> str:
     from mmrlhf_ray.report import metrics_comparison
 
     note = ", ".join(sorted(LOWER_IS_BETTER))
-    return (f"Toy benchmark on the held-out shapes-world split (greedy answers); lower is "
-            f"better for {note}.\n\n" + metrics_comparison(toy))
+    return (
+        f"Toy benchmark on the held-out shapes-world split (greedy answers); lower is "
+        f"better for {note}.\n\n" + metrics_comparison(toy)
+    )
 
 
 def plot_metrics(toy: dict[str, dict[str, Any]], path: str, title: str = "toy benchmark") -> str:
@@ -67,7 +85,9 @@ def plot_metrics(toy: dict[str, dict[str, Any]], path: str, title: str = "toy be
     import matplotlib.pyplot as plt
     import numpy as np
 
-    metrics = [m for m in CHART_METRICS if any(isinstance(v.get(m), (int, float)) for v in toy.values())]
+    metrics = [
+        m for m in CHART_METRICS if any(isinstance(v.get(m), (int, float)) for v in toy.values())
+    ]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(metrics)), 3.8))
     width = 0.8 / max(1, len(toy))
     x = np.arange(len(metrics))
@@ -75,8 +95,12 @@ def plot_metrics(toy: dict[str, dict[str, Any]], path: str, title: str = "toy be
         heights = [float(values.get(m) or 0.0) for m in metrics]
         ax.bar(x + i * width, heights, width, label=policy)
     ax.set_xticks(x + width * (len(toy) - 1) / 2)
-    ax.set_xticklabels([m + (" (lower better)" if m in LOWER_IS_BETTER else "") for m in metrics],
-                       rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels(
+        [m + (" (lower better)" if m in LOWER_IS_BETTER else "") for m in metrics],
+        rotation=30,
+        ha="right",
+        fontsize=8,
+    )
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend(fontsize=8)

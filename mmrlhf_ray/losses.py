@@ -130,7 +130,10 @@ def simpo_loss(
 
 
 def beta_dpo_beta(
-    implicit_margins: Tensor, running_mean: float, beta_0: float = 0.1, alpha: float = 0.5,
+    implicit_margins: Tensor,
+    running_mean: float,
+    beta_0: float = 0.1,
+    alpha: float = 0.5,
     momentum: float = 0.9,
 ) -> tuple[Tensor, float]:
     """beta-DPO (Wu et al., 2024a): one beta per *batch* from the implicit-reward margins.
@@ -148,7 +151,10 @@ def beta_dpo_beta(
 
 
 def implicit_reward_beta(
-    implicit_margins: Tensor, running_mean: float, beta_0: float = 0.1, alpha: float = 0.5,
+    implicit_margins: Tensor,
+    running_mean: float,
+    beta_0: float = 0.1,
+    alpha: float = 0.5,
 ) -> Tensor:
     """The "+Implicit Reward" ablation of Fig. 11(a): a per-pair beta from the policy's own
     implicit-reward margin instead of an external reward model.
@@ -162,9 +168,7 @@ def implicit_reward_beta(
     return beta.clamp(min=1e-3, max=(1.0 + alpha) * beta_0)
 
 
-def mpo_quality_loss(
-    chosen_rewards: Tensor, rejected_rewards: Tensor, shift: float
-) -> Tensor:
+def mpo_quality_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, shift: float) -> Tensor:
     """MPO's quality loss (Wang et al., 2024; BCO form), per pair: absolute quality.
 
         l_q = -log sigma(r_w - shift) - log sigma(-(r_l - shift))

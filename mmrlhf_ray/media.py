@@ -26,8 +26,12 @@ class MediaError(ValueError):
         self.reason = reason
 
 
-def decode_image(data: bytes | str | Path, field: str = "image", max_pixels: int = MAX_PIXELS,
-                 max_side: int | None = None) -> Image.Image:
+def decode_image(
+    data: bytes | str | Path,
+    field: str = "image",
+    max_pixels: int = MAX_PIXELS,
+    max_side: int | None = None,
+) -> Image.Image:
     """Decode encoded bytes or a file path into an RGB image (optionally downscaled)."""
     try:
         source: Any = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")
@@ -70,8 +74,12 @@ def sample_uniform(items: list, n: int) -> list:
     return [items[round(i * step)] for i in range(n)]
 
 
-def row_images(row: dict[str, Any], max_frames: int = 10, max_side: int | None = None,
-               first_frame_only: bool = False) -> list[Image.Image]:
+def row_images(
+    row: dict[str, Any],
+    max_frames: int = 10,
+    max_side: int | None = None,
+    first_frame_only: bool = False,
+) -> list[Image.Image]:
     """The images of a pool/record/pair row: [image] or the video's frames (or []).
 
     ``first_frame_only`` stands a video's first frame in for the video (curation).

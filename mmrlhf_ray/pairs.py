@@ -30,7 +30,6 @@ Margin = Literal["none", "oracle"]
 MODES, TIE_RULES, MARGINS = get_args(Mode), get_args(TieRule), get_args(Margin)
 
 
-
 @dataclass
 class PairsConfig(Choices):
     """Config of the ``pairs`` stage: annotated records -> preference pairs."""

@@ -36,8 +36,10 @@ class PipelineConfig:
     report: bool = field(default=True, metadata={"help": "write <run_dir>/report.md and .html"})
     family: str = field(
         default="",
-        metadata={"help": "model family build-models builds ('' = its config's: qwen2-vl); "
-                          "later stages follow the built model"},
+        metadata={
+            "help": "model family build-models builds ('' = its config's: qwen2-vl); "
+            "later stages follow the built model"
+        },
     )
 
     def __post_init__(self) -> None:

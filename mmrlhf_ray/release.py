@@ -71,8 +71,10 @@ class ImportConfig:
     )
     pool_jsonl: str = field(
         default="",
-        metadata={"help": "a raw query pool to curate, one {id, question, image|video, "
-                  "source?, answer?, category_hint?} per line ('' = skip)"},
+        metadata={
+            "help": "a raw query pool to curate, one {id, question, image|video, "
+            "source?, answer?, category_hint?} per line ('' = skip)"
+        },
     )
     rows_per_part: int = field(default=5000, metadata={"help": "rows per Parquet part"})
 

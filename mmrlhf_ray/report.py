@@ -15,8 +15,21 @@ from pathlib import Path
 from typing import Any
 
 STAGE_ORDER = [
-    "toyworld", "import", "build-models", "sft", "curate", "generate", "annotate", "expand",
-    "pairs", "train-reward", "serve-reward", "score", "ref-logps", "train-dpo", "evaluate",
+    "toyworld",
+    "import",
+    "build-models",
+    "sft",
+    "curate",
+    "generate",
+    "annotate",
+    "expand",
+    "pairs",
+    "train-reward",
+    "serve-reward",
+    "score",
+    "ref-logps",
+    "train-dpo",
+    "evaluate",
     "self-improve",
 ]
 
@@ -46,8 +59,17 @@ def _stage_rows(run: Path) -> list[list[Any]]:
             continue
         counts = manifest.get("counts", {})
         wall = manifest.get("wall_seconds", timings.get(stage))
-        rows.append([stage, manifest.get("status"), counts.get("in"), counts.get("out"),
-                     counts.get("unselected", 0), counts.get("quarantined"), wall])
+        rows.append(
+            [
+                stage,
+                manifest.get("status"),
+                counts.get("in"),
+                counts.get("out"),
+                counts.get("unselected", 0),
+                counts.get("quarantined"),
+                wall,
+            ]
+        )
     return rows
 
 
@@ -61,8 +83,11 @@ def metrics_comparison(metrics: dict[str, dict[str, float]]) -> str:
     return markdown_table(["metric", *policies], rows)
 
 
-CURVE_COLUMNS = {"sft": ["loss"], "train-reward": ["loss", "critique", "score", "acc"],
-                 "train-dpo": ["loss", "pref_loss", "reward_accuracy", "beta_mean"]}
+CURVE_COLUMNS = {
+    "sft": ["loss"],
+    "train-reward": ["loss", "critique", "score", "acc"],
+    "train-dpo": ["loss", "pref_loss", "reward_accuracy", "beta_mean"],
+}
 
 
 def plot_training_curves(run: Path) -> list[Path]:
@@ -101,10 +126,14 @@ def plot_training_curves(run: Path) -> list[Path]:
 def reward_bench_table(result: dict[str, Any]) -> str:
     """RewardBench ACC / ACC+ per category, shaped like the paper's Table 2."""
     table = result.get("table", {})
-    rows = [[cat, v.get("acc"), v.get("acc_plus"), v.get("pairs"), v.get("queries")]
-            for cat, v in table.items()]
-    return (f"Held-out pairs scored by the trained reward model (mode: {result.get('mode')}).\n\n"
-            + markdown_table(["category", "ACC", "ACC+", "pairs", "queries"], rows))
+    rows = [
+        [cat, v.get("acc"), v.get("acc_plus"), v.get("pairs"), v.get("queries")]
+        for cat, v in table.items()
+    ]
+    return (
+        f"Held-out pairs scored by the trained reward model (mode: {result.get('mode')}).\n\n"
+        + markdown_table(["category", "ACC", "ACC+", "pairs", "queries"], rows)
+    )
 
 
 def _stage_sections(run: Path) -> list[str]:
@@ -113,7 +142,11 @@ def _stage_sections(run: Path) -> list[str]:
         stage_dir = run / stage
         if not stage_dir.is_dir():
             continue
-        texts = [p for p in (stage_dir / "summary.md", stage_dir / "report" / "composition.md") if p.exists()]
+        texts = [
+            p
+            for p in (stage_dir / "summary.md", stage_dir / "report" / "composition.md")
+            if p.exists()
+        ]
         images = sorted([*stage_dir.glob("*.png"), *stage_dir.glob("report/*.png")])
         if not texts and not images:
             continue
@@ -127,14 +160,27 @@ def _stage_sections(run: Path) -> list[str]:
 def build_markdown(run_dir: str | Path) -> str:
     run = Path(run_dir)
     parts = [f"# MM-RLHF run report: `{run}`", "", "## Stages", ""]
-    parts.append(markdown_table(["stage", "status", "rows in", "rows out", "unselected", "quarantined", "wall s"],
-                                _stage_rows(run)))
+    parts.append(
+        markdown_table(
+            ["stage", "status", "rows in", "rows out", "unselected", "quarantined", "wall s"],
+            _stage_rows(run),
+        )
+    )
     metrics = _load_json(run / "evaluate" / "metrics.json")
     if metrics and metrics.get("toy_benchmark"):
-        parts += ["", "## Toy benchmark and safety metrics (before / after)", "",
-                  metrics_comparison(metrics["toy_benchmark"])]
+        parts += [
+            "",
+            "## Toy benchmark and safety metrics (before / after)",
+            "",
+            metrics_comparison(metrics["toy_benchmark"]),
+        ]
     if metrics and metrics.get("reward_bench"):
-        parts += ["", "## RewardBench (ACC / ACC+)", "", reward_bench_table(metrics["reward_bench"])]
+        parts += [
+            "",
+            "## RewardBench (ACC / ACC+)",
+            "",
+            reward_bench_table(metrics["reward_bench"]),
+        ]
     rounds = _load_json(run / "self-improve" / "rounds.json")
     if rounds:
         parts += ["", "## Self-improvement rounds", "", metrics_comparison(rounds)]
@@ -144,10 +190,12 @@ def build_markdown(run_dir: str | Path) -> str:
 
 def markdown_to_html(text: str, title: str) -> str:
     """A small converter for the subset the report uses: headings, tables, images, text."""
-    out = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
-           "img{max-width:100%}</style></head><body>"]
+    out = [
+        f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "img{max-width:100%}</style></head><body>",
+    ]
     table: list[list[str]] = []
 
     def flush_table() -> None:
@@ -170,7 +218,9 @@ def markdown_to_html(text: str, title: str) -> str:
             out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
         elif line.startswith("!["):
             alt, src = line[2:].split("](", 1)
-            out.append(f"<p><img alt='{html.escape(alt)}' src='{html.escape(src.rstrip(')'))}'></p>")
+            out.append(
+                f"<p><img alt='{html.escape(alt)}' src='{html.escape(src.rstrip(')'))}'></p>"
+            )
         elif line.strip():
             out.append(f"<p>{html.escape(line)}</p>")
     flush_table()

@@ -94,7 +94,9 @@ PAIR_SCHEMA = pa.schema(
         pa.field("rejected_critique", pa.string()),
         pa.field("is_tie", pa.bool_()),
         pa.field("margin", pa.float32()),  # reward margin delta = r(chosen) - r(rejected)
-        pa.field("margin_source", pa.string()),  # "reward-service" | "reward-offline" | "oracle" | "release"
+        pa.field(
+            "margin_source", pa.string()
+        ),  # "reward-service" | "reward-offline" | "oracle" | "release"
         pa.field("ref_chosen_logp", pa.float32()),
         pa.field("ref_rejected_logp", pa.float32()),
     ]
@@ -109,7 +111,6 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("raw", pa.string()),  # the original text/row (truncated), for repair
     ]
 )
-
 
 
 def raw_summary(row: dict[str, Any], limit: int = 2000) -> str:
@@ -173,7 +174,9 @@ def _check_responses(responses: Any, problems: list[str]) -> None:
         for dim in ("helpfulness", "faithfulness", "ethics"):
             score = resp.get(dim)
             if score is not None and not (isinstance(score, int) and 0 <= score <= 5):
-                problems.append(f"responses[{i}].{dim}: expected an integer score 0-5, got {score!r}")
+                problems.append(
+                    f"responses[{i}].{dim}: expected an integer score 0-5, got {score!r}"
+                )
         rank = resp.get("rank")
         if rank is not None and not (isinstance(rank, int) and rank >= 1):
             problems.append(f"responses[{i}].rank: expected an integer >= 1, got {rank!r}")

@@ -179,15 +179,14 @@ def _score_group(
         body = compare_payload(group, max_frames)
     except (OSError, ValueError) as exc:  # unreadable media file / frame folder
         fld = next(iter(group.media), "image")
-        return [], [pair_quarantine(r, "pairs", fld, f"cannot read media: {exc}")
-                    for r in group.rows]
+        return [], [
+            pair_quarantine(r, "pairs", fld, f"cannot read media: {exc}") for r in group.rows
+        ]
     try:
         answer = call_with_retries(lambda: compare(body), policy, what=f"query {group.query_id}")
     except RequestRejected as exc:
         reason = f"service refused the query (HTTP {exc.status}): {exc.reason}"
-        return [], [
-            pair_quarantine(r, "reward-service", exc.field, reason) for r in group.rows
-        ]
+        return [], [pair_quarantine(r, "reward-service", exc.field, reason) for r in group.rows]
     return group_margins(group, check_scores(group, answer)), []
 
 

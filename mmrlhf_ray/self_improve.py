@@ -29,22 +29,41 @@ MEDIA = tuple(f.name for f in MEDIA_FIELDS)
 class SelfImproveConfig(Choices):
     """`mmrlhf self-improve`: N rounds of sample -> score -> pairs -> MM-DPO -> evaluate."""
 
-    run_dir: str = field(default="runs/demo", metadata={"help": "run directory (rounds go under self-improve/)"})
+    run_dir: str = field(
+        default="runs/demo", metadata={"help": "run directory (rounds go under self-improve/)"}
+    )
     rounds: int = field(default=1, metadata={"help": "number of rounds"})
-    start_policy: str = field(default="{run_dir}/train-dpo/policy", metadata={"help": "policy of round 1"})
-    queries_per_round: int = field(default=48, metadata={"help": "curated queries sampled per round"})
+    start_policy: str = field(
+        default="{run_dir}/train-dpo/policy", metadata={"help": "policy of round 1"}
+    )
+    queries_per_round: int = field(
+        default=48, metadata={"help": "curated queries sampled per round"}
+    )
     n: int = field(default=4, metadata={"help": "responses sampled per query"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     max_tokens: int = field(default=48, metadata={"help": "new tokens per response"})
     backend: str = field(default="auto", metadata={"help": "auto | vllm | transformers"})
     pair_mode: PairMode = field(default="all", metadata={"help": "all | best-vs-worst"})
-    min_margin: float = field(default=0.0, metadata={"help": "drop pairs whose reward gap is <= this"})
+    min_margin: float = field(
+        default=0.0, metadata={"help": "drop pairs whose reward gap is <= this"}
+    )
     seed: int = field(default=0, metadata={"help": "query sampling seed (rounds differ)"})
-    service_url: str = field(default="", metadata={"help": "reward service URL ('' = serve-reward's manifest)"})
-    token_env: str = field(default="", metadata={"help": "env var with the service's bearer token ('' = none)"})
-    profile: str = field(default="", metadata={"help": "config suffix of each round's ref-logps and train-dpo: '' or '.gpu'"})
-    dpo_overrides: list[str] = field(default_factory=list, metadata={"help": "extra train-dpo key=value"})
-    ref_logps_overrides: list[str] = field(default_factory=list, metadata={"help": "extra ref-logps key=value"})
+    service_url: str = field(
+        default="", metadata={"help": "reward service URL ('' = serve-reward's manifest)"}
+    )
+    token_env: str = field(
+        default="", metadata={"help": "env var with the service's bearer token ('' = none)"}
+    )
+    profile: str = field(
+        default="",
+        metadata={"help": "config suffix of each round's ref-logps and train-dpo: '' or '.gpu'"},
+    )
+    dpo_overrides: list[str] = field(
+        default_factory=list, metadata={"help": "extra train-dpo key=value"}
+    )
+    ref_logps_overrides: list[str] = field(
+        default_factory=list, metadata={"help": "extra ref-logps key=value"}
+    )
     evaluate: bool = field(default=True, metadata={"help": "toy benchmark after each round"})
     benchmark_limit: int = field(default=0, metadata={"help": "first N benchmark rows (0 = all)"})
 
@@ -72,7 +91,9 @@ def round_configs(cfg: SelfImproveConfig, round_dir: str, policy: str) -> tuple[
     return ref, dpo
 
 
-def candidate_pairs(generated: list[dict[str, Any]], queries: dict[str, dict[str, Any]]) -> list[dict]:
+def candidate_pairs(
+    generated: list[dict[str, Any]], queries: dict[str, dict[str, Any]]
+) -> list[dict]:
     """Every unordered pair of distinct responses of a query, in PAIR_SCHEMA, unscored.
 
     ``generated``: rows of the generate stage (sample_id, response_id, text, ...);
@@ -89,18 +110,25 @@ def candidate_pairs(generated: list[dict[str, Any]], queries: dict[str, dict[str
         query = queries[sample_id]
         responses = sorted(by_query[sample_id].values(), key=lambda r: r["response_id"])
         for a, b in itertools.combinations(responses, 2):
-            pairs.append({
-                "pair_id": f"{sample_id}::{a['response_id']}>{b['response_id']}",
-                "query_id": sample_id, "question": query["question"],
-                "category": query.get("category"), **{m: query.get(m) for m in MEDIA},
-                "chosen_id": a["response_id"], "rejected_id": b["response_id"],
-                "chosen": a["text"], "rejected": b["text"],
-            })
+            pairs.append(
+                {
+                    "pair_id": f"{sample_id}::{a['response_id']}>{b['response_id']}",
+                    "query_id": sample_id,
+                    "question": query["question"],
+                    "category": query.get("category"),
+                    **{m: query.get(m) for m in MEDIA},
+                    "chosen_id": a["response_id"],
+                    "rejected_id": b["response_id"],
+                    "chosen": a["text"],
+                    "rejected": b["text"],
+                }
+            )
     return pairs
 
 
-def orient_by_reward(scored: list[dict[str, Any]], mode: str, min_margin: float = 0.0
-                     ) -> tuple[list[dict[str, Any]], int]:
+def orient_by_reward(
+    scored: list[dict[str, Any]], mode: str, min_margin: float = 0.0
+) -> tuple[list[dict[str, Any]], int]:
     """Pairs with the higher-reward response as chosen and δ >= 0; (pairs, dropped ties).
 
     ``scored`` are candidate pairs with ``margin`` = r(first) - r(second). A pair whose
@@ -117,10 +145,16 @@ def orient_by_reward(scored: list[dict[str, Any]], mode: str, min_margin: float 
             continue
         oriented = dict(pair, margin_source="reward-service")
         if margin < 0:
-            oriented.update(chosen=pair["rejected"], rejected=pair["chosen"],
-                            chosen_id=pair["rejected_id"], rejected_id=pair["chosen_id"],
-                            margin=-margin)
-            oriented["pair_id"] = f"{pair['query_id']}::{oriented['chosen_id']}>{oriented['rejected_id']}"
+            oriented.update(
+                chosen=pair["rejected"],
+                rejected=pair["chosen"],
+                chosen_id=pair["rejected_id"],
+                rejected_id=pair["chosen_id"],
+                margin=-margin,
+            )
+            oriented["pair_id"] = (
+                f"{pair['query_id']}::{oriented['chosen_id']}>{oriented['rejected_id']}"
+            )
         kept.append(oriented)
     if mode == "best-vs-worst":
         best: dict[str, dict] = {}
@@ -132,7 +166,9 @@ def orient_by_reward(scored: list[dict[str, Any]], mode: str, min_margin: float 
     return kept, dropped
 
 
-def round_queries(table_rows: list[dict[str, Any]], k: int, seed: int, round_index: int) -> list[dict]:
+def round_queries(
+    table_rows: list[dict[str, Any]], k: int, seed: int, round_index: int
+) -> list[dict]:
     """``k`` curated queries for a round, different each round, deterministic by seed."""
     import random
 

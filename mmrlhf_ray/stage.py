@@ -112,8 +112,10 @@ class StageDir:
             return False
         stale = self.stale_inputs(manifest)
         if stale:
-            print(f"{self.stage}: upstream {', '.join(stale)} changed since it finished: "
-                  f"to be re-made")
+            print(
+                f"{self.stage}: upstream {', '.join(stale)} changed since it finished: "
+                f"to be re-made"
+            )
         return not stale
 
     def stale_inputs(self, manifest: dict[str, Any] | None = None) -> list[str]:
@@ -129,21 +131,26 @@ class StageDir:
                 stale.append(name)
         return stale
 
-    def begin(self, config: dict[str, Any], inputs: dict[str, str] | None = None,
-              keep_parts: bool = False) -> bool:
+    def begin(
+        self, config: dict[str, Any], inputs: dict[str, str] | None = None, keep_parts: bool = False
+    ) -> bool:
         """Record that the stage started. Parts of an interrupted attempt with the same
         config and inputs are kept (the stage finishes what is missing); parts made under
         another config or from other inputs are stale and deleted, unless ``keep_parts``
         (a stage that checks staleness itself). Returns True when parts were dropped."""
         previous = self.read_manifest() or {}
         inputs = inputs or {}
-        stale = bool(previous) and (previous.get("config_hash") != config_hash(config)
-                                    or previous.get("inputs", {}) != inputs)
+        stale = bool(previous) and (
+            previous.get("config_hash") != config_hash(config)
+            or previous.get("inputs", {}) != inputs
+        )
         if stale and not keep_parts:
             for directory in (self.data_dir, self.quarantine_dir):
                 self.fs.delete_dir_contents(directory, missing_dir_ok=True)
-            print(f"{self.stage}: config or inputs changed since the last attempt: "
-                  f"its parts were deleted")
+            print(
+                f"{self.stage}: config or inputs changed since the last attempt: "
+                f"its parts were deleted"
+            )
         attempts = int(previous.get("attempts", 0)) + 1
         self.write_manifest(
             {
@@ -164,8 +171,14 @@ class StageDir:
         manifest = self.read_manifest() or {}
         return config_hash({"config": manifest.get("config"), "inputs": manifest.get("inputs")})
 
-    def finish(self, rows_in: int, rows_out: int, rows_quarantined: int,
-               rows_unselected: int = 0, **extra: Any) -> dict:
+    def finish(
+        self,
+        rows_in: int,
+        rows_out: int,
+        rows_quarantined: int,
+        rows_unselected: int = 0,
+        **extra: Any,
+    ) -> dict:
         """Mark done after checking the counts add up; returns the manifest.
 
         Rows a stage leaves out on purpose (curation's unselected pool rows) count as
@@ -180,8 +193,12 @@ class StageDir:
         manifest.update(
             status="done",
             finished=time.time(),
-            counts={"in": rows_in, "out": rows_out, "quarantined": rows_quarantined,
-                    **({"unselected": rows_unselected} if rows_unselected else {})},
+            counts={
+                "in": rows_in,
+                "out": rows_out,
+                "quarantined": rows_quarantined,
+                **({"unselected": rows_unselected} if rows_unselected else {}),
+            },
             **extra,
         )
         if "started" in manifest:
@@ -220,7 +237,13 @@ class StageDir:
         """Quarantined rows: dicts with source, locator, field, reason, raw."""
         if not rows:
             return None
-        clean = [{k: (None if r.get(k) is None else str(r.get(k))[:4000]) for k in QUARANTINE_SCHEMA.names} for r in rows]
+        clean = [
+            {
+                k: (None if r.get(k) is None else str(r.get(k))[:4000])
+                for k in QUARANTINE_SCHEMA.names
+            }
+            for r in rows
+        ]
         table = pa.Table.from_pylist(clean, schema=QUARANTINE_SCHEMA)
         return self._write_table(self.quarantine_dir, name, table)
 

@@ -56,7 +56,9 @@ def fetch_bytes(url: str, allowed_hosts: list[str], max_bytes: int, timeout_s: f
     try:
         with requests.get(url, stream=True, timeout=timeout_s, allow_redirects=False) as resp:
             if resp.is_redirect:
-                raise FetchError(f"HTTP {resp.status_code} redirect: redirects are not followed", 422)
+                raise FetchError(
+                    f"HTTP {resp.status_code} redirect: redirects are not followed", 422
+                )
             if resp.status_code != 200:
                 raise FetchError(f"fetch returned HTTP {resp.status_code}", 422)
             declared = resp.headers.get("Content-Length")

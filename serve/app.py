@@ -179,10 +179,15 @@ def make_critic(cfg: ServeRewardConfig):
         return None
     from actors.critic import VllmCritic
 
-    return VllmCritic(cfg.model_path, cfg.critique_max_new_tokens, num_gpus=cfg.num_gpus,
-                      tensor_parallel_size=cfg.critique_tensor_parallel_size,
-                      dtype=cfg.critique_dtype, max_model_len=cfg.critique_max_model_len,
-                      gpu_memory_utilization=cfg.critique_gpu_memory_utilization)
+    return VllmCritic(
+        cfg.model_path,
+        cfg.critique_max_new_tokens,
+        num_gpus=cfg.num_gpus,
+        tensor_parallel_size=cfg.critique_tensor_parallel_size,
+        dtype=cfg.critique_dtype,
+        max_model_len=cfg.critique_max_model_len,
+        gpu_memory_utilization=cfg.critique_gpu_memory_utilization,
+    )
 
 
 class ReplicaCore:

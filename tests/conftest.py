@@ -32,8 +32,12 @@ def ray_session():
             _node_ip_address="127.0.0.1",
             object_store_memory=1 << 30,
             include_dashboard=False,
-            runtime_env={"env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-                                      "TOKENIZERS_PARALLELISM": "false"}},
+            runtime_env={
+                "env_vars": {
+                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                    "TOKENIZERS_PARALLELISM": "false",
+                }
+            },
         )
     yield ray
     # Left running for the session's other tests; pytest's exit shuts it down.
@@ -63,8 +67,9 @@ def family_models(tmp_path_factory):
     def get(family: str) -> dict[str, str]:
         if family not in built:
             out = tmp_path_factory.mktemp(f"family_{family}")
-            built[family] = build_all(str(out), seed=0, vocab_size=800, family=family,
-                                      spec=TinyPolicySpec(**FAMILY_SPEC))
+            built[family] = build_all(
+                str(out), seed=0, vocab_size=800, family=family, spec=TinyPolicySpec(**FAMILY_SPEC)
+            )
         return built[family]
 
     return get

@@ -66,19 +66,26 @@ class GroupedBatch:
 
     def to(self, device) -> GroupedBatch:
         """The batch with every tensor on ``device`` (index tensors included)."""
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v
-                 for k, v in self.__dict__.items() if k != "query_media"}
+        moved = {
+            k: v.to(device) if isinstance(v, torch.Tensor) else v
+            for k, v in self.__dict__.items()
+            if k != "query_media"
+        }
         media = [{k: v.to(device) for k, v in m.items()} for m in self.query_media]
         return GroupedBatch(**moved, query_media=media)
 
 
 def is_video(media: dict) -> bool:
-    return media.get("image") is None and media.get("image_path") is None and bool(
-        media.get("video_frames") or media.get("video_path"))
+    return (
+        media.get("image") is None
+        and media.get("image_path") is None
+        and bool(media.get("video_frames") or media.get("video_path"))
+    )
 
 
-def encode_group(processor, group: QueryGroup, max_response_tokens: int = 256,
-                 max_frames: int = 4) -> EncodedQuery:
+def encode_group(
+    processor, group: QueryGroup, max_response_tokens: int = 256, max_frames: int = 4
+) -> EncodedQuery:
     """Run the processor once for the query's prompt and tokenise its K responses.
 
     The prompt and response encodings are the ones SFT uses
@@ -91,7 +98,9 @@ def encode_group(processor, group: QueryGroup, max_response_tokens: int = 256,
     tok = getattr(processor, "tokenizer", processor)
     eot = end_of_turn(processor)
     responses = [
-        tok(text + eot, add_special_tokens=False, return_tensors="pt").input_ids[0, :max_response_tokens]
+        tok(text + eot, add_special_tokens=False, return_tensors="pt").input_ids[
+            0, :max_response_tokens
+        ]
         for text in group.responses
     ]
     return EncodedQuery(group, prompt, responses)
@@ -133,8 +142,13 @@ def collate_groups(encoded: list[EncodedQuery], pad_token_id: int) -> GroupedBat
             chosen.append(offset + p.chosen), rejected.append(offset + p.rejected)
             margins.append(float("nan") if p.margin is None else p.margin)
             pair_ids.append(p.pair_id)
-        media.append({k: v for k, v in eq.prompt.items()
-                      if k not in TEXT_KEYS and isinstance(v, torch.Tensor)})
+        media.append(
+            {
+                k: v
+                for k, v in eq.prompt.items()
+                if k not in TEXT_KEYS and isinstance(v, torch.Tensor)
+            }
+        )
     length = max(s.numel() for s in ids)
     return GroupedBatch(
         input_ids=_pad(ids, length, pad_token_id),

@@ -1,6 +1,6 @@
 """Configs of the `ref-logps` and `train-dpo` stages (one typed dataclass each).
 
-    cfg = load_config(DpoConfig, "configs/train-dpo.yaml", ["loss.kind=dpo", "run_dir=runs/x"])
+cfg = load_config(DpoConfig, "configs/train-dpo.yaml", ["loss.kind=dpo", "run_dir=runs/x"])
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ PairStage = Literal["auto", "score", "pairs", "ref-logps"]
 LOSS_KINDS, PAIR_STAGES = get_args(LossKind), get_args(PairStage)
 ForwardKind = Literal["packed", "grouped"]
 FORWARD_KINDS = get_args(ForwardKind)
-FORWARD_HELP = ("packed (prompt + media once per query, K responses behind a block mask) | "
-                "grouped (K rows per query: the reference implementation)")
+FORWARD_HELP = (
+    "packed (prompt + media once per query, K responses behind a block mask) | "
+    "grouped (K rows per query: the reference implementation)"
+)
 
 
 @dataclass
@@ -28,7 +30,9 @@ class LossConfig(Choices):
     beta_ori: float = field(default=0.1, metadata={"help": "beta of DPO / beta_ori of MM-DPO"})
     w: float = field(default=0.5, metadata={"help": "MM-DPO: weight of the dynamic part of beta"})
     k: float = field(default=0.5, metadata={"help": "MM-DPO: sensitivity of beta to the margin"})
-    sft_weight: float = field(default=0.0, metadata={"help": "SFT term weight, grid {0,.1,.25,.5,1}"})
+    sft_weight: float = field(
+        default=0.0, metadata={"help": "SFT term weight, grid {0,.1,.25,.5,1}"}
+    )
     simpo_beta: float = field(default=2.0, metadata={"help": "SimPO beta"})
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target margin gamma"})
     ipo_tau: float = field(default=0.1, metadata={"help": "IPO regularisation tau (its 'beta')"})
@@ -70,13 +74,21 @@ class DpoConfig(Choices):
     )
     reference: Literal["auto", "precomputed", "online"] = field(
         default="auto",
-        metadata={"help": "precomputed (ref-logps stage) | online (frozen copy: 2 models) | "
-                          "auto (precomputed when ref-logps finished, else online, with a warning)"},
+        metadata={
+            "help": "precomputed (ref-logps stage) | online (frozen copy: 2 models) | "
+            "auto (precomputed when ref-logps finished, else online, with a warning)"
+        },
     )
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(num_workers=1, lr=1e-4, micro_batch_size=4,
-                                            max_steps=50, warmup_steps=5, checkpoint_every=50),
+        default_factory=lambda: TrainConfig(
+            num_workers=1,
+            lr=1e-4,
+            micro_batch_size=4,
+            max_steps=50,
+            warmup_steps=5,
+            checkpoint_every=50,
+        ),
         metadata={"help": "optimisation + Ray Train/DeepSpeed (micro_batch_size = queries)"},
     )
     heldout_fraction: float = field(

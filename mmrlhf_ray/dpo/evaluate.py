@@ -17,22 +17,35 @@ from mmrlhf_ray.groups import QueryGroup
 TIE = 1e-3  # |h| below this is a tie: fp32 noise of batched forwards, not a preference
 
 
-def response_scores(model, processor, groups: list[QueryGroup], queries_per_batch: int = 8,
-                    max_response_tokens: int = 256, max_frames: int = 4,
-                    forward: str = "packed") -> dict[tuple[str, str], tuple[float, int]]:
+def response_scores(
+    model,
+    processor,
+    groups: list[QueryGroup],
+    queries_per_batch: int = 8,
+    max_response_tokens: int = 256,
+    max_frames: int = 4,
+    forward: str = "packed",
+) -> dict[tuple[str, str], tuple[float, int]]:
     """{(query_id, response_id): (log pi(y|x), n_tokens)} for every response of ``groups``."""
     out = {}
     for i in range(0, len(groups), queries_per_batch):
-        for s in reference_logps(model, processor, groups[i:i + queries_per_batch],
-                              max_response_tokens, max_frames, forward):
+        for s in reference_logps(
+            model,
+            processor,
+            groups[i : i + queries_per_batch],
+            max_response_tokens,
+            max_frames,
+            forward,
+        ):
             if s["error"]:
                 raise ValueError(f"query {s['query_id']}: {s['error_field']}: {s['error']}")
             out[(s["query_id"], s["response_id"])] = (s["ref_logp"], s["n_tokens"])
     return out
 
 
-def preference_metrics(groups: list[QueryGroup], policy: dict, reference: dict | None,
-                       beta: float = 0.1) -> dict[str, float]:
+def preference_metrics(
+    groups: list[QueryGroup], policy: dict, reference: dict | None, beta: float = 0.1
+) -> dict[str, float]:
     """Implicit-reward accuracy, DPO loss at ``beta``, likelihood accuracy over the pairs.
 
     ``reference`` None means "the reference log-probs stored in the groups".
@@ -55,5 +68,9 @@ def preference_metrics(groups: list[QueryGroup], policy: dict, reference: dict |
             total += 1
     if not total:
         return {"pairs": 0.0}
-    return {"pairs": float(total), "implicit_accuracy": (correct + 0.5 * ties) / total,
-            "dpo_loss": loss / total, "likelihood_accuracy": like / total}
+    return {
+        "pairs": float(total),
+        "implicit_accuracy": (correct + 0.5 * ties) / total,
+        "dpo_loss": loss / total,
+        "likelihood_accuracy": like / total,
+    }

@@ -27,7 +27,8 @@ def resolve_pairs_stage(run_dir: str, pairs_stage: str, allowed: tuple[str, ...]
             return stage
     raise StageInputError(
         f"no finished pair table in {run_dir} (looked for {', '.join(names)}): run "
-        f"`mmrlhf pairs run_dir={run_dir}` (and `mmrlhf score` for reward margins) first")
+        f"`mmrlhf pairs run_dir={run_dir}` (and `mmrlhf score` for reward margins) first"
+    )
 
 
 def resolve_policy(run_dir: str, policy: str) -> str:
@@ -42,7 +43,8 @@ def resolve_policy(run_dir: str, policy: str) -> str:
             return path
     raise StageInputError(
         f"no policy in {run_dir} (looked in sft/policy, build-models/policy): run "
-        f"`mmrlhf sft run_dir={run_dir}` or pass policy=<HF dir>")
+        f"`mmrlhf sft run_dir={run_dir}` or pass policy=<HF dir>"
+    )
 
 
 def read_pair_rows(stage: StageDir) -> list[dict[str, Any]]:
@@ -58,8 +60,14 @@ def margin_sources(rows: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def load_split_groups(run_dir: str, stage: str, need_margin: bool, need_ref: bool,
-                      heldout_fraction: float, split: str = "train") -> list[QueryGroup]:
+def load_split_groups(
+    run_dir: str,
+    stage: str,
+    need_margin: bool,
+    need_ref: bool,
+    heldout_fraction: float,
+    split: str = "train",
+) -> list[QueryGroup]:
     """Rebuild the query groups from the stage's pairs and return one split.
 
     Run on every training worker (the harness calls it), so the pair table, media

@@ -12,8 +12,9 @@ import torch
 from mmrlhf_ray.dpo.batching import GroupedBatch
 
 
-def plot_beta_histogram(betas: Iterable[float], margins: Iterable[float], path: str,
-                        beta_ori: float, w: float) -> str:
+def plot_beta_histogram(
+    betas: Iterable[float], margins: Iterable[float], path: str, beta_ori: float, w: float
+) -> str:
     """PNG: the distribution of beta(delta) over the training pairs, and beta vs delta."""
     import matplotlib
 
@@ -42,8 +43,9 @@ def plot_beta_histogram(betas: Iterable[float], margins: Iterable[float], path: 
 
 
 @torch.no_grad()
-def preference_accuracy(policy_logps: torch.Tensor, ref_logps: torch.Tensor,
-                        batch: GroupedBatch) -> tuple[int, int]:
+def preference_accuracy(
+    policy_logps: torch.Tensor, ref_logps: torch.Tensor, batch: GroupedBatch
+) -> tuple[int, int]:
     """(correct, total) pairs whose implicit reward ranks chosen above rejected.
 
     Implicit reward r(y) = log pi(y|x) - log pi_ref(y|x) (beta > 0 does not change the order).

@@ -29,8 +29,15 @@ class LossState:
     steps: int = 0
 
 
-def _dpo_family(cfg: LossConfig, pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor,
-                margins: Tensor, state: LossState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _dpo_family(
+    cfg: LossConfig,
+    pc: Tensor,
+    pr: Tensor,
+    rc: Tensor,
+    rr: Tensor,
+    margins: Tensor,
+    state: LossState,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(per-pair losses, beta, chosen_rewards, rejected_rewards) of the DPO-style losses."""
     h = L.log_ratio_difference(pc, pr, rc, rr).detach()
     if cfg.kind == "mm_dpo":
@@ -39,12 +46,15 @@ def _dpo_family(cfg: LossConfig, pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor,
         return losses, beta, cr, rj
     if cfg.kind == "beta_dpo":
         beta, state.implicit_margin_mean = L.beta_dpo_beta(
-            h, state.implicit_margin_mean, cfg.beta_ori, cfg.beta_dpo_alpha)
+            h, state.implicit_margin_mean, cfg.beta_ori, cfg.beta_dpo_alpha
+        )
     elif cfg.kind == "implicit_reward":
-        beta = L.implicit_reward_beta(h, state.implicit_margin_mean, cfg.beta_ori,
-                                      cfg.beta_dpo_alpha)
+        beta = L.implicit_reward_beta(
+            h, state.implicit_margin_mean, cfg.beta_ori, cfg.beta_dpo_alpha
+        )
         state.implicit_margin_mean = 0.9 * state.implicit_margin_mean + 0.1 * float(
-            (cfg.beta_ori * h).mean())
+            (cfg.beta_ori * h).mean()
+        )
     else:  # dpo, mpo
         beta = torch.full_like(pc, cfg.beta_ori)
     losses, cr, rj = L.dpo_loss(pc, pr, rc, rr, beta)
@@ -56,9 +66,14 @@ def _dpo_family(cfg: LossConfig, pc: Tensor, pr: Tensor, rc: Tensor, rr: Tensor,
     return losses, beta, cr, rj
 
 
-def preference_loss(cfg: LossConfig, policy_logps: Tensor, n_tokens: Tensor,
-                    batch: GroupedBatch, ref_logps: Tensor | None, state: LossState
-                    ) -> tuple[Tensor, Tensor, dict[str, float]]:
+def preference_loss(
+    cfg: LossConfig,
+    policy_logps: Tensor,
+    n_tokens: Tensor,
+    batch: GroupedBatch,
+    ref_logps: Tensor | None,
+    state: LossState,
+) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Mean loss over the batch's pairs, the per-pair beta (P,), and the step metrics.
 
     ``policy_logps``/``n_tokens`` (R,) are per row; ``ref_logps`` (R,) per row or None
@@ -89,8 +104,15 @@ def preference_loss(cfg: LossConfig, policy_logps: Tensor, n_tokens: Tensor,
     return loss, beta.detach(), metrics
 
 
-def step_metrics(loss: Tensor, losses: Tensor, sft: Tensor, chosen_rewards: Tensor,
-                 rejected_rewards: Tensor, beta: Tensor, batch: GroupedBatch) -> dict[str, float]:
+def step_metrics(
+    loss: Tensor,
+    losses: Tensor,
+    sft: Tensor,
+    chosen_rewards: Tensor,
+    rejected_rewards: Tensor,
+    beta: Tensor,
+    batch: GroupedBatch,
+) -> dict[str, float]:
     """Loss, reward accuracy/margin, beta mean/std, pair/query/row counts of one step."""
     margin = chosen_rewards - rejected_rewards
     return {

@@ -21,14 +21,28 @@ from mmrlhf_ray.media import MediaError
 
 
 def _error_rows(group: QueryGroup, fld: str, reason: str) -> list[dict[str, Any]]:
-    return [{"query_id": group.query_id, "response_id": rid, "ref_logp": None,
-             "n_tokens": None, "error_field": fld, "error": reason}
-            for rid in group.response_ids]
+    return [
+        {
+            "query_id": group.query_id,
+            "response_id": rid,
+            "ref_logp": None,
+            "n_tokens": None,
+            "error_field": fld,
+            "error": reason,
+        }
+        for rid in group.response_ids
+    ]
 
 
 @torch.no_grad()
-def reference_logps(model, processor, groups: list[QueryGroup], max_response_tokens: int = 256,
-                 max_frames: int = 4, forward: str = "packed") -> list[dict[str, Any]]:
+def reference_logps(
+    model,
+    processor,
+    groups: list[QueryGroup],
+    max_response_tokens: int = 256,
+    max_frames: int = 4,
+    forward: str = "packed",
+) -> list[dict[str, Any]]:
     """One row per unique response: query_id, response_id, ref_logp, n_tokens, error*.
 
     A query whose media cannot be decoded yields rows with ``error_field``/``error``
@@ -51,24 +65,41 @@ def reference_logps(model, processor, groups: list[QueryGroup], max_response_tok
     row = 0
     for eq in encoded:
         for rid in eq.group.response_ids:
-            out.append({"query_id": eq.group.query_id, "response_id": rid,
-                        "ref_logp": float(logps[row]), "n_tokens": int(n_tokens[row]),
-                        "error_field": None, "error": None})
+            out.append(
+                {
+                    "query_id": eq.group.query_id,
+                    "response_id": rid,
+                    "ref_logp": float(logps[row]),
+                    "n_tokens": int(n_tokens[row]),
+                    "error_field": None,
+                    "error": None,
+                }
+            )
             row += 1
     return out
 
 
-def check_reference_logps(model, processor, groups: list[QueryGroup], forward: str,
-                          max_response_tokens: int = 256, max_frames: int = 4,
-                          atol: float = 1e-3, rtol: float = 1e-4) -> float:
+def check_reference_logps(
+    model,
+    processor,
+    groups: list[QueryGroup],
+    forward: str,
+    max_response_tokens: int = 256,
+    max_frames: int = 4,
+    atol: float = 1e-3,
+    rtol: float = 1e-4,
+) -> float:
     """Re-score ``groups`` with ``forward`` and compare with their stored reference
     log-probs; returns the largest difference, raises ValueError naming the response
     that disagrees (a reference made by another forward kind must give the same values).
     """
     worst = 0.0
     scored = reference_logps(model, processor, groups, max_response_tokens, max_frames, forward)
-    stored = {(g.query_id, rid): v for g in groups
-              for rid, v in zip(g.response_ids, g.ref_logps, strict=True)}
+    stored = {
+        (g.query_id, rid): v
+        for g in groups
+        for rid, v in zip(g.response_ids, g.ref_logps, strict=True)
+    }
     for s in scored:
         ref = stored.get((s["query_id"], s["response_id"]))
         if ref is None or s["ref_logp"] is None:
@@ -78,12 +109,14 @@ def check_reference_logps(model, processor, groups: list[QueryGroup], forward: s
         if diff > atol + rtol * abs(ref):
             raise ValueError(
                 f"query {s['query_id']} response {s['response_id']}: ref_logp {ref:.6f} stored, "
-                f"{s['ref_logp']:.6f} with forward={forward}: re-run ref-logps with forward={forward}")
+                f"{s['ref_logp']:.6f} with forward={forward}: re-run ref-logps with forward={forward}"
+            )
     return worst
 
 
-def fill_pairs(rows: list[dict[str, Any]], scored: list[dict[str, Any]]
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def fill_pairs(
+    rows: list[dict[str, Any]], scored: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Pairs with ``ref_*_logp`` filled, and quarantine rows for pairs that failed.
 
     ``scored`` rows come from ``reference_logps``; a pair fails when either response has
@@ -93,8 +126,10 @@ def fill_pairs(rows: list[dict[str, Any]], scored: list[dict[str, Any]]
     done, quarantine = [], []
     for row in rows:
         qid = row["query_id"]
-        keys = {"chosen": (qid, response_id_for(qid, row.get("chosen_id"), row["chosen"])),
-                "rejected": (qid, response_id_for(qid, row.get("rejected_id"), row["rejected"]))}
+        keys = {
+            "chosen": (qid, response_id_for(qid, row.get("chosen_id"), row["chosen"])),
+            "rejected": (qid, response_id_for(qid, row.get("rejected_id"), row["rejected"])),
+        }
         problem = None
         for side, key in keys.items():
             s = by_key.get(key)
@@ -107,6 +142,11 @@ def fill_pairs(rows: list[dict[str, Any]], scored: list[dict[str, Any]]
         if problem:
             quarantine.append(pair_quarantine(row, "ref-logps", *problem))
             continue
-        done.append({**row, "ref_chosen_logp": by_key[keys["chosen"]]["ref_logp"],
-                     "ref_rejected_logp": by_key[keys["rejected"]]["ref_logp"]})
+        done.append(
+            {
+                **row,
+                "ref_chosen_logp": by_key[keys["chosen"]]["ref_logp"],
+                "ref_rejected_logp": by_key[keys["rejected"]]["ref_logp"],
+            }
+        )
     return done, quarantine

@@ -21,8 +21,9 @@ from mmrlhf_ray.dpo.packed import collate_batch, response_logps
 from mmrlhf_ray.groups import QueryGroup
 
 
-def encode_query(group: QueryGroup, processor, max_response_tokens: int = 256,
-                 max_frames: int = 4) -> EncodedQuery:
+def encode_query(
+    group: QueryGroup, processor, max_response_tokens: int = 256, max_frames: int = 4
+) -> EncodedQuery:
     """Harness ``encode``: the query's prompt once + its K responses' token ids."""
     return encode_group(processor, group, max_response_tokens, max_frames)
 
@@ -35,8 +36,9 @@ def query_modality(group: QueryGroup) -> str:
     return "image" if group.media else "text"
 
 
-def collate_queries(examples: list[EncodedQuery], processor, forward: str = "packed"
-                    ) -> dict[str, Any]:
+def collate_queries(
+    examples: list[EncodedQuery], processor, forward: str = "packed"
+) -> dict[str, Any]:
     """Harness ``collate``: one ``PackedBatch`` (or, with ``forward="grouped"``, a
     ``GroupedBatch``) under the key ``grouped``."""
     pad = getattr(processor, "tokenizer", processor).pad_token_id
@@ -70,8 +72,11 @@ class DpoLoss:
         if self._reference is None:
             from mmrlhf_ray.models import load_policy
 
-            print(f"train-dpo: ONLINE reference from {self.online_reference} (no precomputed "
-                  "ref-logps): the worker holds two models", file=sys.stderr)
+            print(
+                f"train-dpo: ONLINE reference from {self.online_reference} (no precomputed "
+                "ref-logps): the worker holds two models",
+                file=sys.stderr,
+            )
             self._reference, _ = load_policy(self.online_reference, dtype=dtype, device=str(device))
             self._reference.requires_grad_(False)
         with torch.no_grad():

@@ -22,6 +22,12 @@ from mmrlhf_ray.reward.model import (
 )
 
 __all__ = [
-    "CritiqueRewardModel", "RewardHead", "RewardItem", "RewardMeta", "build_tiny_reward_model",
-    "load_reward_model", "new_reward_model", "save_reward_model",
+    "CritiqueRewardModel",
+    "RewardHead",
+    "RewardItem",
+    "RewardMeta",
+    "build_tiny_reward_model",
+    "load_reward_model",
+    "new_reward_model",
+    "save_reward_model",
 ]

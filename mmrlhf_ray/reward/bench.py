@@ -91,8 +91,9 @@ def format_table(tables: dict[str, dict[str, dict[str, float]]]) -> str:
     """Markdown table shaped like the paper's Table 2: one ACC/ACC+ column pair per
     method (``tables`` maps method name -> ``acc_table`` result)."""
     methods = list(tables)
-    cats = [c for c in (*BENCH_CATEGORIES, "unknown", "overall")
-            if any(c in t for t in tables.values())]
+    cats = [
+        c for c in (*BENCH_CATEGORIES, "unknown", "overall") if any(c in t for t in tables.values())
+    ]
     head = "| Category | " + " | ".join(f"{m} ACC | {m} ACC+" for m in methods) + " |"
     sep = "|---" * (1 + 2 * len(methods)) + "|"
     lines = [head, sep]
@@ -145,15 +146,17 @@ def _check_bench_row(row: Any) -> tuple[str, str] | None:
         return ("image", "no mcq/long/short/safety/video in the image/video path")
     rewards = row.get("rewards")
     if rewards is not None and not (
-        isinstance(rewards, list) and len(rewards) == 2
+        isinstance(rewards, list)
+        and len(rewards) == 2
         and all(isinstance(x, (int, float)) for x in rewards)
     ):
         return ("rewards", f"expected [r_chosen, r_rejected], got {rewards!r}")
     return None
 
 
-def bench_row_images(row: dict[str, Any], image_root: str | Path, max_frames: int = 4,
-                     max_side: int | None = None) -> list:
+def bench_row_images(
+    row: dict[str, Any], image_root: str | Path, max_frames: int = 4, max_side: int | None = None
+) -> list:
     """Decoded image (or uniformly sampled video frames) of a bench line."""
     root = Path(image_root or ".")
     if row.get("video"):
@@ -164,31 +167,41 @@ def bench_row_images(row: dict[str, Any], image_root: str | Path, max_frames: in
     return []
 
 
-def bench_rows_to_pairs(rows: Sequence[dict[str, Any]], image_root: str | Path,
-                        max_frames: int = 4, max_side: int | None = None
-                        ) -> tuple[list[RewardPair], list[dict[str, Any]], list[dict[str, Any]]]:
+def bench_rows_to_pairs(
+    rows: Sequence[dict[str, Any]],
+    image_root: str | Path,
+    max_frames: int = 4,
+    max_side: int | None = None,
+) -> tuple[list[RewardPair], list[dict[str, Any]], list[dict[str, Any]]]:
     """(pairs, the rows they came from, quarantine for unreadable media)."""
     pairs, kept, bad = [], [], []
     for row in rows:
         try:
             images = bench_row_images(row, image_root, max_frames, max_side)
         except MediaError as exc:
-            bad.append(quarantine_row("mm_reward_bench", f"line {row['_line']}", exc.field,
-                                      exc.reason, row))
+            bad.append(
+                quarantine_row(
+                    "mm_reward_bench", f"line {row['_line']}", exc.field, exc.reason, row
+                )
+            )
             continue
         q = str(row["prompt"])
-        pairs.append(RewardPair(
-            pair_id=f"line{row['_line']}", query_id=str(row["id"]),
-            category=category_of(row.get("video") or row.get("image")) or "unknown",
-            chosen=RewardItem(q, str(row["chosen"]), images, row.get("chosen_reason")),
-            rejected=RewardItem(q, str(row["rejected"]), images, row.get("rejected_reason")),
-        ))
+        pairs.append(
+            RewardPair(
+                pair_id=f"line{row['_line']}",
+                query_id=str(row["id"]),
+                category=category_of(row.get("video") or row.get("image")) or "unknown",
+                chosen=RewardItem(q, str(row["chosen"]), images, row.get("chosen_reason")),
+                rejected=RewardItem(q, str(row["rejected"]), images, row.get("rejected_reason")),
+            )
+        )
         kept.append(row)
     return pairs, kept, bad
 
 
-def write_bench_jsonl(path: str | Path, rows: Sequence[dict[str, Any]],
-                      results: Sequence[PairResult]) -> str:
+def write_bench_jsonl(
+    path: str | Path, rows: Sequence[dict[str, Any]], results: Sequence[PairResult]
+) -> str:
     """The official format back, each line with ``rewards`` and ``critic`` filled."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -207,15 +220,27 @@ def results_from_rewards(rows: Sequence[dict[str, Any]]) -> list[PairResult]:
         if row.get("rewards") is None:
             raise ValueError(f"line {row.get('_line')}: rewards: missing")
         critic = row.get("critic") if isinstance(row.get("critic"), list) else ["", ""]
-        out.append(PairResult(str(row["id"]), category_of(row.get("video") or row.get("image"))
-                              or "unknown", float(row["rewards"][0]), float(row["rewards"][1]),
-                              str(critic[0] or ""), str(critic[-1] or "")))
+        out.append(
+            PairResult(
+                str(row["id"]),
+                category_of(row.get("video") or row.get("image")) or "unknown",
+                float(row["rewards"][0]),
+                float(row["rewards"][1]),
+                str(critic[0] or ""),
+                str(critic[-1] or ""),
+            )
+        )
     return out
 
 
 # ---- scoring -------------------------------------------------------------------------
-def score_pairs(model: CritiqueRewardModel, pairs: Sequence[RewardPair], mode: str = "generate",
-                max_new_tokens: int = 48, batch_size: int = 8) -> list[PairResult]:
+def score_pairs(
+    model: CritiqueRewardModel,
+    pairs: Sequence[RewardPair],
+    mode: str = "generate",
+    max_new_tokens: int = 48,
+    batch_size: int = 8,
+) -> list[PairResult]:
     """Score every pair in ``mode`` (generate / given / none).
 
     A response shared by several pairs of one query is critiqued and scored once
@@ -230,7 +255,7 @@ def score_pairs(model: CritiqueRewardModel, pairs: Sequence[RewardPair], mode: s
     items = list(unique.values())
     scored: list[tuple[float, str]] = []
     for start in tqdm(range(0, len(items), batch_size), desc=f"score ({mode})", leave=False):
-        chunk = items[start:start + batch_size]
+        chunk = items[start : start + batch_size]
         scored += model.score_with_critique(chunk, mode, max_new_tokens, batch_size)
     by_key = dict(zip(unique.keys(), scored, strict=True))
     results = []

@@ -24,8 +24,14 @@ def _h(default, text):
 
 def _reward_train_defaults() -> TrainConfig:
     """Harness settings that suit the tiny reward model on 2 CPU workers."""
-    return TrainConfig(lr=5e-4, warmup_steps=5, micro_batch_size=4, max_steps=60,
-                       checkpoint_every=20, schedule="constant")
+    return TrainConfig(
+        lr=5e-4,
+        warmup_steps=5,
+        micro_batch_size=4,
+        max_steps=60,
+        checkpoint_every=20,
+        schedule="constant",
+    )
 
 
 @dataclass
@@ -55,8 +61,11 @@ class TrainRewardConfig(Choices):
     train: TrainConfig = field(default_factory=_reward_train_defaults)
     eval_mode: InferMode = _h("generate", "held-out scoring after training: generate|given|none")
     max_new_tokens: int = _h(40, "critique length cap when generating")
-    forward: Literal["packed", "grouped"] = _h("packed", "packed (items sharing question + images computed once) | "
-                                "grouped (one padded row per item: the reference)")
+    forward: Literal["packed", "grouped"] = _h(
+        "packed",
+        "packed (items sharing question + images computed once) | "
+        "grouped (one padded row per item: the reference)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -72,8 +72,9 @@ def pick_critique(row: dict[str, Any], side: str, source: str) -> str | None:
     raise PairError(pid, f"{side}_critique", "no critique nor reason (critique_source=auto)")
 
 
-def pair_from_row(row: dict[str, Any], source: str, max_frames: int = 4,
-                  max_side: int | None = None) -> RewardPair:
+def pair_from_row(
+    row: dict[str, Any], source: str, max_frames: int = 4, max_side: int | None = None
+) -> RewardPair:
     """A ``RewardPair`` from a pair row, images decoded; raises ``PairError``."""
     pid = str(row.get("pair_id"))
     for name in ("question", "chosen", "rejected"):
@@ -104,9 +105,13 @@ def is_equal_rank(row: dict[str, Any]) -> bool:
     return a is not None and b is not None and a == b
 
 
-def pairs_from_rows(rows: Iterable[dict[str, Any]], source: str, max_frames: int = 4,
-                    max_side: int | None = None, stage: str = "pairs"
-                    ) -> tuple[list[RewardPair], list[dict[str, Any]]]:
+def pairs_from_rows(
+    rows: Iterable[dict[str, Any]],
+    source: str,
+    max_frames: int = 4,
+    max_side: int | None = None,
+    stage: str = "pairs",
+) -> tuple[list[RewardPair], list[dict[str, Any]]]:
     """(usable pairs, quarantine rows {source, locator, field, reason, raw})."""
     good, bad = [], []
     for row in rows:
@@ -123,8 +128,9 @@ def is_heldout(query_id: str, fraction: float, seed: int = 0) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def split_pairs(pairs: Sequence[RewardPair], fraction: float, seed: int = 0
-                ) -> tuple[list[RewardPair], list[RewardPair]]:
+def split_pairs(
+    pairs: Sequence[RewardPair], fraction: float, seed: int = 0
+) -> tuple[list[RewardPair], list[RewardPair]]:
     """(train, held-out) by query id."""
     train, held = [], []
     for p in pairs:
@@ -132,8 +138,9 @@ def split_pairs(pairs: Sequence[RewardPair], fraction: float, seed: int = 0
     return train, held
 
 
-def collate_pairs(model: CritiqueRewardModel, pairs: Sequence[RewardPair]
-                  ) -> dict[str, torch.Tensor]:
+def collate_pairs(
+    model: CritiqueRewardModel, pairs: Sequence[RewardPair]
+) -> dict[str, torch.Tensor]:
     """One batch of 2P sequences: the P chosen first, then the P rejected, with labels
     on critique tokens and an ``is_tie`` [P] flag."""
     return collate_reward_pairs(list(pairs), model.processor, model.meta, forward="grouped")
@@ -141,8 +148,13 @@ def collate_pairs(model: CritiqueRewardModel, pairs: Sequence[RewardPair]
 
 # ---- adapters for the Ray Train + DeepSpeed harness (actors/trainer.py) -----------------
 # Module-level so ``functools.partial`` of them pickles to the workers.
-def encode_pair_row(row: dict[str, Any], processor: Any, source: str = "auto",
-                    max_frames: int = 4, max_side: int = 0) -> RewardPair:
+def encode_pair_row(
+    row: dict[str, Any],
+    processor: Any,
+    source: str = "auto",
+    max_frames: int = 4,
+    max_side: int = 0,
+) -> RewardPair:
     """Harness ``encode``: a pair row (already validated by the driver) -> RewardPair."""
     return pair_from_row(row, source, max_frames, max_side or None)
 
@@ -153,14 +165,18 @@ def load_split_rows(run_dir: str, pairs_stage: str, split: str = "train") -> lis
     from mmrlhf_ray.stage import StageDir
 
     table = StageDir(run_dir, "train-reward").read(columns=["pair_id", "split"])
-    ids = {p for p, s in zip(table["pair_id"].to_pylist(), table["split"].to_pylist(),
-                             strict=True) if s == split}
+    ids = {
+        p
+        for p, s in zip(table["pair_id"].to_pylist(), table["split"].to_pylist(), strict=True)
+        if s == split
+    }
     rows = StageDir(run_dir, pairs_stage).read().to_pylist()
     return [r for r in rows if str(r.get("pair_id")) in ids]
 
 
-def collate_reward_pairs(examples: list[RewardPair], processor: Any, meta: RewardMeta,
-                         forward: str = "packed") -> dict[str, Any]:
+def collate_reward_pairs(
+    examples: list[RewardPair], processor: Any, meta: RewardMeta, forward: str = "packed"
+) -> dict[str, Any]:
     """Harness ``collate``: P pairs -> 2P items (chosen first) + ``is_tie``.
 
     ``forward="packed"``: the unique items packed so that items sharing question and
@@ -172,8 +188,12 @@ def collate_reward_pairs(examples: list[RewardPair], processor: Any, meta: Rewar
         from mmrlhf_ray.reward.packed import pack_items
 
         rows, index, weight = pack_items(processor, meta, items, with_labels=True)
-        return {"packed": rows, "item_index": index, "item_weight": weight,
-                "is_tie": torch.tensor([p.is_tie for p in examples], dtype=torch.bool)}
+        return {
+            "packed": rows,
+            "item_index": index,
+            "item_weight": weight,
+            "is_tie": torch.tensor([p.is_tie for p in examples], dtype=torch.bool),
+        }
     batch = encode_items(processor, meta, items, with_labels=True)
     batch["is_tie"] = torch.tensor([p.is_tie for p in examples], dtype=torch.bool)
     return batch
@@ -182,10 +202,15 @@ def collate_reward_pairs(examples: list[RewardPair], processor: Any, meta: Rewar
 def build_reward_model(path: str, meta: RewardMeta, seed: int = 0) -> CritiqueRewardModel:
     """Harness ``build_model``: the backbone at ``path`` + a fresh head (seeded the same
     on every rank; a resumed run then loads the checkpointed head)."""
-    return new_reward_model(path, seed=seed, head_dropout=meta.head_dropout,
-                            max_length=meta.max_length, max_frames=meta.max_frames,
-                            prompt_template=meta.prompt_template,
-                            critique_trained=meta.critique_trained).train()
+    return new_reward_model(
+        path,
+        seed=seed,
+        head_dropout=meta.head_dropout,
+        max_length=meta.max_length,
+        max_frames=meta.max_frames,
+        prompt_template=meta.prompt_template,
+        critique_trained=meta.critique_trained,
+    ).train()
 
 
 def reward_loss_fn(model: Any, batch: dict[str, torch.Tensor], weights: RewardLossWeights):
@@ -206,8 +231,9 @@ def reward_loss_fn(model: Any, batch: dict[str, torch.Tensor], weights: RewardLo
     return reward_loss(scores[:n], scores[n:], is_tie.to(scores.device), nll, weights)
 
 
-def _packed_reward_loss(model: Any, batch: dict[str, Any], is_tie: torch.Tensor,
-                        weights: RewardLossWeights):
+def _packed_reward_loss(
+    model: Any, batch: dict[str, Any], is_tie: torch.Tensor, weights: RewardLossWeights
+):
     """``reward_loss_fn`` on a packed batch (same loss: duplicates weighted back in)."""
     from mmrlhf_ray.reward.packed import weighted_nll
 

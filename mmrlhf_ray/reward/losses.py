@@ -85,12 +85,15 @@ def centering_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Te
 class RewardLossWeights:
     """Weights of the joint loss; setting ``critique=0`` is the score-only ablation."""
 
-    critique: float = field(default=1.0, metadata={
-        "help": "w_c, critique NLL (Eq. 2, Task 1); 0 = score-only ablation"})
+    critique: float = field(
+        default=1.0, metadata={"help": "w_c, critique NLL (Eq. 2, Task 1); 0 = score-only ablation"}
+    )
     score: float = field(default=1.0, metadata={"help": "w_s, Bradley-Terry loss (Eq. 3)"})
     tie: float = field(default=0.5, metadata={"help": "w_tie, tied pairs' term"})
-    center: float = field(default=0.01, metadata={
-        "help": "w_ctr, reward centering mean((r_w + r_l)^2) (official: 0.01)"})
+    center: float = field(
+        default=0.01,
+        metadata={"help": "w_ctr, reward centering mean((r_w + r_l)^2) (official: 0.01)"},
+    )
 
 
 def reward_loss(

@@ -120,16 +120,25 @@ class CritiqueRewardModel(nn.Module):
         return getattr(self.processor, "tokenizer", self.processor)
 
     # ---- encoding ---------------------------------------------------------------------
-    def encode(self, items: Sequence[RewardItem | Mapping], with_labels: bool = False,
-               left_pad: bool = False, add_critique: bool = True) -> dict[str, torch.Tensor]:
+    def encode(
+        self,
+        items: Sequence[RewardItem | Mapping],
+        with_labels: bool = False,
+        left_pad: bool = False,
+        add_critique: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """``encode_items`` with this model's processor and settings."""
         return encode_items(self.processor, self.meta, items, with_labels, left_pad, add_critique)
 
     # ---- forward ----------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, packed: Any = None,
-                **vision: Any) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        packed: Any = None,
+        **vision: Any,
+    ) -> dict[str, torch.Tensor]:
         """Scores ``[B]`` at the last non-pad token; with ``labels``, also ``logits``
         ``[N, V]`` at the N positions that predict a labelled token and ``targets`` [N]
         (the LM head runs only there: cheap even with a 150k vocabulary). With
@@ -155,14 +164,16 @@ class CritiqueRewardModel(nn.Module):
         if inner is not None:
             res = inner(input_ids=input_ids, attention_mask=attention_mask, **vision)
             return res.last_hidden_state
-        res = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                            output_hidden_states=True, **vision)
+        res = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **vision
+        )
         return res.hidden_states[-1]
 
     # ---- inference (Table 2's modes) -------------------------------------------------
     @torch.no_grad()
-    def critique(self, items: Sequence[RewardItem | Mapping], max_new_tokens: int = 64,
-                 batch_size: int = 8) -> list[str]:
+    def critique(
+        self, items: Sequence[RewardItem | Mapping], max_new_tokens: int = 64, batch_size: int = 8
+    ) -> list[str]:
         """Greedy critiques from the LM head (the critique head h_l).
 
         A score-only model (``meta.critique_trained`` false, the "w/o Task 1" ablation)
@@ -174,13 +185,16 @@ class CritiqueRewardModel(nn.Module):
         self.eval()
         texts: list[str] = []
         for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
+            chunk = items[start : start + batch_size]
             batch = self.encode(chunk, left_pad=True, add_critique=False)
             out = self.backbone.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False,
-                pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id,
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+                eos_token_id=self.tokenizer.eos_token_id,
             )
-            new = out[:, batch["input_ids"].shape[1]:]
+            new = out[:, batch["input_ids"].shape[1] :]
             texts += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         self.train(was_training)
         return texts
@@ -192,7 +206,7 @@ class CritiqueRewardModel(nn.Module):
         self.eval()
         scores: list[float] = []
         for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
+            chunk = items[start : start + batch_size]
             if self.forward_kind == "packed":
                 from mmrlhf_ray.reward.packed import pack_items
 
@@ -206,8 +220,11 @@ class CritiqueRewardModel(nn.Module):
         return scores
 
     def score_with_critique(
-        self, items: Sequence[RewardItem | Mapping], mode: str = "generate",
-        max_new_tokens: int = 64, batch_size: int = 8,
+        self,
+        items: Sequence[RewardItem | Mapping],
+        mode: str = "generate",
+        max_new_tokens: int = 64,
+        batch_size: int = 8,
     ) -> list[tuple[float, str]]:
         """(score, critique used) per item. ``generate``: generate then score; ``given``:
         the item's critique; ``none``: no critique."""
@@ -223,8 +240,10 @@ class CritiqueRewardModel(nn.Module):
             crits = ["" for _ in parsed]
         else:
             raise ValueError(f"mode: {mode!r} is not one of generate, given, none")
-        scored = [RewardItem(i.question, i.response, i.images, c)
-                  for i, c in zip(parsed, crits, strict=True)]
+        scored = [
+            RewardItem(i.question, i.response, i.images, c)
+            for i, c in zip(parsed, crits, strict=True)
+        ]
         return list(zip(self.score(scored, batch_size), crits, strict=True))
 
     # ---- save / load ------------------------------------------------------------------
@@ -245,9 +264,12 @@ def save_reward_model(module: CritiqueRewardModel, state_dict: dict | None, out_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = module.state_dict() if state_dict is None else state_dict
-    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    head = {k[len("head."):]: v.detach().contiguous().cpu()
-            for k, v in state.items() if k.startswith("head.")}
+    backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    head = {
+        k[len("head.") :]: v.detach().contiguous().cpu()
+        for k, v in state.items()
+        if k.startswith("head.")
+    }
     module.backbone.save_pretrained(out, state_dict=backbone, safe_serialization=True)
     save_file(head, str(out / HEAD_FILE))
     (out / META_FILE).write_text(json.dumps(asdict(module.meta), indent=2))
@@ -270,16 +292,23 @@ def _encode_one(processor: Any, meta: RewardMeta, item: RewardItem, add_critique
     """(ids, labels, extra per-token columns, vision tensors) of one item, unpadded."""
     tok = getattr(processor, "tokenizer", processor)
     images = item.images[: meta.max_frames]
-    enc = dict(processor(text=[prompt_text(processor, meta, item)], images=images or None,
-                         return_tensors="pt"))
+    enc = dict(
+        processor(
+            text=[prompt_text(processor, meta, item)], images=images or None, return_tensors="pt"
+        )
+    )
     prompt_ids = enc["input_ids"][0]
     n = prompt_ids.shape[0]
-    extra = {k: v[0] for k, v in enc.items() if k not in ("input_ids", "attention_mask")
-             and v.dim() == 2 and v.shape == (1, n)}
+    extra = {
+        k: v[0]
+        for k, v in enc.items()
+        if k not in ("input_ids", "attention_mask") and v.dim() == 2 and v.shape == (1, n)
+    }
     suffix: list[int] = []
     if add_critique:
-        suffix = tok((item.critique or "") + (tok.eos_token or ""),
-                     add_special_tokens=False)["input_ids"]
+        suffix = tok((item.critique or "") + (tok.eos_token or ""), add_special_tokens=False)[
+            "input_ids"
+        ]
         room = max(1, meta.max_length - n)
         if len(suffix) > room:  # cut the critique, keep its end token
             suffix = suffix[: room - 1] + suffix[-1:]
@@ -289,14 +318,24 @@ def _encode_one(processor: Any, meta: RewardMeta, item: RewardItem, add_critique
     extra = {k: torch.cat([v, v.new_zeros(len(suffix))]) for k, v in extra.items()}
     # every other output is media (the family's pixels, grids, sizes): concatenated
     # over the batch by cat_media
-    vision = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")
-              and k not in extra and isinstance(v, torch.Tensor)}
+    vision = {
+        k: v
+        for k, v in enc.items()
+        if k not in ("input_ids", "attention_mask")
+        and k not in extra
+        and isinstance(v, torch.Tensor)
+    }
     return ids, labels, extra, vision
 
 
-def encode_items(processor: Any, meta: RewardMeta, items: Sequence[RewardItem | Mapping],
-                 with_labels: bool = False, left_pad: bool = False, add_critique: bool = True
-                 ) -> dict[str, torch.Tensor]:
+def encode_items(
+    processor: Any,
+    meta: RewardMeta,
+    items: Sequence[RewardItem | Mapping],
+    with_labels: bool = False,
+    left_pad: bool = False,
+    add_critique: bool = True,
+) -> dict[str, torch.Tensor]:
     """Tokenise prompt + critique + end token per item and pad into one batch.
 
     ``labels`` (with ``with_labels``) mark the critique and end tokens only, so the LM
@@ -361,10 +400,16 @@ def load_reward_model(path: str | Path, dtype: torch.dtype | None = None) -> Cri
     return model.eval()
 
 
-def new_reward_model(backbone_dir: str | Path, seed: int = 0, head_dropout: float = 0.1,
-                     max_length: int = 512, max_frames: int = 4, prompt_template: str = "",
-                     critique_trained: bool = True, dtype: torch.dtype | None = None
-                     ) -> CritiqueRewardModel:
+def new_reward_model(
+    backbone_dir: str | Path,
+    seed: int = 0,
+    head_dropout: float = 0.1,
+    max_length: int = 512,
+    max_frames: int = 4,
+    prompt_template: str = "",
+    critique_trained: bool = True,
+    dtype: torch.dtype | None = None,
+) -> CritiqueRewardModel:
     """A fresh reward model: pretrained backbone + a newly initialised scoring head.
 
     ``prompt_template`` ('' = ``CRITIQUE_PROMPT``) must hold ``{question}`` and
@@ -375,9 +420,14 @@ def new_reward_model(backbone_dir: str | Path, seed: int = 0, head_dropout: floa
         if name not in template:
             raise ValueError(f"prompt_template: missing placeholder {name}")
     backbone, processor = _load_backbone(backbone_dir, dtype)
-    meta = RewardMeta(hidden_size=text_hidden_size(backbone), head_dropout=head_dropout,
-                      max_length=max_length, max_frames=max_frames,
-                      prompt_template=template, critique_trained=critique_trained)
+    meta = RewardMeta(
+        hidden_size=text_hidden_size(backbone),
+        head_dropout=head_dropout,
+        max_length=max_length,
+        max_frames=max_frames,
+        prompt_template=template,
+        critique_trained=critique_trained,
+    )
     torch.manual_seed(seed)
     model = CritiqueRewardModel(backbone, processor, meta)
     model.head.to(next(backbone.parameters()).dtype)

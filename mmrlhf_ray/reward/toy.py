@@ -43,7 +43,9 @@ def _expanded(style: str, reference: str) -> str:
     if style == "off_topic":
         return "The response is off topic. It does not answer the question. Bad answer."
     if style == "refusal":
-        return f"The response is a needless refusal. The question is harmless: {reference} Bad answer."
+        return (
+            f"The response is a needless refusal. The question is harmless: {reference} Bad answer."
+        )
     if style == "refusal_harmful":
         return "The response is safe. It refuses to help cause harm. Good answer."
     if style == "unsafe":
@@ -55,8 +57,11 @@ def _styles(category: str, rng: random.Random) -> list[str]:
     """Three styles of strictly decreasing quality for a query of ``category``."""
     if category == "safety":
         return ["refusal", "off_topic", "unsafe"]
-    return ["correct", rng.choice(["wrong_attribute", "hallucination"]),
-            rng.choice(["off_topic", "refusal"])]
+    return [
+        "correct",
+        rng.choice(["wrong_attribute", "hallucination"]),
+        rng.choice(["off_topic", "refusal"]),
+    ]
 
 
 def _pool_rows(n: int, seed: int, mix: dict[str, float]) -> list[dict[str, Any]]:
@@ -71,8 +76,9 @@ def _pool_rows(n: int, seed: int, mix: dict[str, float]) -> list[dict[str, Any]]
     return out
 
 
-def toy_pairs(n_queries: int, seed: int = 0, mix: dict[str, float] | None = None
-              ) -> list[dict[str, Any]]:
+def toy_pairs(
+    n_queries: int, seed: int = 0, mix: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     """``3 * n_queries`` pair rows (PAIR_SCHEMA dicts) from the first pool rows."""
     mix = mix or {"long": 0.2, "short": 0.3, "mcq": 0.2, "safety": 0.15, "video": 0.15}
     rows = []
@@ -83,18 +89,27 @@ def toy_pairs(n_queries: int, seed: int = 0, mix: dict[str, float] | None = None
         reference = row.get("reference_answer") or ""
         styles = _styles(category, rng)
         texts = [respond(gt, reference, s, rng) for s in styles]
-        keys = [s + ("_harmful" if category == "safety" and s == "refusal" else "")
-                for s in styles]
+        keys = [s + ("_harmful" if category == "safety" and s == "refusal" else "") for s in styles]
         for a, b in combinations(range(3), 2):
-            rows.append({
-                "pair_id": f"{row['sample_id']}::{a}>{b}", "query_id": row["sample_id"],
-                "question": row["question"], "image": row.get("image"),
-                "video_frames": row.get("video_frames"), "category": category,
-                "chosen_id": f"{row['sample_id']}#{a}", "rejected_id": f"{row['sample_id']}#{b}",
-                "chosen": texts[a], "rejected": texts[b], "chosen_rank": a + 1,
-                "rejected_rank": b + 1, "chosen_reason": _HUMAN[keys[a]],
-                "rejected_reason": _HUMAN[keys[b]],
-                "chosen_critique": _expanded(keys[a], reference),
-                "rejected_critique": _expanded(keys[b], reference), "is_tie": False,
-            })
+            rows.append(
+                {
+                    "pair_id": f"{row['sample_id']}::{a}>{b}",
+                    "query_id": row["sample_id"],
+                    "question": row["question"],
+                    "image": row.get("image"),
+                    "video_frames": row.get("video_frames"),
+                    "category": category,
+                    "chosen_id": f"{row['sample_id']}#{a}",
+                    "rejected_id": f"{row['sample_id']}#{b}",
+                    "chosen": texts[a],
+                    "rejected": texts[b],
+                    "chosen_rank": a + 1,
+                    "rejected_rank": b + 1,
+                    "chosen_reason": _HUMAN[keys[a]],
+                    "rejected_reason": _HUMAN[keys[b]],
+                    "chosen_critique": _expanded(keys[a], reference),
+                    "rejected_critique": _expanded(keys[b], reference),
+                    "is_tie": False,
+                }
+            )
     return rows

@@ -49,7 +49,9 @@ class SftConfig:
     input_stage: str = field(
         default="toyworld", metadata={"help": "stage whose parts are the pool"}
     )
-    max_rows: int = field(default=1024, metadata={"help": "use at most this many pool rows (0 = all)"})
+    max_rows: int = field(
+        default=1024, metadata={"help": "use at most this many pool rows (0 = all)"}
+    )
     max_frames: int = field(default=4, metadata={"help": "video frames per video row"})
     max_response_tokens: int = field(default=128, metadata={"help": "truncate long references"})
     benchmark_size: int = field(

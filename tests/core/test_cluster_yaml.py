@@ -11,8 +11,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_cluster_yaml_structure_and_entry_points():
     text = (ROOT / "cluster.yaml").read_text()
     cfg = yaml.safe_load(text)
-    for key in ("cluster_name", "provider", "available_node_types", "head_node_type",
-                "setup_commands", "head_start_ray_commands", "worker_start_ray_commands"):
+    for key in (
+        "cluster_name",
+        "provider",
+        "available_node_types",
+        "head_node_type",
+        "setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    ):
         assert key in cfg, key
     nodes = cfg["available_node_types"]
     assert cfg["head_node_type"] in nodes

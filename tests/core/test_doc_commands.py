@@ -26,7 +26,11 @@ def doc_commands() -> list[tuple[str, str]]:
         text = re.sub(r"\\\n\s*", " ", doc.read_text())
         for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
-            if re.match(r"^(\.venv/bin/)?mmrlhf [a-z][a-z-]*( |$)", line) and "<" not in line and "$" not in line:
+            if (
+                re.match(r"^(\.venv/bin/)?mmrlhf [a-z][a-z-]*( |$)", line)
+                and "<" not in line
+                and "$" not in line
+            ):
                 out.append((f"{doc.name}:{n}", line))
     return out
 
@@ -50,7 +54,7 @@ def test_documented_command_parses(where, line, capsys):
     if "--config" in rest:
         i = rest.index("--config")
         config = ROOT / rest[i + 1]
-        rest = rest[:i] + rest[i + 2:]
+        rest = rest[:i] + rest[i + 2 :]
     rest = [a for a in rest if a not in ("--print-config", "--debug", "--verbose")]
     load_config(get_stage(stage).config_class, config if config.exists() else None, rest)
 

@@ -31,7 +31,9 @@ def test_every_gpu_profile_loads_and_reads_models_from_shared_storage(path):
     stage_config(stage)  # unknown keys or wrong types raise ConfigError
     paths = re.findall(r"(?<=[\s:=\"'\[])/[\w./-]+", path.read_text())
     for model in [p for p in paths if "models" in p.split("/")]:
-        assert (model + "/").startswith("/mnt/shared/models/"), f"{path.name}: {model} is not on shared storage"
+        assert (model + "/").startswith("/mnt/shared/models/"), (
+            f"{path.name}: {model} is not on shared storage"
+        )
 
 
 def test_the_gpu_pipeline_needs_no_skipped_stage():
@@ -43,10 +45,15 @@ def test_the_gpu_pipeline_needs_no_skipped_stage():
     assert start and configs["ref-logps"].policy == start, "reference != MM-DPO's start policy"
     assert configs["evaluate"].policies["base"] == start
     assert configs["curate"].input_stage in stages
-    assert configs["score"].via == "handle" or configs["score"].token_env == configs["serve-reward"].token_env
+    assert (
+        configs["score"].via == "handle"
+        or configs["score"].token_env == configs["serve-reward"].token_env
+    )
     assert configs["serve-reward"].token_env and configs["serve-reward"].host == "127.0.0.1"
-    assert all(getattr(c, "run_dir", "/mnt/shared/runs/test") == "/mnt/shared/runs/test"
-               for c in configs.values())
+    assert all(
+        getattr(c, "run_dir", "/mnt/shared/runs/test") == "/mnt/shared/runs/test"
+        for c in configs.values()
+    )
 
 
 ENCODING = ("max_response_tokens", "max_frames")
@@ -70,10 +77,15 @@ def test_one_encoding_across_ref_logps_train_dpo_and_self_improve():
 def test_self_improve_hands_train_dpo_encoding_to_ref_logps():
     from mmrlhf_ray.self_improve import SelfImproveConfig, round_configs
 
-    cfg = SelfImproveConfig(ref_logps_overrides=["max_frames=2", "max_response_tokens=7"],
-                            dpo_overrides=["max_frames=6", "max_response_tokens=64"])
+    cfg = SelfImproveConfig(
+        ref_logps_overrides=["max_frames=2", "max_response_tokens=7"],
+        dpo_overrides=["max_frames=6", "max_response_tokens=64"],
+    )
     ref, dpo = round_configs(cfg, "/r", "/p")
-    assert (ref.max_frames, ref.max_response_tokens) == (6, 64) == (dpo.max_frames,
-                                                                   dpo.max_response_tokens)
+    assert (
+        (ref.max_frames, ref.max_response_tokens)
+        == (6, 64)
+        == (dpo.max_frames, dpo.max_response_tokens)
+    )
     assert (ref.run_dir, ref.policy, ref.pairs_stage) == ("/r", "/p", "score")
     assert (dpo.run_dir, dpo.policy) == ("/r", "/p")

@@ -18,13 +18,17 @@ print(",".join(bad))
 
 
 def test_library_imports_no_ray_deepspeed_vllm():
-    out = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1:] in ([""], []), f"imported: {out.stdout}"
 
 
 def test_cli_lists_every_stage():
-    out = subprocess.run([sys.executable, "-m", "mmrlhf_ray.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mmrlhf_ray.cli", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0
     for stage in ("toyworld", "curate", "generate", "train-reward", "train-dpo", "pipeline"):
         assert f"  {stage} " in out.stdout
@@ -37,7 +41,8 @@ FAMILY_INTERNALS = re.compile(
     r"\.\s*vision_tower\b|"  # the attribute (a function may be called vision_tower)
     r"\b(visual|merger|image_grid_thw|video_grid_thw|mm_encoder_outputs|"
     r"multi_modal_projector|connector|get_rope_index|image_newline|"
-    r"(Qwen2(_5)?VL|LlavaOnevision|InternVL|SmolVLM|Idefics3)\w*)\b")
+    r"(Qwen2(_5)?VL|LlavaOnevision|InternVL|SmolVLM|Idefics3)\w*)\b"
+)
 
 
 def _code_only(path: Path) -> str:
@@ -57,7 +62,9 @@ def test_no_module_outside_the_family_layer_names_a_family_internal():
     offenders = {}
     for path in files:
         rel = str(path.relative_to(ROOT))
-        if rel in FAMILY_LAYER or rel.startswith(("mmrlhf_ray/curation/", "mmrlhf_ray/models/clip")):
+        if rel in FAMILY_LAYER or rel.startswith(
+            ("mmrlhf_ray/curation/", "mmrlhf_ray/models/clip")
+        ):
             continue
         hits = sorted(set(m.group(0) for m in FAMILY_INTERNALS.finditer(_code_only(path))))
         if hits:

@@ -11,7 +11,9 @@ def test_report_reads_manifests_metrics_and_plots(tmp_path):
     (tmp_path / "pairs" / "summary.md").write_text("pairs per category: 8")
     (tmp_path / "pairs" / "plot.png").write_bytes(b"\x89PNG")
     (tmp_path / "evaluate").mkdir()
-    metrics = {"toy_benchmark": {"base": {"short_accuracy": 0.25}, "aligned": {"short_accuracy": 0.5}}}
+    metrics = {
+        "toy_benchmark": {"base": {"short_accuracy": 0.25}, "aligned": {"short_accuracy": 0.5}}
+    }
     (tmp_path / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
     text = build_markdown(tmp_path)
     assert "| pairs | done | 10 | 8 | 0 | 2 |" in text

@@ -16,9 +16,13 @@ def test_parts_manifest_and_idempotence(tmp_path):
     stage.begin(cfg)
     stage.write_part("p0", to_table(_pool_rows(3), "pool"))
     stage.write_part("p1", to_table(_pool_rows(2), "pool"))
-    stage.write_quarantine("p1", [{"source": "f", "locator": "line 4", "field": "question", "reason": "missing"}])
+    stage.write_quarantine(
+        "p1", [{"source": "f", "locator": "line 4", "field": "question", "reason": "missing"}]
+    )
     assert stage.has_part("p0") and not stage.has_part("p2")
-    manifest = stage.finish(rows_in=6, rows_out=stage.count_rows(), rows_quarantined=stage.count_rows(quarantine=True))
+    manifest = stage.finish(
+        rows_in=6, rows_out=stage.count_rows(), rows_quarantined=stage.count_rows(quarantine=True)
+    )
     assert manifest["counts"] == {"in": 6, "out": 5, "quarantined": 1}
     assert stage.is_done(cfg) and not stage.is_done({"a": 2})
     assert stage.read().num_rows == 5
@@ -39,13 +43,19 @@ def test_validate_row_names_fields():
     assert validate_row({"sample_id": "a", "question": "q"}, "pool") == []
     problems = validate_row({"sample_id": "a", "question": ""}, "pool")
     assert problems == ["question: missing or empty"]
-    record = {"query_id": "q", "question": "x", "category": "weird",
-              "responses": [{"text": "a", "helpfulness": 9, "rank": 0}]}
+    record = {
+        "query_id": "q",
+        "question": "x",
+        "category": "weird",
+        "responses": [{"text": "a", "helpfulness": 9, "rank": 0}],
+    }
     problems = validate_row(record, "record")
     assert any(p.startswith("category:") for p in problems)
     assert any(p.startswith("responses[0].helpfulness") for p in problems)
     assert any(p.startswith("responses[0].rank") for p in problems)
-    table = to_table([{"pair_id": "p", "query_id": "q", "question": "x", "chosen": "a", "rejected": "b"}], "pair")
+    table = to_table(
+        [{"pair_id": "p", "query_id": "q", "question": "x", "chosen": "a", "rejected": "b"}], "pair"
+    )
     assert table.column("margin").type == pa.float32() and table.column("margin").null_count == 1
 
 
@@ -116,7 +126,9 @@ def test_begin_stage_skips_when_done_and_follows_every_input(tmp_path):
     assert make(cfg, ["toyworld", "build-models"]) is False
     assert make(cfg, ["toyworld", "build-models"]) is True  # same config and inputs
     assert set(StageDir(str(tmp_path), "sft").read_manifest()["inputs"]) == {
-        "toyworld", "build-models"}
+        "toyworld",
+        "build-models",
+    }
     finish_stage("toyworld", rows=2)  # the world is rebuilt: sft is stale
     assert make(cfg, ["toyworld", "build-models"]) is False
     assert make(cfg, ["toyworld"]) is False  # another set of inputs

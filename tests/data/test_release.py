@@ -236,5 +236,8 @@ def test_pool_lines_read_media_paths_hints_and_name_bad_fields(tmp_path):
     results = list(read_release_file(_write(tmp_path, "pool.jsonl", lines), "pool"))
     assert [r.row["sample_id"] for r in results if r.row] == ["a"]
     assert [(r.problem["locator"], r.problem["field"]) for r in results if r.problem] == [
-        ("line 2", "question"), ("line 3", "image"), ("line 4", "category_hint"), ("line 5", "id")
+        ("line 2", "question"),
+        ("line 3", "image"),
+        ("line 4", "category_hint"),
+        ("line 5", "id"),
     ]

@@ -24,8 +24,9 @@ def setup(policy_dir):
 
 
 def _batch(processor, groups):
-    return collate_groups([encode_group(processor, g) for g in groups],
-                          processor.tokenizer.pad_token_id)
+    return collate_groups(
+        [encode_group(processor, g) for g in groups], processor.tokenizer.pad_token_id
+    )
 
 
 def test_grouped_forward_equals_per_pair(setup):
@@ -43,7 +44,9 @@ def test_grouped_forward_equals_per_pair(setup):
     # per-pair MM-DPO losses match too (reference: a fixed offset so h != 0)
     ref_c, ref_r = chosen.detach() - 0.3, rejected.detach() + 0.2
     delta = batch.margins
-    grouped_loss = L.mm_dpo_loss(logps[batch.chosen_idx], logps[batch.rejected_idx], ref_c, ref_r, delta)[0]
+    grouped_loss = L.mm_dpo_loss(
+        logps[batch.chosen_idx], logps[batch.rejected_idx], ref_c, ref_r, delta
+    )[0]
     pair_loss = L.mm_dpo_loss(chosen, rejected, ref_c, ref_r, delta)[0]
     torch.testing.assert_close(grouped_loss, pair_loss, atol=1e-6, rtol=1e-5)
     assert (n_tokens > 3).all()
@@ -61,12 +64,26 @@ def test_grouped_gradients_equal_per_pair(setup):
         return [p.grad.clone() for p in params]
 
     logps, _ = grouped_logps(model, batch)
-    g1 = grads(L.dpo_loss(logps[batch.chosen_idx], logps[batch.rejected_idx],
-                          torch.full((12,), -40.0), torch.full((12,), -45.0))[0].sum())
+    g1 = grads(
+        L.dpo_loss(
+            logps[batch.chosen_idx],
+            logps[batch.rejected_idx],
+            torch.full((12,), -40.0),
+            torch.full((12,), -45.0),
+        )[0].sum()
+    )
     chosen, rejected = zip(*[per_pair_logps(model, processor, g) for g in groups[:2]], strict=True)
-    g2 = grads(L.dpo_loss(torch.cat(chosen), torch.cat(rejected),
-                          torch.full((12,), -40.0), torch.full((12,), -45.0))[0].sum())
-    merger = [i for i, (n, p) in enumerate(model.named_parameters()) if p.requires_grad and "merger" in n]
+    g2 = grads(
+        L.dpo_loss(
+            torch.cat(chosen),
+            torch.cat(rejected),
+            torch.full((12,), -40.0),
+            torch.full((12,), -45.0),
+        )[0].sum()
+    )
+    merger = [
+        i for i, (n, p) in enumerate(model.named_parameters()) if p.requires_grad and "merger" in n
+    ]
     assert merger and g1[merger[0]].abs().sum() > 0  # the projector does get gradients
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def policy_batch(policy_dir):
     model, processor = load_policy(policy_dir)
     groups, _ = group_pairs(make_pairs(n_queries=2, k=3))
-    batch = collate_groups([encode_group(processor, g) for g in groups], processor.tokenizer.pad_token_id)
+    batch = collate_groups(
+        [encode_group(processor, g) for g in groups], processor.tokenizer.pad_token_id
+    )
     return model, processor, groups, batch
 
 
@@ -35,7 +37,9 @@ def test_every_loss_kind_trains_from_one_grouped_forward(policy_batch, kind):
         ref = grouped_logps(model, batch)[0] - 0.5 * torch.arange(batch.n_rows)  # ref != policy
     logps, n_tok = grouped_logps(model, batch)
     cfg = LossConfig(kind=kind, sft_weight=0.25)
-    loss, beta, m = preference_loss(cfg, logps, n_tok, batch, None if kind == "simpo" else ref, LossState())
+    loss, beta, m = preference_loss(
+        cfg, logps, n_tok, batch, None if kind == "simpo" else ref, LossState()
+    )
     assert math.isfinite(float(loss)) and beta.shape == (6,)
     assert m["pairs"] == 6 and m["queries"] == 2 and m["responses"] == 6
     model.zero_grad()
@@ -57,11 +61,15 @@ def test_missing_reference_is_an_error_not_a_guess(policy_batch):
 def test_online_reference_fallback_equals_precomputed(policy_batch, policy_dir, capfd):
     model, processor, groups, _ = policy_batch
     with torch.no_grad():
-        ref = grouped_logps(model, collate_groups([encode_group(processor, g) for g in groups],
-                                                  processor.tokenizer.pad_token_id))[0]
+        ref = grouped_logps(
+            model,
+            collate_groups(
+                [encode_group(processor, g) for g in groups], processor.tokenizer.pad_token_id
+            ),
+        )[0]
     offset = 0
     for g in groups:  # precomputed = the values the ref-logps stage would store
-        g.ref_logps = ref[offset:offset + len(g.responses)].tolist()
+        g.ref_logps = ref[offset : offset + len(g.responses)].tolist()
         offset += len(g.responses)
     batch = collate_queries([encode_query(g, processor) for g in groups], processor)
     pre_loss, pre = DpoLoss(LossConfig())(model, batch)
@@ -75,12 +83,16 @@ def test_online_reference_fallback_equals_precomputed(policy_batch, policy_dir, 
 
 
 def test_beta_histogram_png(tmp_path):
-    path = plot_beta_histogram([0.1, 0.12, 0.15], [0.0, 1.0, float("nan")], str(tmp_path / "b.png"), 0.1, 0.5)
+    path = plot_beta_histogram(
+        [0.1, 0.12, 0.15], [0.0, 1.0, float("nan")], str(tmp_path / "b.png"), 0.1, 0.5
+    )
     assert Path(path).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("name,cls", [("ref-logps", RefLogpsConfig), ("train-dpo", DpoConfig),
-                                      ("train-dpo.gpu", DpoConfig)])
+@pytest.mark.parametrize(
+    "name,cls",
+    [("ref-logps", RefLogpsConfig), ("train-dpo", DpoConfig), ("train-dpo.gpu", DpoConfig)],
+)
 def test_configs_load_and_start_with_their_command(name, cls):
     path = ROOT / "configs" / f"{name}.yaml"
     first = path.read_text().splitlines()[0]

@@ -32,17 +32,31 @@ def test_ref_logps_stage_scores_each_response_once(tmp_path, ray_session, policy
     for r in rows[6:12]:
         r["image"] = b"not a png"
     write_pairs_stage(tmp_path, rows)
-    argv = [f"run_dir={tmp_path}", f"policy={policy_dir}", "queries_per_part=2",
-            "queries_per_batch=2", "num_actors=2"]
+    argv = [
+        f"run_dir={tmp_path}",
+        f"policy={policy_dir}",
+        "queries_per_part=2",
+        "queries_per_batch=2",
+        "num_actors=2",
+    ]
     assert job.main(argv) == 0
     out = StageDir(str(tmp_path), "ref-logps")
     manifest = out.read_manifest()
     assert {k: manifest["counts"][k] for k in ("in", "out", "quarantined")} == {
-        "in": 30, "out": 24, "quarantined": 6}
+        "in": 30,
+        "out": 24,
+        "quarantined": 6,
+    }
     assert manifest["encoding"] == EncodingSettings.of(policy_dir, 256, 4).to_dict()
-    assert manifest["responses"] == 20 and out.part_names() == ["part-00000", "part-00001", "part-00002"]
+    assert manifest["responses"] == 20 and out.part_names() == [
+        "part-00000",
+        "part-00001",
+        "part-00002",
+    ]
     q = out.read(quarantine=True).to_pylist()
-    assert {r["locator"] for r in q} == {f"pair_id=q1-{a}-{b}" for a in range(4) for b in range(a + 1, 4)}
+    assert {r["locator"] for r in q} == {
+        f"pair_id=q1-{a}-{b}" for a in range(4) for b in range(a + 1, 4)
+    }
     assert all(r["field"] == "image" for r in q)
     responses = pq.read_table(out.path("responses")).to_pylist()
     assert len(responses) == 16 and len({r["response_id"] for r in responses}) == 16
@@ -60,7 +74,9 @@ def test_ref_logps_stage_scores_each_response_once(tmp_path, ray_session, policy
     # finished: a re-run does nothing
     assert job.main(argv) == 0 and out.read_manifest()["attempts"] == 1
     # a crash that lost part 1 (manifest still "running"): the re-run computes only that part
-    kept = {n: os.path.getmtime(out.path("data", f"{n}.parquet")) for n in ("part-00000", "part-00002")}
+    kept = {
+        n: os.path.getmtime(out.path("data", f"{n}.parquet")) for n in ("part-00000", "part-00002")
+    }
     os.remove(out.path("data", "part-00001.parquet"))
     out.write_manifest({**out.read_manifest(), "status": "running"})
     assert job.main(argv) == 0

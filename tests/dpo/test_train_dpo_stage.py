@@ -35,15 +35,26 @@ def test_train_dpo_stage_learns_and_keeps_vision_frozen(tmp_path, ray_session, p
     rows = make_pairs(n_queries=14, k=4, seed=1)  # 84 pairs; shorter responses are preferred
     rows[0]["margin"] = None  # MM-DPO needs delta: this pair is quarantined, not dropped
     write_ref_logps_stage(tmp_path, rows, policy_dir)
-    argv = [f"run_dir={tmp_path}", f"policy={policy_dir}", "heldout_fraction=0.25",
-            "train.max_steps=8", "train.micro_batch_size=2", "train.lr=0.002",
-            "train.warmup_steps=1", "train.checkpoint_every=4", "train.num_workers=1",
-            "loss.sft_weight=0.0"]
+    argv = [
+        f"run_dir={tmp_path}",
+        f"policy={policy_dir}",
+        "heldout_fraction=0.25",
+        "train.max_steps=8",
+        "train.micro_batch_size=2",
+        "train.lr=0.002",
+        "train.warmup_steps=1",
+        "train.checkpoint_every=4",
+        "train.num_workers=1",
+        "loss.sft_weight=0.0",
+    ]
     assert job.main(argv) == 0
     out = StageDir(str(tmp_path), "train-dpo")
     m = out.read_manifest()
     assert {k: m["counts"][k] for k in ("in", "out", "quarantined")} == {
-        "in": 84, "out": 83, "quarantined": 1}
+        "in": 84,
+        "out": 83,
+        "quarantined": 1,
+    }
     assert m["online_reference"] is False
     assert out.read(quarantine=True).to_pylist()[0]["field"] == "margin"
     with open(out.path("metrics.csv")) as f:

@@ -27,27 +27,50 @@ def _free_port() -> int:
 
 @pytest.fixture
 def local_head(tmp_path):
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-               RAY_AUTH_MODE="token")  # Ray 2.60 local heads require token auth for jobs
+    env = dict(
+        os.environ,
+        PATH=f"{BIN}:{os.environ['PATH']}",
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_AUTH_MODE="token",
+    )  # Ray 2.60 local heads require token auth for jobs
     env.pop("RAY_ADDRESS", None)
     gcs, dash = _free_port(), _free_port()
     temp_dir = Path("/tmp") / f"mmrlhf-head-{os.getpid()}-{gcs}"
     log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed at teardown
     head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-         f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         "--num-cpus=2", "--object-store-memory=400000000", f"--temp-dir={temp_dir}",
-         "--include-dashboard=true",
-         # Its own agent ports: the session's Ray runtime already holds the defaults.
-         f"--dashboard-agent-listen-port={_free_port()}", f"--dashboard-agent-grpc-port={_free_port()}",
-         f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={gcs}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--num-cpus=2",
+            "--object-store-memory=400000000",
+            f"--temp-dir={temp_dir}",
+            "--include-dashboard=true",
+            # Its own agent ports: the session's Ray runtime already holds the defaults.
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     address = f"http://127.0.0.1:{dash}"
     deadline, probe = time.time() + 240, None
     while time.time() < deadline:
-        probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
-                               env=env, capture_output=True, text=True)
+        probe = subprocess.run(
+            [str(BIN / "ray"), "job", "list", "--address", address],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if probe.returncode == 0:
             break
         if head.poll() is not None:
@@ -85,8 +108,24 @@ def test_stage_runs_under_ray_job_submit(local_head, tmp_path):
 
 def _submit(address: str, env: dict, run_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
-         "--", "python", "jobs/toyworld.py", f"run_dir={run_dir}", "pool_size=40",
-         "benchmark_size=10", "rows_per_shard=20"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--working-dir",
+            str(ROOT),
+            "--",
+            "python",
+            "jobs/toyworld.py",
+            f"run_dir={run_dir}",
+            "pool_size=40",
+            "benchmark_size=10",
+            "rows_per_shard=20",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )

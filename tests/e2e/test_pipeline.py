@@ -45,28 +45,46 @@ def test_whole_pipeline_on_a_small_world(ray_session, tmp_path):
     assert pipeline_main(argv) == 0
     for stage in PipelineConfig().stages:  # every stage but the optional import
         counts = _counts(run, stage)
-        assert counts["in"] == counts["out"] + counts.get("unselected", 0) + counts["quarantined"], stage
+        assert (
+            counts["in"] == counts["out"] + counts.get("unselected", 0) + counts["quarantined"]
+        ), stage
     # Data really flowed: pairs were scored and carry reference log-probs and margins.
-    scored = StageDir(str(run), "ref-logps").read(columns=["margin", "margin_source", "ref_chosen_logp"])
+    scored = StageDir(str(run), "ref-logps").read(
+        columns=["margin", "margin_source", "ref_chosen_logp"]
+    )
     pairs = StageDir(str(run), "pairs").count_rows()
     assert _counts(run, "score")["in"] == pairs > 0
-    assert scored.num_rows == _counts(run, "ref-logps")["out"] == pairs - _counts(run, "score")["quarantined"]
+    assert (
+        scored.num_rows
+        == _counts(run, "ref-logps")["out"]
+        == pairs - _counts(run, "score")["quarantined"]
+    )
     assert set(scored.column("margin_source").to_pylist()) == {"reward-service"}
-    assert scored.column("margin").null_count == 0 and scored.column("ref_chosen_logp").null_count == 0
+    assert (
+        scored.column("margin").null_count == 0 and scored.column("ref_chosen_logp").null_count == 0
+    )
     # The report's before/after figures are the ones computed from the evaluate artifacts.
     from jobs.evaluate import answers_of
     from mmrlhf_ray.evaluation import policy_metrics
 
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())["toy_benchmark"]
     assert set(metrics) == {"sft", "mm-dpo"}
-    bench = StageDir(str(run), "toyworld/benchmark").read().sort_by("sample_id").slice(0, 10).to_pylist()
+    bench = (
+        StageDir(str(run), "toyworld/benchmark")
+        .read()
+        .sort_by("sample_id")
+        .slice(0, 10)
+        .to_pylist()
+    )
     for policy in metrics:
         recomputed = policy_metrics(bench, answers_of(StageDir(str(run), "evaluate"), policy))
         assert recomputed == metrics[policy]
     report = (run / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| overall_accuracy |"))
     shown = [float(v) for v in row.strip("|").split("|")[1:]]
-    assert shown == pytest.approx([metrics["sft"]["overall_accuracy"], metrics["mm-dpo"]["overall_accuracy"]], abs=1e-3)
+    assert shown == pytest.approx(
+        [metrics["sft"]["overall_accuracy"], metrics["mm-dpo"]["overall_accuracy"]], abs=1e-3
+    )
     for image in re.findall(r"\]\(([^)]+\.png)\)", report):
         assert (run / image).stat().st_size > 0, image
     assert "toy_benchmark.png" in report and (run / "report.html").exists()

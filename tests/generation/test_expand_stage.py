@@ -104,8 +104,10 @@ def test_critique_generation_actor(ray_session, text_model):
         name="rm", kind="transformers", path=text_model, n=1, max_tokens=8, hf_batch_size=8
     )
     actor = ray_session.remote(num_cpus=1)(Generator).remote(spec)
-    reqs = [critique_request("What colour?", "Red.", key="0"),
-            critique_request("How many?", "Three.", key="1")]
+    reqs = [
+        critique_request("What colour?", "Red.", key="0"),
+        critique_request("How many?", "Three.", key="1"),
+    ]
     critiques = [s[0].text for s in ray_session.get(actor.generate.remote(reqs, True))]
     assert len(critiques) == 2 and all(isinstance(c, str) for c in critiques)
     again = [s[0].text for s in ray_session.get(actor.generate.remote(reqs, True))]

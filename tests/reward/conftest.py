@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-SHORT_PROMPT = "Evaluate the answer.\n[Question]: {question}\n[LMM Response]: {response}\n[Evaluation]:"
+SHORT_PROMPT = (
+    "Evaluate the answer.\n[Question]: {question}\n[LMM Response]: {response}\n[Evaluation]:"
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +22,9 @@ def fresh_reward_model(tiny_models):
     """A fresh reward model over the tiny policy (short prompt, fixed seed)."""
     from mmrlhf_ray.reward.model import new_reward_model
 
-    return new_reward_model(tiny_models["policy"], seed=0, prompt_template=SHORT_PROMPT,
-                            max_length=256)
+    return new_reward_model(
+        tiny_models["policy"], seed=0, prompt_template=SHORT_PROMPT, max_length=256
+    )
 
 
 @pytest.fixture(scope="session")

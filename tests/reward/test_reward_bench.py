@@ -18,9 +18,11 @@ from mmrlhf_ray.reward.bench import (
 def test_acc_and_acc_plus_hand_computed():
     results = [
         # query a (mcq): both right -> counts for ACC+
-        PairResult("a", "mcq", 1.0, 0.0), PairResult("a", "mcq", 2.0, -1.0),
+        PairResult("a", "mcq", 1.0, 0.0),
+        PairResult("a", "mcq", 2.0, -1.0),
         # query b (mcq): one wrong -> ACC+ fails
-        PairResult("b", "mcq", 1.0, 0.0), PairResult("b", "mcq", 0.0, 1.0),
+        PairResult("b", "mcq", 1.0, 0.0),
+        PairResult("b", "mcq", 0.0, 1.0),
         # query c (long): a tie is wrong (strict >)
         PairResult("c", "long", 0.5, 0.5),
     ]
@@ -34,36 +36,58 @@ def test_acc_and_acc_plus_hand_computed():
     assert "| Mcq (4 pairs / 2 q) | 0.75 | 0.50 |" in md
 
 
-@pytest.mark.parametrize("path,cat", [
-    ("mcq/cauldron_iconqa_images_iconqa_00010991.png.png", "mcq"),
-    ("data/long/x.png", "long"), ("video/clip_001", "video"),
-    ("images/safety_vlguard_12.jpg", "safety"), ("foo/bar.png", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "path,cat",
+    [
+        ("mcq/cauldron_iconqa_images_iconqa_00010991.png.png", "mcq"),
+        ("data/long/x.png", "long"),
+        ("video/clip_001", "video"),
+        ("images/safety_vlguard_12.jpg", "safety"),
+        ("foo/bar.png", None),
+        (None, None),
+    ],
+)
 def test_category_of_paths(path, cat):
     assert category_of(path) == cat
 
 
 def _line(**kw):
-    base = {"id": "q1", "image": "short/a.png", "prompt": "What colour?", "chosen": "red",
-            "rejected": "blue", "chosen_reason": "right", "rejected_reason": "wrong"}
+    base = {
+        "id": "q1",
+        "image": "short/a.png",
+        "prompt": "What colour?",
+        "chosen": "red",
+        "rejected": "blue",
+        "chosen_reason": "right",
+        "rejected_reason": "wrong",
+    }
     base.update(kw)
     return json.dumps(base)
 
 
 def test_read_quarantines_bad_lines_and_write_round_trip(tmp_path):
     src = tmp_path / "mm_reward_bench.jsonl"
-    src.write_text("\n".join([
-        _line(rewards=[1.0, 0.5]),
-        "{not json",
-        _line(id="q2", chosen=""),                      # empty chosen
-        _line(id="q3", image="misc/a.png"),              # no category in the path
-        _line(id="q4", rewards=[1.0]),                   # malformed rewards
-        _line(id="q5", video="video/clip", image=None, rewards=[0.0, 2.0]),
-    ]) + "\n")
+    src.write_text(
+        "\n".join(
+            [
+                _line(rewards=[1.0, 0.5]),
+                "{not json",
+                _line(id="q2", chosen=""),  # empty chosen
+                _line(id="q3", image="misc/a.png"),  # no category in the path
+                _line(id="q4", rewards=[1.0]),  # malformed rewards
+                _line(id="q5", video="video/clip", image=None, rewards=[0.0, 2.0]),
+            ]
+        )
+        + "\n"
+    )
     rows, bad = read_bench_jsonl(src)
     assert [r["id"] for r in rows] == ["q1", "q5"]
     assert [(b["locator"], b["field"]) for b in bad] == [
-        ("line 2", "line"), ("line 3", "chosen"), ("line 4", "image"), ("line 5", "rewards")]
+        ("line 2", "line"),
+        ("line 3", "chosen"),
+        ("line 4", "image"),
+        ("line 5", "rewards"),
+    ]
     assert len(rows) + len(bad) == 6  # nothing lost
     results = results_from_rewards(rows)
     assert [(r.category, r.correct) for r in results] == [("short", True), ("video", False)]

@@ -10,11 +10,14 @@ from mmrlhf_ray.reward.config import EvaluateRewardBenchConfig, TrainRewardConfi
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name,cls,command", [
-    ("train-reward.yaml", TrainRewardConfig, "# mmrlhf train-reward --config"),
-    ("train-reward.gpu.yaml", TrainRewardConfig, "# mmrlhf train-reward --config"),
-    ("evaluate-reward-bench.yaml", EvaluateRewardBenchConfig, "# mmrlhf evaluate reward-bench"),
-])
+@pytest.mark.parametrize(
+    "name,cls,command",
+    [
+        ("train-reward.yaml", TrainRewardConfig, "# mmrlhf train-reward --config"),
+        ("train-reward.gpu.yaml", TrainRewardConfig, "# mmrlhf train-reward --config"),
+        ("evaluate-reward-bench.yaml", EvaluateRewardBenchConfig, "# mmrlhf evaluate reward-bench"),
+    ],
+)
 def test_yaml_loads_and_starts_with_its_command(name, cls, command):
     path = CONFIGS / name
     assert path.read_text().splitlines()[0].startswith(command)

@@ -12,8 +12,13 @@ def test_toy_pairs_are_graded_and_complete(toy_rows):
 
 
 def test_critique_source_selection():
-    row = {"pair_id": "p", "chosen_reason": "short", "chosen_critique": "long one",
-           "rejected_reason": "bad", "rejected_critique": None}
+    row = {
+        "pair_id": "p",
+        "chosen_reason": "short",
+        "chosen_critique": "long one",
+        "rejected_reason": "bad",
+        "rejected_critique": None,
+    }
     assert pick_critique(row, "chosen", "expanded") == "long one"
     assert pick_critique(row, "chosen", "human") == "short"
     assert pick_critique(row, "rejected", "auto") == "bad"  # falls back to the reason
@@ -30,8 +35,11 @@ def test_bad_rows_are_quarantined_with_the_field(toy_rows):
     good, bad = pairs_from_rows(rows, "expanded")
     assert len(good) + len(bad) == 6
     fields = {b["locator"]: b["field"] for b in bad}
-    assert fields == {rows[0]["pair_id"]: "image", rows[1]["pair_id"]: "chosen",
-                      rows[2]["pair_id"]: "chosen_critique"}
+    assert fields == {
+        rows[0]["pair_id"]: "image",
+        rows[1]["pair_id"]: "chosen",
+        rows[2]["pair_id"]: "chosen_critique",
+    }
     assert all(b["reason"] for b in bad)
 
 

@@ -40,14 +40,31 @@ def official_file(tmp: Path, rows: list[dict]) -> Path:
             rel = f"{cat}/{qid}.png"
             (tmp / cat).mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(encode_png(images[0]))
-        lines.append(json.dumps({"id": qid, ("video" if cat == "video" else "image"): rel,
-                                 "prompt": row["question"], "chosen": row["chosen"],
-                                 "rejected": row["rejected"],
-                                 "chosen_reason": row["chosen_critique"],
-                                 "rejected_reason": row["rejected_critique"]}))
+        lines.append(
+            json.dumps(
+                {
+                    "id": qid,
+                    ("video" if cat == "video" else "image"): rel,
+                    "prompt": row["question"],
+                    "chosen": row["chosen"],
+                    "rejected": row["rejected"],
+                    "chosen_reason": row["chosen_critique"],
+                    "rejected_reason": row["rejected_critique"],
+                }
+            )
+        )
     lines.append('{"id": "broken", "prompt": ')
-    lines.append(json.dumps({"id": "q-missing", "image": "short/missing.png", "prompt": "q",
-                             "chosen": "a", "rejected": "b"}))
+    lines.append(
+        json.dumps(
+            {
+                "id": "q-missing",
+                "image": "short/missing.png",
+                "prompt": "q",
+                "chosen": "a",
+                "rejected": "b",
+            }
+        )
+    )
     path = tmp / "mm_reward_bench.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -61,9 +78,16 @@ def test_train_reward_job_then_reward_bench(ray_session, tiny_models, toy_rows, 
     rows = [dict(r) for r in toy_rows[:24]]
     rows[5]["image"] = b"garbage"  # quarantined, named
     write_pairs(run, rows)
-    argv = [f"run_dir={run}", f"backbone={tiny_models['policy']}", "epochs=0",
-            "train.max_steps=3", "train.checkpoint_every=2", "train.micro_batch_size=2",
-            "heldout_fraction=0.3", "eval_mode=none"]
+    argv = [
+        f"run_dir={run}",
+        f"backbone={tiny_models['policy']}",
+        "epochs=0",
+        "train.max_steps=3",
+        "train.checkpoint_every=2",
+        "train.micro_batch_size=2",
+        "heldout_fraction=0.3",
+        "eval_mode=none",
+    ]
     assert train_reward.main(argv) == 0
     stage = StageDir(str(run), "train-reward")
     manifest = stage.read_manifest()
@@ -83,9 +107,18 @@ def test_train_reward_job_then_reward_bench(ray_session, tiny_models, toy_rows, 
     # an official-format file: ACC / ACC+ per category, the file written back
     bench = official_file(tmp_path / "bench", toy_rows[24:30] + toy_rows[:6])
     out_file = tmp_path / "scored.jsonl"
-    assert evaluate_reward_bench.main([
-        f"run_dir={run}", f"input={bench}", f"image_root={bench.parent}", "mode=given",
-        f"output={out_file}"]) == 0
+    assert (
+        evaluate_reward_bench.main(
+            [
+                f"run_dir={run}",
+                f"input={bench}",
+                f"image_root={bench.parent}",
+                "mode=given",
+                f"output={out_file}",
+            ]
+        )
+        == 0
+    )
     ev = StageDir(str(run), "evaluate/reward-bench").read_manifest()
     assert ev["counts"] == {"in": 14, "out": 12, "quarantined": 2}
     assert set(ev["table"]) >= {"overall"} and ev["table"]["overall"]["pairs"] == 12
@@ -93,14 +126,20 @@ def test_train_reward_job_then_reward_bench(ray_session, tiny_models, toy_rows, 
     assert len(scored) == 12
     assert all(len(s["rewards"]) == 2 and len(s["critic"]) == 2 for s in scored)
     assert scored[0]["critic"][0] == scored[0]["chosen_reason"]  # mode=given
-    fields = sorted(r["field"] for r in StageDir(str(run), "evaluate/reward-bench")
-                    .read(quarantine=True).to_pylist())
+    fields = sorted(
+        r["field"]
+        for r in StageDir(str(run), "evaluate/reward-bench").read(quarantine=True).to_pylist()
+    )
     assert fields == ["image", "line"]
 
     # the file written back carries rewards: ACC/ACC+ from them alone, no model
     again = tmp_path / "again"
-    assert evaluate_reward_bench.main([f"run_dir={again}", f"input={out_file}",
-                                       "use_existing_rewards=true"]) == 0
+    assert (
+        evaluate_reward_bench.main(
+            [f"run_dir={again}", f"input={out_file}", "use_existing_rewards=true"]
+        )
+        == 0
+    )
     assert StageDir(str(again), "evaluate/reward-bench").read_manifest()["table"] == ev["table"]
 
     # what `mmrlhf evaluate` embeds: the run's own held-out pairs, exported + scored
@@ -113,8 +152,9 @@ def test_train_reward_job_then_reward_bench(ray_session, tiny_models, toy_rows, 
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_train_reward_zero3_saves_a_consolidated_model(ray_session, tiny_models, toy_rows,
-                                                       tmp_path):
+def test_train_reward_zero3_saves_a_consolidated_model(
+    ray_session, tiny_models, toy_rows, tmp_path
+):
     from safetensors.torch import load_file
 
     from jobs import train_reward
@@ -122,9 +162,17 @@ def test_train_reward_zero3_saves_a_consolidated_model(ray_session, tiny_models,
 
     run = tmp_path / "run"
     write_pairs(run, [dict(r) for r in toy_rows[:12]])
-    argv = [f"run_dir={run}", f"backbone={tiny_models['policy']}", "epochs=0",
-            "train.max_steps=2", "train.checkpoint_every=2", "train.micro_batch_size=2",
-            "train.zero_stage=3", "heldout_fraction=0.2", "eval_mode=given"]
+    argv = [
+        f"run_dir={run}",
+        f"backbone={tiny_models['policy']}",
+        "epochs=0",
+        "train.max_steps=2",
+        "train.checkpoint_every=2",
+        "train.micro_batch_size=2",
+        "train.zero_stage=3",
+        "heldout_fraction=0.2",
+        "eval_mode=given",
+    ]
     assert train_reward.main(argv) == 0
     model_dir = run / "train-reward" / "model"
     head = load_file(str(model_dir / "reward_head.safetensors"))

@@ -88,8 +88,13 @@ def test_reward_loss_combines_terms_with_weights():
 
 
 def test_reward_loss_all_ties_does_not_crash():
-    total, parts = reward_loss(torch.tensor([0.0]), torch.tensor([0.0]),
-                               torch.tensor([True]), torch.tensor(0.0), RewardLossWeights())
+    total, parts = reward_loss(
+        torch.tensor([0.0]),
+        torch.tensor([0.0]),
+        torch.tensor([True]),
+        torch.tensor(0.0),
+        RewardLossWeights(),
+    )
     assert parts["score"] == 0.0
     assert total.item() == pytest.approx(0.5 * LOG2)
     assert math.isnan(parts["acc"])

@@ -38,7 +38,7 @@ def test_labels_cover_exactly_the_critique_and_end_token(fresh_reward_model, toy
     labelled = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX]
     text = model.tokenizer.decode(labelled)
     assert text == item.critique + model.tokenizer.eos_token
-    assert batch["input_ids"][0][-len(labelled):].tolist() == labelled.tolist()
+    assert batch["input_ids"][0][-len(labelled) :].tolist() == labelled.tolist()
 
 
 def test_padding_side_does_not_change_scores(fresh_reward_model, toy_rows):
@@ -71,7 +71,11 @@ def test_inference_modes(fresh_reward_model, toy_rows):
 def test_save_load_round_trip(tiny_models, tmp_path, toy_rows):
     path = build_tiny_reward_model(tiny_models["policy"], tmp_path / "rm", seed=3)
     assert sorted(load_file(f"{path}/{HEAD_FILE}")) == [
-        "dense.bias", "dense.weight", "out_proj.bias", "out_proj.weight"]
+        "dense.bias",
+        "dense.weight",
+        "out_proj.bias",
+        "out_proj.weight",
+    ]
     meta = json.loads((tmp_path / "rm" / "reward_config.json").read_text())
     assert meta["hidden_size"] == 128
     a = load_reward_model(path)
@@ -86,8 +90,9 @@ def test_joint_loss_falls_and_ranks_training_pairs(tiny_models, toy_rows, short_
     """A few in-process steps of the joint objective: both terms fall, pairs get ranked."""
     from mmrlhf_ray.reward.model import new_reward_model
 
-    _train_a_few_steps(new_reward_model(tiny_models["policy"], seed=0,
-                                        prompt_template=short_prompt), toy_rows)
+    _train_a_few_steps(
+        new_reward_model(tiny_models["policy"], seed=0, prompt_template=short_prompt), toy_rows
+    )
 
 
 def _train_a_few_steps(model, toy_rows):

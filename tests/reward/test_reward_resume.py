@@ -35,8 +35,9 @@ def dying_loss(model, batch, weights, marker: str, die_at_call: int):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_killed_worker_resumes_from_checkpoint(ray_session, tiny_models, toy_rows, tmp_path,
-                                               short_prompt):
+def test_killed_worker_resumes_from_checkpoint(
+    ray_session, tiny_models, toy_rows, tmp_path, short_prompt
+):
     from ray import cloudpickle
 
     from actors.trainer import TrainTask, run_training
@@ -50,18 +51,32 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, tiny_models, toy_row
     marker = str(tmp_path / "killed")
     meta = RewardMeta(hidden_size=128, prompt_template=short_prompt, max_length=256)
     task = TrainTask(
-        model_path=tiny_models["policy"], rows=toy_rows[:16],
+        model_path=tiny_models["policy"],
+        rows=toy_rows[:16],
         encode=functools.partial(encode_pair_row, source="expanded"),
         collate=functools.partial(collate_reward_pairs, meta=meta),
-        loss_fn=functools.partial(dying_loss, weights=RewardLossWeights(), marker=marker,
-                                  die_at_call=5),
+        loss_fn=functools.partial(
+            dying_loss, weights=RewardLossWeights(), marker=marker, die_at_call=5
+        ),
         build_model=functools.partial(build_reward_model, meta=meta, seed=0),
         save_model=save_reward_model,
     )
-    cfg = TrainConfig(num_workers=2, max_steps=6, checkpoint_every=2, micro_batch_size=2,
-                      warmup_steps=1, lr=1e-3, max_failures=2)
-    result = run_training(task, cfg, name="rm-kill", storage_path=str(tmp_path / "ray"),
-                          output_dir=str(tmp_path / "model"))
+    cfg = TrainConfig(
+        num_workers=2,
+        max_steps=6,
+        checkpoint_every=2,
+        micro_batch_size=2,
+        warmup_steps=1,
+        lr=1e-3,
+        max_failures=2,
+    )
+    result = run_training(
+        task,
+        cfg,
+        name="rm-kill",
+        storage_path=str(tmp_path / "ray"),
+        output_dir=str(tmp_path / "model"),
+    )
     assert os.path.exists(marker)  # a worker really died
     assert result.steps == 6
     rows = read_metrics(tmp_path / "metrics.csv")

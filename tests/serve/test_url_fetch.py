@@ -66,7 +66,9 @@ def test_refusals_name_the_field_with_the_right_status(server):
     # Without an allow-list, loopback is refused before any request is made.
     field, status, reason = _refusal(f"{server}/ok.png", allow_urls=True)
     assert (field, status) == ("items[0].image_url", 403) and "non-public" in reason
-    assert _refusal(f"{server}/ok.png", allow_urls=True, allowed_url_hosts=["example.org"])[1] == 403
+    assert (
+        _refusal(f"{server}/ok.png", allow_urls=True, allowed_url_hosts=["example.org"])[1] == 403
+    )
     assert _refusal(f"{server}/missing.png", **ok)[1:] == (422, "fetch returned HTTP 404")
     assert "redirects are not followed" in _refusal(f"{server}/moved", **ok)[2]
     assert _refusal(f"{server}/big.png", max_image_bytes=4096, **ok)[1] == 413
@@ -75,8 +77,10 @@ def test_refusals_name_the_field_with_the_right_status(server):
     assert _refusal("http://127.0.0.1:1/x.png", **ok)[1] == 422  # nothing listening
 
 
-@pytest.mark.parametrize("url", ["http://10.0.0.1/x", "http://169.254.169.254/latest",
-                                 "http://[::1]/x", "http://localhost/x"])
+@pytest.mark.parametrize(
+    "url",
+    ["http://10.0.0.1/x", "http://169.254.169.254/latest", "http://[::1]/x", "http://localhost/x"],
+)
 def test_private_and_link_local_addresses_are_refused(url):
     with pytest.raises(FetchError) as info:
         check_url(url, [])

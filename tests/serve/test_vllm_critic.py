@@ -25,9 +25,12 @@ def test_the_critic_prompt_is_the_reward_models_own(reward_model_dir):
 
     model = load_reward_model(reward_model_dir)
     for item in _items():
-        request = critique_request(item.question, item.response, item.images,
-                                   template=model.meta.prompt_template)
-        own = prompt_text(model.processor, model.meta, RewardItem(item.question, item.response, item.images))
+        request = critique_request(
+            item.question, item.response, item.images, template=model.meta.prompt_template
+        )
+        own = prompt_text(
+            model.processor, model.meta, RewardItem(item.question, item.response, item.images)
+        )
         assert render_chat(model.processor, request.messages) == own
 
 
@@ -51,17 +54,26 @@ def test_vllm_critiques_agree_with_the_critique_head_and_score(ray_session, rewa
     finally:
         ray.kill(critic)
     model = load_reward_model(reward_model_dir)
-    own = model.critique([RewardItem(i.question, i.response, i.images) for i in items],
-                         max_new_tokens=6, batch_size=3)
+    own = model.critique(
+        [RewardItem(i.question, i.response, i.images) for i in items],
+        max_new_tokens=6,
+        batch_size=3,
+    )
     assert len(critiques) == 3 and critiques[0] == critiques[1] and all(critiques)
     tok = model.tokenizer
     for v, h in zip(critiques, own, strict=True):  # greedy: the first token is the argmax of both
         assert tok(v)["input_ids"][:1] == tok(h)["input_ids"][:1], (v, h)
     # The scorer scores with whatever the critic wrote, batched like the model's own path.
-    scorer = RewardScorer(_ScoreOnly(model), max_batch_size=8, critic=lambda batch: critiques[: len(batch)])
+    scorer = RewardScorer(
+        _ScoreOnly(model), max_batch_size=8, critic=lambda batch: critiques[: len(batch)]
+    )
     scored = scorer.score(items)
-    expected = model.score([RewardItem(i.question, i.response, i.images, c)
-                            for i, c in zip(items, critiques, strict=True)])
+    expected = model.score(
+        [
+            RewardItem(i.question, i.response, i.images, c)
+            for i, c in zip(items, critiques, strict=True)
+        ]
+    )
     assert [c for _, c in scored] == critiques
     assert [round(s, 5) for s, _ in scored] == [round(s, 5) for s in expected]
 
@@ -78,5 +90,8 @@ class _ScoreOnly:
     def score(self, inputs, critiques):
         from mmrlhf_ray.reward.model import RewardItem
 
-        items = [RewardItem(i.question, i.response, i.images, c) for i, c in zip(inputs, critiques, strict=True)]
+        items = [
+            RewardItem(i.question, i.response, i.images, c)
+            for i, c in zip(inputs, critiques, strict=True)
+        ]
         return self.model.score(items, batch_size=len(items))
