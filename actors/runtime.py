@@ -34,7 +34,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, runtime_env=env, log_to_driver=True)
         signals.reassert()  # ray.init sets its own SIGTERM handler (sys.exit(15))
         return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _bind_locally()
     ray.init(
         num_cpus=num_cpus or max(MIN_LOCAL_CPUS, os.cpu_count() or 1),
         _node_ip_address="127.0.0.1",
@@ -44,3 +44,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         log_to_driver=True,
     )
     signals.reassert()  # ray.init sets its own SIGTERM handler (sys.exit(15))
+
+
+def _bind_locally() -> None:
+    """Make a local runtime listen on 127.0.0.1 only.
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when it is imported: unless it
+    was ``0`` then, the driver takes the machine's routable address and the GCS, raylet
+    and dashboard agent listen on every interface, whatever ``_node_ip_address`` says.
+    ``make`` exports it; a bare ``mmrlhf`` or ``python jobs/x.py`` has imported Ray by
+    now, so the constant Ray read is set too (only here: a driver joining a cluster
+    must keep its real address).
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's own subprocesses
+    from ray._private import ray_constants  # no public switch once Ray is imported
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
