@@ -169,7 +169,8 @@ def run_ours(
     precompute_s, precompute_cpu = time.perf_counter() - t0, time.process_time() - c0
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    cfg, state, times, cpu, pairs = LossConfig(kind="mm_dpo", w=0.0), LossState(), [], [], 0
+    cfg = LossConfig(kind="mm_dpo", w=0.0, sft_weight=0.0)  # plain DPO, as TRL computes it
+    state, times, cpu, pairs = LossState(), [], [], 0
     for step in range(steps + warmup):
         t, c = time.perf_counter(), time.process_time()
         chunk = [groups[(step * qps + j) % len(groups)] for j in range(qps)]
