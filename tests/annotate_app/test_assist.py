@@ -17,7 +17,7 @@ from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.annotate_app.tasks import load_tasks
 from mmrlhf_ray.serving import ScoreRequest, ServeLimits, resolve_score_request
 from serve.annotate_app import AppSettings, create_app
-from tests.annotate_app.conftest import PASSWORDS, add_team
+from tests.annotate_app.helpers import PASSWORDS, add_team
 
 
 @pytest.fixture(scope="module")

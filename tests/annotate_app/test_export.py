@@ -12,7 +12,7 @@ from mmrlhf_ray.annotate_app.tasks import load_tasks
 from mmrlhf_ray.pairs import expand_record
 from mmrlhf_ray.release import read_release_file
 from mmrlhf_ray.stage import StageDir
-from tests.annotate_app.conftest import add_team
+from tests.annotate_app.helpers import add_team
 
 
 def labels(ranks, h=(3, 3, 3), tie=None):

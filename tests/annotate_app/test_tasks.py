@@ -10,7 +10,7 @@ from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.annotate_app.tasks import load_tasks
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
-from tests.annotate_app.conftest import add_team, make_run, png
+from tests.annotate_app.helpers import add_team, make_run, png
 
 
 def test_tasks_from_records_with_media_paths(tmp_path):

@@ -9,7 +9,7 @@ from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.annotate_app.tasks import load_tasks
 from serve.annotate_app import AppSettings, create_app
-from tests.annotate_app.conftest import PASSWORDS, add_team
+from tests.annotate_app.helpers import PASSWORDS, add_team
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from mmrlhf_ray.dpo.objective import LossState, preference_loss
 from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.training.freeze import freeze_vision
-from tests.dpo.conftest import make_pairs
+from tests.dpo.helpers import make_pairs
 
 
 @pytest.fixture(scope="module")

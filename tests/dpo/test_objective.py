@@ -15,7 +15,7 @@ from mmrlhf_ray.dpo.objective import LossState, preference_loss
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query
 from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
-from tests.dpo.conftest import make_pairs
+from tests.dpo.helpers import make_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 

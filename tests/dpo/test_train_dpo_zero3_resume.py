@@ -7,8 +7,7 @@ from jobs.train_dpo import dpo_task
 from mmrlhf_ray.dpo.config import DpoConfig, LossConfig
 from mmrlhf_ray.training.config import TrainConfig
 from mmrlhf_ray.training.faults import CrashOnce
-from tests.dpo.conftest import make_pairs
-from tests.dpo.test_train_dpo_stage import write_ref_logps_stage
+from tests.dpo.helpers import make_pairs, write_ref_logps_stage
 
 
 @pytest.mark.slow

@@ -7,11 +7,8 @@ import functools
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def dying_loss(model, batch, weights, marker: str, die_at_call: int):
