@@ -29,7 +29,7 @@ from mmrlhf_ray.self_improve import (
     round_configs,
     round_queries,
 )
-from mmrlhf_ray.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.stages import get_stage
 
 
@@ -74,7 +74,7 @@ def score_round(cfg: SelfImproveConfig, round_dir: str) -> StageDir:
         "url"
     )
     if not url:
-        raise SystemExit(
+        raise StageInputError(
             "self-improve: no reward service: run `mmrlhf serve-reward detach=true` "
             "or pass service_url="
         )

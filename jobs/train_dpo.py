@@ -23,6 +23,7 @@ from functools import partial
 import pyarrow as pa
 
 from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.config import ConfigError
 from mmrlhf_ray.dpo.config import DpoConfig
 from mmrlhf_ray.dpo.io import (
     load_split_groups,
@@ -65,7 +66,7 @@ def check_encoding(cfg: DpoConfig, src: StageDir, policy: str, online: bool) -> 
     try:
         require_same_encoding(mine, (src.read_manifest() or {}).get("encoding"))
     except EncodingMismatch as exc:
-        raise SystemExit(str(exc)) from None
+        raise ConfigError(str(exc)) from None
 
 
 def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
@@ -150,7 +151,7 @@ def run(cfg: DpoConfig) -> dict:
     needed = cfg.train.num_workers * cfg.train.micro_batch_size
     if len(train) < needed:
         reasons = sorted({q["field"] for q in bad})
-        raise SystemExit(
+        raise ConfigError(
             f"train-dpo: {len(train)} training queries, fewer than workers x "
             f"micro_batch_size = {needed} ({len(bad)} pairs quarantined, fields "
             f"{reasons}; see {out.quarantine_dir})"
