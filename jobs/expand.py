@@ -136,8 +136,8 @@ def split_chunk(records: list[dict], chunk: int) -> tuple[list[dict], list[dict]
 
 def run(cfg: ExpandConfig) -> dict:
     """The stage: chunks of records -> expansions on the pool -> checked, merged parts."""
-    from actors.generation_pool import run_pool
-    from actors.runtime import init_ray
+    from harness.generation_pool import run_pool
+    from harness.runtime import init_ray
 
     spec = cfg.expander.resolved(cfg.run_dir)
     spec.validate()

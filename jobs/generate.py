@@ -39,7 +39,7 @@ def run(cfg: GenerateConfig) -> dict:
     specs = [spec.resolved(cfg.run_dir) for spec in cfg.models]
     for spec in specs:
         spec.validate()
-    from actors.generation_pool import generate_model
+    from harness.generation_pool import generate_model
 
     out, done = begin_stage(cfg, "generate", inputs=[cfg.input_stage])
     if done:

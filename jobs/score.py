@@ -30,7 +30,7 @@ from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
 def make_client(cfg: ScoreConfig):
     """An HTTP or handle client of the reward service, as configured."""
     if cfg.via == "handle":
-        from actors.runtime import init_ray
+        from harness.runtime import init_ray
         from serve.client import HandleRewardClient
 
         init_ray()

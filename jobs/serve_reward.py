@@ -51,7 +51,7 @@ def should_detach(cfg: ServeRewardConfig) -> bool:
 
 def run(cfg: ServeRewardConfig) -> dict:
     """The stage: start (or find healthy) the reward service; its manifest has the URL."""
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
     from serve.app import read_token, resolve_model_path, start
 
     out = StageDir(cfg.run_dir, "serve-reward")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from actors.trainer import run_training
+from harness.trainer import run_training
 from jobs.train_dpo import dpo_task
 from mmrlhf_ray.dpo.config import DpoConfig, LossConfig
 from mmrlhf_ray.training.config import TrainConfig
