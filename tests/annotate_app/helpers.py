@@ -9,6 +9,7 @@ import pyarrow as pa
 from PIL import Image
 
 from mmrlhf_ray.annotate_app.store import Store
+from mmrlhf_ray.annotate_app.tasks import load_tasks
 from mmrlhf_ray.stage import StageDir
 
 RESPONSES = {
@@ -84,3 +85,12 @@ def add_team(store: Store) -> None:
     store.add_user("alice", "rater", PASSWORDS["alice"])
     store.add_user("bob", "rater", PASSWORDS["bob"])
     store.add_user("lead", "lead", PASSWORDS["lead"])
+
+
+def team_store(run_dir: str, raters_per_query: int = 2) -> Store:
+    """The run's store with its first two queries loaded, the team added and assigned."""
+    store = Store(f"{run_dir}/annotate-app/annotations.sqlite")
+    store.add_tasks(*load_tasks(run_dir, "generate")[:2])
+    add_team(store)
+    store.assign(raters_per_query)
+    return store
