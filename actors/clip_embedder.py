@@ -20,6 +20,7 @@ import os
 import pyarrow as pa
 
 from mmrlhf_ray.curation.embed import embed_rows
+from mmrlhf_ray.schemas import MEDIA_KEYS
 from mmrlhf_ray.signals import interrupt_point
 
 OUTPUT_SCHEMA = pa.schema(
@@ -38,10 +39,7 @@ OUTPUT_SCHEMA = pa.schema(
 INPUT_COLUMNS = [
     "sample_id",
     "question",
-    "image",
-    "image_path",
-    "video_frames",
-    "video_path",
+    *MEDIA_KEYS,
     "reference_answer",
     "category_hint",
 ]

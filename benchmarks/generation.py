@@ -76,8 +76,8 @@ def engine_run(spec: ModelSpec, rows: list[dict]) -> dict:
     """Load one Generator actor, then time generating every request in one call."""
     import ray
 
-    from actors.generation_pool import _remote_args
     from actors.generator import Generator
+    from harness.generation_pool import _remote_args
 
     t0 = time.perf_counter()
     actor = ray.remote(Generator).options(**_remote_args(spec)).remote(spec)
@@ -99,7 +99,7 @@ def engine_run(spec: ModelSpec, rows: list[dict]) -> dict:
 
 
 def pool_run(spec: ModelSpec, rows: list[dict]) -> dict:
-    from actors.generation_pool import run_pool
+    from harness.generation_pool import run_pool
 
     table = pa.Table.from_pylist([{**r, "_chunk": i // 8} for i, r in enumerate(rows)])
     expected: dict[int, int] = {}
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--text", action="store_true", help="a ~30M text-only Qwen2 instead")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
 
     init_ray(num_cpus=4)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())

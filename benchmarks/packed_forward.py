@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.dpo_vs_trl import BENCH_SPEC, _figures, run_ours, run_trl  # noqa: E402
+from benchmarks.dpo_vs_trl import _figures, build_models, run_ours, run_trl  # noqa: E402
 
 SHAPES = {"tiny": 0, "real256": 448, "real1024": 896}  # image side (px) of the real shapes
 VOCAB = 32768
@@ -51,41 +51,6 @@ def _words(rng: random.Random, tok, n_tokens: int) -> str:
     while len(tok(text, add_special_tokens=False).input_ids) < n_tokens:
         text += rng.choice(WORDS) + " "
     return text.strip()
-
-
-def build_real(out: Path, side: int) -> dict[str, str]:
-    """Policy + reference (seeds 0/1) with a 32k vocabulary and a processor for ``side`` px."""
-    from transformers import (
-        AutoTokenizer,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
-
-    from mmrlhf_ray.models import TinyPolicySpec, build_tokenizer, default_texts, tiny_config
-
-    tok_dir = out / "tokenizer"
-    if not (tok_dir / "tokenizer.json").exists():
-        build_tokenizer(default_texts(seed=0), tok_dir, vocab_size=2000)
-    tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    paths = {}
-    for name, seed in (("policy", 0), ("reference", 1)):
-        d = out / f"{name}-{side}"
-        if not (d / "model.safetensors").exists():
-            config = tiny_config("qwen2-vl", tok, TinyPolicySpec(**BENCH_SPEC))
-            config.text_config.vocab_size = VOCAB  # rows beyond the BPE's are never input
-            torch.manual_seed(seed)
-            Qwen2VLForConditionalGeneration(config).float().save_pretrained(str(d))
-            size = {"shortest_edge": side * side, "longest_edge": side * side}
-            Qwen2VLProcessor(
-                image_processor=Qwen2VLImageProcessor(size=size),
-                tokenizer=tok,
-                video_processor=Qwen2VLVideoProcessor(size=size),
-                chat_template=tok.chat_template,
-            ).save_pretrained(str(d))
-        paths[name] = str(d)
-    return paths
 
 
 def build_tiny(out: Path) -> dict[str, str]:
@@ -135,7 +100,7 @@ def shape_setup(shape: str, workdir: Path, n_queries: int) -> tuple[dict, list[d
 
     if shape == "tiny":
         return build_tiny(workdir), make_pairs(n_queries)
-    paths = build_real(workdir, SHAPES[shape])
+    paths = build_models(workdir, SHAPES[shape], VOCAB)
     tok = AutoTokenizer.from_pretrained(paths["policy"])
     return paths, real_pairs(n_queries, SHAPES[shape], tok)
 

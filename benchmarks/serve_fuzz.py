@@ -250,7 +250,7 @@ def main() -> None:
     args = parser.parse_args()
     from ray import serve
 
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
     from mmrlhf_ray.serving import ServeLimits, ServeRewardConfig
     from serve.app import start
 

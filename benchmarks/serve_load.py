@@ -283,7 +283,7 @@ def main() -> None:
     args = parser.parse_args()
     from ray import serve
 
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
 
     init_ray(num_cpus=4)
     model = build_reward_model(tempfile.mkdtemp(prefix="servebench-"))

@@ -36,6 +36,7 @@ from mmrlhf_ray.annotate_app.review import STATUSES, agreement, review_query
 from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.annotate_app.tasks import gold_labels, load_tasks
 from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.config import ConfigError
 from mmrlhf_ray.release import read_release_file
 
 
@@ -57,13 +58,13 @@ def load(cfg: AnnotateAppConfig, store: Store) -> None:
         n = 0
         for line in read_release_file(cfg.gold_jsonl, "data", known=by_id):
             if line.problem:
-                raise ValueError(
+                raise ConfigError(
                     f"gold_jsonl line {line.line_no}: {line.problem['field']}: "
                     f"{line.problem['reason']}"
                 )
             qid = line.row["query_id"]
             if qid not in by_id:
-                raise ValueError(f"gold_jsonl line {line.line_no}: id {qid!r} is not a task")
+                raise ConfigError(f"gold_jsonl line {line.line_no}: id {qid!r} is not a task")
             store.set_gold(qid, gold_labels(line.row, by_id[qid]))
             n += 1
         print(f"annotate-app: {n} gold queries from {cfg.gold_jsonl}")
@@ -71,7 +72,7 @@ def load(cfg: AnnotateAppConfig, store: Store) -> None:
 
 def add_user(cfg: AnnotateAppConfig, store: Store) -> None:
     if not cfg.user:
-        raise ValueError("annotate-app.user: required for action=add-user")
+        raise ConfigError("annotate-app.user: required for action=add-user")
     password = os.environ.get(cfg.password_env) or getpass.getpass(f"password for {cfg.user}: ")
     store.add_user(cfg.user, cfg.role, password, replace=True)
     print(f"annotate-app: user {cfg.user} ({cfg.role}) saved in {store.path}")
@@ -103,7 +104,9 @@ def assist(cfg: AnnotateAppConfig, store: Store) -> int:
         scorer = load_scorer(cfg.assist_model, critique_max_new_tokens=cfg.assist_max_new_tokens)
         return draft_critiques(store, scorer_critic(scorer))
     if not cfg.assist_url:
-        raise ValueError("annotate-app.assist_model or assist_url: one is needed for action=assist")
+        raise ConfigError(
+            "annotate-app.assist_model or assist_url: one is needed for action=assist"
+        )
     from serve.client import HttpRewardClient
 
     client = HttpRewardClient(cfg.assist_url, token=os.environ.get(cfg.assist_token_env))

@@ -86,7 +86,7 @@ def embed_pending(cfg: CurateConfig, out: StageDir, src: StageDir, expected: dic
     pending = [s for s in pending if expected[s] > 0]
     if not pending:
         return 0
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
 
     init_ray()
     ds = build_embed_dataset(cfg, src, pending)

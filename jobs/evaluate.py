@@ -53,7 +53,7 @@ def answers_of(out: StageDir, policy: str) -> dict[str, str]:
 
 
 def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, int, int]:
-    from actors.generation_pool import generate_model
+    from harness.generation_pool import generate_model
 
     bench_dir = cfg.benchmark_run_dir or cfg.run_dir
     bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")

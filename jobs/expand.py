@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.config import ConfigError
 from mmrlhf_ray.generation import (
     ExpandConfig,
     check_expansion,
@@ -135,13 +136,16 @@ def split_chunk(records: list[dict], chunk: int) -> tuple[list[dict], list[dict]
 
 def run(cfg: ExpandConfig) -> dict:
     """The stage: chunks of records -> expansions on the pool -> checked, merged parts."""
-    from actors.generation_pool import run_pool
-    from actors.runtime import init_ray
+    from harness.generation_pool import run_pool
+    from harness.runtime import init_ray
 
     spec = cfg.expander.resolved(cfg.run_dir)
     spec.validate()
     if spec.kind == "simulated":
-        raise ValueError("expand: the expander must be a model (kind vllm|transformers|auto)")
+        raise ConfigError(
+            "expand: expander.kind: the expander must be a model (vllm | transformers | auto), "
+            f"got {spec.kind!r}"
+        )
     out, done = begin_stage(cfg, "expand", inputs=[cfg.input_stage])
     if done:
         return out.read_manifest()

@@ -18,6 +18,7 @@ import sys
 import pyarrow as pa
 
 from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.config import ConfigError
 from mmrlhf_ray.generation import GenerateConfig
 from mmrlhf_ray.stage import begin_stage, require_done
 
@@ -34,11 +35,11 @@ def load_queries(cfg: GenerateConfig) -> pa.Table:
 def run(cfg: GenerateConfig) -> dict:
     """The stage: every model, then the count check and the manifest."""
     if not cfg.models:
-        raise ValueError("generate: no models configured (config key 'models')")
+        raise ConfigError("generate: no models configured (config key 'models')")
     specs = [spec.resolved(cfg.run_dir) for spec in cfg.models]
     for spec in specs:
         spec.validate()
-    from actors.generation_pool import generate_model
+    from harness.generation_pool import generate_model
 
     out, done = begin_stage(cfg, "generate", inputs=[cfg.input_stage])
     if done:

@@ -92,7 +92,7 @@ def run(cfg: PipelineConfig) -> dict:
     """Every stage in order, then the report; returns ``{"run_dir", "timings", "report"}``.
     Raises ``Interrupted`` (Ctrl-C / SIGTERM during a stage) or ``KeyboardInterrupt``
     (between stages) when ``signals`` are installed, as ``main`` does."""
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
 
     init_ray()
     started = time.time()
@@ -124,7 +124,7 @@ def run(cfg: PipelineConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_stage_args("pipeline", PipelineConfig, argv, __doc__)
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
 
     init_ray()  # before the handlers: ray.init sets its own SIGTERM handler
     previous = signals.install()  # Ctrl-C -> 130, SIGTERM -> 143 (mmrlhf_ray/signals.py)

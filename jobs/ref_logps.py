@@ -61,7 +61,7 @@ def run_parts(
     import ray
 
     from actors.ref_logps import query_row, reference_logps_dataset
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
 
     todo = [i for i in range(len(parts)) if not out.has_part(_part(i))]
     if not todo:

@@ -24,24 +24,22 @@ from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.scoring import ScoreConfig, chunk, score_groups
-from mmrlhf_ray.stage import StageDir, begin_stage
+from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
 
 
 def make_client(cfg: ScoreConfig):
     """An HTTP or handle client of the reward service, as configured."""
     if cfg.via == "handle":
-        from actors.runtime import init_ray
+        from harness.runtime import init_ray
         from serve.client import HandleRewardClient
 
         init_ray()
         return HandleRewardClient.for_app(cfg.app_name, cfg.timeout_s)
-    if cfg.via != "http":
-        raise SystemExit(f"score: via must be http or handle, got {cfg.via!r}")
     from serve.client import HttpRewardClient
 
     url = cfg.url or (StageDir(cfg.run_dir, "serve-reward").read_manifest() or {}).get("url")
     if not url:
-        raise SystemExit(
+        raise StageInputError(
             "score: no url= given and no serve-reward manifest with a URL: run "
             f"`mmrlhf serve-reward run_dir={cfg.run_dir} detach=true` first"
         )

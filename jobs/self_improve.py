@@ -29,7 +29,7 @@ from mmrlhf_ray.self_improve import (
     round_configs,
     round_queries,
 )
-from mmrlhf_ray.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.stages import get_stage
 
 
@@ -37,7 +37,7 @@ def sample_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) ->
     """Generate n responses per query and write every candidate pair (unscored)."""
     import pyarrow as pa
 
-    from actors.generation_pool import generate_model
+    from harness.generation_pool import generate_model
 
     curated = require_done(cfg.run_dir, "curate").read().to_pylist()
     queries = {
@@ -74,7 +74,7 @@ def score_round(cfg: SelfImproveConfig, round_dir: str) -> StageDir:
         "url"
     )
     if not url:
-        raise SystemExit(
+        raise StageInputError(
             "self-improve: no reward service: run `mmrlhf serve-reward detach=true` "
             "or pass service_url="
         )
@@ -120,7 +120,7 @@ def run(cfg: SelfImproveConfig) -> dict:
     out, done = begin_stage(cfg, "self-improve", inputs=["curate"])
     if done:
         return out.read_manifest()
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
 
     init_ray()
     policy = cfg.start_policy.replace("{run_dir}", cfg.run_dir.rstrip("/"))

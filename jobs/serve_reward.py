@@ -26,7 +26,7 @@ from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import config_to_dict
 from mmrlhf_ray.scoring import ServiceUnavailable
 from mmrlhf_ray.serving import ServeRewardConfig
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.stage import StageDir, StageInputError
 
 
 def _healthy(url: str, token: str | None) -> dict | None:
@@ -51,7 +51,7 @@ def should_detach(cfg: ServeRewardConfig) -> bool:
 
 def run(cfg: ServeRewardConfig) -> dict:
     """The stage: start (or find healthy) the reward service; its manifest has the URL."""
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
     from serve.app import read_token, resolve_model_path, start
 
     out = StageDir(cfg.run_dir, "serve-reward")
@@ -61,7 +61,7 @@ def run(cfg: ServeRewardConfig) -> dict:
         print(f"serve-reward: already serving at {previous}")
         return out.read_manifest()
     if not Path(model_path).is_dir():
-        raise SystemExit(
+        raise StageInputError(
             f"serve-reward: no reward model at {model_path}: run `mmrlhf "
             f"train-reward run_dir={cfg.run_dir}` or set model_path="
         )

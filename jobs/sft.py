@@ -3,7 +3,7 @@
 Reads the pool from ``<run_dir>/toyworld/`` (question, image or video frames,
 reference answer), quarantines rows that cannot be trained on (missing answer,
 undecodable media), and trains the policy from ``<run_dir>/build-models/policy`` (or
-``policy_path``) with the Ray Train + DeepSpeed harness (``actors/trainer.py``). Writes:
+``policy_path``) with the Ray Train + DeepSpeed harness (``harness/trainer.py``). Writes:
 
     <run_dir>/sft/policy/          the fine-tuned policy (Hugging Face layout + processor)
     <run_dir>/sft/metrics.csv      per-step loss, grad norm, lr
@@ -98,8 +98,8 @@ def run(cfg: SftConfig) -> dict:
         return out.read_manifest()
     policy_path = cfg.policy_path or StageDir(cfg.run_dir, "build-models").path("policy")
 
-    from actors.runtime import init_ray
-    from actors.trainer import TrainTask, run_training
+    from harness.runtime import init_ray
+    from harness.trainer import TrainTask, run_training
     from mmrlhf_ray.models import sft_loss
     from mmrlhf_ray.training.sft import (
         collate_sft,

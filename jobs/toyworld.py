@@ -53,7 +53,7 @@ def _write(cfg: ToyWorldConfig, writer, stage: str, n: int, **kwargs) -> dict:
         return _write_share(writer, cfg.run_dir, stage, kwargs, list(range(n_shards)))
     import ray
 
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
 
     init_ray()
     task = ray.remote(num_cpus=1)(_write_share)

@@ -3,7 +3,7 @@
 Reads the preference pairs with reference log-probs (``ref-logps``; without them an
 online reference is used and the run says so), groups them by query, holds out a
 fraction of the queries, and trains the policy (the SFT policy by default) with the
-shared harness ``actors/trainer.py``: ZeRO-2/3, frozen vision tower (projector and LLM
+shared harness ``harness/trainer.py``: ZeRO-2/3, frozen vision tower (projector and LLM
 train), gradient accumulation, Ray Train checkpoints, resume after a killed worker.
 Each micro-batch is a set of queries; each query's K responses are forwarded once
 (vision features once per query) and all its pairs take their log-probs from them.
@@ -23,6 +23,7 @@ from functools import partial
 import pyarrow as pa
 
 from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.config import ConfigError
 from mmrlhf_ray.dpo.config import DpoConfig
 from mmrlhf_ray.dpo.io import (
     load_split_groups,
@@ -65,7 +66,7 @@ def check_encoding(cfg: DpoConfig, src: StageDir, policy: str, online: bool) -> 
     try:
         require_same_encoding(mine, (src.read_manifest() or {}).get("encoding"))
     except EncodingMismatch as exc:
-        raise SystemExit(str(exc)) from None
+        raise ConfigError(str(exc)) from None
 
 
 def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
@@ -150,7 +151,7 @@ def run(cfg: DpoConfig) -> dict:
     needed = cfg.train.num_workers * cfg.train.micro_batch_size
     if len(train) < needed:
         reasons = sorted({q["field"] for q in bad})
-        raise SystemExit(
+        raise ConfigError(
             f"train-dpo: {len(train)} training queries, fewer than workers x "
             f"micro_batch_size = {needed} ({len(bad)} pairs quarantined, fields "
             f"{reasons}; see {out.quarantine_dir})"
@@ -164,8 +165,8 @@ def run(cfg: DpoConfig) -> dict:
     if src.stage == "ref-logps":
         check_forward_kind(cfg, src, train, policy)
     task = dpo_task(cfg, policy, src.stage, need_margin, need_ref, online)
-    from actors.runtime import init_ray
-    from actors.trainer import run_training
+    from harness.runtime import init_ray
+    from harness.trainer import run_training
 
     init_ray()
     result = run_training(
@@ -231,7 +232,7 @@ def check_forward_kind(
 def dpo_task(
     cfg: DpoConfig, policy: str, stage: str, need_margin: bool, need_ref: bool, online: bool
 ):
-    from actors.trainer import TrainTask
+    from harness.trainer import TrainTask
 
     return TrainTask(
         model_path=policy,

@@ -3,7 +3,7 @@
 Reads preference pairs (``pairs`` stage, or ``expand`` with enriched critiques), splits
 them by query into train / held-out, trains ``l_Total = w_c * l_Critique (Eq. 2) +
 w_s * l_Score (Eq. 3) [+ tie + centering]`` with teacher forcing on the ground-truth
-critiques, through the shared harness (``actors/trainer.py``: ZeRO-2/3, checkpoints,
+critiques, through the shared harness (``harness/trainer.py``: ZeRO-2/3, checkpoints,
 resume after a killed worker), then scores the held-out pairs (ACC / ACC+ per category).
 
 Writes ``<run_dir>/train-reward/``: ``model/`` (HF backbone + processor +
@@ -79,8 +79,8 @@ def plan_steps(cfg: TrainRewardConfig, n_train: int) -> TrainRewardConfig:
 
 def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
     """Run the harness; returns {"model_dir", "steps", "metrics"}."""
-    from actors.runtime import init_ray
-    from actors.trainer import TrainTask, run_training
+    from harness.runtime import init_ray
+    from harness.trainer import TrainTask, run_training
 
     backbone = backbone_dir(cfg)
     meta = reward_meta(cfg, backbone)

@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 
 from mmrlhf_ray.config import Choices
 from mmrlhf_ray.release import record_to_data_line
-from mmrlhf_ray.schemas import RESPONSE_TYPE, quarantine_row, validate_row
+from mmrlhf_ray.schemas import MEDIA_KEYS, RESPONSE_TYPE, quarantine_row, validate_row
 
 Source = Literal["oracle", "human"]
 SOURCES = get_args(Source)
@@ -30,10 +30,7 @@ POOL_COLUMNS = (
     "sample_id",
     "source",
     "question",
-    "image",
-    "image_path",
-    "video_frames",
-    "video_path",
+    *MEDIA_KEYS,
     "reference_answer",
     "category",
     "category_hint",

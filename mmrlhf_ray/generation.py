@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args
 
 import pyarrow as pa
 
-from mmrlhf_ray.config import Choices
+from mmrlhf_ray.config import Choices, ConfigError
 from mmrlhf_ray.schemas import quarantine_row
 
 Kind = Literal["auto", "vllm", "transformers", "simulated"]
@@ -77,7 +77,7 @@ class ModelSpec(Choices):
     def validate(self) -> None:
         """Checks that need the whole spec (called before a model is loaded)."""
         if self.kind != "simulated" and not self.path:
-            raise ValueError(f"model '{self.name}': path is required for kind {self.kind!r}")
+            raise ConfigError(f"model '{self.name}': path is required for kind {self.kind!r}")
 
     def settings(self) -> dict[str, Any]:
         """The generation settings recorded with every output row."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from mmrlhf_ray.schemas import CATEGORIES, quarantine_row, validate_row
+from mmrlhf_ray.schemas import CATEGORIES, MEDIA_KEYS, quarantine_row, validate_row
 
 SCORE_FIELDS = {"helpfulness": "helpfulness", "faithfulness": "faithfulness", "ethical": "ethics"}
 KINDS = ("data", "dpo_pairs", "reward_bench", "pool")
@@ -157,10 +157,7 @@ def _media(
     video = _string(obj, "video")
     if not image and not video:
         if known and known.get("category"):
-            return {
-                k: known.get(k)
-                for k in ("image", "image_path", "video_frames", "video_path", "category")
-            }
+            return {k: known.get(k) for k in (*MEDIA_KEYS, "category")}
         raise ReleaseError("image", "neither image nor video given")
 
     if video:

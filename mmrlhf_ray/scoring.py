@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from mmrlhf_ray.config import Choices
 from mmrlhf_ray.groups import QueryGroup, pair_quarantine
 from mmrlhf_ray.media import frame_paths, sample_uniform
 
@@ -97,11 +98,13 @@ def call_with_retries(
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(Choices):
     """`mmrlhf score`: δ = r(chosen) − r(rejected) for every pair, through the service."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
-    via: str = field(default="http", metadata={"help": "http | handle (in-cluster Serve handle)"})
+    via: Literal["http", "handle"] = field(
+        default="http", metadata={"help": "http | handle (in-cluster Serve handle)"}
+    )
     url: str = field(
         default="", metadata={"help": "service URL ('' = from serve-reward's manifest)"}
     )

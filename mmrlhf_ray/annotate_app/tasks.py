@@ -22,9 +22,9 @@ import pyarrow.dataset as pads
 
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.annotation import group_generated
+from mmrlhf_ray.schemas import MEDIA_KEYS
 from mmrlhf_ray.stage import StageDir, require_done
 
-MEDIA_COLUMNS = ("image", "image_path", "video_frames", "video_path")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_FRAMES = 64
 
@@ -71,7 +71,7 @@ def _media_by_id(run_dir: str, stage: str, ids: list[str]) -> dict[str, dict]:
     if not ids or not src.part_paths():
         return {}
     dataset = pads.dataset(src.part_paths(), filesystem=src.fs, format="parquet")
-    columns = ["sample_id", *[c for c in MEDIA_COLUMNS if c in dataset.schema.names]]
+    columns = ["sample_id", *[c for c in MEDIA_KEYS if c in dataset.schema.names]]
     table = dataset.to_table(columns=columns, filter=pads.field("sample_id").isin(ids))
     return {row["sample_id"]: row for row in table.to_pylist()}
 

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmrlhf_ray.config import ConfigError
 from mmrlhf_ray.curation.categorize import CATEGORY_CODES
 from mmrlhf_ray.curation.embeddings import dim_of, iter_embedding_chunks
 
@@ -121,7 +122,9 @@ def train_kmeans(
     import faiss
 
     if len(sample) < k:
-        raise ValueError(f"cluster.k: {k} centres need at least {k} sample rows, got {len(sample)}")
+        raise ConfigError(
+            f"cluster.k: {k} centres need at least {k} sample rows, got {len(sample)}"
+        )
     faiss.omp_set_num_threads(threads)
     x = np.array(sample, dtype=np.float32, copy=True)
     faiss.normalize_L2(x)

@@ -33,22 +33,16 @@ class EncodedQuery:
     response_ids: list[torch.Tensor]  # each (T_i,), closed by <|im_end|>
 
 
-@dataclass
-class GroupedBatch:
-    """R response rows of Q queries, and P pairs pointing at rows."""
+@dataclass(kw_only=True)
+class PairIndex:
+    """R responses of Q queries (query-major) and P pairs pointing at them: what the
+    losses read of a batch, whichever the layout (grouped rows or packed segments)."""
 
-    input_ids: torch.Tensor  # (R, L)
-    attention_mask: torch.Tensor  # (R, L)
-    labels: torch.Tensor  # (R, L), -100 off the response
-    mm_token_type_ids: torch.Tensor  # (R, L) 0 text, 1 image, 2 video
-    row_query: torch.Tensor  # (R,) query index of each row
-    chosen_idx: torch.Tensor  # (P,) row of each pair's chosen response
+    row_query: torch.Tensor  # (R,) query index of each response
+    chosen_idx: torch.Tensor  # (P,) response index of each pair's chosen response
     rejected_idx: torch.Tensor  # (P,)
     margins: torch.Tensor  # (P,) reward margin delta (NaN when absent)
-    ref_logps: torch.Tensor  # (R,) reference log-prob per row (NaN when absent)
-    query_media: list[dict[str, torch.Tensor]] = field(default_factory=list)
-    # query_media[q]: query q's media tensors as its processor gave them (batch of 1:
-    # pixels, grids, sizes ...), {} for a text-only query
+    ref_logps: torch.Tensor  # (R,) reference log-prob per response (NaN when absent)
     pair_ids: list[str] = field(default_factory=list)
     query_ids: list[str] = field(default_factory=list)
 
@@ -62,17 +56,58 @@ class GroupedBatch:
 
     @property
     def n_rows(self) -> int:
-        return int(self.input_ids.shape[0])
+        return int(self.row_query.numel())
 
-    def to(self, device) -> GroupedBatch:
+    def to(self, device):
         """The batch with every tensor on ``device`` (index tensors included)."""
-        moved = {
-            k: v.to(device) if isinstance(v, torch.Tensor) else v
-            for k, v in self.__dict__.items()
-            if k != "query_media"
-        }
-        media = [{k: v.to(device) for k, v in m.items()} for m in self.query_media]
-        return GroupedBatch(**moved, query_media=media)
+        return type(self)(**{k: _on(v, device) for k, v in self.__dict__.items()})
+
+
+def _on(value, device):
+    """``value`` moved to ``device``: tensors (and objects with ``.to``), in lists/dicts."""
+    if isinstance(value, list):
+        return [_on(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _on(v, device) for k, v in value.items()}
+    return value.to(device) if hasattr(value, "to") else value
+
+
+def index_pairs(encoded: list[EncodedQuery]) -> dict:
+    """The ``PairIndex`` fields of ``encoded``: each query's K_q responses in turn, its
+    pairs pointing at them, reference log-probs and margins NaN where absent."""
+    row_query, ref, chosen, rejected, margins, pair_ids = [], [], [], [], [], []
+    for q, eq in enumerate(encoded):
+        offset = len(row_query)
+        for i in range(len(eq.response_ids)):
+            row_query.append(q)
+            value = eq.group.ref_logps[i] if i < len(eq.group.ref_logps) else None
+            ref.append(float("nan") if value is None else float(value))
+        for p in eq.group.pairs:
+            chosen.append(offset + p.chosen), rejected.append(offset + p.rejected)
+            margins.append(float("nan") if p.margin is None else p.margin)
+            pair_ids.append(p.pair_id)
+    return dict(
+        row_query=torch.tensor(row_query),
+        chosen_idx=torch.tensor(chosen, dtype=torch.long),
+        rejected_idx=torch.tensor(rejected, dtype=torch.long),
+        margins=torch.tensor(margins, dtype=torch.float32),
+        ref_logps=torch.tensor(ref, dtype=torch.float32),
+        pair_ids=pair_ids,
+        query_ids=[eq.group.query_id for eq in encoded],
+    )
+
+
+@dataclass(kw_only=True)
+class GroupedBatch(PairIndex):
+    """R response rows (one per response) of Q queries, and P pairs pointing at rows."""
+
+    input_ids: torch.Tensor  # (R, L)
+    attention_mask: torch.Tensor  # (R, L)
+    labels: torch.Tensor  # (R, L), -100 off the response
+    mm_token_type_ids: torch.Tensor  # (R, L) 0 text, 1 image, 2 video
+    query_media: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    # query_media[q]: query q's media tensors as its processor gave them (batch of 1:
+    # pixels, grids, sizes ...), {} for a text-only query
 
 
 def is_video(media: dict) -> bool:
@@ -128,20 +163,10 @@ def collate_groups(encoded: list[EncodedQuery], pad_token_id: int) -> GroupedBat
     """Stack the K_q rows of every query (right-padded) and index the pairs into them."""
     if not encoded:
         raise ValueError("collate_groups: no queries")
-    ids, labels, types, row_query, ref = [], [], [], [], []
-    chosen, rejected, margins, pair_ids = [], [], [], []
-    media = []
-    for q, eq in enumerate(encoded):
-        offset = len(ids)
-        for i, (r_ids, r_labels, r_types) in enumerate(_rows_of(eq)):
+    ids, labels, types, media = [], [], [], []
+    for eq in encoded:
+        for r_ids, r_labels, r_types in _rows_of(eq):
             ids.append(r_ids), labels.append(r_labels), types.append(r_types)
-            row_query.append(q)
-            value = eq.group.ref_logps[i] if i < len(eq.group.ref_logps) else None
-            ref.append(float("nan") if value is None else float(value))
-        for p in eq.group.pairs:
-            chosen.append(offset + p.chosen), rejected.append(offset + p.rejected)
-            margins.append(float("nan") if p.margin is None else p.margin)
-            pair_ids.append(p.pair_id)
         media.append(
             {
                 k: v
@@ -155,12 +180,6 @@ def collate_groups(encoded: list[EncodedQuery], pad_token_id: int) -> GroupedBat
         attention_mask=_pad([torch.ones_like(s) for s in ids], length, 0),
         labels=_pad(labels, length, IGNORE_INDEX),
         mm_token_type_ids=_pad(types, length, 0),
-        row_query=torch.tensor(row_query),
-        chosen_idx=torch.tensor(chosen, dtype=torch.long),
-        rejected_idx=torch.tensor(rejected, dtype=torch.long),
-        margins=torch.tensor(margins, dtype=torch.float32),
-        ref_logps=torch.tensor(ref, dtype=torch.float32),
         query_media=media,
-        pair_ids=pair_ids,
-        query_ids=[eq.group.query_id for eq in encoded],
+        **index_pairs(encoded),
     )

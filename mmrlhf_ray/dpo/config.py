@@ -31,7 +31,8 @@ class LossConfig(Choices):
     w: float = field(default=0.5, metadata={"help": "MM-DPO: weight of the dynamic part of beta"})
     k: float = field(default=0.5, metadata={"help": "MM-DPO: sensitivity of beta to the margin"})
     sft_weight: float = field(
-        default=0.0, metadata={"help": "SFT term weight, grid {0,.1,.25,.5,1}"}
+        default=0.1,
+        metadata={"help": "SFT term weight (App. G grid {0,.1,.25,.5,1}; 0 = pure preference)"},
     )
     simpo_beta: float = field(default=2.0, metadata={"help": "SimPO beta"})
     simpo_gamma: float = field(default=0.5, metadata={"help": "SimPO target margin gamma"})

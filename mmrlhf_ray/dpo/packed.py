@@ -15,52 +15,31 @@ positions that predict a response token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from mmrlhf_ray.dpo.batching import EncodedQuery, GroupedBatch, collate_groups
+from mmrlhf_ray.dpo.batching import (
+    EncodedQuery,
+    GroupedBatch,
+    PairIndex,
+    collate_groups,
+    index_pairs,
+)
 from mmrlhf_ray.dpo.config import FORWARD_KINDS
 from mmrlhf_ray.models.encoding import IGNORE_INDEX
 from mmrlhf_ray.models.packing import PackedQuery, PackedRows, item_logps, media_of, pack_queries
 
 
-@dataclass
-class PackedBatch:
+@dataclass(kw_only=True)
+class PackedBatch(PairIndex):
     """R responses of Q queries packed in rows, and P pairs pointing at the responses.
 
-    The pair fields have the names and meaning of ``GroupedBatch``'s (a response index
-    is the row index the grouped batch would give it).
+    The pair index is ``GroupedBatch``'s (``PairIndex``): a response index is the row
+    index the grouped batch would give it.
     """
 
     rows: PackedRows
-    row_query: torch.Tensor  # (R,) query index of each response
-    chosen_idx: torch.Tensor  # (P,)
-    rejected_idx: torch.Tensor  # (P,)
-    margins: torch.Tensor  # (P,)
-    ref_logps: torch.Tensor  # (R,)
-    pair_ids: list[str] = field(default_factory=list)
-    query_ids: list[str] = field(default_factory=list)
-
-    @property
-    def n_queries(self) -> int:
-        return len(self.query_ids)
-
-    @property
-    def n_pairs(self) -> int:
-        return int(self.chosen_idx.numel())
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.row_query.numel())
-
-    def to(self, device) -> PackedBatch:
-        moved = {
-            k: v.to(device) if isinstance(v, torch.Tensor) else v
-            for k, v in self.__dict__.items()
-            if k != "rows"
-        }
-        return PackedBatch(rows=self.rows.to(device), **moved)
 
 
 def packed_query(eq: EncodedQuery) -> PackedQuery:
@@ -86,27 +65,7 @@ def collate_packed(
     if not encoded:
         raise ValueError("collate_packed: no queries")
     rows = pack_queries([packed_query(eq) for eq in encoded], pad_token_id, max_row_tokens)
-    row_query, ref, chosen, rejected, margins, pair_ids = [], [], [], [], [], []
-    for q, eq in enumerate(encoded):
-        offset = len(row_query)
-        for i in range(len(eq.response_ids)):
-            row_query.append(q)
-            value = eq.group.ref_logps[i] if i < len(eq.group.ref_logps) else None
-            ref.append(float("nan") if value is None else float(value))
-        for p in eq.group.pairs:
-            chosen.append(offset + p.chosen), rejected.append(offset + p.rejected)
-            margins.append(float("nan") if p.margin is None else p.margin)
-            pair_ids.append(p.pair_id)
-    return PackedBatch(
-        rows=rows,
-        row_query=torch.tensor(row_query),
-        chosen_idx=torch.tensor(chosen, dtype=torch.long),
-        rejected_idx=torch.tensor(rejected, dtype=torch.long),
-        margins=torch.tensor(margins, dtype=torch.float32),
-        ref_logps=torch.tensor(ref, dtype=torch.float32),
-        pair_ids=pair_ids,
-        query_ids=[eq.group.query_id for eq in encoded],
-    )
+    return PackedBatch(rows=rows, **index_pairs(encoded))
 
 
 def packed_logps(

@@ -1,4 +1,4 @@
-"""The DPO pieces the Ray Train + DeepSpeed harness (``actors/trainer.py``) plugs in.
+"""The DPO pieces the Ray Train + DeepSpeed harness (``harness/trainer.py``) plugs in.
 
 The harness asks for ``encode(row, processor)``, ``collate(examples, processor)``,
 ``loss_fn(model, batch) -> (loss, metrics)`` and ``group_key(row)``. Here a *row is a query group* (one query,

@@ -146,7 +146,7 @@ def collate_pairs(
     return collate_reward_pairs(list(pairs), model.processor, model.meta, forward="grouped")
 
 
-# ---- adapters for the Ray Train + DeepSpeed harness (actors/trainer.py) -----------------
+# ---- adapters for the Ray Train + DeepSpeed harness (harness/trainer.py) -----------------
 # Module-level so ``functools.partial`` of them pickles to the workers.
 def encode_pair_row(
     row: dict[str, Any],

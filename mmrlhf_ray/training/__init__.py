@@ -1,6 +1,6 @@
 """Pure training pieces: configs, data order, checkpoint bookkeeping, freezing, SFT data.
 
-The Ray Train + DeepSpeed harness that runs them is ``actors/trainer.py``.
+The Ray Train + DeepSpeed harness that runs them is ``harness/trainer.py``.
 """
 
 from mmrlhf_ray.training.checkpoint import append_metrics, read_metrics, read_state, write_state

@@ -7,7 +7,7 @@ working base policy: clearly above the random policy on the toy benchmark, clear
 below perfect, so that preference optimisation has something left to fix.
 
 Pure library code: the Ray Train + DeepSpeed run lives in ``jobs/sft.py`` through
-``actors/trainer.py``.
+``harness/trainer.py``.
 """
 
 from __future__ import annotations

@@ -13,11 +13,9 @@ from mmrlhf_ray.annotate_app.assist import (
     scorer_critic,
     service_request,
 )
-from mmrlhf_ray.annotate_app.store import Store
-from mmrlhf_ray.annotate_app.tasks import load_tasks
 from mmrlhf_ray.serving import ScoreRequest, ServeLimits, resolve_score_request
 from serve.annotate_app import AppSettings, create_app
-from tests.annotate_app.conftest import PASSWORDS, add_team
+from tests.annotate_app.helpers import PASSWORDS, team_store
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +31,7 @@ def scorer(tiny_models, tmp_path_factory):
 
 @pytest.fixture
 def store(run_dir):
-    s = Store(f"{run_dir}/annotate-app/annotations.sqlite")
-    s.add_tasks(*load_tasks(run_dir, "generate")[:2])
-    add_team(s)
-    s.assign(2)
+    s = team_store(run_dir)
     return s
 
 

@@ -7,12 +7,11 @@ from jobs.pairs import main as pairs_main
 from mmrlhf_ray.annotate_app.export import export
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.annotate_app.review import agreement, review_query
-from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.annotate_app.tasks import load_tasks
 from mmrlhf_ray.pairs import expand_record
 from mmrlhf_ray.release import read_release_file
 from mmrlhf_ray.stage import StageDir
-from tests.annotate_app.conftest import add_team
+from tests.annotate_app.helpers import team_store
 
 
 def labels(ranks, h=(3, 3, 3), tie=None):
@@ -30,10 +29,7 @@ def pair_ids(run_dir):
 
 @pytest.fixture
 def store(run_dir):
-    s = Store(f"{run_dir}/annotate-app/annotations.sqlite")
-    s.add_tasks(*load_tasks(run_dir, "generate")[:2])
-    add_team(s)
-    s.assign(2)
+    s = team_store(run_dir)
     s.submit("q-image", "alice", labels([1, 2, 3]), 0)
     s.submit("q-image", "bob", labels([1, 2, 2]), 0)  # rankings differ: disputed
     s.submit("q-video", "alice", labels([1, 2, 3], h=(5, 2, 1)), 0)

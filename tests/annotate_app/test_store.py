@@ -8,7 +8,7 @@ import pytest
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.annotate_app.store import Conflict, NotFound, Store, verify_password
 from mmrlhf_ray.annotate_app.tasks import load_tasks
-from tests.annotate_app.conftest import PASSWORDS, add_team
+from tests.annotate_app.helpers import PASSWORDS, add_team
 
 
 def labels(ranks, h=3):

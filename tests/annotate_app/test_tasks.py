@@ -6,11 +6,10 @@ from pathlib import Path
 from jobs.annotate import main as annotate_main
 from mmrlhf_ray.annotate_app.export import export
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
-from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.annotate_app.tasks import load_tasks
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
-from tests.annotate_app.conftest import add_team, make_run, png
+from tests.annotate_app.helpers import make_run, png, team_store
 
 
 def test_tasks_from_records_with_media_paths(tmp_path):
@@ -52,10 +51,7 @@ def test_tasks_from_records_with_media_paths(tmp_path):
 
 
 def test_official_export_feeds_annotate_source_human(run_dir, tmp_path):
-    store = Store(f"{run_dir}/annotate-app/annotations.sqlite")
-    store.add_tasks(*load_tasks(run_dir, "generate")[:2])
-    add_team(store)
-    store.assign(1)
+    store = team_store(run_dir, raters_per_query=1)
     labels = Labels(
         [
             ResponseLabel(5, 5, 5, 1, "right"),

@@ -6,18 +6,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
-from mmrlhf_ray.annotate_app.store import Store
-from mmrlhf_ray.annotate_app.tasks import load_tasks
 from serve.annotate_app import AppSettings, create_app
-from tests.annotate_app.conftest import PASSWORDS, add_team
+from tests.annotate_app.helpers import PASSWORDS, team_store
 
 
 @pytest.fixture
 def env(run_dir):
-    store = Store(f"{run_dir}/annotate-app/annotations.sqlite")
-    store.add_tasks(*load_tasks(run_dir, "generate")[:2])
-    add_team(store)
-    store.assign(2)
+    store = team_store(run_dir)
     settings = AppSettings(
         run_dir=run_dir,
         max_reason_chars=50,

@@ -3,7 +3,7 @@
 import math
 
 from mmrlhf_ray.groups import count_pairs, group_pairs, split_groups
-from tests.dpo.conftest import make_pairs
+from tests.dpo.helpers import make_pairs
 
 
 def test_groups_dedupe_responses_and_index_pairs():

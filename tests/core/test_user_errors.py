@@ -123,3 +123,44 @@ def test_a_real_process_prints_no_traceback(tmp_path):
         f"run `mmrlhf annotate run_dir={tmp_path}` first"
     ]
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["generate", "models=[]"],
+            "mmrlhf generate: error: generate: no models configured (config key 'models')",
+        ),
+        (
+            ["generate", "models=[{name: a, kind: transformers}]"],
+            "mmrlhf generate: error: model 'a': path is required for kind 'transformers'",
+        ),
+        (
+            ["expand", "expander.kind=simulated"],
+            "mmrlhf expand: error: expand: expander.kind: the expander must be a model "
+            "(vllm | transformers | auto), got 'simulated'",
+        ),
+        (
+            ["score", "via=grpc"],
+            "mmrlhf score: error: config key 'via': 'grpc' is not one of http, handle",
+        ),
+    ],
+)
+def test_a_run_time_config_mistake_is_one_line(capsys, tmp_path, argv, expected):
+    line = _error_line(capsys, [*argv, f"run_dir={tmp_path}"])
+    assert line.startswith(expected), line
+
+
+def test_score_without_a_service_says_what_to_run(capsys, tmp_path):
+    from mmrlhf_ray.schemas import to_table
+
+    pairs = StageDir(str(tmp_path), "pairs")
+    pairs.begin({"test": True})
+    pairs.write_part("part-00000", to_table([], "pair"))
+    pairs.finish(0, 0, 0)
+    line = _error_line(capsys, ["score", f"run_dir={tmp_path}"])
+    assert line == (
+        "mmrlhf score: error: score: no url= given and no serve-reward manifest with a URL: "
+        f"run `mmrlhf serve-reward run_dir={tmp_path} detach=true` first"
+    )

@@ -42,7 +42,7 @@ def test_missing_fields_name_the_field():
 def test_agrees_with_the_shapes_world_ground_truth():
     import json
 
-    from tests.curation.conftest import shapes_pool
+    from tests.curation.helpers import shapes_pool
 
     rows = shapes_pool(300, seed=3)
     assert all(categorize(r) == json.loads(r["ground_truth"])["category"] for r in rows)

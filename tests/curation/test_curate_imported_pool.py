@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from mmrlhf_ray.stage import StageDir
-from tests.curation.conftest import shapes_pool
+from tests.curation.helpers import shapes_pool
 
 pytestmark = pytest.mark.ray
 

@@ -19,7 +19,7 @@ from PIL import Image
 from mmrlhf_ray.curation.categorize import CATEGORY_CODES
 from mmrlhf_ray.curation.pipeline import EMBEDDINGS_DIR
 from mmrlhf_ray.stage import StageDir
-from tests.curation.conftest import inject_bad_rows, shapes_pool, write_pool_stage
+from tests.curation.helpers import inject_bad_rows, shapes_pool, write_pool_stage
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]

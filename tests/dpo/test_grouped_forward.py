@@ -11,7 +11,7 @@ from mmrlhf_ray.dpo.objective import LossState, preference_loss
 from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.training.freeze import freeze_vision
-from tests.dpo.conftest import make_pairs
+from tests.dpo.helpers import make_pairs
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_training_moves_llm_and_projector_not_vision_tower(policy_dir):
         ref, _ = grouped_logps(model, batch)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    cfg, state, history = LossConfig(kind="mm_dpo"), LossState(), []
+    cfg, state, history = LossConfig(kind="mm_dpo", sft_weight=0.0), LossState(), []
     for _ in range(6):
         logps, n_tok = grouped_logps(model, batch)
         loss, beta, metrics = preference_loss(cfg, logps, n_tok, batch, ref, state)

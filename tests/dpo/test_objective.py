@@ -15,7 +15,7 @@ from mmrlhf_ray.dpo.objective import LossState, preference_loss
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query
 from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
-from tests.dpo.conftest import make_pairs
+from tests.dpo.helpers import make_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,8 +72,9 @@ def test_online_reference_fallback_equals_precomputed(policy_batch, policy_dir, 
         g.ref_logps = ref[offset : offset + len(g.responses)].tolist()
         offset += len(g.responses)
     batch = collate_queries([encode_query(g, processor) for g in groups], processor)
-    pre_loss, pre = DpoLoss(LossConfig())(model, batch)
-    online_loss, online = DpoLoss(LossConfig(), online_reference=policy_dir)(model, batch)
+    pure = LossConfig(sft_weight=0.0)  # the preference term alone: log 2 at policy == reference
+    pre_loss, pre = DpoLoss(pure)(model, batch)
+    online_loss, online = DpoLoss(pure, online_reference=policy_dir)(model, batch)
     assert "ONLINE reference" in capfd.readouterr().err
     assert pre_loss.item() == pytest.approx(math.log(2), abs=1e-4)
     assert online_loss.item() == pytest.approx(pre_loss.item(), abs=1e-4)

@@ -14,7 +14,7 @@ from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.models.families import FAMILIES, load_model
 from mmrlhf_ray.models.packing import block_mask, chunked_token_logps, common_prefix_length
 from mmrlhf_ray.training.freeze import freeze_vision
-from tests.dpo.conftest import make_pairs
+from tests.dpo.helpers import make_pairs
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}  # fp32: sums of 10-90 token log-probs of size ~2
 

@@ -14,7 +14,7 @@ from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.models.settings import EncodingSettings
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
-from tests.dpo.conftest import make_pairs
+from tests.dpo.helpers import make_pairs
 
 
 def write_pairs_stage(run_dir, rows, stage="pairs"):

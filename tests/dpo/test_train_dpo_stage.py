@@ -8,26 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from jobs import train_dpo as job
-from mmrlhf_ray.dpo.reference import fill_pairs, reference_logps
-from mmrlhf_ray.groups import group_pairs
-from mmrlhf_ray.models import load_policy
-from mmrlhf_ray.models.settings import EncodingSettings
-from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
-from tests.dpo.conftest import make_pairs
-
-
-def write_ref_logps_stage(run_dir, rows, policy_dir, max_response_tokens=256, max_frames=4):
-    """The ref-logps stage's output, computed in-process (the stage has its own test)."""
-    model, processor = load_policy(policy_dir)
-    groups, _ = group_pairs(rows)
-    done, quarantine = fill_pairs(rows, reference_logps(model, processor, groups))
-    assert not quarantine
-    out = StageDir(str(run_dir), "ref-logps")
-    out.begin({"test": True})
-    out.write_part("part-00000", to_table(done, "pair"))
-    encoding = EncodingSettings.of(policy_dir, max_response_tokens, max_frames)
-    out.finish(len(rows), len(done), 0, encoding=encoding.to_dict())
+from tests.dpo.helpers import make_pairs, write_ref_logps_stage
 
 
 @pytest.mark.ray

@@ -2,13 +2,12 @@
 
 import pytest
 
-from actors.trainer import run_training
+from harness.trainer import run_training
 from jobs.train_dpo import dpo_task
-from mmrlhf_ray.dpo.config import DpoConfig
+from mmrlhf_ray.dpo.config import DpoConfig, LossConfig
 from mmrlhf_ray.training.config import TrainConfig
 from mmrlhf_ray.training.faults import CrashOnce
-from tests.dpo.conftest import make_pairs
-from tests.dpo.test_train_dpo_stage import write_ref_logps_stage
+from tests.dpo.helpers import make_pairs, write_ref_logps_stage
 
 
 @pytest.mark.slow
@@ -20,6 +19,7 @@ def test_zero3_two_workers_killed_worker_resumes(tmp_path, ray_session, policy_d
         run_dir=str(tmp_path),
         policy=policy_dir,
         heldout_fraction=0.0,
+        loss=LossConfig(sft_weight=0.0),  # log 2 at step 0: policy == reference
         train=TrainConfig(
             num_workers=2,
             zero_stage=3,

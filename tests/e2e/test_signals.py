@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from mmrlhf_ray.stage import StageDir
-from tests.serve.conftest import free_port
+from tests.serve.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "pipeline.smoke.yaml")

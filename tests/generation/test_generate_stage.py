@@ -12,11 +12,11 @@ import os
 from collections import Counter
 
 import pytest
-from conftest import query_rows, toy_rows, write_curate
 
 from jobs.generate import run
 from mmrlhf_ray.generation import GenerateConfig, ModelSpec
 from mmrlhf_ray.stage import StageDir
+from tests.generation.helpers import query_rows, toy_rows, write_curate
 
 BACKENDS = [pytest.param("vllm", marks=pytest.mark.vllm), "transformers"]
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import png
 
 from mmrlhf_ray.config import load_config
 from mmrlhf_ray.generation import (
@@ -29,6 +28,7 @@ from mmrlhf_ray.generation import (
 )
 from mmrlhf_ray.media import MediaError
 from mmrlhf_ray.prompts import CRITIQUE_PROMPT, EXPANSION_PROMPT, chat_messages, expansion_prompt
+from tests.generation.helpers import png
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ from mmrlhf_ray.models.families import (
     load_model,
 )
 from mmrlhf_ray.training.freeze import freeze_vision
-from tests.dpo.conftest import make_pairs
+from tests.dpo.helpers import make_pairs
 
 NAMES = list(FAMILIES)
 MODEL_CLASS = {

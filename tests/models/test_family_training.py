@@ -15,7 +15,7 @@ from mmrlhf_ray.models.families import get_family, load_model
 from mmrlhf_ray.models.settings import EncodingSettings
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
-from tests.dpo.conftest import make_pairs
+from tests.dpo.helpers import make_pairs
 
 # Ray Train + DeepSpeed start-up dominates (~1 min per run): train-dpo on LLaVA-OneVision
 # by default, everything else with -m slow.

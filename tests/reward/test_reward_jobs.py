@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +11,6 @@ from mmrlhf_ray.media import encode_png, row_images
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.stage import StageDir
 from mmrlhf_ray.stages import get_stage
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 
 def write_pairs(run: Path, rows: list[dict]) -> None:

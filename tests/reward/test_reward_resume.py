@@ -7,11 +7,8 @@ import functools
 import os
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def dying_loss(model, batch, weights, marker: str, die_at_call: int):
@@ -40,7 +37,7 @@ def test_killed_worker_resumes_from_checkpoint(
 ):
     from ray import cloudpickle
 
-    from actors.trainer import TrainTask, run_training
+    from harness.trainer import TrainTask, run_training
     from mmrlhf_ray.reward.data import build_reward_model, collate_reward_pairs, encode_pair_row
     from mmrlhf_ray.reward.losses import RewardLossWeights
     from mmrlhf_ray.reward.model import RewardMeta, load_reward_model, save_reward_model

@@ -1,38 +1,11 @@
-"""Fixtures of the serving tests: a tiny critique reward model, images, a live service."""
+"""Fixtures of the serving tests: a tiny critique reward model, images, a live service
+(helpers: ``tests/serve/helpers.py``)."""
 
 from __future__ import annotations
 
-import base64
-import socket
-import zlib
-
 import pytest
-from PIL import Image
 
-from mmrlhf_ray.media import encode_png
-
-
-def png_bytes(color=(255, 0, 0), size=(32, 32)) -> bytes:
-    return encode_png(Image.new("RGB", size, color))
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def pixel_bomb(width: int, height: int) -> bytes:
-    """A valid 1x1 PNG whose header claims ``width`` x ``height`` (decoding would explode)."""
-    raw = png_bytes(size=(1, 1))
-    ihdr = bytearray(raw[16:29])  # 8-byte signature, 4-byte length, b"IHDR", 13 bytes of data
-    ihdr[0:4], ihdr[4:8] = width.to_bytes(4, "big"), height.to_bytes(4, "big")
-    crc = zlib.crc32(b"IHDR" + bytes(ihdr)).to_bytes(4, "big")
-    return raw[:16] + bytes(ihdr) + crc + raw[33:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serve.helpers import TOKEN, free_port, png_bytes
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +27,6 @@ def media_root(tmp_path_factory):
     (base / "outside" / "secret.png").write_bytes(png_bytes((0, 0, 255)))
     (base / "root" / "link.png").symlink_to(base / "outside" / "secret.png")
     return base
-
-
-TOKEN = "test-token-123"
 
 
 @pytest.fixture(scope="session")

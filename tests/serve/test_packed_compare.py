@@ -4,7 +4,7 @@ the default) and score exactly as one padded row each (forward=grouped)."""
 import base64
 
 from mmrlhf_ray.serving import CompareRequest, ServeLimits, load_scorer, resolve_compare_request
-from tests.serve.conftest import png_bytes
+from tests.serve.helpers import png_bytes
 
 
 def test_compare_scores_equal_packed_and_grouped(reward_model_dir):

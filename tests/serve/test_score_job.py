@@ -12,8 +12,7 @@ from jobs.score import main as score_main
 from mmrlhf_ray.schemas import to_table
 from mmrlhf_ray.scoring import ScoringFailed
 from mmrlhf_ray.stage import StageDir
-from tests.serve.conftest import TOKEN, b64, free_port, png_bytes
-from tests.serve.test_scoring import all_pairs
+from tests.serve.helpers import TOKEN, all_pairs, b64, free_port, png_bytes
 
 pytestmark = pytest.mark.ray
 

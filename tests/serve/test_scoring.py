@@ -19,30 +19,11 @@ from mmrlhf_ray.scoring import (
     group_margins,
     score_groups,
 )
-from tests.serve.conftest import png_bytes
+from tests.serve.helpers import all_pairs, pair, png_bytes
 
 
 def group_pairs(rows, critiques=False):
     return _group_pairs(rows, critiques=critiques, keep_rows=True)
-
-
-def pair(qid, better, worse, **kw):
-    row = {
-        "pair_id": f"{qid}:{better}>{worse}",
-        "query_id": qid,
-        "question": f"question of {qid}",
-        "chosen_id": f"{qid}/{better}",
-        "rejected_id": f"{qid}/{worse}",
-        "chosen": f"answer {better}",
-        "rejected": f"answer {worse}",
-        "category": "short",
-    }
-    return {**row, **kw}
-
-
-def all_pairs(qid, k, **kw):
-    """Every pair of K ranked responses r0 > r1 > ... (C(K, 2) rows)."""
-    return [pair(qid, f"r{i}", f"r{j}", **kw) for i in range(k) for j in range(i + 1, k)]
 
 
 def test_each_distinct_response_once_per_query():

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.serve.conftest import b64, pixel_bomb, png_bytes
+from tests.serve.helpers import b64, pixel_bomb, png_bytes
 
 pytestmark = pytest.mark.ray
 IMG = b64(png_bytes((0, 0, 255)))

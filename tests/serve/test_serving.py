@@ -17,7 +17,7 @@ from mmrlhf_ray.serving import (
     resolve_compare_request,
     resolve_score_request,
 )
-from tests.serve.conftest import b64, pixel_bomb, png_bytes
+from tests.serve.helpers import b64, pixel_bomb, png_bytes
 
 
 def _item(**kw):

@@ -10,7 +10,7 @@ import pytest
 
 from mmrlhf_ray.serving import RequestError, ScoreRequest, ServeLimits, resolve_score_request
 from mmrlhf_ray.url_fetch import FetchError, check_url
-from tests.serve.conftest import pixel_bomb, png_bytes
+from tests.serve.helpers import pixel_bomb, png_bytes
 
 PNG = png_bytes(size=(24, 12))
 BOMB = pixel_bomb(50_000, 50_000)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from actors.trainer import TrainTask, run_training
+from harness.trainer import TrainTask, run_training
 from mmrlhf_ray.models import sft_loss
 from mmrlhf_ray.training import TrainConfig
 from mmrlhf_ray.training.checkpoint import read_metrics

@@ -1,4 +1,4 @@
-"""Pools for the curation tests: shapes-world rows, optionally with injected bad rows."""
+"""Helpers of the curation tests (pools): shapes-world rows, optionally with injected bad rows."""
 
 from __future__ import annotations
 

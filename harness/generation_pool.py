@@ -171,7 +171,7 @@ def generate_model(
     out: StageDir, queries: pa.Table, spec: ModelSpec, chunk_size: int, kill_marker: str = ""
 ):
     """Run one model over the queries whose parts are missing; returns PoolStats."""
-    from actors.runtime import init_ray
+    from harness.runtime import init_ray
 
     chunks = [i // chunk_size for i in range(queries.num_rows)]
     todo = sorted({c for c in chunks if not out.has_part(part_name(spec, c))})

@@ -2,7 +2,7 @@
 
 Stable API (other stages build on it)::
 
-    from actors.trainer import TrainTask, run_training
+    from harness.trainer import TrainTask, run_training
     from mmrlhf_ray.training import TrainConfig
 
     task = TrainTask(
@@ -343,7 +343,7 @@ def run_training(
     ``name`` + ``storage_path`` identify the run: re-running with the same pair resumes
     from its latest checkpoint. The final Hugging Face checkpoint is copied to
     ``output_dir`` and the metrics CSV to ``metrics_csv`` (default
-    ``<output_dir>/../metrics.csv``). Requires a running Ray (``actors.runtime.init_ray``).
+    ``<output_dir>/../metrics.csv``). Requires a running Ray (``harness.runtime.init_ray``).
     """
     storage_path = os.path.abspath(storage_path) if "://" not in storage_path else storage_path
     metrics_csv = os.path.abspath(metrics_csv or os.path.join(output_dir, "..", METRICS_FILE))
