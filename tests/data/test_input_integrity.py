@@ -113,3 +113,28 @@ def _ids_of(path: str) -> set[str]:
     import pyarrow.parquet as pq
 
     return set(pq.read_table(path, columns=["response_id"]).column(0).to_pylist())
+
+
+def test_a_damaged_sub_stage_is_remade_by_its_stage(run, capsys):
+    """toyworld/benchmark lives inside toyworld: the error names it and says to re-run
+    toyworld, which re-makes only the benchmark's damaged part."""
+    from mmrlhf_ray.stage import StageInputError, require_done
+
+    bench = StageDir(run, "toyworld/benchmark")
+    rows, (part,) = bench.read().to_pylist(), bench.part_names()
+    pool_before = _mtimes(StageDir(run, "toyworld"))
+    _flip_middle(f"{bench.data_dir}/{part}.parquet")
+    with pytest.raises(StageInputError) as error:
+        require_done(run, "toyworld/benchmark")
+    assert str(error.value) == (
+        f"stage 'toyworld/benchmark' in {run}: part data/{part}.parquet is corrupted (its "
+        f"sha256 differs from the manifest's): re-run `mmrlhf toyworld run_dir={run}` to "
+        f"re-make it"
+    )
+    world = ["pool_size=12", "rows_per_shard=4", "benchmark_size=4", "records_size=0"]
+    code, out, _ = _mmrlhf(capsys, "toyworld", f"run_dir={run}", *world, "image_size=32")
+    assert code == 0
+    assert "toyworld: parts of toyworld/benchmark do not match: re-making them" in out
+    assert f"toyworld/benchmark: part data/{part}.parquet is corrupted" in out
+    assert bench.read().to_pylist() == rows and bench.part_problems() == []
+    assert _mtimes(StageDir(run, "toyworld")) == pool_before  # the pool is not re-made
