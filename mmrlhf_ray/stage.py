@@ -57,8 +57,8 @@ class CountMismatch(RuntimeError):
 
 class StageInputError(FileNotFoundError):
     """An input is missing: an upstream stage has not finished (or is stale, or its parts
-    no longer match its manifest), a model directory is not there. A user error: ``mmrlhf`` prints it as one line and exits 2;
-    the message says what to run or set."""
+    no longer match its manifest), a model directory is not there. A user error:
+    ``mmrlhf`` prints it as one line and exits 2; the message says what to run or set."""
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -244,7 +244,11 @@ class StageDir:
         listing = self._part_listing()
         return [] if listing is None else part_problems(self.fs, self.root, listing, hash_bytes)
 
-    def damaged_message(self, what: str) -> str:
+    def damaged_message(self, what: str | list[PartProblem]) -> str:
+        """One line: this stage, what is wrong with it, the command that re-makes it."""
+        if isinstance(what, list):
+            them = "it" if len(what) == 1 else "them"
+            return self.damaged_message(summary(what)) + f" to re-make {them}"
         return f"stage '{self.stage}' in {self.run_dir}: {what}: re-run `{self.command()}`"
 
     def command(self) -> str:
@@ -255,8 +259,7 @@ class StageDir:
         when a part no longer matches the manifest. Reads every byte (see parts.py)."""
         problems = self.part_problems()
         if problems:
-            them = "it" if len(problems) == 1 else "them"
-            raise StageInputError(self.damaged_message(summary(problems)) + f" to re-make {them}")
+            raise StageInputError(self.damaged_message(problems))
 
     def check_rows_read(self, rows: int, quarantine: bool = False) -> None:
         """Rows in of a reader = rows out of this stage: ``rows`` read from all parts of
@@ -366,7 +369,7 @@ class StageDir:
         subdir = SUBDIRS[1] if quarantine else SUBDIRS[0]
         named = [p for p in self.part_problems(hash_bytes=False) if p.subdir == subdir]
         if named:
-            raise StageInputError(self.damaged_message(summary(named)) + " to re-make them")
+            raise StageInputError(self.damaged_message(named))
         paths = self.part_paths(quarantine)
         if not paths:
             raise FileNotFoundError(f"{self.stage}: no parts under {self.root}")
@@ -405,6 +408,12 @@ def require_done(run_dir: str, stage: str) -> StageDir:
     return upstream
 
 
+def _where(run_dir: str, upstream: str | StageDir) -> tuple[str, str]:
+    if isinstance(upstream, StageDir):
+        return upstream.run_dir, upstream.stage
+    return run_dir, upstream
+
+
 def begin_stage(
     cfg: Any,
     stage: str,
@@ -434,12 +443,7 @@ def begin_stage(
     if same_inputs and out.skip_if_done(config):
         print(f"{stage}: already done in {out.root}")
         return out, True
-    upstream = [
-        require_done(u.run_dir, u.stage)
-        if isinstance(u, StageDir)
-        else require_done(cfg.run_dir, u)
-        for u in inputs
-    ]
+    upstream = [require_done(*_where(cfg.run_dir, u)) for u in inputs]
     fingerprints = {u.stage: u.fingerprint() for u in upstream}
     out.begin(config, inputs={**fingerprints, **other_inputs}, keep_parts=keep_parts)
     return out, False

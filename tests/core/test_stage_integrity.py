@@ -192,3 +192,20 @@ def test_begin_stage_checks_its_inputs_before_work(tmp_path):
         with pytest.raises(StageInputError, match="part data/part-00002.parquet is corrupted"):
             begin_stage(Cfg(run), "down", inputs=inputs)
     assert StageDir(run, "down").read_manifest() is None  # nothing began
+
+
+def test_a_settled_part_is_hashed_once_and_a_later_change_still_seen(tmp_path):
+    """One pass per input per process: a part older than SETTLED_S keeps its digest while
+    its size and mtime stay; rewriting it changes the mtime, so it is hashed again."""
+    from mmrlhf_ray import parts
+
+    stage = _finished(str(tmp_path))
+    path = _file(stage, "part-00001")
+    hour_ago = os.stat(path).st_mtime_ns - 3600 * 10**9
+    os.utime(path, ns=(hour_ago, hour_ago))
+    assert stage.part_problems() == []
+    (key,) = [k for k in parts._DIGESTS if k[1] == path]  # settled: remembered
+    assert key[2:] == (os.path.getsize(path), hour_ago)
+    assert stage.part_problems() == []
+    _flip_middle(path)
+    assert [p.name for p in stage.part_problems()] == ["part-00001"]
