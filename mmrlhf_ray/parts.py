@@ -8,8 +8,9 @@ count, byte size and SHA-256 (``sha256sum <part>.parquet`` gives the same digest
                    "quarantine": {...}}
 
 ``part_problems`` compares the files on disk with that list: a listed part that is gone
-(missing), smaller or larger than recorded (truncated, or rewritten), whose bytes hash
-differently (corrupted), or a ``.parquet`` file the manifest does not list (an extra).
+(missing), of another size (its footer's row count named when it still reads, else
+truncated), whose bytes hash differently (corrupted), or a ``.parquet`` file the
+manifest does not list (an extra).
 
 Cost: hashing reads every byte once, streamed in 1 MiB blocks (any pyarrow filesystem,
 so parts on object stores work too). Within one process a part is hashed at most once:
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
@@ -101,10 +103,21 @@ def describe_parts(fs: pafs.FileSystem, root: str) -> dict[str, dict[str, dict[s
     return listing
 
 
+def _footer_rows(fs: pafs.FileSystem, path: str) -> int | None:
+    try:
+        return pq.ParquetFile(path, filesystem=fs).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return None  # no readable footer (a truncated file)
+
+
 def _mismatch(fs: pafs.FileSystem, info: pafs.FileInfo, entry: dict[str, Any]) -> str | None:
-    if info.size < entry["bytes"]:
-        return f"is truncated ({info.size} of {entry['bytes']} bytes)"
+    """What is wrong with one listed part, or None; hashes only when the size matches."""
     if info.size != entry["bytes"]:
+        rows = _footer_rows(fs, info.path)
+        if rows is not None and rows != entry["rows"]:
+            return f"has {rows} rows, the manifest says {entry['rows']}"
+        if info.size < entry["bytes"]:
+            return f"is truncated ({info.size} of {entry['bytes']} bytes)"
         return f"has {info.size} bytes, the manifest says {entry['bytes']}"
     if file_sha256(fs, info.path, info) != entry["sha256"]:
         return "is corrupted (its sha256 differs from the manifest's)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pyarrow.parquet as pq
 import pytest
 
 from mmrlhf_ray.schemas import to_table
@@ -91,6 +92,15 @@ def test_truncated_message_gives_sizes(tmp_path):
     _truncate(path)
     (problem,) = stage.part_problems()
     assert problem.what == f"is truncated ({size // 2} of {size} bytes)"
+
+
+def test_a_part_rewritten_with_fewer_rows_names_the_row_counts(tmp_path):
+    stage = _finished(str(tmp_path))
+    pq.write_table(to_table(_rows(0, 2), "pool"), _file(stage, "part-00000"))
+    with pytest.raises(
+        StageInputError, match=r"part-00000.parquet has 2 rows, the manifest says 4"
+    ):
+        require_done(str(tmp_path), "up")
 
 
 def test_an_extra_unlisted_part_is_named(tmp_path):
