@@ -78,6 +78,7 @@ def load_media(run_dir: str, gen: StageDir, ids: list[str]) -> dict[str, dict]:
     src = StageDir(run_dir, stage)
     if not ids or not src.is_done() or not src.part_paths():
         return {}
+    src.check_parts()  # hashed once per process (mmrlhf_ray/parts.py)
     dataset = pads.dataset(src.part_paths(), filesystem=src.fs, format="parquet")
     columns = ["sample_id", *[c for c in MEDIA_KEYS if c in dataset.schema.names]]
     table = dataset.to_table(columns=columns, filter=pads.field("sample_id").isin(ids))

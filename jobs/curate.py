@@ -157,6 +157,7 @@ def run(cfg: CurateConfig) -> dict:
         s: pq.ParquetFile(src.path("data", f"{s}.parquet"), filesystem=src.fs).metadata.num_rows
         for s in shards
     }
+    src.check_rows_read(sum(expected.values()))  # rows in = rows out of the input stage
     if reset_if_stale(out, embedding_fingerprint(cfg.embed, cfg.long_threshold, src.fingerprint())):
         print("curate: earlier parts were made from another model/pool: deleted, starting over")
     start = time.perf_counter()

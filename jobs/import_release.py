@@ -59,7 +59,7 @@ def import_file(
     """Import one release file into ``sub_stage``; returns {in, out, quarantined}."""
     out = StageDir(cfg.run_dir, sub_stage)
     config = {**config_to_dict(cfg), "file": path, "fingerprint": _fingerprint(path)}
-    if out.is_done(config):
+    if out.skip_if_done(config):
         counts = out.read_manifest()["counts"]
         print(f"import: {sub_stage} already done ({counts['out']} rows)")
         return counts
@@ -104,7 +104,7 @@ def run(cfg: ImportConfig) -> dict:
             raise StageInputError(f"import: {path}: no such file; check the path")
     inputs = {p: _fingerprint(p) for p, *_ in todo}
     config = {**config_to_dict(cfg), "inputs": inputs}
-    if stage.is_done(config):
+    if stage.skip_if_done(config):
         print(f"import: already done in {stage.root}")
         return stage.read_manifest()
     stage.begin(config, inputs=inputs)

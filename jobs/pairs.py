@@ -31,7 +31,7 @@ def input_stage(cfg: PairsConfig) -> StageDir:
     if cfg.input_stage:
         return require_done(cfg.run_dir, cfg.input_stage)
     if StageDir(cfg.run_dir, "expand").is_done():
-        return StageDir(cfg.run_dir, "expand")
+        return require_done(cfg.run_dir, "expand")
     return require_done(cfg.run_dir, "annotate")
 
 
@@ -88,6 +88,7 @@ def run(cfg: PairsConfig) -> dict:
         total.add(stats)
         bar.update(len(records))
     bar.close()
+    src.check_rows_read(n_in)  # rows in = rows out of the input stage
     manifest = out.finish(n_in, n_in - n_bad, n_bad, pairs=n_pairs, stats=vars(total))
     print(
         f"pairs: {n_in} records ({n_bad} quarantined) -> {n_pairs} pairs "

@@ -76,6 +76,7 @@ def benchmark(cfg: SftConfig, before: str, after: str) -> dict:
     torch.set_num_threads(2)
     stored = StageDir(cfg.run_dir, "toyworld/benchmark")  # the held-out split, if written
     if stored.is_done():
+        stored.check_parts()
         rows = stored.read().to_pylist()[: cfg.benchmark_size]
     else:
         rows = benchmark_split(cfg.benchmark_size, seed=cfg.benchmark_seed)

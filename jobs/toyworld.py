@@ -66,7 +66,7 @@ def _write(cfg: ToyWorldConfig, writer, stage: str, n: int, **kwargs) -> dict:
 def _sub_stage(cfg: ToyWorldConfig, stage: str, config: dict, n: int, writer, **kwargs) -> dict:
     """Run one sub-stage (benchmark / records) unless it is already done."""
     out = StageDir(cfg.run_dir, stage)
-    if out.is_done(config):
+    if out.skip_if_done(config):
         return out.read_manifest()
     out.begin(config)
     stats = _write(cfg, writer, stage, n, **kwargs)

@@ -12,7 +12,14 @@ Contract every stage keeps:
   same config; a finished stage re-run does nothing;
 * resumable: parts are written atomically (temp name, then rename), so after a crash
   ``has_part(name)`` tells which units of work to skip;
-* nothing silently lost: ``finish`` checks ``rows_in == rows_out + rows_quarantined``.
+* nothing silently lost: ``finish`` checks ``rows_in == rows_out + rows_quarantined``;
+* inputs a stage can trust: the manifest lists every part with its rows, bytes and
+  sha256 (``mmrlhf_ray.parts``). ``require_done`` (so every stage's ``begin_stage``)
+  checks an upstream stage's parts against it before any work starts and stops with one
+  line naming the part and the command to re-run; re-running the upstream stage deletes
+  its damaged parts and re-makes exactly those (``skip_if_done``). ``read`` checks that
+  the rows read equal the rows the manifest lists. Manifests written before part lists
+  existed (no ``part_files``) are accepted unverified, so older run dirs still work.
 """
 
 from __future__ import annotations
@@ -31,6 +38,14 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from mmrlhf_ray.config import config_to_dict
+from mmrlhf_ray.parts import (
+    SUBDIRS,
+    PartProblem,
+    describe_parts,
+    listed_rows,
+    part_problems,
+    summary,
+)
 from mmrlhf_ray.schemas import QUARANTINE_SCHEMA
 
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]*(/[a-z0-9-]+)*$")  # e.g. "pairs", "import/pool"
@@ -41,9 +56,9 @@ class CountMismatch(RuntimeError):
 
 
 class StageInputError(FileNotFoundError):
-    """An input is missing: an upstream stage has not finished (or is stale), a model
-    directory is not there. A user error: ``mmrlhf`` prints it as one line and exits 2;
-    the message says what to run or set."""
+    """An input is missing: an upstream stage has not finished (or is stale, or its parts
+    no longer match its manifest), a model directory is not there. A user error:
+    ``mmrlhf`` prints it as one line and exits 2; the message says what to run or set."""
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -193,6 +208,7 @@ class StageDir:
         manifest.update(
             status="done",
             finished=time.time(),
+            part_files=describe_parts(self.fs, self.root),
             counts={
                 "in": rows_in,
                 "out": rows_out,
@@ -214,6 +230,87 @@ class StageDir:
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    # ---- part integrity (mmrlhf_ray/parts.py) ----------------------------------------
+    def _part_listing(self) -> dict[str, dict] | None:
+        """The finished manifest's ``part_files``; None if not finished or written before
+        part lists existed (such output is accepted unverified)."""
+        manifest = self.read_manifest() or {}
+        return manifest.get("part_files") if manifest.get("status") == "done" else None
+
+    def part_problems(self, hash_bytes: bool = True) -> list[PartProblem]:
+        """Parts that no longer match the manifest (missing, truncated, corrupted, extra).
+        Hashes every part once per process (O(bytes)); ``hash_bytes=False``: names only."""
+        listing = self._part_listing()
+        return [] if listing is None else part_problems(self.fs, self.root, listing, hash_bytes)
+
+    def damaged_message(self, what: str | list[PartProblem]) -> str:
+        """One line: this stage, what is wrong with it, the command that re-makes it."""
+        if isinstance(what, list):
+            them = "it" if len(what) == 1 else "them"
+            return self.damaged_message(summary(what)) + f" to re-make {them}"
+        return f"stage '{self.stage}' in {self.run_dir}: {what}: re-run `{self.command()}`"
+
+    def command(self) -> str:
+        return f"mmrlhf {self.stage.split('/')[0]} run_dir={self.run_dir}"
+
+    def check_parts(self) -> None:
+        """Raise ``StageInputError`` (one line: stage, part, what is wrong, what to run)
+        when a part no longer matches the manifest. Reads every byte (see parts.py)."""
+        problems = self.part_problems()
+        if problems:
+            raise StageInputError(self.damaged_message(problems))
+
+    def check_rows_read(self, rows: int, quarantine: bool = False) -> None:
+        """Rows in of a reader = rows out of this stage: ``rows`` read from all parts of
+        ``data`` (or ``quarantine``) must equal what the finished manifest lists."""
+        listing = self._part_listing()
+        subdir = SUBDIRS[1] if quarantine else SUBDIRS[0]
+        if listing is not None and rows != listed_rows(listing, subdir):
+            raise StageInputError(
+                self.damaged_message(
+                    f"read {rows} rows from {subdir}/, its manifest lists "
+                    f"{listed_rows(listing, subdir)}"
+                )
+            )
+
+    def skip_if_done(self, config: dict[str, Any] | None = None) -> bool:
+        """True when finished (``is_done``) and every part still matches the manifest,
+        sub-stages included (``toyworld/benchmark``): the caller skips the work. When
+        parts are damaged, deletes them (with their partner part of the same name: a
+        unit of work is its data part and its quarantine part) and says which will be
+        re-made; returns False, so the stage's resume (``has_part``) re-makes exactly
+        those and ``finish`` re-checks the counts."""
+        if not self.is_done(config):
+            return False
+        problems = self.part_problems()
+        if problems:
+            self._delete_damaged(problems)
+            return False
+        damaged = [sub.stage for sub in self._sub_stages() if sub.part_problems()]
+        if damaged:
+            print(f"{self.stage}: parts of {', '.join(damaged)} do not match: re-making them")
+        return not damaged
+
+    def _delete_damaged(self, problems: list[PartProblem]) -> None:
+        units = sorted({p.name for p in problems if p.listed})
+        paths = [f"{self.root}/{p.path}" for p in problems if not p.listed]
+        paths += [f"{self.root}/{d}/{name}.parquet" for name in units for d in SUBDIRS]
+        for path in paths:
+            if self.fs.get_file_info(path).type == pafs.FileType.File:
+                self.fs.delete_file(path)
+        remade = ", ".join(units) or "none (extra files deleted)"
+        print(f"{self.stage}: {summary(problems)}: re-making part(s) {remade}")
+
+    def _sub_stages(self) -> list[StageDir]:
+        """Finished stages nested in this one's directory (``toyworld/benchmark``)."""
+        selector = pafs.FileSelector(self.root, allow_not_found=True)
+        subs = [
+            StageDir(self.run_dir, f"{self.stage}/{info.base_name}")
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.Directory and info.base_name not in SUBDIRS
+        ]
+        return [sub for sub in subs if sub.is_done()]
 
     # ---- parts ----------------------------------------------------------------------
     def _atomic_write(self, path: str, payload: bytes) -> None:
@@ -266,11 +363,20 @@ class StageDir:
         return [f"{directory}/{n}.parquet" for n in self.part_names(quarantine)]
 
     def read(self, columns: list[str] | None = None, quarantine: bool = False) -> pa.Table:
+        """All rows of the data (or quarantine) parts. Of a finished stage: the part
+        names must be the manifest's and the rows read its row count (no hashing here:
+        ``require_done`` hashed them)."""
+        subdir = SUBDIRS[1] if quarantine else SUBDIRS[0]
+        named = [p for p in self.part_problems(hash_bytes=False) if p.subdir == subdir]
+        if named:
+            raise StageInputError(self.damaged_message(named))
         paths = self.part_paths(quarantine)
         if not paths:
             raise FileNotFoundError(f"{self.stage}: no parts under {self.root}")
         tables = [pq.read_table(p, columns=columns, filesystem=self.fs) for p in paths]
-        return pa.concat_tables(tables, promote_options="default")
+        table = pa.concat_tables(tables, promote_options="default")
+        self.check_rows_read(table.num_rows, quarantine)
+        return table
 
     def count_rows(self, quarantine: bool = False) -> int:
         return sum(
@@ -284,20 +390,28 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def require_done(run_dir: str, stage: str) -> StageDir:
-    """The finished output of an upstream stage, or a clear error saying what to run."""
+    """The finished, intact output of an upstream stage, or a clear error saying what to
+    run. Checks every part against the upstream manifest (``check_parts``: hashes each
+    part, once per process), so call it before building any work on the input."""
     upstream = StageDir(run_dir, stage)
     if not upstream.is_done():
         stale = upstream.stale_inputs()
         if stale and (upstream.read_manifest() or {}).get("status") == "done":
             raise StageInputError(
                 f"stage '{stage}' in {run_dir} is stale: {', '.join(stale)} changed after it "
-                f"finished: re-run `mmrlhf {stage} run_dir={run_dir}` first"
+                f"finished: re-run `{upstream.command()}` first"
             )
         raise StageInputError(
-            f"stage '{stage}' has not finished in {run_dir}: run `mmrlhf {stage} "
-            f"run_dir={run_dir}` first"
+            f"stage '{stage}' has not finished in {run_dir}: run `{upstream.command()}` first"
         )
+    upstream.check_parts()
     return upstream
+
+
+def _where(run_dir: str, upstream: str | StageDir) -> tuple[str, str]:
+    if isinstance(upstream, StageDir):
+        return upstream.run_dir, upstream.stage
+    return run_dir, upstream
 
 
 def begin_stage(
@@ -309,12 +423,14 @@ def begin_stage(
 ) -> tuple[StageDir, bool]:
     """Skip-if-done, then begin: the opening every stage shares. Returns ``(out, done)``.
 
-    ``inputs`` are the upstream stages the stage reads: names in ``cfg.run_dir`` (each
-    must have finished) or the ``StageDir`` of another run. Their fingerprints go into
+    ``inputs`` are the upstream stages the stage reads: names in ``cfg.run_dir`` or
+    ``StageDir``s (another run's); each must have finished with its parts intact
+    (``require_done``, checked before any work). Their fingerprints go into
     the manifest, so re-making any of them makes this stage stale. ``other_inputs`` are
     inputs that are not stages (a file's fingerprint, a policy path): a change re-runs
     the stage too. ``done``: the stage already finished with this config and inputs
-    (the caller returns ``out.read_manifest()``).
+    (the caller returns ``out.read_manifest()``); a finished stage whose own parts are
+    damaged is not done: they are deleted and re-made (``StageDir.skip_if_done``).
     """
     out = StageDir(cfg.run_dir, stage)
     config = config_to_dict(cfg)
@@ -324,10 +440,10 @@ def begin_stage(
     same_inputs = set(recorded) == names | set(other_inputs) and all(
         recorded[k] == v for k, v in other_inputs.items()
     )
-    if same_inputs and out.is_done(config):
+    if same_inputs and out.skip_if_done(config):
         print(f"{stage}: already done in {out.root}")
         return out, True
-    upstream = [u if isinstance(u, StageDir) else require_done(cfg.run_dir, u) for u in inputs]
+    upstream = [require_done(*_where(cfg.run_dir, u)) for u in inputs]
     fingerprints = {u.stage: u.fingerprint() for u in upstream}
     out.begin(config, inputs={**fingerprints, **other_inputs}, keep_parts=keep_parts)
     return out, False

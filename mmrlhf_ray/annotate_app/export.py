@@ -149,7 +149,7 @@ def export(
         "stage": out.root,
         "data_jsonl": data_jsonl,
     }
-    if out.is_done(config):
+    if out.skip_if_done(config):
         return {**summary, "unchanged": True}
     out.begin(config)
     for start in range(0, max(len(records), 1), RECORDS_PER_PART):

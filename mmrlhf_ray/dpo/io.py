@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from mmrlhf_ray.groups import QueryGroup, group_pairs, split_groups
-from mmrlhf_ray.stage import StageDir, StageInputError
+from mmrlhf_ray.stage import StageDir, StageInputError, require_done
 
 # Policy checkpoints a run may hold, most trained first.
 POLICY_CANDIDATES = (("sft", "policy"), ("build-models", "policy"))
@@ -24,7 +24,7 @@ def resolve_pairs_stage(run_dir: str, pairs_stage: str, allowed: tuple[str, ...]
     for name in names:
         stage = StageDir(run_dir, name)
         if stage.is_done():
-            return stage
+            return require_done(run_dir, name)  # its parts checked too
     raise StageInputError(
         f"no finished pair table in {run_dir} (looked for {', '.join(names)}): run "
         f"`mmrlhf pairs run_dir={run_dir}` (and `mmrlhf score` for reward margins) first"
