@@ -242,9 +242,11 @@ class HFBackend:
     def _encode(self, prompts: list[str], group: list[GenRequest]) -> Any:
         """Left-padded model inputs for a group of prompts (with their images / videos)."""
         if self.multimodal:
-            images = [img for r in group for img in r.images]
+            images = [list(r.images) for r in group]
             videos = [r.video for r in group if r.video]
-            media = model_family(self.spec.path).processor_media(images=images, videos=videos)
+            media = model_family(self.spec.path).processor_media(
+                prompt_images=images, videos=videos
+            )
             return self.templater(text=prompts, padding=True, return_tensors="pt", **media)
         return self.tokenizer(prompts, padding=True, return_tensors="pt")
 

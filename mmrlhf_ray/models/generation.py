@@ -82,11 +82,11 @@ def generate_batch(
         if video and media:
             videos.append(media)
         else:
-            images.extend(media)
+            images.append(media)
     tok = processor.tokenizer
     side, tok.padding_side = tok.padding_side, "left"
     try:
-        media = family_of_processor(processor).processor_media(images=images, videos=videos)
+        media = family_of_processor(processor).processor_media(prompt_images=images, videos=videos)
         enc = processor(text=texts, padding=True, return_tensors="pt", **media)
     finally:
         tok.padding_side = side
