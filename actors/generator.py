@@ -257,7 +257,7 @@ class HFBackend:
     def _generate_group(self, group: list[GenRequest], greedy: bool) -> list[list[Sample]]:
         s = self.spec
         prompts = [render_chat(self.templater, r.messages) for r in group]
-        images = [img for r in group for img in r.images]
+        images = [list(r.images) for r in group if not r.video]
         videos = [r.video for r in group if r.video]
         enc = encode_batch(self.templater, prompts, self.family, images, videos)
         out = generate_encoded(

@@ -21,9 +21,10 @@ from __future__ import annotations
 import base64
 import math
 import random
+import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -188,9 +189,51 @@ def _score_group(
     try:
         answer = call_with_retries(lambda: compare(body), policy, what=f"query {group.query_id}")
     except RequestRejected as exc:
-        reason = f"service refused the query (HTTP {exc.status}): {exc.reason}"
-        return [], [pair_quarantine(r, "reward-service", exc.field, reason) for r in group.rows]
+        refused = re.fullmatch(r"(?:responses|critiques)\[(\d+)\]", exc.field or "")
+        if refused is None or int(refused.group(1)) >= len(group.responses):
+            reason = f"service refused the query (HTTP {exc.status}): {exc.reason}"
+            return [], [pair_quarantine(r, "reward-service", exc.field, reason) for r in group.rows]
+        # One response (or its critique) refused: only its pairs are lost; the other
+        # responses' scores do not depend on it, so the rest of the query is re-sent.
+        i = int(refused.group(1))
+        reason = (
+            f"service refused response {group.response_ids[i]} (HTTP {exc.status}, "
+            f"{exc.field}): {exc.reason}"
+        )
+        rest, lost = without_response(group, i)
+        bad = [pair_quarantine(r, "reward-service", exc.field, reason) for r in lost]
+        if not rest.pairs:
+            return [], bad
+        scored, more = _score_group(rest, compare, policy, max_frames)
+        return scored, bad + more
     return group_margins(group, check_scores(group, answer)), []
+
+
+def without_response(group: QueryGroup, i: int) -> tuple[QueryGroup, list[dict]]:
+    """(the group without response ``i`` and its pairs, the pair rows that involved it)."""
+    keep = [j for j in range(len(group.responses)) if j != i]
+    index = {j: n for n, j in enumerate(keep)}
+
+    def kept(values: list) -> list:
+        return [values[j] for j in keep] if len(values) == len(group.responses) else values
+
+    pairs, rows, lost = [], [], []
+    for p, row in zip(group.pairs, group.rows, strict=True):
+        if i in (p.chosen, p.rejected):
+            lost.append(row)
+        else:
+            pairs.append(replace(p, chosen=index[p.chosen], rejected=index[p.rejected]))
+            rows.append(row)
+    rest = replace(
+        group,
+        response_ids=kept(group.response_ids),
+        responses=kept(group.responses),
+        critiques=kept(group.critiques),
+        ref_logps=kept(group.ref_logps),
+        pairs=pairs,
+        rows=rows,
+    )
+    return rest, lost
 
 
 def score_groups(

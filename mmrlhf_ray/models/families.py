@@ -87,6 +87,7 @@ class Family:
     mrope: bool = False  # 3-D (t, h, w) rotary positions (Qwen families)
     video_as_images: bool = False  # the processor turns a video's frames into pixel_values
     nested_videos: bool = False  # processor wants videos=[[frames]] (SmolVLM)
+    nested_images: bool = False  # a batch's images one list per text (SmolVLM)
     extra_params: tuple[str, ...] = ()  # projector-side parameters outside both modules
     processors: tuple[str, ...] = ()  # processor class names of the family
     vllm_video: bool = True  # vLLM (0.32) takes this family's videos
@@ -114,12 +115,20 @@ class Family:
         images: Sequence | None = None,
         frames: Sequence | None = None,
         videos: Sequence[Sequence] | None = None,
+        prompt_images: Sequence[Sequence] | None = None,
     ) -> dict[str, Any]:
-        """Keyword arguments of ``processor(text=..., **kw)``: ``images`` (one list for the
-        batch), one video's ``frames``, or ``videos`` (a list of frame lists, one per text)."""
+        """Keyword arguments of ``processor(text=..., **kw)``: one prompt's ``images``, a
+        batch's ``prompt_images`` (one image list per text), one video's ``frames``, or
+        ``videos`` (a list of frame lists, one per text)."""
         videos = [list(frames)] if frames else [list(v) for v in videos or []]
         if videos:
             return {"videos": [[v] for v in videos] if self.nested_videos else videos}
+        if prompt_images is not None:
+            if not any(prompt_images):
+                return {}
+            if self.nested_images:  # SmolVLM counts a flat list as one text's images
+                return {"images": [list(i) for i in prompt_images]}
+            images = [img for per_text in prompt_images for img in per_text]
         return {"images": list(images)} if images else {}
 
     def vllm_video_input(self, frames: Sequence) -> Any:
@@ -290,6 +299,7 @@ FAMILIES: dict[str, Family] = {
             image_keys=("pixel_values", "pixel_attention_mask"),
             video_as_images=True,
             nested_videos=True,
+            nested_images=True,
             processors=("SmolVLMProcessor", "Idefics3Processor"),
             vllm_video=False,
         ),

@@ -44,19 +44,19 @@ def encode_batch(
     templater: Any,
     texts: Sequence[str],
     family: Family | None = None,
-    images: Sequence[Any] = (),
+    images: Sequence[Sequence[Any]] = (),
     videos: Sequence[Sequence[Any]] = (),
 ) -> Any:
     """Left-padded model inputs for rendered prompts (the tokenizer's padding side is
     restored afterwards). ``family`` None means a text-only model: ``templater`` is then
-    the tokenizer (or a processor whose tokenizer is used); ``images`` is one list for the
-    whole batch, ``videos`` one frame list per video prompt."""
+    the tokenizer (or a processor whose tokenizer is used); ``images`` is one image list
+    per image prompt, ``videos`` one frame list per video prompt."""
     tok = getattr(templater, "tokenizer", templater)
     side, tok.padding_side = tok.padding_side, "left"
     try:
         if family is None:
             return tok(list(texts), padding=True, return_tensors="pt")
-        media = family.processor_media(images=list(images), videos=list(videos))
+        media = family.processor_media(prompt_images=list(images), videos=list(videos))
         return templater(text=list(texts), padding=True, return_tensors="pt", **media)
     finally:
         tok.padding_side = side
@@ -144,7 +144,7 @@ def generate_batch(
         if video and media:
             videos.append(media)
         else:
-            images.extend(media)
+            images.append(media)
     enc = encode_batch(processor, texts, family_of_processor(processor), images, videos)
     tok = processor.tokenizer
     stop = tok.convert_tokens_to_ids(end_of_turn(processor))

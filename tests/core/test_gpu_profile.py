@@ -89,3 +89,84 @@ def test_self_improve_hands_train_dpo_encoding_to_ref_logps():
     )
     assert (ref.run_dir, ref.policy, ref.pairs_stage) == ("/r", "/p", "score")
     assert (dpo.run_dir, dpo.policy) == ("/r", "/p")
+
+
+# ---- the paper's setting (issue 12, Build 6) ------------------------------------------------
+# LLaVA-OV-7B (llava-hf/llava-onevision-qwen2-7b-ov-hf) is the paper's main policy (Tables 3,
+# 8, 9, Fig. 1) and the backbone of MM-RLHF-Reward-7B; App. G: 32 x H800; Table 1: 29,997
+# queries; the abstract: 120k pairs.
+PAPER_POLICY = "/mnt/shared/models/llava-onevision-qwen2-7b-ov-hf"
+PAPER_QUERIES, PAPER_PAIRS = 29_997, 120_000
+
+
+def test_every_gpu_role_holds_the_papers_model():
+    from mmrlhf_ray.models.families import family_of_model_type
+
+    roles = {
+        "sft policy": stage_config("sft").policy_path,
+        "ref-logps reference": stage_config("ref-logps").policy,
+        "train-dpo policy": stage_config("train-dpo").policy,
+        "evaluate base": stage_config("evaluate").policies["base"],
+        "train-reward backbone": stage_config("train-reward").backbone,
+    }
+    assert roles == dict.fromkeys(roles, PAPER_POLICY)
+    # the HF conversion's config.json says model_type llava_onevision: that family's layer
+    assert family_of_model_type("llava_onevision").name == "llava-onevision"
+    generators = {m.name: m.path.rsplit("/", 1)[1] for m in stage_config("generate").models}
+    assert generators == {  # Sec. 2.2's open response models (GPT-4o, Claude are closed)
+        "qwen2-vl-72b": "Qwen2-VL-72B-Instruct",
+        "llava-ov-72b": "llava-onevision-qwen2-72b-ov-hf",
+    }
+
+
+def curated_queries() -> int:
+    cur = stage_config("curate")
+    return cur.image_size + cur.safety_count + cur.video_count
+
+
+def test_curated_queries_and_pairs_are_the_papers():
+    """~30k queries (Table 1) x ~4 pairs of differing rank per query (4 responses: at most
+    C(4,2) = 6, fewer after ties) ~ the paper's 120k pairs."""
+    cur = stage_config("curate")
+    assert curated_queries() == PAPER_QUERIES
+    assert (cur.safety_count, cur.video_count) == (1999, 4235)
+    assert (cur.ratio.long, cur.ratio.short, cur.ratio.mcq) == (4, 5, 1)
+    responses = sum(m.n for m in stage_config("generate").models)
+    assert responses == 4
+    pairs_per_query = PAPER_PAIRS / PAPER_QUERIES
+    assert responses - 1 < pairs_per_query < responses * (responses - 1) / 2
+    assert abs(curated_queries() * 4 - PAPER_PAIRS) / PAPER_PAIRS < 0.01
+
+
+def queries_per_step(train) -> int:
+    return train.num_workers * train.micro_batch_size * train.grad_accum
+
+
+def test_step_counts_are_the_epochs_the_comments_claim():
+    import math
+
+    dpo = stage_config("train-dpo")
+    train_queries = curated_queries() * (1 - dpo.heldout_fraction)
+    assert "1 epoch" in (ROOT / "configs/train-dpo.gpu.yaml").read_text()
+    assert dpo.train.max_steps == math.ceil(train_queries / queries_per_step(dpo.train)) == 230
+    assert dpo.train.warmup_steps < dpo.train.max_steps / 10
+    reward = stage_config("train-reward")  # epochs > 0 sets max_steps from the pairs it reads
+    assert reward.epochs == 1
+    si = stage_config("self-improve")
+    _, round_dpo = round_configs_of(si)
+    round_queries = si.queries_per_round * (1 - round_dpo.heldout_fraction)
+    assert si.pair_mode == "best-vs-worst"  # <= 1 pair per query
+    assert round_dpo.train.max_steps == math.ceil(round_queries / queries_per_step(round_dpo.train))
+    assert round_dpo.train.warmup_steps < round_dpo.train.max_steps / 5
+
+
+def round_configs_of(si):
+    from mmrlhf_ray.self_improve import round_configs
+
+    return round_configs(si, "/mnt/shared/runs/test/r1", "/p")
+
+
+def test_train_dpo_fills_the_papers_32_gpus():
+    dpo = stage_config("train-dpo")
+    assert dpo.train.num_workers == 32 and dpo.train.use_gpu and dpo.train.zero_stage == 3
+    assert dpo.train.freeze_vision and not dpo.train.freeze_projector  # App. G.1

@@ -129,3 +129,48 @@ def test_score_groups_quarantines_refused_queries_and_stops_on_failure():
 
     with pytest.raises(ScoringFailed, match="gave up"):
         score_groups(groups, broken, policy, concurrency=2)
+
+
+def test_a_refused_response_loses_only_its_own_pairs():
+    """A tiny policy sampled a NUL byte: the service refuses that one response (422,
+    field responses[i]); the query's other pairs are scored, the refused response's
+    pairs quarantined naming it (found on the qwen2.5-vl / internvl shapes-world runs)."""
+    rows = all_pairs("a", 4)  # r0 > r1 > r2 > r3: 6 pairs
+    rows = [
+        {**r, **{k: r[k] + "\x00" for k in ("chosen", "rejected") if r[k] == "answer r2"}}
+        for r in rows
+    ]
+    (group,), _ = group_pairs(rows)
+    sent = []
+
+    def compare(body):
+        sent.append(list(body["responses"]))
+        for i, text in enumerate(body["responses"]):
+            if "\x00" in text:
+                raise RequestRejected(422, f"responses[{i}]", "contains a NUL character")
+        return {"scores": [10.0 - float(text[-1]) for text in body["responses"]]}
+
+    policy = RetryPolicy(max_attempts=1, base_delay_s=0)
+    scored, bad = score_groups([group], compare, policy)
+    assert sent[1] == ["answer r0", "answer r1", "answer r3"]
+    assert {r["pair_id"] for r in scored} == {"a:r0>r1", "a:r0>r3", "a:r1>r3"}
+    assert {r["pair_id"]: r["margin"] for r in scored} == {
+        "a:r0>r1": 1.0,
+        "a:r0>r3": 3.0,
+        "a:r1>r3": 2.0,
+    }
+    assert sorted(b["locator"] for b in bad) == [
+        f"pair_id=a:{p}" for p in ("r0>r2", "r1>r2", "r2>r3")
+    ]
+    assert all(b["field"] == "responses[2]" and "a/r2" in b["reason"] for b in bad)
+    assert len(scored) + len(bad) == len(rows)
+
+
+def test_a_query_left_without_pairs_is_all_quarantined():
+    (group,), _ = group_pairs([pair("b", "r0", "r1", rejected="bad\x00")])
+
+    def compare(body):
+        raise RequestRejected(422, "responses[1]", "contains a NUL character")
+
+    scored, bad = score_groups([group], compare, RetryPolicy(max_attempts=1, base_delay_s=0))
+    assert scored == [] and len(bad) == 1 and "b/r1" in bad[0]["reason"]
