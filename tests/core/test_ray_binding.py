@@ -27,7 +27,9 @@ ray.shutdown()
 
 @pytest.mark.timeout(300)
 def test_local_runtime_listens_on_loopback_only():
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    # no RAY_ADDRESS either: the probe must start its own runtime, not join the suite's
+    unset = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
     done = subprocess.run(
         [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=240
