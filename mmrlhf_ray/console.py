@@ -124,6 +124,17 @@ def enable() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def disable() -> None:
+    """Undo ``enable`` (the terminal streams back, the log closed): for a process that
+    runs several stages in turn with different consoles, e.g. a test session."""
+    if not _state["enabled"]:
+        return
+    sys.stdout, sys.stderr = _state["terminal"]
+    if _state["log"] is not None:
+        _state["log"].close()
+    _state.update(enabled=False, terminal=None, log=None)
+
+
 def enabled() -> bool:
     return bool(_state["enabled"])
 

@@ -13,7 +13,7 @@ import pytest
 PROBE = r"""
 import json
 import psutil, ray
-from actors.runtime import init_ray
+from harness.runtime import init_ray
 init_ray(num_cpus=1)
 ours = {p.pid for p in psutil.Process().children(recursive=True)} | {psutil.Process().pid}
 listening = []

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from jobs import train_dpo as job
+from mmrlhf_ray.config import ConfigError
 from mmrlhf_ray.stage import StageDir
 from tests.dpo.helpers import make_pairs, write_ref_logps_stage
 
@@ -67,7 +68,7 @@ def test_train_dpo_refuses_reference_logps_of_other_encoding(tmp_path, policy_di
     rows = make_pairs(n_queries=2, k=2)
     write_ref_logps_stage(tmp_path, rows, policy_dir, max_frames=10)
     argv = [f"run_dir={tmp_path}", f"policy={policy_dir}", "max_frames=8"]
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(ConfigError) as err:  # a user error: `mmrlhf` prints it, exit 2
         job.main(argv)
     message = str(err.value)
     assert "\n" not in message and "max_frames 8 (train-dpo) vs 10 (ref-logps)" in message
