@@ -49,6 +49,7 @@ worker dies, and the loop resumes from the last checkpoint. Re-running with the 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -285,6 +286,7 @@ def _train_loop(loop_config: dict) -> None:
     cfg = TrainConfig(**loop_config["train"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    _quiet_report_log()
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed)
     csv_path = loop_config["metrics_csv"] if rank == 0 else os.devnull
@@ -310,7 +312,9 @@ def _train_loop(loop_config: dict) -> None:
         if rank == 0:
             interrupt_point("train.step")  # tests: a signal inside a Ray Train run
             append_metrics(csv_path, metrics)
-            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
+            # refresh=False: mininterval holds (a refresh per step is a terminal line
+            # per step once Ray forwards the worker's output)
+            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", refresh=False)
             bar.update(1)
         done = step + 1
         final = done == cfg.max_steps
@@ -321,6 +325,17 @@ def _train_loop(loop_config: dict) -> None:
         elif done % cfg.report_every == 0:
             ray.train.report(metrics)
     bar.close()
+
+
+def _quiet_report_log() -> None:
+    """Ray Train V2 logs every ``report`` at INFO ("Reporting training result N: ...") to
+    a logger named by its file's path, outside the "ray" loggers the console quiets; on
+    a terminal each record lands on the progress bar's line. WARNING and up still show."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: its INFO lines just stay
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def _progress(rank: int, start: int, total: int):
