@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 
 from mmrlhf_ray import console
 
@@ -85,3 +86,17 @@ def test_model_loading_bars_and_deepspeed_notices_go_to_the_log(tmp_path, monkey
     out.write("sft: 40 of 48 pool rows trained\n")
     assert terminal.getvalue() == "sft: 40 of 48 pool rows trained\n"
     assert (tmp_path / "sft" / "logs" / "console.log").read_bytes().decode() == "".join(noisy)
+
+
+def test_disable_gives_the_streams_back_and_closes_the_log(tmp_path, monkeypatch):
+    monkeypatch.setattr(console, "_state", {"enabled": False, "terminal": None, "log": None})
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    console.enable()
+    log = console.route(str(tmp_path), "sft")
+    assert sys.stdout is not out and console.enabled()
+    console.disable()
+    assert sys.stdout is out and sys.stderr is err and not console.enabled()
+    assert console.route(str(tmp_path), "sft") is None  # off again: nothing routed
+    assert open(log).read() == ""  # the log existed, closed with nothing lost
