@@ -19,9 +19,9 @@ import os
 
 import pyarrow as pa
 
+from mmrlhf_ray.core.signals import interrupt_point
 from mmrlhf_ray.curation.embed import embed_rows
-from mmrlhf_ray.schemas import MEDIA_KEYS
-from mmrlhf_ray.signals import interrupt_point
+from mmrlhf_ray.data.schemas import MEDIA_KEYS
 
 OUTPUT_SCHEMA = pa.schema(
     [

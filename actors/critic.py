@@ -15,9 +15,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from mmrlhf_ray.generation import ModelSpec, critique_request
+from mmrlhf_ray.generation.requests import ModelSpec, critique_request
 from mmrlhf_ray.reward.model import HEAD_FILE, META_FILE
-from mmrlhf_ray.serving import ScoringInput
+from mmrlhf_ray.service.server import ScoringInput
 
 
 def backbone_view(model_path: str) -> str:

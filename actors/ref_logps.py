@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from mmrlhf_ray.groups import QueryGroup
-from mmrlhf_ray.schemas import MEDIA_KEYS
+from mmrlhf_ray.data.groups import QueryGroup
+from mmrlhf_ray.data.schemas import MEDIA_KEYS
 
 
 def _value(v: Any) -> Any:

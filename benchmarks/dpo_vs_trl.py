@@ -155,12 +155,12 @@ def run_ours(
     warmup: int = 1,
 ) -> dict:
     """Our loop: grouped (or packed) forward, frozen tower, reference precomputed (or online)."""
+    from mmrlhf_ray.data.groups import group_pairs
     from mmrlhf_ray.dpo.batching import encode_group
     from mmrlhf_ray.dpo.config import LossConfig
     from mmrlhf_ray.dpo.objective import LossState, preference_loss
     from mmrlhf_ray.dpo.packed import collate_batch, response_logps
     from mmrlhf_ray.dpo.reference import reference_logps
-    from mmrlhf_ray.groups import group_pairs
 
     model, processor = _load(paths["policy"])
     ref_model, _ = _load(paths["reference"] if online else paths["policy"])
@@ -247,7 +247,7 @@ def _trl_trainer(
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from mmrlhf_ray.media import decode_image
+    from mmrlhf_ray.data.media import decode_image
     from mmrlhf_ray.models.encoding import chat_messages
 
     model, processor = _load(paths["policy"])
@@ -319,10 +319,10 @@ def run_trl(paths: dict, rows: list[dict], steps: int, batch_pairs: int, warmup:
 
 def step0_check(paths: dict, rows: list[dict]) -> dict:
     """TRL's loss and ours (w = 0) on the same 6-pair batch, reference == policy and != policy."""
+    from mmrlhf_ray.data.groups import group_pairs
     from mmrlhf_ray.dpo.batching import collate_groups, encode_group
     from mmrlhf_ray.dpo.forward import grouped_logps
-    from mmrlhf_ray.groups import group_pairs
-    from mmrlhf_ray.losses import mm_dpo_loss
+    from mmrlhf_ray.dpo.losses import mm_dpo_loss
 
     batch_rows = rows[:6]
     out = {}

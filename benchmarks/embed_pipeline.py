@@ -33,8 +33,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def build_pool(run_dir: str, n: int, per_shard: int) -> list[dict]:
-    from mmrlhf_ray.schemas import to_table
-    from mmrlhf_ray.stage import StageDir
+    from mmrlhf_ray.core.stage import StageDir
+    from mmrlhf_ray.data.schemas import to_table
     from mmrlhf_ray.toyworld import generate_pool
 
     rows = generate_pool(n, seed=0)
@@ -51,9 +51,9 @@ def run_plain(run_dir: str, model_name: str, threads: int, batch: int) -> dict:
     import pyarrow.parquet as pq
     import torch
 
+    from mmrlhf_ray.core.stage import StageDir
     from mmrlhf_ray.curation.embed import embed_rows
     from mmrlhf_ray.models.clip import load_clip
-    from mmrlhf_ray.stage import StageDir
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -82,10 +82,10 @@ def run_ray(run_dir: str, model_name: str, actors: int, batch: int, stage: str) 
     import pyarrow.parquet as pq
 
     from jobs.curate import embed_pending
-    from mmrlhf_ray.config import load_config
+    from mmrlhf_ray.core.config import load_config
+    from mmrlhf_ray.core.stage import StageDir
     from mmrlhf_ray.curation.config import CurateConfig
     from mmrlhf_ray.curation.pipeline import ShardCollector
-    from mmrlhf_ray.stage import StageDir
 
     cfg = load_config(
         CurateConfig,

@@ -38,12 +38,12 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from mmrlhf_ray.data.groups import group_pairs, split_groups  # noqa: E402
 from mmrlhf_ray.dpo.batching import collate_groups, encode_group  # noqa: E402
 from mmrlhf_ray.dpo.config import LossConfig  # noqa: E402
-from mmrlhf_ray.dpo.evaluate import preference_metrics, response_scores  # noqa: E402
 from mmrlhf_ray.dpo.forward import grouped_logps  # noqa: E402
 from mmrlhf_ray.dpo.objective import LossState, preference_loss  # noqa: E402
-from mmrlhf_ray.groups import group_pairs, split_groups  # noqa: E402
+from mmrlhf_ray.evaluation.implicit_reward import preference_metrics, response_scores  # noqa: E402
 from mmrlhf_ray.models import build_all, load_policy, sft_loss  # noqa: E402
 from mmrlhf_ray.training.freeze import freeze_vision  # noqa: E402
 
@@ -91,7 +91,7 @@ def sft_policy(work: Path, n_rows: int, steps: int) -> str:
 
 def simulated_pairs(n_queries: int, seed: int = 7) -> list[dict]:
     """All differing-rank pairs of 4 simulated responses per query, oracle margins."""
-    from mmrlhf_ray.pairs import expand_record
+    from mmrlhf_ray.annotate.pairs import expand_record
     from mmrlhf_ray.toyworld import SIMULATED_MODELS, make_row, simulated_record
 
     rows, index = [], 0
@@ -110,8 +110,8 @@ def simulated_pairs(n_queries: int, seed: int = 7) -> list[dict]:
 
 def run_dir_inputs(run_dir: str) -> tuple[str, list[dict]]:
     """The pipeline's SFT policy and its reward-scored pairs."""
+    from mmrlhf_ray.core.stage import require_done
     from mmrlhf_ray.dpo.io import resolve_policy
-    from mmrlhf_ray.stage import require_done
 
     return resolve_policy(run_dir, ""), require_done(run_dir, "score").read().to_pylist()
 

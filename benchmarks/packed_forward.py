@@ -67,7 +67,7 @@ def real_pairs(n_queries: int, side: int, tok, seed: int = 0) -> list[dict]:
     import numpy as np
     from PIL import Image
 
-    from mmrlhf_ray.media import encode_png
+    from mmrlhf_ray.data.media import encode_png
 
     rng, np_rng = random.Random(seed), np.random.default_rng(seed)
     rows = []
@@ -107,8 +107,8 @@ def shape_setup(shape: str, workdir: Path, n_queries: int) -> tuple[dict, list[d
 
 def token_counts(paths: dict, rows: list[dict]) -> dict[str, float]:
     """Per query: LLM positions and LM-head positions each variant computes (mean)."""
+    from mmrlhf_ray.data.groups import group_pairs
     from mmrlhf_ray.dpo.batching import encode_group
-    from mmrlhf_ray.groups import group_pairs
     from mmrlhf_ray.models import load_policy
 
     _, processor = load_policy(paths["policy"])

@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from jobs import train_reward  # noqa: E402
+from mmrlhf_ray.core.stage import StageDir  # noqa: E402
+from mmrlhf_ray.data.schemas import to_table  # noqa: E402
+from mmrlhf_ray.evaluation.reward_bench import acc_table, format_table, score_pairs  # noqa: E402
 from mmrlhf_ray.models import build_all  # noqa: E402
-from mmrlhf_ray.reward.bench import acc_table, format_table, score_pairs  # noqa: E402
 from mmrlhf_ray.reward.data import pairs_from_rows, split_pairs  # noqa: E402
 from mmrlhf_ray.reward.model import load_reward_model, new_reward_model  # noqa: E402
 from mmrlhf_ray.reward.toy import toy_pairs  # noqa: E402
-from mmrlhf_ray.schemas import to_table  # noqa: E402
-from mmrlhf_ray.stage import StageDir  # noqa: E402
 
 VARIANTS = {  # name -> (run slug, critique_source, critique weight, inference modes)
     "w/o Task 1 (score only)": ("score-only", "none", 0.0, ["none"]),

@@ -40,7 +40,7 @@ TOKEN = "fuzz-token"
 def _png(size=(32, 32)) -> bytes:
     from PIL import Image
 
-    from mmrlhf_ray.media import encode_png
+    from mmrlhf_ray.data.media import encode_png
 
     return encode_png(Image.new("RGB", size, (10, 200, 30)))
 
@@ -251,7 +251,7 @@ def main() -> None:
     from ray import serve
 
     from harness.runtime import init_ray
-    from mmrlhf_ray.serving import ServeLimits, ServeRewardConfig
+    from mmrlhf_ray.service.server import ServeLimits, ServeRewardConfig
     from serve.app import start
 
     init_ray(num_cpus=4)
@@ -286,6 +286,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from mmrlhf_ray.signals import run_main
+    from mmrlhf_ray.core.signals import run_main
 
     run_main(main, "serve_fuzz")  # Ctrl-C 130, SIGTERM 143, the services it started stopped

@@ -63,7 +63,7 @@ def payloads(n: int = 16) -> list[dict]:
     """``n`` distinct single-item /v1/score bodies (question, 64x64 PNG, response)."""
     from PIL import Image
 
-    from mmrlhf_ray.media import encode_png
+    from mmrlhf_ray.data.media import encode_png
 
     out = []
     for i in range(n):
@@ -151,7 +151,12 @@ def offline(
     own (a vLLM critic pins its process's threads)."""
     import torch
 
-    from mmrlhf_ray.serving import ScoreRequest, ServeLimits, load_scorer, resolve_score_request
+    from mmrlhf_ray.service.server import (
+        ScoreRequest,
+        ServeLimits,
+        load_scorer,
+        resolve_score_request,
+    )
 
     torch.set_num_threads(1)
     critic = None
@@ -178,7 +183,7 @@ def offline(
 
 
 def start_apps(model_path: str, batch: int, tokens: int, backend: str) -> dict[str, str]:
-    from mmrlhf_ray.serving import ServeRewardConfig
+    from mmrlhf_ray.service.server import ServeRewardConfig
     from serve.app import start
 
     port, urls = free_port(), {}
@@ -322,6 +327,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from mmrlhf_ray.signals import run_main
+    from mmrlhf_ray.core.signals import run_main
 
     run_main(main, "serve_load")  # Ctrl-C 130, SIGTERM 143, the services it started stopped

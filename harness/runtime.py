@@ -11,7 +11,7 @@ import os
 
 import ray
 
-from mmrlhf_ray import signals
+from mmrlhf_ray.core import signals
 
 LOCAL_OBJECT_STORE_BYTES = 1 << 30  # 1 GiB: plenty for the shapes world, safe on 24 GiB boxes
 # Logical CPUs of a local runtime: at least 4, so an actor pool of 2 (1 CPU each) still
@@ -27,8 +27,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     env = {
         "env_vars": {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
-        # every worker drops the warnings known to be harmless (mmrlhf_ray/console.py)
-        "worker_process_setup_hook": "mmrlhf_ray.console.quiet_known_warnings",
+        # every worker drops the warnings known to be harmless (mmrlhf_ray/core/console.py)
+        "worker_process_setup_hook": "mmrlhf_ray.core.console.quiet_known_warnings",
     }
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=True)

@@ -63,8 +63,8 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from mmrlhf_ray import signals
-from mmrlhf_ray.signals import interrupt_point
+from mmrlhf_ray.core import signals
+from mmrlhf_ray.core.signals import interrupt_point
 from mmrlhf_ray.training.checkpoint import (
     DS_DIR,
     HF_DIR,
@@ -389,7 +389,7 @@ def run_training(
             },
         ),
     )
-    # Ray Train's fit would replace the SIGINT handler for good: see mmrlhf_ray/signals.py
+    # Ray Train's fit would replace the SIGINT handler for good: see mmrlhf_ray/core/signals.py
     result = signals.while_framework_runs(trainer.fit)
     if result.error is not None:
         raise result.error

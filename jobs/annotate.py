@@ -28,7 +28,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mmrlhf_ray.annotation import (
+from mmrlhf_ray.annotate.records import (
     AnnotateConfig,
     GeneratedQuery,
     annotate_group,
@@ -36,10 +36,11 @@ from mmrlhf_ray.annotation import (
     group_generated,
     merge_media,
 )
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.release import read_release_file
-from mmrlhf_ray.schemas import MEDIA_KEYS, quarantine_row, to_table
-from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage
+from mmrlhf_ray.data.release import read_release_file
+from mmrlhf_ray.data.schemas import MEDIA_KEYS, to_table
 
 GEN_COLUMNS = (
     "response_id",
@@ -78,7 +79,7 @@ def load_media(run_dir: str, gen: StageDir, ids: list[str]) -> dict[str, dict]:
     src = StageDir(run_dir, stage)
     if not ids or not src.is_done() or not src.part_paths():
         return {}
-    src.check_parts()  # hashed once per process (mmrlhf_ray/parts.py)
+    src.check_parts()  # hashed once per process (mmrlhf_ray/core/parts.py)
     dataset = pads.dataset(src.part_paths(), filesystem=src.fs, format="parquet")
     columns = ["sample_id", *[c for c in MEDIA_KEYS if c in dataset.schema.names]]
     table = dataset.to_table(columns=columns, filter=pads.field("sample_id").isin(ids))

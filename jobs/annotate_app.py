@@ -35,9 +35,9 @@ from mmrlhf_ray.annotate_app.export import export
 from mmrlhf_ray.annotate_app.review import STATUSES, agreement, review_query
 from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.annotate_app.tasks import gold_labels, load_tasks
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import ConfigError
-from mmrlhf_ray.release import read_release_file
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import ConfigError
+from mmrlhf_ray.data.release import read_release_file
 
 
 def open_store(cfg: AnnotateAppConfig) -> Store:
@@ -99,7 +99,7 @@ def _fmt(value: float | None) -> str:
 def assist(cfg: AnnotateAppConfig, store: Store) -> int:
     """Draft reasons from the critique reward model, in this process or through the service."""
     if cfg.assist_model:
-        from mmrlhf_ray.serving import load_scorer
+        from mmrlhf_ray.service.server import load_scorer
 
         scorer = load_scorer(cfg.assist_model, critique_max_new_tokens=cfg.assist_max_new_tokens)
         return draft_critiques(store, scorer_critic(scorer))

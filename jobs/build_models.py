@@ -17,9 +17,9 @@ from __future__ import annotations
 import sys
 import time
 
-from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import begin_stage
 from mmrlhf_ray.models.config import BuildModelsConfig
-from mmrlhf_ray.stage import begin_stage
 
 
 def run(cfg: BuildModelsConfig) -> dict:

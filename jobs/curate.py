@@ -23,7 +23,8 @@ import time
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import StageDir, begin_stage
 from mmrlhf_ray.curation.config import CurateConfig
 from mmrlhf_ray.curation.pipeline import (
     ShardCollector,
@@ -36,7 +37,6 @@ from mmrlhf_ray.curation.pipeline import (
     write_report,
     write_selected,
 )
-from mmrlhf_ray.stage import StageDir, begin_stage
 
 
 def build_embed_dataset(cfg: CurateConfig, src: StageDir, pending: list[str]):

@@ -18,11 +18,16 @@ import json
 import sys
 from pathlib import Path
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.evaluation import EvaluateConfig, plot_metrics, policy_metrics, summary_markdown
-from mmrlhf_ray.generation import ModelSpec
-from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage, require_done
-from mmrlhf_ray.stages import get_stage
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
+from mmrlhf_ray.core.stages import get_stage
+from mmrlhf_ray.evaluation.shapes import (
+    EvaluateConfig,
+    plot_metrics,
+    policy_metrics,
+    summary_markdown,
+)
+from mmrlhf_ray.generation.requests import ModelSpec
 
 BENCHMARK_STAGE = "toyworld/benchmark"
 
@@ -53,7 +58,7 @@ def answers_of(out: StageDir, policy: str) -> dict[str, str]:
 
 
 def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, int, int]:
-    from harness.generation_pool import generate_model
+    from harness.actor_pool import generate_model
 
     bench_dir = cfg.benchmark_run_dir or cfg.run_dir
     bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")

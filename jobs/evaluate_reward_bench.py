@@ -24,9 +24,10 @@ import json
 import sys
 from pathlib import Path
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.media import encode_png, row_images
-from mmrlhf_ray.reward.bench import (
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.data.media import encode_png, row_images
+from mmrlhf_ray.evaluation.reward_bench import (
     acc_table,
     bench_rows_to_pairs,
     format_table,
@@ -36,7 +37,6 @@ from mmrlhf_ray.reward.bench import (
     write_bench_jsonl,
 )
 from mmrlhf_ray.reward.config import EvaluateRewardBenchConfig
-from mmrlhf_ray.stage import StageDir, begin_stage, require_done
 
 STAGE = "evaluate/reward-bench"
 

@@ -2,7 +2,7 @@
 
 Reads the ``annotate`` stage (RECORD_SCHEMA) and writes the ``expand`` stage: the same
 records, each response's ``critique`` filled with the expander's rewrite of its
-``score_reason`` (Table 7 prompt, ``mmrlhf_ray.prompts.EXPANSION_PROMPT``, overridable
+``score_reason`` (Table 7 prompt, ``mmrlhf_ray.data.prompts.EXPANSION_PROMPT``, overridable
 with ``prompt_template``). Every expansion is checked against the original verdict
 (``check_expansion``): a flagged one (contradicts / junk / no verdict / empty) follows
 ``fallback`` (``original``: keep the annotator's reason; ``keep``: keep the expansion)
@@ -21,16 +21,17 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import ConfigError
-from mmrlhf_ray.generation import (
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import ConfigError
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.core.stage import StageDir, begin_stage
+from mmrlhf_ray.data.schemas import to_table, validate_row
+from mmrlhf_ray.generation.requests import (
     ExpandConfig,
     check_expansion,
     choose_critique,
     expansion_requests,
 )
-from mmrlhf_ray.schemas import quarantine_row, to_table, validate_row
-from mmrlhf_ray.stage import StageDir, begin_stage
 
 AUDIT_SCHEMA = pa.schema(
     [
@@ -136,7 +137,7 @@ def split_chunk(records: list[dict], chunk: int) -> tuple[list[dict], list[dict]
 
 def run(cfg: ExpandConfig) -> dict:
     """The stage: chunks of records -> expansions on the pool -> checked, merged parts."""
-    from harness.generation_pool import run_pool
+    from harness.actor_pool import run_pool
     from harness.runtime import init_ray
 
     spec = cfg.expander.resolved(cfg.run_dir)

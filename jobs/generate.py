@@ -17,10 +17,10 @@ import sys
 
 import pyarrow as pa
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import ConfigError
-from mmrlhf_ray.generation import GenerateConfig
-from mmrlhf_ray.stage import begin_stage, require_done
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import ConfigError
+from mmrlhf_ray.core.stage import begin_stage, require_done
+from mmrlhf_ray.generation.requests import GenerateConfig
 
 
 def load_queries(cfg: GenerateConfig) -> pa.Table:
@@ -39,7 +39,7 @@ def run(cfg: GenerateConfig) -> dict:
     specs = [spec.resolved(cfg.run_dir) for spec in cfg.models]
     for spec in specs:
         spec.validate()
-    from harness.generation_pool import generate_model
+    from harness.actor_pool import generate_model
 
     out, done = begin_stage(cfg, "generate", inputs=[cfg.input_stage])
     if done:

@@ -24,11 +24,11 @@ import sys
 
 from tqdm import tqdm
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import config_to_dict
-from mmrlhf_ray.release import ImportConfig, read_release_file
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir, StageInputError
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import config_to_dict
+from mmrlhf_ray.core.stage import StageDir, StageInputError
+from mmrlhf_ray.data.release import ImportConfig, read_release_file
+from mmrlhf_ray.data.schemas import to_table
 
 # (config attribute, release file kind, sub-stage, schema kind)
 FILES = (

@@ -20,10 +20,11 @@ import sys
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.pairs import PairsConfig, PairStats, expand_record
-from mmrlhf_ray.schemas import quarantine_row, to_table, validate_row
-from mmrlhf_ray.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.annotate.pairs import PairsConfig, PairStats, expand_record
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.core.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.data.schemas import to_table, validate_row
 
 
 def input_stage(cfg: PairsConfig) -> StageDir:

@@ -23,11 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-from mmrlhf_ray import signals
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.pipeline import PipelineConfig
-from mmrlhf_ray.stage import StageDir
-from mmrlhf_ray.stages import PIPELINE_STAGES, get_stage
+from mmrlhf_ray.core import signals
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.core.stages import PIPELINE_STAGES, get_stage
+from mmrlhf_ray.flows.pipeline import PipelineConfig
 
 
 def stage_config(cfg: PipelineConfig, stage: str, **values) -> object:
@@ -109,7 +109,7 @@ def run(cfg: PipelineConfig) -> dict:
             get_stage("serve-reward").job().stop_service(cfg.run_dir)
     paths = {}
     if cfg.report:
-        from mmrlhf_ray.report import write_report
+        from mmrlhf_ray.evaluation.report import write_report
 
         paths = write_report(cfg.run_dir)
         print(f"pipeline: report at {paths['markdown']} and {paths['html']}")
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.runtime import init_ray
 
     init_ray()  # before the handlers: ray.init sets its own SIGTERM handler
-    previous = signals.install()  # Ctrl-C -> 130, SIGTERM -> 143 (mmrlhf_ray/signals.py)
+    previous = signals.install()  # Ctrl-C -> 130, SIGTERM -> 143 (mmrlhf_ray/core/signals.py)
     try:
         run(cfg)
     except (Interrupted, KeyboardInterrupt) as exc:

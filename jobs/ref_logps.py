@@ -23,14 +23,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mmrlhf_ray.cli import parse_stage_args
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import StageDir, begin_stage
+from mmrlhf_ray.data.groups import group_pairs
+from mmrlhf_ray.data.schemas import to_table
 from mmrlhf_ray.dpo.config import RefLogpsConfig
 from mmrlhf_ray.dpo.io import read_pair_rows, resolve_pairs_stage, resolve_policy
 from mmrlhf_ray.dpo.reference import fill_pairs
-from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models.settings import EncodingSettings
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir, begin_stage
 
 RESPONSE_COLUMNS = ("query_id", "response_id", "ref_logp", "n_tokens")
 

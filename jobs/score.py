@@ -20,11 +20,11 @@ import sys
 
 from tqdm import tqdm
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.groups import group_pairs
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.scoring import ScoreConfig, chunk, score_groups
-from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage
+from mmrlhf_ray.data.groups import group_pairs
+from mmrlhf_ray.data.schemas import to_table
+from mmrlhf_ray.service.client import ScoreConfig, chunk, score_groups
 
 
 def make_client(cfg: ScoreConfig):

@@ -19,25 +19,25 @@ import json
 import sys
 from pathlib import Path
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.generation import ModelSpec
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.self_improve import (
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
+from mmrlhf_ray.core.stages import get_stage
+from mmrlhf_ray.data.schemas import to_table
+from mmrlhf_ray.flows.self_improve import (
     SelfImproveConfig,
     candidate_pairs,
     orient_by_reward,
     round_configs,
     round_queries,
 )
-from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage, require_done
-from mmrlhf_ray.stages import get_stage
+from mmrlhf_ray.generation.requests import ModelSpec
 
 
 def sample_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) -> dict:
     """Generate n responses per query and write every candidate pair (unscored)."""
     import pyarrow as pa
 
-    from harness.generation_pool import generate_model
+    from harness.actor_pool import generate_model
 
     curated = require_done(cfg.run_dir, "curate").read().to_pylist()
     queries = {
@@ -140,7 +140,7 @@ def run(cfg: SelfImproveConfig) -> dict:
             rounds[f"round-{r}"] = evaluate_round(cfg, round_dir, policy, r)
         Path(out.local_path("rounds.json")).write_text(json.dumps(rounds, indent=2))
     if rounds:
-        from mmrlhf_ray.evaluation import plot_metrics, summary_markdown
+        from mmrlhf_ray.evaluation.shapes import plot_metrics, summary_markdown
 
         plot_metrics(
             rounds, out.local_path("rounds.png"), title="toy benchmark per self-improvement round"

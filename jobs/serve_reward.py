@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import config_to_dict
-from mmrlhf_ray.scoring import ServiceUnavailable
-from mmrlhf_ray.serving import ServeRewardConfig
-from mmrlhf_ray.stage import StageDir, StageInputError
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import config_to_dict
+from mmrlhf_ray.core.stage import StageDir, StageInputError
+from mmrlhf_ray.service.client import ServiceUnavailable
+from mmrlhf_ray.service.server import ServeRewardConfig
 
 
 def _healthy(url: str, token: str | None) -> dict | None:

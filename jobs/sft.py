@@ -25,8 +25,8 @@ import json
 import sys
 from pathlib import Path
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.stage import StageDir, begin_stage, require_done
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import StageDir, begin_stage, require_done
 from mmrlhf_ray.training.sft import SftConfig
 
 BENCH_PREFIX = "shapes-bench"  # held-out benchmark rows never train

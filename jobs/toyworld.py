@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import sys
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import config_to_dict
-from mmrlhf_ray.stage import StageDir, begin_stage
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import config_to_dict
+from mmrlhf_ray.core.stage import StageDir, begin_stage
 from mmrlhf_ray.toyworld.config import ToyWorldConfig
 from mmrlhf_ray.toyworld.writer import (
     merge_stats,

@@ -22,8 +22,10 @@ from functools import partial
 
 import pyarrow as pa
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import ConfigError
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import ConfigError
+from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage
+from mmrlhf_ray.data.groups import count_pairs, group_pairs, split_groups
 from mmrlhf_ray.dpo.config import DpoConfig
 from mmrlhf_ray.dpo.io import (
     load_split_groups,
@@ -33,9 +35,7 @@ from mmrlhf_ray.dpo.io import (
     resolve_policy,
 )
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query, query_modality
-from mmrlhf_ray.groups import count_pairs, group_pairs, split_groups
 from mmrlhf_ray.models.settings import EncodingMismatch, EncodingSettings, require_same_encoding
-from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
 
 
 def choose_input(cfg: DpoConfig) -> tuple[StageDir, bool]:
@@ -73,7 +73,7 @@ def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
     """Every used pair with its split, margin and the beta MM-DPO gives it."""
     import torch
 
-    from mmrlhf_ray.losses import dynamic_beta
+    from mmrlhf_ray.dpo.losses import dynamic_beta
 
     rows = []
     for split, groups in (("train", train), ("heldout", held)):
@@ -116,7 +116,10 @@ def evaluate_heldout(cfg: DpoConfig, policy_dir: str, ref_dir: str, held, online
     """
     if not held:
         return {}
-    from mmrlhf_ray.dpo.evaluate import preference_metrics, response_scores
+    from mmrlhf_ray.evaluation.implicit_reward import (
+        preference_metrics,
+        response_scores,
+    )
     from mmrlhf_ray.models import load_policy
 
     kw = {

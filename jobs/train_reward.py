@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.reward.bench import acc_table, format_table, score_pairs
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.stage import StageDir, begin_stage
+from mmrlhf_ray.evaluation.reward_bench import acc_table, format_table, score_pairs
 from mmrlhf_ray.reward.config import TrainRewardConfig
 from mmrlhf_ray.reward.data import (
     build_reward_model,
@@ -37,8 +38,8 @@ from mmrlhf_ray.reward.data import (
     reward_loss_fn,
     split_pairs,
 )
-from mmrlhf_ray.reward.model import RewardMeta, load_reward_model, save_reward_model
-from mmrlhf_ray.stage import StageDir, begin_stage
+from mmrlhf_ray.reward.items import RewardMeta
+from mmrlhf_ray.reward.model import load_reward_model, save_reward_model
 
 
 def backbone_dir(cfg: TrainRewardConfig) -> str:
@@ -53,7 +54,7 @@ def _abs(run_dir: str) -> str:
 def reward_meta(cfg: TrainRewardConfig, backbone: str) -> RewardMeta:
     from transformers import AutoConfig
 
-    from mmrlhf_ray.reward.model import CRITIQUE_PROMPT
+    from mmrlhf_ray.data.prompts import CRITIQUE_PROMPT
 
     conf = AutoConfig.from_pretrained(backbone, trust_remote_code=False)
     text = conf.get_text_config() if hasattr(conf, "get_text_config") else conf

@@ -1,6 +1,6 @@
 """The reward model as a Ray Serve application: HTTP (FastAPI) and handle, batched.
 
-A thin layer over ``mmrlhf_ray.serving`` (which holds the request models, the limits,
+A thin layer over ``mmrlhf_ray.service.server`` (which holds the request models, the limits,
 media resolution and the plain ``RewardScorer``). This file adds only what needs Ray:
 
 * ``ReplicaCore`` + ``make_service(...)`` -> ``RewardService``: a Serve deployment with
@@ -40,7 +40,8 @@ from ray import serve
 from ray.serve.exceptions import RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mmrlhf_ray.serving import (
+from mmrlhf_ray.core.signals import interrupt_point
+from mmrlhf_ray.service.server import (
     CompareRequest,
     CompareResponse,
     ErrorResponse,
@@ -55,7 +56,6 @@ from mmrlhf_ray.serving import (
     resolve_compare_request,
     resolve_score_request,
 )
-from mmrlhf_ray.signals import interrupt_point
 
 log = logging.getLogger("mmrlhf.serve")
 _ERRORS = {

@@ -1,7 +1,7 @@
 """A small Python client of the reward service, over HTTP or over a Serve handle.
 
 Both clients have the same methods and raise the same errors (from
-``mmrlhf_ray.scoring``), so the ``score`` stage does not care how it reaches the
+``mmrlhf_ray.service.client``), so the ``score`` stage does not care how it reaches the
 service:
 
 * ``RequestRejected(status, field, reason)``: a 4xx; the input is wrong, do not retry;
@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from mmrlhf_ray.scoring import RequestRejected, ServiceUnavailable
+from mmrlhf_ray.service.client import RequestRejected, ServiceUnavailable
 
 
 def _rejected(status: int, body: Any) -> RequestRejected:

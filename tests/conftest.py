@@ -78,9 +78,9 @@ def family_models(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _terminal_console_after_each_test():
     """A test that runs a stage in-process without --verbose turns the quiet console on
-    for the whole process (mmrlhf_ray/console.py): turn it off again, so the next test
+    for the whole process (mmrlhf_ray/core/console.py): turn it off again, so the next test
     sees its own streams and writes no stage logs."""
     yield
-    from mmrlhf_ray import console
+    from mmrlhf_ray.core import console
 
     console.disable()

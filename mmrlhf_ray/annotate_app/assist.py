@@ -76,7 +76,7 @@ def scorer_critic(scorer: Any) -> Critic:
     """A critic over ``serving.RewardScorer`` (its ``score`` returns (score, critique))."""
     from PIL import Image
 
-    from mmrlhf_ray.serving import ScoringInput
+    from mmrlhf_ray.service.server import ScoringInput
 
     def critic(items: list[AssistItem]) -> list[str]:
         inputs = []

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mmrlhf_ray.config import Choices
+from mmrlhf_ray.core.config import Choices
 
 Action = Literal["serve", "add-user", "assign", "export", "status", "assist"]
 

@@ -21,9 +21,9 @@ from typing import Any
 from mmrlhf_ray.annotate_app.labels import Labels
 from mmrlhf_ray.annotate_app.review import STATUSES, review_query
 from mmrlhf_ray.annotate_app.store import Store
-from mmrlhf_ray.release import record_to_data_line
-from mmrlhf_ray.schemas import to_table, validate_row
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.release import record_to_data_line
+from mmrlhf_ray.data.schemas import to_table, validate_row
 
 RECORDS_PER_PART = 500
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
+from mmrlhf_ray.annotate.records import group_generated
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
-from mmrlhf_ray.annotation import group_generated
-from mmrlhf_ray.schemas import MEDIA_KEYS
-from mmrlhf_ray.stage import StageDir, require_done
+from mmrlhf_ray.core.stage import StageDir, require_done
+from mmrlhf_ray.data.schemas import MEDIA_KEYS
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_FRAMES = 64

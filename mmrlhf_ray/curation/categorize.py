@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mmrlhf_ray.schemas import CATEGORIES
+from mmrlhf_ray.data.schemas import CATEGORIES
 
 LONG_THRESHOLD = 128
 # An option marker at a line start or after whitespace: "A.", "A)", "(A)", "A:".
@@ -39,7 +39,7 @@ def is_mcq(question: str) -> bool:
 
 
 def categorize(row: dict[str, Any], long_threshold: int = LONG_THRESHOLD) -> str:
-    """The category of one pool row: one of ``mmrlhf_ray.schemas.CATEGORIES``.
+    """The category of one pool row: one of ``mmrlhf_ray.data.schemas.CATEGORIES``.
 
     Raises ``CategoryError`` when the row lacks what the decision needs (an image query
     that is not MCQ and has no reference answer cannot be called long or short).

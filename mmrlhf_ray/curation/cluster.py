@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmrlhf_ray.config import ConfigError
+from mmrlhf_ray.core.config import ConfigError
 from mmrlhf_ray.curation.categorize import CATEGORY_CODES
 from mmrlhf_ray.curation.embeddings import dim_of, iter_embedding_chunks
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from mmrlhf_ray.core.quarantine import raw_summary
 from mmrlhf_ray.curation.categorize import CategoryError, categorize
-from mmrlhf_ray.media import MediaError, decode_image, frame_paths
-from mmrlhf_ray.schemas import raw_summary, validate_row
+from mmrlhf_ray.data.media import MediaError, decode_image, frame_paths
+from mmrlhf_ray.data.schemas import validate_row
 
 # Columns of the embedder's output batches (one row out per row in).
 OUTPUT_COLUMNS = (

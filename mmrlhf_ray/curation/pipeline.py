@@ -23,13 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.core.stage import StageDir
 from mmrlhf_ray.curation.categorize import CATEGORY_CODES
 from mmrlhf_ray.curation.cluster import Assignment, assign_parts, sample_vectors, train_kmeans
 from mmrlhf_ray.curation.config import ClusterConfig
 from mmrlhf_ray.curation.embeddings import embeddings_table, write_embeddings
 from mmrlhf_ray.curation.sampling import Selection, select_rows
-from mmrlhf_ray.schemas import quarantine_row
-from mmrlhf_ray.stage import StageDir
 
 EMBEDDINGS_DIR = "embeddings"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmrlhf_ray.schemas import CATEGORIES
+from mmrlhf_ray.data.schemas import CATEGORIES
 
 LABELS = {
     "long": "Image Long",

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from mmrlhf_ray.groups import QueryGroup
-from mmrlhf_ray.media import row_images
+from mmrlhf_ray.data.groups import QueryGroup
+from mmrlhf_ray.data.media import row_images
 from mmrlhf_ray.models.encoding import IGNORE_INDEX, encode_prompt, end_of_turn
 from mmrlhf_ray.models.families import TEXT_KEYS
 

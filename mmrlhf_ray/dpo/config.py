@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from mmrlhf_ray.config import Choices
+from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.training.config import TrainConfig
 
 LossKind = Literal["mm_dpo", "dpo", "ipo", "simpo", "beta_dpo", "mpo", "implicit_reward"]

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from mmrlhf_ray.data.groups import QueryGroup
+from mmrlhf_ray.data.media import row_images
 from mmrlhf_ray.dpo.batching import GroupedBatch, is_video
-from mmrlhf_ray.groups import QueryGroup
-from mmrlhf_ray.media import row_images
 from mmrlhf_ray.models.encoding import (
     collate,
     encode_prompt_response,

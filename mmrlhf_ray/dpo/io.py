@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mmrlhf_ray.groups import QueryGroup, group_pairs, split_groups
-from mmrlhf_ray.stage import StageDir, StageInputError, require_done
+from mmrlhf_ray.core.stage import StageDir, StageInputError, require_done
+from mmrlhf_ray.data.groups import QueryGroup, group_pairs, split_groups
 
 # Policy checkpoints a run may hold, most trained first.
 POLICY_CANDIDATES = (("sft", "policy"), ("build-models", "policy"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mmrlhf_ray import losses as L
+from mmrlhf_ray.dpo import losses as L
 from mmrlhf_ray.dpo.batching import GroupedBatch
 from mmrlhf_ray.dpo.config import LossConfig
 

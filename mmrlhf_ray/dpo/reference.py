@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
+from mmrlhf_ray.data.groups import QueryGroup, pair_quarantine, response_id_for
+from mmrlhf_ray.data.media import MediaError
 from mmrlhf_ray.dpo.batching import encode_group
 from mmrlhf_ray.dpo.packed import collate_batch, response_logps
-from mmrlhf_ray.groups import QueryGroup, pair_quarantine, response_id_for
-from mmrlhf_ray.media import MediaError
 
 
 def _error_rows(group: QueryGroup, fld: str, reason: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ model, processor = load_policy(paths["policy"])
 family_of(model).vision_modules(model)   # what freezing freezes
 """
 
+from mmrlhf_ray.models.decoding import generate_batch, generate_text
 from mmrlhf_ray.models.encoding import (
     IGNORE_INDEX,
     chat_messages,
@@ -18,7 +19,6 @@ from mmrlhf_ray.models.encoding import (
     sft_loss,
 )
 from mmrlhf_ray.models.families import FAMILIES, Family, family_of, get_family, load_model
-from mmrlhf_ray.models.generation import generate_batch, generate_text
 from mmrlhf_ray.models.policy import (
     TinyPolicySpec,
     build_all,

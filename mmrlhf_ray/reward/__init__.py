@@ -10,11 +10,10 @@ centering), ``data`` (pairs -> batches, harness adapters), ``bench`` (ACC / ACC+
 official jsonl), ``config`` (stage configs), ``toy`` (shapes-world pairs with critiques).
 """
 
+from mmrlhf_ray.reward.items import RewardItem, RewardMeta
 from mmrlhf_ray.reward.model import (
     CritiqueRewardModel,
     RewardHead,
-    RewardItem,
-    RewardMeta,
     build_tiny_reward_model,
     load_reward_model,
     new_reward_model,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from mmrlhf_ray.config import Choices
+from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.reward.losses import RewardLossWeights
 from mmrlhf_ray.training.config import TrainConfig
 

@@ -21,16 +21,11 @@ from typing import Any
 
 import torch
 
-from mmrlhf_ray.media import MediaError, row_images
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.data.media import MediaError, row_images
+from mmrlhf_ray.reward.items import RewardItem, RewardMeta, encode_items
 from mmrlhf_ray.reward.losses import RewardLossWeights, critique_nll, reward_loss
-from mmrlhf_ray.reward.model import (
-    CritiqueRewardModel,
-    RewardItem,
-    RewardMeta,
-    encode_items,
-    new_reward_model,
-)
-from mmrlhf_ray.schemas import quarantine_row
+from mmrlhf_ray.reward.model import CritiqueRewardModel, new_reward_model
 
 
 class PairError(ValueError):
@@ -162,7 +157,7 @@ def encode_pair_row(
 def load_split_rows(run_dir: str, pairs_stage: str, split: str = "train") -> list[dict[str, Any]]:
     """Harness ``rows`` loader, run on every worker: the pair rows of ``split`` as
     recorded by train-reward's ``split`` part (so the driver ships no images)."""
-    from mmrlhf_ray.stage import StageDir
+    from mmrlhf_ray.core.stage import StageDir
 
     table = StageDir(run_dir, "train-reward").read(columns=["pair_id", "split"])
     ids = {

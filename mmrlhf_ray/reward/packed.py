@@ -30,6 +30,7 @@ from mmrlhf_ray.models.packing import (
     pack_queries,
     packed_hidden,
 )
+from mmrlhf_ray.reward.items import RewardItem, encode_one, pad_token_id
 
 
 def _media_key(item) -> str:
@@ -66,14 +67,12 @@ def pack_items(
 ) -> tuple[PackedRows, torch.Tensor, torch.Tensor]:
     """Packed rows of the unique items, each input item's index among them, and each
     unique item's multiplicity (its weight in a token-mean loss)."""
-    from mmrlhf_ray.reward.model import RewardItem, _encode_one, pad_token_id
-
     parsed = [RewardItem.of(i) if isinstance(i, (RewardItem, Mapping)) else i for i in items]
     groups: dict[str, list[tuple]] = {}
     keys: dict[tuple, int] = {}
     index = []
     for item in parsed:
-        ids, labels, extra, vision = _encode_one(processor, meta, item, add_critique=True)
+        ids, labels, extra, vision = encode_one(processor, meta, item, add_critique=True)
         if not with_labels:
             labels = torch.full_like(labels, -100)
         key = (_media_key(item), tuple(ids.tolist()), tuple(labels.tolist()))

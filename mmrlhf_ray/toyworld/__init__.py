@@ -7,14 +7,12 @@ Every stage of the pipeline can run, and be measured, on it in minutes on a CPU:
 * ``queries``   queries in the paper's five categories, pool rows, the benchmark split;
 * ``responses`` simulated models of graded quality and the tokenizer corpus;
 * ``oracle``    the judge and the Appendix-B-style annotator with the tie rule;
-* ``metrics``   the toy benchmark's metrics;
 * ``writer``    streaming Parquet shards of a pool with bounded memory (resumable).
 
 Everything is a pure function of a seed.
 """
 
 from mmrlhf_ray.toyworld.language import LONG_MIN_CHARS, REFUSAL, parse_text
-from mmrlhf_ray.toyworld.metrics import benchmark_metrics
 from mmrlhf_ray.toyworld.oracle import judge, oracle_annotate, score_response, simulated_record
 from mmrlhf_ray.toyworld.queries import (
     CATEGORIES,
@@ -49,7 +47,6 @@ __all__ = [
     "SIMULATED_MODELS",
     "STYLES",
     "bench_row",
-    "benchmark_metrics",
     "benchmark_split",
     "corpus_texts",
     "generate_pool",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmrlhf_ray.config import ConfigError
+from mmrlhf_ray.core.config import ConfigError
 from mmrlhf_ray.toyworld.responses import SIMULATED_MODELS
 
 

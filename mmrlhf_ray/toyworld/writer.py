@@ -17,8 +17,9 @@ from typing import Any
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from mmrlhf_ray.schemas import quarantine_row, to_table, validate_row
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.schemas import to_table, validate_row
 from mmrlhf_ray.toyworld.oracle import simulated_record
 from mmrlhf_ray.toyworld.queries import bench_row, make_row
 from mmrlhf_ray.toyworld.responses import SIMULATED_MODELS

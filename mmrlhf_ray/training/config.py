@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mmrlhf_ray.config import Choices
+from mmrlhf_ray.core.config import Choices
 
 
 @dataclass

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mmrlhf_ray.media import MediaError, row_images
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.data.media import MediaError, row_images
+from mmrlhf_ray.models.decoding import generate_batch
 from mmrlhf_ray.models.encoding import collate, encode_prompt_response
-from mmrlhf_ray.models.generation import generate_batch
-from mmrlhf_ray.schemas import quarantine_row
 from mmrlhf_ray.training.config import TrainConfig
 
 
@@ -85,7 +85,7 @@ def sft_example(row: dict[str, Any], max_frames: int = 4) -> dict[str, Any]:
 
 
 def _png(img) -> bytes:
-    from mmrlhf_ray.media import encode_png
+    from mmrlhf_ray.data.media import encode_png
 
     return encode_png(img)
 
@@ -109,7 +109,7 @@ def encode_sft_example(
     example: dict[str, Any], processor, max_response_tokens: int = 128
 ) -> dict[str, torch.Tensor]:
     """Tensors for one prepared example (labels on the reference answer only)."""
-    from mmrlhf_ray.media import decode_image
+    from mmrlhf_ray.data.media import decode_image
 
     media = [decode_image(b) for b in example["media"]]
     return encode_prompt_response(
@@ -180,7 +180,7 @@ def score_benchmark(
     desc: str = "benchmark",
 ) -> dict[str, Any]:
     """Toy-benchmark metrics of ``model`` (``mmrlhf_ray.toyworld.benchmark_metrics``)."""
-    from mmrlhf_ray.toyworld import benchmark_metrics
+    from mmrlhf_ray.evaluation.shapes_metrics import benchmark_metrics
 
     answers = answer_benchmark(model, processor, rows, max_frames, max_new_tokens, desc)
     metrics = benchmark_metrics(list(rows), answers)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mmrlhf_ray.annotate_app.store import Store
 from mmrlhf_ray.annotate_app.tasks import load_tasks
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
 
 RESPONSES = {
     "q-image": (

@@ -13,7 +13,7 @@ from mmrlhf_ray.annotate_app.assist import (
     scorer_critic,
     service_request,
 )
-from mmrlhf_ray.serving import ScoreRequest, ServeLimits, resolve_score_request
+from mmrlhf_ray.service.server import ScoreRequest, ServeLimits, resolve_score_request
 from serve.annotate_app import AppSettings, create_app
 from tests.annotate_app.helpers import PASSWORDS, team_store
 
@@ -21,7 +21,7 @@ from tests.annotate_app.helpers import PASSWORDS, team_store
 @pytest.fixture(scope="module")
 def scorer(tiny_models, tmp_path_factory):
     from mmrlhf_ray.reward.model import build_tiny_reward_model
-    from mmrlhf_ray.serving import load_scorer
+    from mmrlhf_ray.service.server import load_scorer
 
     path = build_tiny_reward_model(
         tiny_models["policy"], tmp_path_factory.mktemp("rm") / "m", seed=0

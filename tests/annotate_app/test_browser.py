@@ -28,7 +28,7 @@ import pytest
 
 from jobs.annotate_app import main as app_main
 from jobs.pairs import main as pairs_main
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
 from tests.annotate_app.helpers import PASSWORDS, make_run
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,13 +4,13 @@ pairs; the official data.jsonl reads back through the release reader; gold check
 import pytest
 
 from jobs.pairs import main as pairs_main
+from mmrlhf_ray.annotate.pairs import expand_record
 from mmrlhf_ray.annotate_app.export import export
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.annotate_app.review import agreement, review_query
 from mmrlhf_ray.annotate_app.tasks import load_tasks
-from mmrlhf_ray.pairs import expand_record
-from mmrlhf_ray.release import read_release_file
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.release import read_release_file
 from tests.annotate_app.helpers import team_store
 
 

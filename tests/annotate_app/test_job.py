@@ -5,7 +5,7 @@ import json
 from jobs.annotate_app import main
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.annotate_app.store import Store
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
 
 
 def test_actions_from_the_command_line(run_dir, monkeypatch, capsys):

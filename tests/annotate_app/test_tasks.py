@@ -7,8 +7,8 @@ from jobs.annotate import main as annotate_main
 from mmrlhf_ray.annotate_app.export import export
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.annotate_app.tasks import load_tasks
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.schemas import to_table
 from tests.annotate_app.helpers import make_run, png, team_store
 
 

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mmrlhf_ray.config import ConfigError, load_config
+from mmrlhf_ray.core.config import ConfigError, load_config
 
 
 @dataclass
@@ -47,7 +47,7 @@ def test_wrong_type_is_named():
 def test_stage_args_resolve_local_paths_where_the_user_typed_them(tmp_path, monkeypatch):
     """Ray workers run elsewhere: a relative run_dir (and an existing relative model path)
     becomes absolute at parse time; URIs and missing paths stay as typed."""
-    from mmrlhf_ray.cli import parse_stage_args
+    from mmrlhf_ray.core.cli import parse_stage_args
 
     @dataclass
     class StageCfg:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.cli import main
+from mmrlhf_ray.core.cli import main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 

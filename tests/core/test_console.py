@@ -7,7 +7,7 @@ import io
 import logging
 import sys
 
-from mmrlhf_ray import console
+from mmrlhf_ray.core import console
 
 WORKER = (
     "\x1b[36m(MapWorker(MapBatches(GenerateWorker)) pid=19259)\x1b[0m INFO 11-30 vLLM engine up"

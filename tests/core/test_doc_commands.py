@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.cli import main, parse_stage_args
-from mmrlhf_ray.config import load_config
-from mmrlhf_ray.stages import get_stage
+from mmrlhf_ray.core.cli import main, parse_stage_args
+from mmrlhf_ray.core.config import load_config
+from mmrlhf_ray.core.stages import get_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -1,6 +1,6 @@
 import pytest
 
-from mmrlhf_ray.evaluation import plot_metrics, policy_metrics, summary_markdown
+from mmrlhf_ray.evaluation.shapes import plot_metrics, policy_metrics, summary_markdown
 from mmrlhf_ray.toyworld import benchmark_split
 
 

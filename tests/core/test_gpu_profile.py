@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmrlhf_ray.config import load_config
-from mmrlhf_ray.stages import get_stage
+from mmrlhf_ray.core.config import load_config
+from mmrlhf_ray.core.stages import get_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = yaml.safe_load((ROOT / "configs/pipeline.gpu.yaml").read_text())
@@ -62,7 +62,7 @@ ENCODING = ("max_response_tokens", "max_frames")
 def test_one_encoding_across_ref_logps_train_dpo_and_self_improve():
     """Reference log-probs are taken over the inputs training sees, in the GPU pipeline
     and in every GPU self-improvement round (which must not fall back to CPU settings)."""
-    from mmrlhf_ray.self_improve import round_configs
+    from mmrlhf_ray.flows.self_improve import round_configs
 
     ref, dpo = stage_config("ref-logps"), stage_config("train-dpo")
     assert {k: getattr(ref, k) for k in ENCODING} == {k: getattr(dpo, k) for k in ENCODING}
@@ -75,7 +75,7 @@ def test_one_encoding_across_ref_logps_train_dpo_and_self_improve():
 
 
 def test_self_improve_hands_train_dpo_encoding_to_ref_logps():
-    from mmrlhf_ray.self_improve import SelfImproveConfig, round_configs
+    from mmrlhf_ray.flows.self_improve import SelfImproveConfig, round_configs
 
     cfg = SelfImproveConfig(
         ref_logps_overrides=["max_frames=2", "max_response_tokens=7"],
@@ -161,7 +161,7 @@ def test_step_counts_are_the_epochs_the_comments_claim():
 
 
 def round_configs_of(si):
-    from mmrlhf_ray.self_improve import round_configs
+    from mmrlhf_ray.flows.self_improve import round_configs
 
     return round_configs(si, "/mnt/shared/runs/test/r1", "/p")
 

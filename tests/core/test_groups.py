@@ -1,8 +1,8 @@
-"""Pairs grouped per query (mmrlhf_ray/groups.py): dedupe, indices, quarantine, split."""
+"""Pairs grouped per query (mmrlhf_ray/data/groups.py): dedupe, indices, quarantine, split."""
 
 import math
 
-from mmrlhf_ray.groups import count_pairs, group_pairs, split_groups
+from mmrlhf_ray.data.groups import count_pairs, group_pairs, split_groups
 from tests.dpo.helpers import make_pairs
 
 

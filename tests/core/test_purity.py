@@ -27,7 +27,10 @@ def test_library_imports_no_ray_deepspeed_vllm():
 
 def test_cli_lists_every_stage():
     out = subprocess.run(
-        [sys.executable, "-m", "mmrlhf_ray.cli", "--help"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "mmrlhf_ray.core.cli", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0
     for stage in ("toyworld", "curate", "generate", "train-reward", "train-dpo", "pipeline"):

@@ -1,7 +1,7 @@
 import json
 
-from mmrlhf_ray.report import build_markdown, markdown_to_html, write_report
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.evaluation.report import build_markdown, markdown_to_html, write_report
 
 
 def test_report_reads_manifests_metrics_and_plots(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from mmrlhf_ray.self_improve import (
+from mmrlhf_ray.flows.self_improve import (
     SelfImproveConfig,
     candidate_pairs,
     orient_by_reward,

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from mmrlhf_ray import signals
+from mmrlhf_ray.core import signals
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

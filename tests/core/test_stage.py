@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pytest
 
-from mmrlhf_ray.schemas import to_table, validate_row
-from mmrlhf_ray.stage import CountMismatch, StageDir, require_done
+from mmrlhf_ray.core.stage import CountMismatch, StageDir, require_done
+from mmrlhf_ray.data.schemas import to_table, validate_row
 
 
 def _pool_rows(n):
@@ -100,7 +100,7 @@ def test_begin_stage_skips_when_done_and_follows_every_input(tmp_path):
     set of inputs or a changed non-stage input -> run again (sft's pool included)."""
     from dataclasses import dataclass
 
-    from mmrlhf_ray.stage import begin_stage
+    from mmrlhf_ray.core.stage import begin_stage
 
     @dataclass
     class Cfg:

@@ -10,8 +10,8 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage, require_done
+from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
+from mmrlhf_ray.data.schemas import to_table
 
 
 def _rows(start: int, n: int) -> list[dict]:
@@ -207,7 +207,7 @@ def test_begin_stage_checks_its_inputs_before_work(tmp_path):
 def test_a_settled_part_is_hashed_once_and_a_later_change_still_seen(tmp_path):
     """One pass per input per process: a part older than SETTLED_S keeps its digest while
     its size and mtime stay; rewriting it changes the mtime, so it is hashed again."""
-    from mmrlhf_ray import parts
+    from mmrlhf_ray.core import parts
 
     stage = _finished(str(tmp_path))
     path = _file(stage, "part-00001")

@@ -1,4 +1,4 @@
-"""The stage registry (mmrlhf_ray/stages.py) is complete: every stage has a config class,
+"""The stage registry (mmrlhf_ray/core/stages.py) is complete: every stage has a config class,
 a job with `main`, a script for `ray job submit`, a section in the guide, and `--help`
 shows the defaults a run really uses (what the shipped YAML resolves to)."""
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.config import ConfigError, load_config
-from mmrlhf_ray.pipeline import PipelineConfig
-from mmrlhf_ray.stages import BY_NAME, PIPELINE_STAGES, STAGES, config_dir, get_stage
+from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import ConfigError, load_config
+from mmrlhf_ray.core.stages import BY_NAME, PIPELINE_STAGES, STAGES, config_dir, get_stage
+from mmrlhf_ray.flows.pipeline import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = (ROOT / "docs/GUIDE.md").read_text()
@@ -73,7 +73,7 @@ def test_configs_ship_with_the_package_and_pipeline_order_comes_from_the_registr
 
 
 def test_listing_the_stages_imports_no_torch():
-    code = "import sys, mmrlhf_ray.cli as c; c._usage(); print('torch' in sys.modules)"
+    code = "import sys, mmrlhf_ray.core.cli as c; c._usage(); print('torch' in sys.modules)"
     import subprocess
 
     out = subprocess.run(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.cli import main
-from mmrlhf_ray.config import ConfigError
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.cli import main
+from mmrlhf_ray.core.config import ConfigError
+from mmrlhf_ray.core.stage import StageDir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +111,7 @@ def test_debug_shows_the_traceback(monkeypatch):
 
 def test_a_real_process_prints_no_traceback(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "mmrlhf_ray.cli", "pairs", f"run_dir={tmp_path}"],
+        [sys.executable, "-m", "mmrlhf_ray.core.cli", "pairs", f"run_dir={tmp_path}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -153,7 +153,7 @@ def test_a_run_time_config_mistake_is_one_line(capsys, tmp_path, argv, expected)
 
 
 def test_score_without_a_service_says_what_to_run(capsys, tmp_path):
-    from mmrlhf_ray.schemas import to_table
+    from mmrlhf_ray.data.schemas import to_table
 
     pairs = StageDir(str(tmp_path), "pairs")
     pairs.begin({"test": True})

@@ -6,8 +6,8 @@ import io
 
 from PIL import Image
 
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.schemas import to_table
 
 
 def shapes_pool(n: int, seed: int = 0) -> list[dict]:

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
 from tests.curation.helpers import shapes_pool
 
 pytestmark = pytest.mark.ray

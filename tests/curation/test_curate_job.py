@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from mmrlhf_ray.core.stage import StageDir
 from mmrlhf_ray.curation.categorize import CATEGORY_CODES
 from mmrlhf_ray.curation.pipeline import EMBEDDINGS_DIR
-from mmrlhf_ray.stage import StageDir
 from tests.curation.helpers import inject_bad_rows, shapes_pool, write_pool_stage
 
 pytestmark = pytest.mark.ray
@@ -62,7 +62,7 @@ def embed_shard_locally(run_dir: Path, out: StageDir, shard: str, rows: list[dic
     """What an earlier run left behind: one shard's embeddings + quarantine parts."""
     import pyarrow as pa
 
-    from mmrlhf_ray.config import load_config
+    from mmrlhf_ray.core.config import load_config
     from mmrlhf_ray.curation.config import CurateConfig
     from mmrlhf_ray.curation.embed import embed_rows
     from mmrlhf_ray.curation.pipeline import (

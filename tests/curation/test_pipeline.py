@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from mmrlhf_ray.core.stage import StageDir
 from mmrlhf_ray.curation.config import EmbedConfig
 from mmrlhf_ray.curation.pipeline import (
     ShardCollector,
@@ -13,7 +14,6 @@ from mmrlhf_ray.curation.pipeline import (
     reset_if_stale,
 )
 from mmrlhf_ray.curation.report import update_benchmarks_section
-from mmrlhf_ray.stage import StageDir
 
 
 def batch(shard, ids, bad=()):

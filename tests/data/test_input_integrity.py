@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from mmrlhf_ray.cli import main
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.cli import main
+from mmrlhf_ray.core.stage import StageDir
 
 SIMULATED = (
     "models=[{name: sim-strong, kind: simulated, n: 1}, {name: sim-weak, kind: simulated, n: 2}]"
@@ -118,7 +118,7 @@ def _ids_of(path: str) -> set[str]:
 def test_a_damaged_sub_stage_is_remade_by_its_stage(run, capsys):
     """toyworld/benchmark lives inside toyworld: the error names it and says to re-run
     toyworld, which re-makes only the benchmark's damaged part."""
-    from mmrlhf_ray.stage import StageInputError, require_done
+    from mmrlhf_ray.core.stage import StageInputError, require_done
 
     bench = StageDir(run, "toyworld/benchmark")
     rows, (part,) = bench.read().to_pylist(), bench.part_names()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mmrlhf_ray.pairs import PairsConfig, expand_record, expand_records, oracle_score
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.annotate.pairs import PairsConfig, expand_record, expand_records, oracle_score
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.schemas import to_table
 
 
 def _resp(i, rank, h=3, f=3, e=5, constructed=None, text=None):

@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from mmrlhf_ray.release import (
+from mmrlhf_ray.data.release import (
     ReleaseError,
     category_from_path,
     pair_to_dpo_line,
@@ -16,7 +16,7 @@ from mmrlhf_ray.release import (
     read_release_file,
     record_to_data_line,
 )
-from mmrlhf_ray.schemas import to_table
+from mmrlhf_ray.data.schemas import to_table
 
 GOOD_DATA = {
     "id": "q1",
@@ -196,7 +196,7 @@ def test_import_stage_counts_and_resume(tmp_path, capsys):
     assert "6 lines read = 5 rows written + 1 quarantined" in out
     assert "8 lines read = 6 rows written + 2 quarantined" in out
     assert "line 6: line: invalid JSON" in out
-    from mmrlhf_ray.stage import StageDir
+    from mmrlhf_ray.core.stage import StageDir
 
     records = StageDir(run, "import/records")
     assert records.count_rows() == 5 and records.count_rows(quarantine=True) == 1
@@ -219,7 +219,7 @@ def test_import_stage_counts_and_resume(tmp_path, capsys):
 
 
 def test_pool_lines_read_media_paths_hints_and_name_bad_fields(tmp_path):
-    from mmrlhf_ray.release import parse_pool_line
+    from mmrlhf_ray.data.release import parse_pool_line
 
     row = parse_pool_line({"id": "p1", "question": "Is it safe?", "image": "safety/a.png"}, "/m")
     assert row["image_path"] == "/m/safety/a.png" and row["category_hint"] == "safety"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.groups import group_pairs
+from mmrlhf_ray.data.media import encode_png
+from mmrlhf_ray.data.schemas import to_table
 from mmrlhf_ray.dpo.reference import fill_pairs, reference_logps
-from mmrlhf_ray.groups import group_pairs
-from mmrlhf_ray.media import encode_png
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.models.settings import EncodingSettings
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
 
 
 def make_pairs(n_queries: int = 3, k: int = 4, seed: int = 0, video_every: int = 0) -> list[dict]:

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from mmrlhf_ray import losses as L
+from mmrlhf_ray.data.groups import group_pairs
+from mmrlhf_ray.dpo import losses as L
 from mmrlhf_ray.dpo.batching import collate_groups, encode_group
 from mmrlhf_ray.dpo.config import LossConfig
 from mmrlhf_ray.dpo.forward import grouped_logps, per_pair_logps
 from mmrlhf_ray.dpo.objective import LossState, preference_loss
-from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.training.freeze import freeze_vision
 from tests.dpo.helpers import make_pairs

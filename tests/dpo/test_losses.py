@@ -1,11 +1,11 @@
-"""Losses on hand-computed values (mmrlhf_ray/losses.py)."""
+"""Losses on hand-computed values (mmrlhf_ray/dpo/losses.py)."""
 
 import math
 
 import pytest
 import torch
 
-from mmrlhf_ray import losses as L
+from mmrlhf_ray.dpo import losses as L
 
 
 def t(*xs):

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrlhf_ray.config import load_config
+from mmrlhf_ray.core.config import load_config
+from mmrlhf_ray.data.groups import group_pairs
 from mmrlhf_ray.dpo.batching import collate_groups, encode_group
 from mmrlhf_ray.dpo.config import LOSS_KINDS, DpoConfig, LossConfig, RefLogpsConfig
 from mmrlhf_ray.dpo.forward import grouped_logps
 from mmrlhf_ray.dpo.metrics import plot_beta_histogram, preference_accuracy
 from mmrlhf_ray.dpo.objective import LossState, preference_loss
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query
-from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from tests.dpo.helpers import make_pairs
 

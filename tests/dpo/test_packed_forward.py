@@ -4,12 +4,12 @@ response positions only) == the grouped forward (K rows per query), in fp32."""
 import pytest
 import torch
 
-from mmrlhf_ray import losses as L
+from mmrlhf_ray.data.groups import group_pairs
+from mmrlhf_ray.dpo import losses as L
 from mmrlhf_ray.dpo.batching import collate_groups, encode_group
 from mmrlhf_ray.dpo.forward import grouped_logps
 from mmrlhf_ray.dpo.packed import collate_packed, packed_logps
 from mmrlhf_ray.dpo.reference import check_reference_logps, reference_logps
-from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.models.families import FAMILIES, load_model
 from mmrlhf_ray.models.packing import block_mask, chunked_token_logps, common_prefix_length

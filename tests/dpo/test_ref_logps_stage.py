@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from jobs import ref_logps as job
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.groups import group_pairs
+from mmrlhf_ray.data.schemas import to_table
 from mmrlhf_ray.dpo.forward import per_pair_logps
-from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models import load_policy
 from mmrlhf_ray.models.settings import EncodingSettings
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
 from tests.dpo.helpers import make_pairs
 
 

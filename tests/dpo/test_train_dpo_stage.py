@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from jobs import train_dpo as job
-from mmrlhf_ray.config import ConfigError
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.config import ConfigError
+from mmrlhf_ray.core.stage import StageDir
 from tests.dpo.helpers import make_pairs, write_ref_logps_stage
 
 

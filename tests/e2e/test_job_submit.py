@@ -99,7 +99,7 @@ def test_stage_runs_under_ray_job_submit(local_head, tmp_path):
         time.sleep(5)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout
-    from mmrlhf_ray.stage import StageDir
+    from mmrlhf_ray.core.stage import StageDir
 
     stage = StageDir(str(run_dir), "toyworld")
     assert stage.is_done()

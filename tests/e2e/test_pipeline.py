@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "pipeline.smoke.yaml")
@@ -38,7 +38,7 @@ def _counts(run: Path, stage: str) -> dict:
 @pytest.mark.vllm
 def test_whole_pipeline_on_a_small_world(ray_session, tmp_path):
     from jobs.pipeline import main as pipeline_main
-    from mmrlhf_ray.pipeline import PipelineConfig
+    from mmrlhf_ray.flows.pipeline import PipelineConfig
 
     run = tmp_path / "run"
     argv = ["--config", SMOKE, f"run_dir={run}", f"overrides.serve-reward=[port={_free_port()}]"]
@@ -65,7 +65,7 @@ def test_whole_pipeline_on_a_small_world(ray_session, tmp_path):
     )
     # The report's before/after figures are the ones computed from the evaluate artifacts.
     from jobs.evaluate import answers_of
-    from mmrlhf_ray.evaluation import policy_metrics
+    from mmrlhf_ray.evaluation.shapes import policy_metrics
 
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())["toy_benchmark"]
     assert set(metrics) == {"sft", "mm-dpo"}

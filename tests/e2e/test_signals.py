@@ -4,7 +4,7 @@ the same command then resumes to the same counts.
 Every interrupt is sent from a known point of the run, never after a sleep:
 ``MMRLHF_INTERRUPT_AT=<point>[@N]:<SIGNAL>`` makes the first process that reaches
 ``interrupt_point("<point>")`` (the driver, a Ray Data actor, a Ray Train worker, a Serve
-replica) signal the driver, then hold its work until the driver stops (mmrlhf_ray/signals.py).
+replica) signal the driver, then hold its work until the driver stops (mmrlhf_ray/core/signals.py).
 Points: ``curate.embed`` (CLIP actors of a Ray Data execution), ``generate.batch``
 (generator actors), ``train.step`` (rank 0 of a Ray Train run, after step 1),
 ``serve.start`` (a replica being constructed while ``serve.run`` waits),
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
 from tests.serve.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.ray]
 
 
 def _mmrlhf(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mmrlhf_ray.cli", *args]
+    return [sys.executable, "-m", "mmrlhf_ray.core.cli", *args]
 
 
 def _env(point: str | None) -> dict[str, str]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from mmrlhf_ray.media import encode_png
-from mmrlhf_ray.schemas import POOL_SCHEMA
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.media import encode_png
+from mmrlhf_ray.data.schemas import POOL_SCHEMA
 
 
 def build_text_model(out: str | Path, tokenizer_dir: str, seed: int = 0) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from jobs.expand import merge, run
-from mmrlhf_ray.generation import ExpandConfig, ModelSpec, critique_request
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.schemas import to_table
+from mmrlhf_ray.generation.requests import ExpandConfig, ModelSpec, critique_request
 
 NEG = "Incorrect: the circle is blue, not red."
 POS = "Correct and faithful to the image."

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmrlhf_ray.generation import GenRequest, ModelSpec
+from mmrlhf_ray.generation.requests import GenRequest, ModelSpec
 from mmrlhf_ray.models.encoding import chat_messages
 
 # vLLM's CPU engine takes 30-100 s to start on this 2-core box: one family runs by

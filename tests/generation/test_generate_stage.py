@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 
 from jobs.generate import run
-from mmrlhf_ray.generation import GenerateConfig, ModelSpec
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.generation.requests import GenerateConfig, ModelSpec
 from tests.generation.helpers import query_rows, toy_rows, write_curate
 
 BACKENDS = [pytest.param("vllm", marks=pytest.mark.vllm), "transformers"]
@@ -155,7 +155,7 @@ def test_backends_agree_greedy(ray_session, vl_model):
     """Same interface, same prompts: vLLM and transformers render identical prompts (and
     token counts) and score the first greedy token alike."""
     from actors.generator import Generator
-    from mmrlhf_ray.generation import build_request
+    from mmrlhf_ray.generation.requests import build_request
 
     rows = toy_rows(2, videos=1)
     out = {}

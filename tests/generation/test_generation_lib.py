@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.config import load_config
-from mmrlhf_ray.generation import (
+from mmrlhf_ray.core.config import load_config
+from mmrlhf_ray.data.media import MediaError
+from mmrlhf_ray.data.prompts import (
+    CRITIQUE_PROMPT,
+    EXPANSION_PROMPT,
+    chat_messages,
+    expansion_prompt,
+)
+from mmrlhf_ray.generation.requests import (
     ExpandConfig,
     GenerateConfig,
     ModelSpec,
@@ -26,8 +33,6 @@ from mmrlhf_ray.generation import (
     stable_seed,
     verdict,
 )
-from mmrlhf_ray.media import MediaError
-from mmrlhf_ray.prompts import CRITIQUE_PROMPT, EXPANSION_PROMPT, chat_messages, expansion_prompt
 from tests.generation.helpers import png
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,7 +178,7 @@ def test_stage_yaml_loads(stage, cls, profile):
 
 def test_library_imports_no_ray_vllm_deepspeed():
     code = (
-        "import sys, mmrlhf_ray.generation, mmrlhf_ray.prompts; "
+        "import sys, mmrlhf_ray.generation.requests, mmrlhf_ray.data.prompts; "
         "print(sorted(m for m in ('ray', 'vllm', 'deepspeed') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.config import load_config
+from mmrlhf_ray.core.config import load_config
+from mmrlhf_ray.core.stage import StageDir
 from mmrlhf_ray.models.config import BuildModelsConfig
-from mmrlhf_ray.stage import StageDir
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mmrlhf_ray.data.groups import group_pairs
 from mmrlhf_ray.dpo.batching import collate_groups, encode_group
 from mmrlhf_ray.dpo.forward import grouped_logps, per_pair_logps
-from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models.encoding import encode_prompt
 from mmrlhf_ray.models.families import (
     FAMILIES,
@@ -126,7 +126,7 @@ def test_batched_generation_with_one_image_per_prompt(name, family_models):
     """A batch of image prompts through the family's processor (SmolVLM wants one image
     list per text: a flat list failed the shapes-world SFT benchmark) answers as each
     prompt alone does (greedy, left padding)."""
-    from mmrlhf_ray.models.generation import generate_batch
+    from mmrlhf_ray.models.decoding import generate_batch
 
     model, processor = load_model(family_models(name)["policy"])
     frames = _media(1)[1]

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from jobs import train_dpo, train_reward
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.groups import group_pairs
+from mmrlhf_ray.data.schemas import to_table
 from mmrlhf_ray.dpo.reference import fill_pairs, reference_logps
-from mmrlhf_ray.groups import group_pairs
 from mmrlhf_ray.models.families import get_family, load_model
 from mmrlhf_ray.models.settings import EncodingSettings
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
 from tests.dpo.helpers import make_pairs
 
 # Qwen2-VL trains in tests/dpo and tests/reward. Ray Train + DeepSpeed start-up dominates

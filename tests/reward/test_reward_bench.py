@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mmrlhf_ray.reward.bench import (
+from mmrlhf_ray.evaluation.reward_bench import (
     PairResult,
     acc_table,
     category_of,

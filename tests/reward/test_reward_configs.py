@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.config import load_config
+from mmrlhf_ray.core.config import load_config
 from mmrlhf_ray.reward.config import EvaluateRewardBenchConfig, TrainRewardConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

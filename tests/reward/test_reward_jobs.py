@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.media import encode_png, row_images
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.stage import StageDir
-from mmrlhf_ray.stages import get_stage
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.core.stages import get_stage
+from mmrlhf_ray.data.media import encode_png, row_images
+from mmrlhf_ray.data.schemas import to_table
 
 
 def write_pairs(run: Path, rows: list[dict]) -> None:

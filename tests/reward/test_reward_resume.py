@@ -39,8 +39,9 @@ def test_killed_worker_resumes_from_checkpoint(
 
     from harness.trainer import TrainTask, run_training
     from mmrlhf_ray.reward.data import build_reward_model, collate_reward_pairs, encode_pair_row
+    from mmrlhf_ray.reward.items import RewardMeta
     from mmrlhf_ray.reward.losses import RewardLossWeights
-    from mmrlhf_ray.reward.model import RewardMeta, load_reward_model, save_reward_model
+    from mmrlhf_ray.reward.model import load_reward_model, save_reward_model
     from mmrlhf_ray.training.checkpoint import read_metrics
     from mmrlhf_ray.training.config import TrainConfig
 

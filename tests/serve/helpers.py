@@ -8,7 +8,7 @@ import zlib
 
 from PIL import Image
 
-from mmrlhf_ray.media import encode_png
+from mmrlhf_ray.data.media import encode_png
 
 TOKEN = "test-token-123"
 

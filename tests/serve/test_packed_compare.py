@@ -3,7 +3,12 @@ the default) and score exactly as one padded row each (forward=grouped)."""
 
 import base64
 
-from mmrlhf_ray.serving import CompareRequest, ServeLimits, load_scorer, resolve_compare_request
+from mmrlhf_ray.service.server import (
+    CompareRequest,
+    ServeLimits,
+    load_scorer,
+    resolve_compare_request,
+)
 from tests.serve.helpers import png_bytes
 
 

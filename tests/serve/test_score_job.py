@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from jobs.score import main as score_main
-from mmrlhf_ray.schemas import to_table
-from mmrlhf_ray.scoring import ScoringFailed
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.schemas import to_table
+from mmrlhf_ray.service.client import ScoringFailed
 from tests.serve.helpers import TOKEN, all_pairs, b64, free_port, png_bytes
 
 pytestmark = pytest.mark.ray

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from mmrlhf_ray.groups import group_pairs as _group_pairs
-from mmrlhf_ray.scoring import (
+from mmrlhf_ray.data.groups import group_pairs as _group_pairs
+from mmrlhf_ray.service.client import (
     RequestRejected,
     RetryPolicy,
     ScoringFailed,

@@ -17,7 +17,7 @@ IMG = b64(png_bytes((0, 0, 255)))
 def test_local_testing_mode_handle(ray_session, reward_model_dir):
     from ray import serve
 
-    from mmrlhf_ray.serving import ServeRewardConfig
+    from mmrlhf_ray.service.server import ServeRewardConfig
     from serve.app import build_app
 
     cfg = ServeRewardConfig(model_path=reward_model_dir, critique_max_new_tokens=4)
@@ -207,7 +207,7 @@ def test_serve_reward_stage_detached(live_service, reward_model_dir, tmp_path, c
     a re-run is a no-op, ``stop_service`` deletes it and marks the manifest stopped."""
     from jobs.serve_reward import main as serve_main
     from jobs.serve_reward import stop_service
-    from mmrlhf_ray.stage import StageDir
+    from mmrlhf_ray.core.stage import StageDir
 
     run = str(tmp_path / "run")
     args = [

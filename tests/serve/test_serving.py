@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from mmrlhf_ray.serving import (
+from mmrlhf_ray.service.server import (
     CompareRequest,
     RequestError,
     RewardScorer,

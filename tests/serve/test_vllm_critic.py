@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from mmrlhf_ray.serving import RewardScorer, ScoringInput, ServeRewardConfig
+from mmrlhf_ray.service.server import RewardScorer, ScoringInput, ServeRewardConfig
 
 
 def _items() -> list[ScoringInput]:
@@ -19,9 +19,10 @@ def _items() -> list[ScoringInput]:
 
 
 def test_the_critic_prompt_is_the_reward_models_own(reward_model_dir):
-    from mmrlhf_ray.generation import critique_request
-    from mmrlhf_ray.prompts import render_chat
-    from mmrlhf_ray.reward.model import RewardItem, load_reward_model, prompt_text
+    from mmrlhf_ray.data.prompts import render_chat
+    from mmrlhf_ray.generation.requests import critique_request
+    from mmrlhf_ray.reward.items import RewardItem, prompt_text
+    from mmrlhf_ray.reward.model import load_reward_model
 
     model = load_reward_model(reward_model_dir)
     for item in _items():
@@ -45,7 +46,8 @@ def test_vllm_critiques_agree_with_the_critique_head_and_score(ray_session, rewa
     import ray
 
     from actors.critic import VllmCritic
-    from mmrlhf_ray.reward.model import RewardItem, load_reward_model
+    from mmrlhf_ray.reward.items import RewardItem
+    from mmrlhf_ray.reward.model import load_reward_model
 
     items = _items()
     critic = ray.remote(num_cpus=1)(VllmCritic).remote(reward_model_dir, max_new_tokens=6)
@@ -88,7 +90,7 @@ class _ScoreOnly:
         raise AssertionError("the scorer must use the critic it was given")
 
     def score(self, inputs, critiques):
-        from mmrlhf_ray.reward.model import RewardItem
+        from mmrlhf_ray.reward.items import RewardItem
 
         items = [
             RewardItem(i.question, i.response, i.images, c)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.config import ConfigError, load_config
+from mmrlhf_ray.core.config import ConfigError, load_config
 from mmrlhf_ray.toyworld import judge, oracle_annotate
 from mmrlhf_ray.toyworld.config import ToyWorldConfig
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 from PIL import Image
 
-from mmrlhf_ray.schemas import to_table, validate_row
+from mmrlhf_ray.data.schemas import to_table, validate_row
 from mmrlhf_ray.toyworld import (
     CATEGORIES,
     LONG_MIN_CHARS,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mmrlhf_ray.toyworld import benchmark_metrics, benchmark_split
+from mmrlhf_ray.evaluation.shapes_metrics import benchmark_metrics
+from mmrlhf_ray.toyworld import benchmark_split
 
 
 def test_metrics_on_hand_made_answers(rows):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from mmrlhf_ray.schemas import to_table, validate_row
+from mmrlhf_ray.data.schemas import to_table, validate_row
 from mmrlhf_ray.toyworld import benchmark_split, generate_pool, oracle_annotate, respond
 from mmrlhf_ray.toyworld.oracle import dense_ranks, simulated_record
 

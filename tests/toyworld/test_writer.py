@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import toyworld as job
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
 from mmrlhf_ray.toyworld import generate_pool, write_pool
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrlhf_ray.stage import StageDir
+from mmrlhf_ray.core.stage import StageDir
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

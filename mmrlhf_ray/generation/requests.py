@@ -23,8 +23,8 @@ from typing import Any, Literal, get_args
 
 import pyarrow as pa
 
-from mmrlhf_ray.config import Choices, ConfigError
-from mmrlhf_ray.schemas import quarantine_row
+from mmrlhf_ray.core.config import Choices, ConfigError
+from mmrlhf_ray.core.quarantine import quarantine_row
 
 Kind = Literal["auto", "vllm", "transformers", "simulated"]
 Fallback = Literal["original", "keep"]
@@ -173,14 +173,14 @@ class Sample:
 
 
 def query_messages(row: dict[str, Any], n_images: int, is_video: bool) -> list[dict[str, Any]]:
-    from mmrlhf_ray.prompts import chat_messages
+    from mmrlhf_ray.data.prompts import chat_messages
 
     return chat_messages(row["question"], n_images=n_images, video=is_video)
 
 
 def build_request(row: dict[str, Any], spec: ModelSpec) -> GenRequest:
     """The request for one pool row; raises ``MediaError`` naming a bad media field."""
-    from mmrlhf_ray.media import row_images
+    from mmrlhf_ray.data.media import row_images
 
     is_video = (
         row.get("image") is None
@@ -342,7 +342,7 @@ def expansion_requests(
     record: dict[str, Any], spec: ModelSpec, template: str, overwrite: bool, images: list[Any]
 ) -> list[tuple[int, GenRequest]]:
     """(response index, request) for every response with a reason to expand."""
-    from mmrlhf_ray.prompts import EXPANSION_PROMPT, chat_messages, expansion_prompt
+    from mmrlhf_ray.data.prompts import EXPANSION_PROMPT, chat_messages, expansion_prompt
 
     out = []
     for i, resp in enumerate(record.get("responses") or []):
@@ -372,7 +372,7 @@ def critique_request(
     question: str, response: str, images: list[Any] | None = None, key: str = "", template: str = ""
 ) -> GenRequest:
     """A request for the reward model's critique of one (question, image, response)."""
-    from mmrlhf_ray.prompts import CRITIQUE_PROMPT, chat_messages, critique_prompt
+    from mmrlhf_ray.data.prompts import CRITIQUE_PROMPT, chat_messages, critique_prompt
 
     text = critique_prompt(question, response, template or CRITIQUE_PROMPT)
     images = list(images or [])

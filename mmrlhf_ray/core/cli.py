@@ -1,7 +1,7 @@
 """`mmrlhf <stage> ...`: one console entry point, one subcommand per pipeline stage.
 
 The stages, their config classes and job modules are the registry's
-(``mmrlhf_ray.stages``); each job (``jobs/<stage>.py``) has a ``main(argv) -> int`` and
+(``mmrlhf_ray.core.stages``); each job (``jobs/<stage>.py``) has a ``main(argv) -> int`` and
 runs the same under ``ray job submit``. This module only dispatches and offers the
 shared argument parser, so it imports no Ray.
 """
@@ -16,21 +16,21 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mmrlhf_ray import console, signals
-from mmrlhf_ray.config import (
+from mmrlhf_ray.core import console, signals
+from mmrlhf_ray.core.config import (
     ConfigError,
     absolute_local_paths,
     choices_of,
     config_to_dict,
     load_config,
 )
-from mmrlhf_ray.stage import StageInputError
-from mmrlhf_ray.stages import BY_NAME, STAGES
+from mmrlhf_ray.core.stage import StageInputError
+from mmrlhf_ray.core.stages import BY_NAME, STAGES
 
 T = TypeVar("T")
 
 DEBUG_ENV, VERBOSE_ENV = "MMRLHF_DEBUG", "MMRLHF_VERBOSE"
-REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, when run from one
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when run from one
 
 
 def _field_default(f: dataclasses.Field) -> Any:

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from mmrlhf_ray.config import Choices
-from mmrlhf_ray.groups import QueryGroup, pair_quarantine
-from mmrlhf_ray.media import frame_paths, sample_uniform
+from mmrlhf_ray.core.config import Choices
+from mmrlhf_ray.data.groups import QueryGroup, pair_quarantine
+from mmrlhf_ray.data.media import frame_paths, sample_uniform
 
 T = TypeVar("T")
 MARGIN_SOURCE = "reward-service"

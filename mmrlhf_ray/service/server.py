@@ -35,9 +35,9 @@ from typing import Literal, Protocol
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmrlhf_ray.config import Choices
-from mmrlhf_ray.media import MediaError, decode_image
-from mmrlhf_ray.url_fetch import FetchError, fetch_bytes
+from mmrlhf_ray.core.config import Choices
+from mmrlhf_ray.data.media import MediaError, decode_image
+from mmrlhf_ray.service.url_fetch import FetchError, fetch_bytes
 
 # ---------------------------------------------------------------------------------------
 # limits and config
@@ -272,7 +272,7 @@ def resolve_path(path: str, name: str, limits: ServeLimits) -> Path:
 
 
 def fetch_image(url: str, name: str, limits: ServeLimits) -> Image.Image:
-    """An image by URL (``allow_urls`` only; see ``mmrlhf_ray.url_fetch``)."""
+    """An image by URL (``allow_urls`` only; see ``mmrlhf_ray.service.url_fetch``)."""
     if not limits.allow_urls:
         raise RequestError(
             name,
@@ -494,7 +494,7 @@ class _RewardLibAdapter:
     """``CritiqueRewardModel.critique`` / ``.score`` over the scorer's batches (one chunk each)."""
 
     def __init__(self, model, max_new_tokens: int):
-        from mmrlhf_ray.reward.model import RewardItem
+        from mmrlhf_ray.reward.items import RewardItem
 
         self.model, self.max_new_tokens, self.item = model, max_new_tokens, RewardItem
 

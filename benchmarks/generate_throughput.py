@@ -11,7 +11,7 @@ top_p). Two measurements, in one run:
 
 Writes the "## Generation" section of docs/BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/generation.py --prompts 32 --n 4 --max-tokens 32
+    .venv/bin/python benchmarks/generate_throughput.py --prompts 32 --n 4 --max-tokens 32
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 import pyarrow as pa  # noqa: E402
 
-from mmrlhf_ray.generation import ModelSpec, build_request  # noqa: E402
+from mmrlhf_ray.generation.requests import ModelSpec, build_request  # noqa: E402
 
 
 def build_model(out: str, text: bool) -> str:
@@ -77,7 +77,7 @@ def engine_run(spec: ModelSpec, rows: list[dict]) -> dict:
     import ray
 
     from actors.generator import Generator
-    from harness.generation_pool import _remote_args
+    from harness.actor_pool import _remote_args
 
     t0 = time.perf_counter()
     actor = ray.remote(Generator).options(**_remote_args(spec)).remote(spec)
@@ -99,7 +99,7 @@ def engine_run(spec: ModelSpec, rows: list[dict]) -> dict:
 
 
 def pool_run(spec: ModelSpec, rows: list[dict]) -> dict:
-    from harness.generation_pool import run_pool
+    from harness.actor_pool import run_pool
 
     table = pa.Table.from_pylist([{**r, "_chunk": i // 8} for i, r in enumerate(rows)])
     expected: dict[int, int] = {}
@@ -139,7 +139,7 @@ expectations with reasons, not measurements from this machine."""
 
 def report(args, model_desc: str, engine: dict, pool: dict, load: str) -> str:
     cmd = (
-        f".venv/bin/python benchmarks/generation.py --prompts {args.prompts} --n {args.n} "
+        f".venv/bin/python benchmarks/generate_throughput.py --prompts {args.prompts} --n {args.n} "
         f"--max-tokens {args.max_tokens}" + (" --text" if args.text else "")
     )
     lines = [

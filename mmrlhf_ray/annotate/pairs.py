@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Literal, get_args
 
-from mmrlhf_ray.config import Choices
-from mmrlhf_ray.schemas import MEDIA_KEYS
+from mmrlhf_ray.core.config import Choices
+from mmrlhf_ray.data.schemas import MEDIA_KEYS
 
 Mode = Literal["all", "best-vs-worst"]
 TieRule = Literal["constructed", "skip"]

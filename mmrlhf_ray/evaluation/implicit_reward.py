@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 
+from mmrlhf_ray.data.groups import QueryGroup
 from mmrlhf_ray.dpo.reference import reference_logps
-from mmrlhf_ray.groups import QueryGroup
 
 TIE = 1e-3  # |h| below this is a tie: fp32 noise of batched forwards, not a preference
 

@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from mmrlhf_ray.config import Choices
-from mmrlhf_ray.release import record_to_data_line
-from mmrlhf_ray.schemas import MEDIA_KEYS, RESPONSE_TYPE, quarantine_row, validate_row
+from mmrlhf_ray.core.config import Choices
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.data.release import record_to_data_line
+from mmrlhf_ray.data.schemas import MEDIA_KEYS, RESPONSE_TYPE, validate_row
 
 Source = Literal["oracle", "human"]
 SOURCES = get_args(Source)

@@ -1,13 +1,13 @@
 """Config of ``mmrlhf pipeline``: which stages run, with which profile and overrides.
 
-The order is the stage registry's (``mmrlhf_ray.stages``); ``jobs/pipeline.py`` runs it.
+The order is the stage registry's (``mmrlhf_ray.core.stages``); ``jobs/pipeline.py`` runs it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmrlhf_ray.stages import OPTIONAL_STAGES, PIPELINE_STAGES
+from mmrlhf_ray.core.stages import OPTIONAL_STAGES, PIPELINE_STAGES
 
 
 def _default_stages() -> list[str]:

@@ -52,7 +52,7 @@ class Stage:
         """The stage's config as a run uses it: its shipped YAML (``profile``: ``""`` or
         ``".gpu"``), then ``values`` (top-level keys set by a caller such as the
         pipeline), then the user's ``key=value`` overrides; local paths made absolute."""
-        from mmrlhf_ray.config import absolute_local_paths, load_config
+        from mmrlhf_ray.core.config import absolute_local_paths, load_config
 
         path = self.config_path(profile) or self.config_path()  # no .gpu file: the default
         cfg = load_config(self.config_class, path, overrides, values)
@@ -94,7 +94,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "import",
-        "mmrlhf_ray.release:ImportConfig",
+        "mmrlhf_ray.data.release:ImportConfig",
         "read the official MM-RLHF release files into Parquet (with quarantine)",
         pipeline="opt-in",
         entry="jobs.import_release",
@@ -107,13 +107,13 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "generate",
-        "mmrlhf_ray.generation:GenerateConfig",
+        "mmrlhf_ray.generation.requests:GenerateConfig",
         "sample candidate responses with vLLM-backed Ray actors",
         inputs=("curate",),
     ),
     _stage(
         "annotate",
-        "mmrlhf_ray.annotation:AnnotateConfig",
+        "mmrlhf_ray.annotate.records:AnnotateConfig",
         "annotate responses (shapes-world oracle, or import human labels)",
         inputs=("generate",),
     ),
@@ -126,13 +126,13 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "expand",
-        "mmrlhf_ray.generation:ExpandConfig",
+        "mmrlhf_ray.generation.requests:ExpandConfig",
         "expand annotators' short reasons into critiques with an LLM (Table 7)",
         inputs=("annotate",),
     ),
     _stage(
         "pairs",
-        "mmrlhf_ray.pairs:PairsConfig",
+        "mmrlhf_ray.annotate.pairs:PairsConfig",
         "every pair of responses with differing rank (ties by the paper's rule)",
         inputs=("expand",),
     ),
@@ -144,13 +144,13 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "serve-reward",
-        "mmrlhf_ray.serving:ServeRewardConfig",
+        "mmrlhf_ray.service.server:ServeRewardConfig",
         "serve the reward model over HTTP with Ray Serve",
         inputs=("train-reward",),
     ),
     _stage(
         "score",
-        "mmrlhf_ray.scoring:ScoreConfig",
+        "mmrlhf_ray.service.client:ScoreConfig",
         "score every pair through the reward service: margin delta per pair",
         inputs=("pairs", "serve-reward"),
     ),
@@ -168,7 +168,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "evaluate",
-        "mmrlhf_ray.evaluation:EvaluateConfig",
+        "mmrlhf_ray.evaluation.shapes:EvaluateConfig",
         "RewardBench ACC/ACC+, toy benchmark and safety metrics, with plots",
         inputs=("toyworld", "sft", "train-dpo", "train-reward"),
     ),
@@ -182,14 +182,14 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "self-improve",
-        "mmrlhf_ray.self_improve:SelfImproveConfig",
+        "mmrlhf_ray.flows.self_improve:SelfImproveConfig",
         "rounds of sample -> score -> pairs -> MM-DPO -> evaluate",
         inputs=("curate", "train-dpo", "serve-reward"),
         pipeline="after",
     ),
     _stage(
         "pipeline",
-        "mmrlhf_ray.pipeline:PipelineConfig",
+        "mmrlhf_ray.flows.pipeline:PipelineConfig",
         "run every stage in one run directory, resuming where it stopped",
         pipeline="never",
     ),

@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmrlhf_ray.schemas import MEDIA_KEYS, quarantine_row, validate_row
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.data.schemas import MEDIA_KEYS, validate_row
 
 
 @dataclass

@@ -14,7 +14,7 @@ Contract every stage keeps:
   ``has_part(name)`` tells which units of work to skip;
 * nothing silently lost: ``finish`` checks ``rows_in == rows_out + rows_quarantined``;
 * inputs a stage can trust: the manifest lists every part with its rows, bytes and
-  sha256 (``mmrlhf_ray.parts``). ``require_done`` (so every stage's ``begin_stage``)
+  sha256 (``mmrlhf_ray.core.parts``). ``require_done`` (so every stage's ``begin_stage``)
   checks an upstream stage's parts against it before any work starts and stops with one
   line naming the part and the command to re-run; re-running the upstream stage deletes
   its damaged parts and re-makes exactly those (``skip_if_done``). ``read`` checks that
@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from mmrlhf_ray.config import config_to_dict
-from mmrlhf_ray.parts import (
+from mmrlhf_ray.core.config import config_to_dict
+from mmrlhf_ray.core.parts import (
     SUBDIRS,
     PartProblem,
     describe_parts,
@@ -46,7 +46,7 @@ from mmrlhf_ray.parts import (
     part_problems,
     summary,
 )
-from mmrlhf_ray.schemas import QUARANTINE_SCHEMA
+from mmrlhf_ray.core.quarantine import QUARANTINE_SCHEMA
 
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]*(/[a-z0-9-]+)*$")  # e.g. "pairs", "import/pool"
 
@@ -231,7 +231,7 @@ class StageDir:
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    # ---- part integrity (mmrlhf_ray/parts.py) ----------------------------------------
+    # ---- part integrity (mmrlhf_ray/core/parts.py) ----------------------------------------
     def _part_listing(self) -> dict[str, dict] | None:
         """The finished manifest's ``part_files``; None if not finished or written before
         part lists existed (such output is accepted unverified)."""

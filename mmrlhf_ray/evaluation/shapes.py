@@ -57,7 +57,7 @@ class EvaluateConfig:
 
 def policy_metrics(rows: list[dict[str, Any]], answers: dict[str, str]) -> dict[str, Any]:
     """Benchmark metrics for answers keyed by sample_id; every row must have an answer."""
-    from mmrlhf_ray.toyworld import benchmark_metrics
+    from mmrlhf_ray.evaluation.shapes_metrics import benchmark_metrics
 
     missing = [r["sample_id"] for r in rows if r["sample_id"] not in answers]
     if missing:
@@ -68,7 +68,7 @@ def policy_metrics(rows: list[dict[str, Any]], answers: dict[str, str]) -> dict[
 
 
 def summary_markdown(toy: dict[str, dict[str, Any]]) -> str:
-    from mmrlhf_ray.report import metrics_comparison
+    from mmrlhf_ray.evaluation.report import metrics_comparison
 
     note = ", ".join(sorted(LOWER_IS_BETTER))
     return (

@@ -24,10 +24,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mmrlhf_ray.media import MediaError, decode_image, frame_paths, sample_uniform
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.data.media import MediaError, decode_image, frame_paths, sample_uniform
 from mmrlhf_ray.reward.data import RewardPair
-from mmrlhf_ray.reward.model import CritiqueRewardModel, RewardItem
-from mmrlhf_ray.schemas import quarantine_row
+from mmrlhf_ray.reward.items import RewardItem
+from mmrlhf_ray.reward.model import CritiqueRewardModel
 
 BENCH_CATEGORIES = ("mcq", "long", "short", "safety", "video")
 

@@ -17,8 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from mmrlhf_ray.config import Choices
-from mmrlhf_ray.schemas import MEDIA_FIELDS
+from mmrlhf_ray.core.config import Choices
+from mmrlhf_ray.data.schemas import MEDIA_FIELDS
 
 PairMode = Literal["all", "best-vs-worst"]
 PAIR_MODES = get_args(PairMode)
@@ -80,7 +80,7 @@ def round_configs(cfg: SelfImproveConfig, round_dir: str, policy: str) -> tuple[
     ref-logps gets train-dpo's encoding (``max_response_tokens``, ``max_frames``) last,
     so reference log-probs are always taken over the inputs training will see.
     """
-    from mmrlhf_ray.stages import get_stage
+    from mmrlhf_ray.core.stages import get_stage
 
     common = {"run_dir": round_dir, "policy": policy}
     dpo = get_stage("train-dpo").config(cfg.dpo_overrides, cfg.profile, **common)

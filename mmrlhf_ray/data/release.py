@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from mmrlhf_ray.schemas import CATEGORIES, MEDIA_KEYS, quarantine_row, validate_row
+from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.data.schemas import CATEGORIES, MEDIA_KEYS, validate_row
 
 SCORE_FIELDS = {"helpfulness": "helpfulness", "faithfulness": "faithfulness", "ethical": "ethics"}
 KINDS = ("data", "dpo_pairs", "reward_bench", "pool")
