@@ -248,7 +248,7 @@ def _trl_trainer(
     from trl import DPOConfig, DPOTrainer
 
     from mmrlhf_ray.data.media import decode_image
-    from mmrlhf_ray.models.encoding import chat_messages
+    from mmrlhf_ray.data.prompts import chat_messages
 
     model, processor = _load(paths["policy"])
     ref_model, _ = _load(ref_path)

@@ -84,3 +84,42 @@ def _terminal_console_after_each_test():
     from mmrlhf_ray.core import console
 
     console.disable()
+
+
+# The scoring service's fixtures, shared by tests/service (no Ray) and tests/serve (Ray Serve).
+@pytest.fixture(scope="session")
+def reward_model_dir(tiny_models, tmp_path_factory) -> str:
+    """An untrained critique reward model over the tiny Qwen2-VL policy (safetensors)."""
+    from mmrlhf_ray.reward.model import build_tiny_reward_model
+
+    out = tmp_path_factory.mktemp("serve_rm") / "model"
+    return build_tiny_reward_model(tiny_models["policy"], out, seed=0)
+
+
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory):
+    """An allowed root holding one image, and a sibling dir outside it holding another."""
+    base = tmp_path_factory.mktemp("media")
+    (base / "root").mkdir()
+    (base / "outside").mkdir()
+    (base / "root" / "red.png").write_bytes(_png_bytes())
+    (base / "outside" / "secret.png").write_bytes(_png_bytes((0, 0, 255)))
+    (base / "root" / "link.png").symlink_to(base / "outside" / "secret.png")
+    return base
+
+
+def _png_bytes(rgb=(255, 0, 0)) -> bytes:
+    from tests.serve.helpers import png_bytes
+
+    return png_bytes(rgb)
+
+
+@pytest.fixture
+def rows() -> dict[str, dict]:
+    """One hand-made shapes-world row per query kind over the same 3-object scene (fresh
+    copies; tests/toyworld and tests/evaluation)."""
+    import copy
+
+    from tests.toyworld.helpers import ROWS
+
+    return copy.deepcopy(ROWS)

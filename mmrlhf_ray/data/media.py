@@ -95,3 +95,14 @@ def row_images(
     if first_frame_only:
         frames = frames[:1]
     return [decode_image(f, field, max_side=max_side) for f in sample_uniform(frames, max_frames)]
+
+
+def is_video(row: dict[str, Any]) -> bool:
+    """The one rule for "is this row a video?": no image (bytes or path) and some frames
+    (``video_frames``) or a frame folder (``video_path``). Its media are then the frames
+    of one video, never separate images."""
+    return (
+        row.get("image") is None
+        and not row.get("image_path")
+        and bool(row.get("video_frames") or row.get("video_path"))
+    )

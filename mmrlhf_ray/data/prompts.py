@@ -65,13 +65,19 @@ def critique_prompt(question: str, response: str, template: str = CRITIQUE_PROMP
 
 
 def chat_messages(
-    text: str, n_images: int = 0, video: bool = False, system: str | None = None
+    text: str,
+    n_images: int = 0,
+    video: bool = False,
+    system: str | None = None,
+    response: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One user turn in the HF/OpenAI multimodal message format.
+    """One user turn in the HF/OpenAI multimodal message format (the one definition).
 
-    Image parts come before the text (the Qwen2-VL / LLaVA-OV convention); a video is
-    one ``{"type": "video"}`` part. The model's processor/tokenizer chat template turns
-    these into its own special tokens (e.g. ``<|vision_start|><|image_pad|>...``).
+    ``n_images`` image parts, then one ``{"type": "video"}`` part when ``video`` (its
+    frames go to the processor as one video), then the text: the Qwen2-VL / LLaVA-OV
+    order. The model's chat template turns these into its own special tokens (e.g.
+    ``<|vision_start|><|image_pad|>...``). ``system`` adds a system turn before it,
+    ``response`` an assistant turn after it.
     """
     parts: list[dict[str, Any]] = [{"type": "image"} for _ in range(n_images)]
     if video:
@@ -81,6 +87,8 @@ def chat_messages(
     if system:
         messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
     messages.append({"role": "user", "content": parts})
+    if response is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": response}]})
     return messages
 
 

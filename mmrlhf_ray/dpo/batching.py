@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from mmrlhf_ray.data.groups import QueryGroup
-from mmrlhf_ray.data.media import row_images
+from mmrlhf_ray.data.media import is_video, row_images
 from mmrlhf_ray.models.encoding import IGNORE_INDEX, encode_prompt, end_of_turn
 from mmrlhf_ray.models.families import TEXT_KEYS
 
@@ -108,14 +108,6 @@ class GroupedBatch(PairIndex):
     query_media: list[dict[str, torch.Tensor]] = field(default_factory=list)
     # query_media[q]: query q's media tensors as its processor gave them (batch of 1:
     # pixels, grids, sizes ...), {} for a text-only query
-
-
-def is_video(media: dict) -> bool:
-    return (
-        media.get("image") is None
-        and media.get("image_path") is None
-        and bool(media.get("video_frames") or media.get("video_path"))
-    )
 
 
 def encode_group(

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from mmrlhf_ray.data.groups import QueryGroup
-from mmrlhf_ray.data.media import row_images
-from mmrlhf_ray.dpo.batching import GroupedBatch, is_video
+from mmrlhf_ray.data.media import is_video, row_images
+from mmrlhf_ray.dpo.batching import GroupedBatch
 from mmrlhf_ray.models.encoding import (
     collate,
     encode_prompt_response,

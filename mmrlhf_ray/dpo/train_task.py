@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from mmrlhf_ray.data.groups import QueryGroup
-from mmrlhf_ray.dpo.batching import EncodedQuery, encode_group, is_video
+from mmrlhf_ray.data.media import is_video
+from mmrlhf_ray.dpo.batching import EncodedQuery, encode_group
 from mmrlhf_ray.dpo.config import LossConfig
 from mmrlhf_ray.dpo.objective import LossState, preference_loss
 from mmrlhf_ray.dpo.packed import collate_batch, response_logps

@@ -180,16 +180,12 @@ def query_messages(row: dict[str, Any], n_images: int, is_video: bool) -> list[d
 
 def build_request(row: dict[str, Any], spec: ModelSpec) -> GenRequest:
     """The request for one pool row; raises ``MediaError`` naming a bad media field."""
-    from mmrlhf_ray.data.media import row_images
+    from mmrlhf_ray.data.media import is_video, row_images
 
-    is_video = (
-        row.get("image") is None
-        and not row.get("image_path")
-        and bool(row.get("video_frames") or row.get("video_path"))
-    )
+    video_row = is_video(row)
     media = row_images(row, max_frames=spec.max_frames, max_side=spec.max_side)
-    images, video = ([], media) if is_video else (media, None)
-    messages = query_messages(row, len(images), is_video)
+    images, video = ([], media) if video_row else (media, None)
+    messages = query_messages(row, len(images), video_row)
     return GenRequest(
         key=row["sample_id"],
         messages=messages,

@@ -9,7 +9,6 @@ family_of(model).vision_modules(model)   # what freezing freezes
 from mmrlhf_ray.models.decoding import generate_batch, generate_text
 from mmrlhf_ray.models.encoding import (
     IGNORE_INDEX,
-    chat_messages,
     collate,
     encode_prompt,
     encode_prompt_response,
@@ -48,7 +47,6 @@ __all__ = [
     "build_processor",
     "build_tiny_policy",
     "build_tokenizer",
-    "chat_messages",
     "collate",
     "default_texts",
     "encode_prompt",

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from mmrlhf_ray.models.encoding import chat_messages, end_of_turn
+from mmrlhf_ray.data.prompts import chat_messages
+from mmrlhf_ray.models.encoding import end_of_turn
 from mmrlhf_ray.models.families import Family, family_of_processor
 
 

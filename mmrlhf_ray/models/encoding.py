@@ -17,11 +17,11 @@ of the response tokens: ``log pi(y | x) = sum_t log pi(y_t | x, y_<t)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from mmrlhf_ray.data.prompts import chat_messages
 from mmrlhf_ray.models.families import family_of_processor
 
 IGNORE_INDEX = -100
@@ -32,24 +32,6 @@ SEQUENCE_KEYS = (
     ("labels", -100),
     ("mm_token_type_ids", 0),
 )
-
-
-def chat_messages(
-    question: str, n_images: int = 1, video: bool = False, response: str | None = None
-) -> list[dict[str, Any]]:
-    """Chat messages: the media parts first, then the question text.
-
-    ``video=True`` adds one video part (its frames are passed to the processor as one
-    video); otherwise ``n_images`` image parts. ``response`` adds an assistant turn.
-    """
-    parts: list[dict[str, Any]] = (
-        [{"type": "video"}] if video else [{"type": "image"} for _ in range(n_images)]
-    )
-    parts.append({"type": "text", "text": question})
-    messages = [{"role": "user", "content": parts}]
-    if response is not None:
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": response}]})
-    return messages
 
 
 def encode_prompt(

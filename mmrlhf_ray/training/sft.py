@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from mmrlhf_ray.core.quarantine import quarantine_row
-from mmrlhf_ray.data.media import MediaError, row_images
+from mmrlhf_ray.data.media import MediaError, is_video, row_images
 from mmrlhf_ray.models.decoding import generate_batch
 from mmrlhf_ray.models.encoding import collate, encode_prompt_response
 from mmrlhf_ray.training.config import TrainConfig
@@ -74,7 +74,7 @@ def sft_example(row: dict[str, Any], max_frames: int = 4) -> dict[str, Any]:
     if not isinstance(target, str) or not target.strip():
         raise ValueError("reference_answer: missing or empty (nothing to imitate)")
     images = row_images(row, max_frames=max_frames)  # raises MediaError(field, reason)
-    video = row.get("image") is None and not row.get("image_path") and bool(images)
+    video = is_video(row) and bool(images)
     return {
         "id": row.get("sample_id") or row.get("query_id"),
         "question": question,
@@ -147,7 +147,7 @@ def answer_benchmark(
     prompts = []
     for row in rows:
         images = row_images(row, max_frames=max_frames)
-        video = row.get("image") is None and not row.get("image_path") and bool(images)
+        video = is_video(row) and bool(images)
         prompts.append((row["question"], images, video))
     answers: list[str | None] = [None] * len(prompts)
     for video in (False, True):  # one modality per batch

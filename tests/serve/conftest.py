@@ -1,32 +1,11 @@
-"""Fixtures of the serving tests: a tiny critique reward model, images, a live service
-(helpers: ``tests/serve/helpers.py``)."""
+"""Fixtures of the Ray Serve tests: a live service (the reward model and the media root are
+in ``tests/conftest.py``, shared with ``tests/service``; helpers: ``tests/serve/helpers.py``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.serve.helpers import TOKEN, free_port, png_bytes
-
-
-@pytest.fixture(scope="session")
-def reward_model_dir(tiny_models, tmp_path_factory) -> str:
-    """An untrained critique reward model over the tiny Qwen2-VL policy (safetensors)."""
-    from mmrlhf_ray.reward.model import build_tiny_reward_model
-
-    out = tmp_path_factory.mktemp("serve_rm") / "model"
-    return build_tiny_reward_model(tiny_models["policy"], out, seed=0)
-
-
-@pytest.fixture(scope="session")
-def media_root(tmp_path_factory):
-    """An allowed root holding one image, and a sibling dir outside it holding another."""
-    base = tmp_path_factory.mktemp("media")
-    (base / "root").mkdir()
-    (base / "outside").mkdir()
-    (base / "root" / "red.png").write_bytes(png_bytes())
-    (base / "outside" / "secret.png").write_bytes(png_bytes((0, 0, 255)))
-    (base / "root" / "link.png").symlink_to(base / "outside" / "secret.png")
-    return base
+from tests.serve.helpers import TOKEN, free_port
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,9 @@
-"""Hand-made shapes-world rows with known ground truth, for judge/oracle/metric tests."""
+"""Hand-made shapes-world rows with known ground truth, for judge/oracle/metric tests
+(the ``rows`` fixture in ``tests/conftest.py`` hands out fresh copies)."""
 
 from __future__ import annotations
 
-import copy
 import json
-
-import pytest
 
 SCENE = [
     {"shape": "circle", "color": "red", "position": "top left"},
@@ -96,9 +94,3 @@ ROWS = {
         objects=[{"shape": "star", "color": "purple", "position": "bottom"}],
     ),
 }
-
-
-@pytest.fixture
-def rows() -> dict[str, dict]:
-    """One hand-made row per query kind over the same 3-object scene (fresh copies)."""
-    return copy.deepcopy(ROWS)
