@@ -27,8 +27,7 @@ def run(cfg: BuildModelsConfig) -> dict:
     out, done = begin_stage(cfg, "build-models")
     if done:
         return out.read_manifest()
-    from mmrlhf_ray.models.policy import build_tiny_policy
-    from mmrlhf_ray.models.tiny import build_family_tokenizer
+    from mmrlhf_ray.models.policy import build_family_tokenizer, build_tiny_policy
     from mmrlhf_ray.models.tokenizer import default_texts
 
     start = time.time()

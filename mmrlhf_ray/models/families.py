@@ -29,6 +29,15 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from mmrlhf_ray.models.tiny import (
+    INTERNVL,
+    LLAVA_ONEVISION,
+    QWEN2_5_VL,
+    QWEN2_VL,
+    SMOLVLM,
+    TinyBuilder,
+)
+
 # Processor outputs that are text, not media (per token, one row per sequence).
 TEXT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 
@@ -92,6 +101,7 @@ class Family:
     processors: tuple[str, ...] = ()  # processor class names of the family
     vllm_video: bool = True  # vLLM (0.32) takes this family's videos
     vllm_video_metadata: bool = False  # ... only as (frames, metadata) (Qwen2.5-VL)
+    tiny: TinyBuilder | None = None  # how a tiny random instance is built (models/tiny.py)
 
     # ---- where things live -------------------------------------------------------------
     def vision_modules(self, model: nn.Module) -> list[nn.Module]:
@@ -261,12 +271,19 @@ QWEN_COMMON = dict(
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("qwen2-vl", ("qwen2_vl",), processors=("Qwen2VLProcessor",), **QWEN_COMMON),
+        Family(
+            "qwen2-vl",
+            ("qwen2_vl",),
+            processors=("Qwen2VLProcessor",),
+            tiny=QWEN2_VL,
+            **QWEN_COMMON,
+        ),
         Family(
             "qwen2.5-vl",
             ("qwen2_5_vl",),
             processors=("Qwen2_5_VLProcessor",),
             vllm_video_metadata=True,
+            tiny=QWEN2_5_VL,
             **QWEN_COMMON,
         ),
         Family(
@@ -279,6 +296,7 @@ FAMILIES: dict[str, Family] = {
             video_keys=("pixel_values_videos",),
             extra_params=("image_newline",),
             processors=("LlavaOnevisionProcessor",),
+            tiny=LLAVA_ONEVISION,
         ),
         Family(
             "internvl",
@@ -289,6 +307,7 @@ FAMILIES: dict[str, Family] = {
             image_keys=("pixel_values",),
             video_as_images=True,
             processors=("InternVLProcessor",),
+            tiny=INTERNVL,
         ),
         Family(
             "smolvlm",
@@ -302,6 +321,7 @@ FAMILIES: dict[str, Family] = {
             nested_images=True,
             processors=("SmolVLMProcessor", "Idefics3Processor"),
             vllm_video=False,
+            tiny=SMOLVLM,
         ),
     )
 }

@@ -20,18 +20,13 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 from mmrlhf_ray.models.families import DEFAULT_FAMILY, get_family, load_model
-from mmrlhf_ray.models.tiny import (
-    TinyPolicySpec,
-    build_family_tokenizer,
-    tiny_config,
-    tiny_processor,
-    vllm_key_names,
-)
-from mmrlhf_ray.models.tokenizer import default_texts
+from mmrlhf_ray.models.tiny import TinyBuilder, TinyPolicySpec
+from mmrlhf_ray.models.tokenizer import build_tokenizer, chat_template, default_texts
 
 __all__ = [
     "TinyPolicySpec",
     "build_all",
+    "build_family_tokenizer",
     "build_processor",
     "build_tiny_policy",
     "load_policy",
@@ -39,9 +34,35 @@ __all__ = [
 ]
 
 
+def tiny_builder(family: str) -> TinyBuilder:
+    """The family entry's tiny builder (``UnsupportedFamily`` for an unknown name)."""
+    builder = get_family(family).tiny
+    if builder is None:
+        raise ValueError(f"family: no tiny builder for {family!r}")
+    return builder
+
+
+def build_family_tokenizer(family: str, texts, out_dir: str | Path, vocab_size: int = 2000):
+    """The tiny BPE with ``family``'s placeholders and chat template, saved to ``out_dir``."""
+    layout = tiny_builder(family).layout
+    return build_tokenizer(
+        texts,
+        out_dir,
+        vocab_size,
+        extra_specials=layout.specials,
+        template=chat_template(layout.image_part, layout.video_part),
+        attributes=dict(layout.attributes),
+    )
+
+
+def tiny_config(family: str, tokenizer, spec: TinyPolicySpec | None = None):
+    """The family's transformers config at ``spec``'s sizes, wired to ``tokenizer``'s ids."""
+    return tiny_builder(family).config(tokenizer, spec or TinyPolicySpec())
+
+
 def build_processor(tokenizer, family: str = DEFAULT_FAMILY):
     """The family's processor sized for 64x64 images and short 64x64 videos."""
-    return tiny_processor(family, tokenizer)
+    return tiny_builder(family).processor(tokenizer)
 
 
 def build_tiny_policy(
@@ -52,7 +73,7 @@ def build_tiny_policy(
     family: str = DEFAULT_FAMILY,
 ) -> str:
     """Write a random tiny policy of ``family`` + its processor to ``out_dir``; returns the path."""
-    get_family(family)
+    builder = tiny_builder(family)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     config = tiny_config(family, tokenizer, spec)
     torch.manual_seed(seed)
@@ -64,8 +85,8 @@ def build_tiny_policy(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
-    vllm_key_names(family, out)
-    tiny_processor(family, tokenizer).save_pretrained(str(out))
+    builder.after_save(out)
+    builder.processor(tokenizer).save_pretrained(str(out))
     record = {"family": family, **asdict(spec or TinyPolicySpec())}
     (out / "tiny_spec.json").write_text(json.dumps(record, indent=2))
     return str(out)

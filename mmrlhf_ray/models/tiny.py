@@ -5,9 +5,13 @@ tiny one is built for tests and the shapes world). Each instance has the modelin
 the family's 7B checkpoint at toy sizes (text: hidden 128, 4 heads, vision: hidden 64),
 is saved with ``save_pretrained`` (safetensors) and loads with the Auto classes and vLLM.
 
-    tok = build_family_tokenizer("llava-onevision", texts, "out/tokenizer")
-    config = tiny_config("llava-onevision", tok, TinyPolicySpec())
-    processor = tiny_processor("llava-onevision", tok)
+    tiny = get_family("llava-onevision").tiny     # this module's LLAVA_ONEVISION
+    config = tiny.config(tokenizer, TinyPolicySpec())
+    processor = tiny.processor(tokenizer)
+
+Each family's builder (its tokenizer layout, config, processor and what to fix after
+saving) is one ``TinyBuilder`` that its entry in ``families.FAMILIES`` holds; the
+helpers that take a family name are in ``policy.py``.
 
 All families share the ChatML turn layout of the tiny tokenizer (``<|im_start|>``, end of
 turn ``<|im_end|>``); each family's image and video placeholders are its own.
@@ -15,6 +19,7 @@ turn ``<|im_end|>``); each family's image and video placeholders are its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +31,6 @@ from mmrlhf_ray.models.tokenizer import (
     VIDEO_PAD,
     VISION_END,
     VISION_START,
-    build_tokenizer,
-    chat_template,
 )
 
 # Inputs are 64x64 (images and video frames of the shapes world).
@@ -67,56 +70,40 @@ class TokenLayout:
 
 
 _SMOL_TILES = tuple(f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5))
-LAYOUTS: dict[str, TokenLayout] = {
-    "qwen2-vl": TokenLayout(
-        f"{VISION_START}{IMAGE_PAD}{VISION_END}", f"{VISION_START}{VIDEO_PAD}{VISION_END}", ()
+QWEN_LAYOUT = TokenLayout(
+    f"{VISION_START}{IMAGE_PAD}{VISION_END}", f"{VISION_START}{VIDEO_PAD}{VISION_END}", ()
+)
+LLAVA_LAYOUT = TokenLayout("<image>", "<video>", ("<image>", "<video>"))
+INTERNVL_LAYOUT = TokenLayout(
+    "<IMG_CONTEXT>",
+    "<video>",
+    ("<img>", "</img>", "<IMG_CONTEXT>", "<video>"),
+    (
+        ("start_image_token", "<img>"),
+        ("end_image_token", "</img>"),
+        ("context_image_token", "<IMG_CONTEXT>"),
+        ("video_token", "<video>"),
     ),
-    "llava-onevision": TokenLayout("<image>", "<video>", ("<image>", "<video>")),
-    "internvl": TokenLayout(
-        "<IMG_CONTEXT>",
-        "<video>",
-        ("<img>", "</img>", "<IMG_CONTEXT>", "<video>"),
-        (
-            ("start_image_token", "<img>"),
-            ("end_image_token", "</img>"),
-            ("context_image_token", "<IMG_CONTEXT>"),
-            ("video_token", "<video>"),
-        ),
-    ),
-    "smolvlm": TokenLayout(
+)
+SMOLVLM_LAYOUT = TokenLayout(
+    "<image>",
+    "<video>",
+    (
         "<image>",
         "<video>",
-        (
-            "<image>",
-            "<video>",
-            "<fake_token_around_image>",
-            "<global-img>",
-            "<end_of_utterance>",
-            *_SMOL_TILES,
-        ),
-        (
-            ("image_token", "<image>"),
-            ("video_token", "<video>"),
-            ("fake_image_token", "<fake_token_around_image>"),
-            ("global_image_token", "<global-img>"),
-            ("end_of_utterance_token", "<end_of_utterance>"),
-        ),
+        "<fake_token_around_image>",
+        "<global-img>",
+        "<end_of_utterance>",
+        *_SMOL_TILES,
     ),
-}
-LAYOUTS["qwen2.5-vl"] = LAYOUTS["qwen2-vl"]
-
-
-def build_family_tokenizer(family: str, texts, out_dir: str | Path, vocab_size: int = 2000):
-    """The tiny BPE with ``family``'s placeholders and chat template, saved to ``out_dir``."""
-    layout = LAYOUTS[family]
-    return build_tokenizer(
-        texts,
-        out_dir,
-        vocab_size,
-        extra_specials=layout.specials,
-        template=chat_template(layout.image_part, layout.video_part),
-        attributes=dict(layout.attributes),
-    )
+    (
+        ("image_token", "<image>"),
+        ("video_token", "<video>"),
+        ("fake_image_token", "<fake_token_around_image>"),
+        ("global_image_token", "<global-img>"),
+        ("end_of_utterance_token", "<end_of_utterance>"),
+    ),
+)
 
 
 def _text_config(
@@ -168,43 +155,6 @@ def _common(tokenizer, spec: TinyPolicySpec) -> dict[str, Any]:
     )
 
 
-def _qwen_config(family: str, tokenizer, spec: TinyPolicySpec):
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
-
-    vision = dict(
-        depth=spec.vision_depth,
-        num_heads=spec.vision_heads,
-        patch_size=spec.patch_size,
-        spatial_merge_size=spec.spatial_merge_size,
-        temporal_patch_size=2,
-    )
-    if family == "qwen2-vl":
-        cls = Qwen2VLConfig
-        vision.update(embed_dim=spec.vision_embed_dim, hidden_size=spec.hidden_size, mlp_ratio=2)
-    else:
-        cls = Qwen2_5_VLConfig
-        vision.update(
-            hidden_size=spec.vision_embed_dim,
-            out_hidden_size=spec.hidden_size,
-            intermediate_size=2 * spec.vision_embed_dim,
-            window_size=112,
-            fullatt_block_indexes=[spec.vision_depth - 1],
-        )
-    ids = _ids(
-        tokenizer,
-        image_token_id=IMAGE_PAD,
-        video_token_id=VIDEO_PAD,
-        vision_start_token_id=VISION_START,
-        vision_end_token_id=VISION_END,
-    )
-    return cls(
-        text_config=_text_config(tokenizer, spec, rope=_mrope(spec)),
-        vision_config=vision,
-        **_common(tokenizer, spec),
-        **ids,
-    )
-
-
 def _vit(spec: TinyPolicySpec, **extra) -> dict[str, Any]:
     return dict(
         hidden_size=spec.vision_embed_dim,
@@ -215,112 +165,108 @@ def _vit(spec: TinyPolicySpec, **extra) -> dict[str, Any]:
     )
 
 
-def tiny_config(family: str, tokenizer, spec: TinyPolicySpec | None = None):
-    """The family's transformers config at ``spec``'s sizes, wired to ``tokenizer``'s ids."""
-    spec = spec or TinyPolicySpec()
-    if family in ("qwen2-vl", "qwen2.5-vl"):
-        return _qwen_config(family, tokenizer, spec)
-    if family == "llava-onevision":
-        from transformers import LlavaOnevisionConfig
+def _qwen_config(cls_name: str, vision_sizes: Callable[[TinyPolicySpec], dict]):
+    """A Qwen2-VL / Qwen2.5-VL config builder (they differ in the vision tower's keys)."""
 
-        pinpoints = [[TILE * a, TILE * b] for a in (1, 2) for b in (1, 2)]
-        return LlavaOnevisionConfig(
-            text_config=_text_config(tokenizer, spec, "qwen2"),
-            vision_config=_vit(
-                spec,
-                model_type="siglip_vision_model",
-                image_size=TILE,
-                patch_size=spec.patch_size,
-                vision_use_head=False,
-            ),
-            vision_feature_select_strategy="full",
-            vision_feature_layer=-1,
-            image_grid_pinpoints=pinpoints,
-            **_common(tokenizer, spec),
-            **_ids(tokenizer, image_token_id="<image>", video_token_id="<video>"),
+    def build(tokenizer, spec: TinyPolicySpec):
+        import transformers as tf
+
+        vision = dict(
+            depth=spec.vision_depth,
+            num_heads=spec.vision_heads,
+            patch_size=spec.patch_size,
+            spatial_merge_size=spec.spatial_merge_size,
+            temporal_patch_size=2,
+            **vision_sizes(spec),
         )
-    if family == "internvl":
-        from transformers import InternVLConfig
-
-        return InternVLConfig(
-            text_config=_text_config(tokenizer, spec, "qwen2"),
-            vision_config=_vit(
-                spec, image_size=[TILE, TILE], patch_size=[spec.patch_size, spec.patch_size]
-            ),
-            downsample_ratio=0.5,
-            vision_feature_layer=-1,
-            **_common(tokenizer, spec),
-            **_ids(tokenizer, image_token_id="<IMG_CONTEXT>"),
+        ids = _ids(
+            tokenizer,
+            image_token_id=IMAGE_PAD,
+            video_token_id=VIDEO_PAD,
+            vision_start_token_id=VISION_START,
+            vision_end_token_id=VISION_END,
         )
-    if family == "smolvlm":
-        from transformers import SmolVLMConfig
-
-        return SmolVLMConfig(
-            text_config=_text_config(tokenizer, spec, "llama"),
-            vision_config=_vit(spec, image_size=TILE, patch_size=spec.patch_size),
-            scale_factor=2,
+        return getattr(tf, cls_name)(
+            text_config=_text_config(tokenizer, spec, rope=_mrope(spec)),
+            vision_config=vision,
             **_common(tokenizer, spec),
-            **_ids(tokenizer, image_token_id="<image>"),
+            **ids,
         )
-    raise ValueError(f"family: no tiny builder for {family!r}")
+
+    return build
 
 
-def tiny_processor(family: str, tokenizer):
-    """The family's processor for 64x64 images and short 64x64 videos."""
-    import transformers as tf
+def _qwen2_vl_vision(spec: TinyPolicySpec) -> dict:
+    return dict(embed_dim=spec.vision_embed_dim, hidden_size=spec.hidden_size, mlp_ratio=2)
 
-    template = tokenizer.chat_template
-    if family in ("qwen2-vl", "qwen2.5-vl"):
+
+def _qwen2_5_vl_vision(spec: TinyPolicySpec) -> dict:
+    return dict(
+        hidden_size=spec.vision_embed_dim,
+        out_hidden_size=spec.hidden_size,
+        intermediate_size=2 * spec.vision_embed_dim,
+        window_size=112,
+        fullatt_block_indexes=[spec.vision_depth - 1],
+    )
+
+
+def _qwen_processor(cls_name: str):
+    def build(tokenizer):
+        import transformers as tf
+
         size = {"shortest_edge": QWEN_MIN_PIXELS, "longest_edge": QWEN_MAX_PIXELS}
-        cls = tf.Qwen2VLProcessor if family == "qwen2-vl" else tf.Qwen2_5_VLProcessor
-        return cls(
+        return getattr(tf, cls_name)(
             image_processor=tf.Qwen2VLImageProcessor(size=size),
             tokenizer=tokenizer,
             video_processor=tf.Qwen2VLVideoProcessor(size=size, cap_pixels_per_frame=False),
-            chat_template=template,
+            chat_template=tokenizer.chat_template,
         )
-    tile = {"height": TILE, "width": TILE}
-    if family == "llava-onevision":
-        pinpoints = [[TILE * a, TILE * b] for a in (1, 2) for b in (1, 2)]
-        return tf.LlavaOnevisionProcessor(
-            image_processor=tf.LlavaOnevisionImageProcessor(
-                size=tile, crop_size=tile, image_grid_pinpoints=pinpoints
-            ),
-            tokenizer=tokenizer,
-            video_processor=tf.LlavaOnevisionVideoProcessor(size=tile),
-            num_image_tokens=(TILE // 14) ** 2,
-            vision_feature_select_strategy="full",
-            chat_template=template,
-        )
-    if family == "internvl":
-        return tf.InternVLProcessor(
-            image_processor=tf.GotOcr2ImageProcessor(
-                size=tile, crop_to_patches=True, max_patches=4
-            ),
-            tokenizer=tokenizer,
-            video_processor=tf.InternVLVideoProcessor(size=tile),
-            image_seq_length=(TILE // 14) ** 2 // 4,
-            chat_template=template,
-        )
-    if family == "smolvlm":
-        edge = {"longest_edge": TILE}
-        return tf.SmolVLMProcessor(
-            image_processor=tf.SmolVLMImageProcessor(
-                size=edge, max_image_size=edge, do_image_splitting=False
-            ),
-            tokenizer=tokenizer,
-            video_processor=tf.SmolVLMVideoProcessor(size=edge, max_image_size=edge),
-            image_seq_len=(TILE // 14) ** 2 // 4,
-            chat_template=template,
-        )
-    raise ValueError(f"family: no tiny builder for {family!r}")
+
+    return build
 
 
-def vllm_key_names(family: str, out: Path) -> None:
+PINPOINTS = [[TILE * a, TILE * b] for a in (1, 2) for b in (1, 2)]  # LLaVA-OV anyres tiles
+TILE_SIZE = {"height": TILE, "width": TILE}
+
+
+def _llava_config(tokenizer, spec: TinyPolicySpec):
+    from transformers import LlavaOnevisionConfig
+
+    return LlavaOnevisionConfig(
+        text_config=_text_config(tokenizer, spec, "qwen2"),
+        vision_config=_vit(
+            spec,
+            model_type="siglip_vision_model",
+            image_size=TILE,
+            patch_size=spec.patch_size,
+            vision_use_head=False,
+        ),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=PINPOINTS,
+        **_common(tokenizer, spec),
+        **_ids(tokenizer, image_token_id="<image>", video_token_id="<video>"),
+    )
+
+
+def _llava_processor(tokenizer):
+    import transformers as tf
+
+    return tf.LlavaOnevisionProcessor(
+        image_processor=tf.LlavaOnevisionImageProcessor(
+            size=TILE_SIZE, crop_size=TILE_SIZE, image_grid_pinpoints=PINPOINTS
+        ),
+        tokenizer=tokenizer,
+        video_processor=tf.LlavaOnevisionVideoProcessor(size=TILE_SIZE),
+        num_image_tokens=(TILE // 14) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def _llava_vllm_key_names(out: Path) -> None:
     """LLaVA-OneVision's SigLIP tower: transformers saves ``vision_tower.embeddings...``,
     vLLM loads ``vision_tower.vision_model.embeddings...``; both read the latter."""
-    if family != "llava-onevision":
-        return
     from safetensors.torch import load_file, save_file
 
     path = out / "model.safetensors"
@@ -331,3 +277,90 @@ def vllm_key_names(family: str, out: Path) -> None:
             key = f"{head}vision_tower.vision_model.{rest}"
         renamed[key] = value
     save_file(renamed, str(path), metadata={"format": "pt"})
+
+
+def _internvl_config(tokenizer, spec: TinyPolicySpec):
+    from transformers import InternVLConfig
+
+    return InternVLConfig(
+        text_config=_text_config(tokenizer, spec, "qwen2"),
+        vision_config=_vit(
+            spec, image_size=[TILE, TILE], patch_size=[spec.patch_size, spec.patch_size]
+        ),
+        downsample_ratio=0.5,
+        vision_feature_layer=-1,
+        **_common(tokenizer, spec),
+        **_ids(tokenizer, image_token_id="<IMG_CONTEXT>"),
+    )
+
+
+def _internvl_processor(tokenizer):
+    import transformers as tf
+
+    return tf.InternVLProcessor(
+        image_processor=tf.GotOcr2ImageProcessor(
+            size=TILE_SIZE, crop_to_patches=True, max_patches=4
+        ),
+        tokenizer=tokenizer,
+        video_processor=tf.InternVLVideoProcessor(size=TILE_SIZE),
+        image_seq_length=(TILE // 14) ** 2 // 4,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def _smolvlm_config(tokenizer, spec: TinyPolicySpec):
+    from transformers import SmolVLMConfig
+
+    return SmolVLMConfig(
+        text_config=_text_config(tokenizer, spec, "llama"),
+        vision_config=_vit(spec, image_size=TILE, patch_size=spec.patch_size),
+        scale_factor=2,
+        **_common(tokenizer, spec),
+        **_ids(tokenizer, image_token_id="<image>"),
+    )
+
+
+def _smolvlm_processor(tokenizer):
+    import transformers as tf
+
+    edge = {"longest_edge": TILE}
+    return tf.SmolVLMProcessor(
+        image_processor=tf.SmolVLMImageProcessor(
+            size=edge, max_image_size=edge, do_image_splitting=False
+        ),
+        tokenizer=tokenizer,
+        video_processor=tf.SmolVLMVideoProcessor(size=edge, max_image_size=edge),
+        image_seq_len=(TILE // 14) ** 2 // 4,
+        chat_template=tokenizer.chat_template,
+    )
+
+
+def _nothing_to_fix(out: Path) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class TinyBuilder:
+    """How a tiny random instance of one family is built (held by its ``Family`` entry)."""
+
+    layout: TokenLayout  # the tiny tokenizer's placeholders and chat template
+    config: Callable[[Any, TinyPolicySpec], Any]  # (tokenizer, spec) -> transformers config
+    processor: Callable[[Any], Any]  # tokenizer -> the family's processor for 64x64 media
+    after_save: Callable[[Path], None] = _nothing_to_fix  # fix the saved files for vLLM
+
+
+QWEN2_VL = TinyBuilder(
+    QWEN_LAYOUT,
+    _qwen_config("Qwen2VLConfig", _qwen2_vl_vision),
+    _qwen_processor("Qwen2VLProcessor"),
+)
+QWEN2_5_VL = TinyBuilder(
+    QWEN_LAYOUT,
+    _qwen_config("Qwen2_5_VLConfig", _qwen2_5_vl_vision),
+    _qwen_processor("Qwen2_5_VLProcessor"),
+)
+LLAVA_ONEVISION = TinyBuilder(
+    LLAVA_LAYOUT, _llava_config, _llava_processor, after_save=_llava_vllm_key_names
+)
+INTERNVL = TinyBuilder(INTERNVL_LAYOUT, _internvl_config, _internvl_processor)
+SMOLVLM = TinyBuilder(SMOLVLM_LAYOUT, _smolvlm_config, _smolvlm_processor)
