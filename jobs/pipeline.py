@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.service import stop_service
 from mmrlhf_ray.core import signals
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir
@@ -106,7 +107,7 @@ def run(cfg: PipelineConfig) -> dict:
             _record_timing(cfg, "self-improve", seconds)
     finally:
         if cfg.stop_service and "serve-reward" in cfg.stages:
-            get_stage("serve-reward").job().stop_service(cfg.run_dir)
+            stop_service(cfg.run_dir)
     paths = {}
     if cfg.report:
         from mmrlhf_ray.evaluation.report import write_report

@@ -7,7 +7,7 @@ safetensors only) and starts the ``RewardService`` app of ``serve/app.py`` on
 
 * ``detach=false``: serve until Ctrl-C, then delete the app;
 * ``detach=true``: return once the app is healthy, leaving it in the cluster (for the
-  pipeline and ``mmrlhf score``); ``stop_service(run_dir)`` deletes it later.
+  pipeline and ``mmrlhf score``); ``harness.service.stop_service(run_dir)`` deletes it later.
 * unset (default): detach when the Ray runtime outlives this call (``$RAY_ADDRESS``
   set, or Ray already started by the caller such as ``mmrlhf pipeline``), else block,
   since a local runtime started here dies with this process.
@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.service import stop_service
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.config import config_to_dict
 from mmrlhf_ray.core.stage import StageDir, StageInputError
@@ -105,30 +106,6 @@ def _delete_app(app_name: str) -> None:
         serve.delete(app_name, _blocking=False)
     except Exception as exc:  # Serve itself not up yet: nothing to delete
         print(f"serve-reward: could not delete {app_name}: {exc}", file=sys.stderr)
-
-
-def stop_service(run_dir: str) -> bool:
-    """Delete the app recorded in ``<run_dir>/serve-reward``'s manifest; mark it stopped.
-
-    Returns False when there is nothing to stop (no manifest, no Ray, app gone).
-    """
-    out = StageDir(run_dir, "serve-reward")
-    manifest = out.read_manifest() or {}
-    if manifest.get("status") != "done" or not manifest.get("app_name"):
-        return False
-    import ray
-    from ray import serve
-
-    if not ray.is_initialized():
-        return False
-    try:
-        serve.delete(manifest["app_name"])
-    except Exception as exc:  # Serve not running any more: nothing to delete
-        print(f"serve-reward: could not delete {manifest['app_name']}: {exc}")
-        return False
-    out.write_manifest({**manifest, "status": "stopped", "stopped": time.time()})
-    print(f"serve-reward: stopped {manifest['app_name']} ({manifest.get('url')})")
-    return True
 
 
 if __name__ == "__main__":

@@ -147,3 +147,24 @@ def test_the_checks_catch_planted_violations(planted: Path):
         "mmrlhf_ray.reward.model -> mmrlhf_ray.flows.pipeline: only flows imports flows",
     ]
     assert cycles(graph) == [["mmrlhf_ray.flows.pipeline", "mmrlhf_ray.reward.model"]]
+
+
+def test_no_job_imports_another_job_and_the_library_imports_no_adapter():
+    """Jobs reach other stages through the stage table (``get_stage(name).run(cfg)``),
+    never through another job's module; ``mmrlhf_ray/`` imports none of the thin layers."""
+    bad = []
+    for folder in ("jobs", "mmrlhf_ray", "actors", "serve", "harness"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                for name in names:
+                    head = name.split(".")[0]
+                    if head == "jobs" or (
+                        folder == "mmrlhf_ray" and head in ("actors", "serve", "harness")
+                    ):
+                        bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert bad == []
