@@ -15,7 +15,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from mmrlhf_ray.generation.requests import ModelSpec, critique_request
+from mmrlhf_ray.generation.config import ModelSpec
+from mmrlhf_ray.generation.expansion import critique_request
 from mmrlhf_ray.reward.model import HEAD_FILE, META_FILE
 from mmrlhf_ray.service.server import ScoringInput
 

@@ -34,16 +34,14 @@ from mmrlhf_ray.core.signals import interrupt_point
 from mmrlhf_ray.data.media import MediaError
 from mmrlhf_ray.data.prompts import render_chat
 from mmrlhf_ray.data.schemas import validate_row
+from mmrlhf_ray.generation.config import ModelSpec, resolve_kind, spec_from_dict
 from mmrlhf_ray.generation.requests import (
     GENERATE_SCHEMA,
     GenRequest,
-    ModelSpec,
     Sample,
     build_request,
     generation_rows,
     quarantine_rows,
-    resolve_kind,
-    spec_from_dict,
     stable_seed,
 )
 from mmrlhf_ray.models.decoding import Generated, encode_batch, generate_encoded

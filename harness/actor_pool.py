@@ -24,7 +24,8 @@ from tqdm import tqdm
 from actors.generator import VLLM_CPU_ENV, GenerateWorker
 from mmrlhf_ray.core.quarantine import quarantine_row
 from mmrlhf_ray.core.stage import StageDir
-from mmrlhf_ray.generation.requests import GENERATE_SCHEMA, ModelSpec, safe_name, spec_dict
+from mmrlhf_ray.generation.config import ModelSpec, spec_dict
+from mmrlhf_ray.generation.requests import GENERATE_SCHEMA, safe_name
 
 
 @dataclass

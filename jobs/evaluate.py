@@ -27,7 +27,7 @@ from mmrlhf_ray.evaluation.shapes import (
     policy_metrics,
     summary_markdown,
 )
-from mmrlhf_ray.generation.requests import ModelSpec
+from mmrlhf_ray.generation.config import ModelSpec
 
 BENCHMARK_STAGE = "toyworld/benchmark"
 

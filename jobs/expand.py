@@ -26,12 +26,8 @@ from mmrlhf_ray.core.config import ConfigError
 from mmrlhf_ray.core.quarantine import quarantine_row
 from mmrlhf_ray.core.stage import StageDir, begin_stage
 from mmrlhf_ray.data.schemas import to_table, validate_row
-from mmrlhf_ray.generation.requests import (
-    ExpandConfig,
-    check_expansion,
-    choose_critique,
-    expansion_requests,
-)
+from mmrlhf_ray.generation.config import ExpandConfig
+from mmrlhf_ray.generation.expansion import check_expansion, choose_critique, expansion_requests
 
 AUDIT_SCHEMA = pa.schema(
     [

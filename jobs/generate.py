@@ -20,7 +20,7 @@ import pyarrow as pa
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.config import ConfigError
 from mmrlhf_ray.core.stage import begin_stage, require_done
-from mmrlhf_ray.generation.requests import GenerateConfig
+from mmrlhf_ray.generation.config import GenerateConfig
 
 
 def load_queries(cfg: GenerateConfig) -> pa.Table:

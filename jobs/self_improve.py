@@ -30,7 +30,7 @@ from mmrlhf_ray.flows.self_improve import (
     round_configs,
     round_queries,
 )
-from mmrlhf_ray.generation.requests import ModelSpec
+from mmrlhf_ray.generation.config import ModelSpec
 
 
 def sample_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) -> dict:

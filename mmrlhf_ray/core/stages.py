@@ -107,7 +107,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "generate",
-        "mmrlhf_ray.generation.requests:GenerateConfig",
+        "mmrlhf_ray.generation.config:GenerateConfig",
         "sample candidate responses with vLLM-backed Ray actors",
         inputs=("curate",),
     ),
@@ -126,7 +126,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "expand",
-        "mmrlhf_ray.generation.requests:ExpandConfig",
+        "mmrlhf_ray.generation.config:ExpandConfig",
         "expand annotators' short reasons into critiques with an LLM (Table 7)",
         inputs=("annotate",),
     ),

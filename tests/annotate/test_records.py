@@ -11,12 +11,8 @@ from mmrlhf_ray.annotate.records import group_generated
 from mmrlhf_ray.core.stage import StageDir
 from mmrlhf_ray.data.release import record_to_data_line
 from mmrlhf_ray.data.schemas import POOL_SCHEMA
-from mmrlhf_ray.generation.requests import (
-    GENERATE_SCHEMA,
-    ModelSpec,
-    Sample,
-    generation_rows,
-)
+from mmrlhf_ray.generation.config import ModelSpec
+from mmrlhf_ray.generation.requests import GENERATE_SCHEMA, Sample, generation_rows
 from mmrlhf_ray.toyworld.queries import make_row
 from mmrlhf_ray.toyworld.responses import simulated_responses
 

@@ -7,7 +7,8 @@ import pytest
 from jobs.expand import merge, run
 from mmrlhf_ray.core.stage import StageDir
 from mmrlhf_ray.data.schemas import to_table
-from mmrlhf_ray.generation.requests import ExpandConfig, ModelSpec, critique_request
+from mmrlhf_ray.generation.config import ExpandConfig, ModelSpec
+from mmrlhf_ray.generation.expansion import critique_request
 
 NEG = "Incorrect: the circle is blue, not red."
 POS = "Correct and faithful to the image."

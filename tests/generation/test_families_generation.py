@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from mmrlhf_ray.data.prompts import chat_messages
-from mmrlhf_ray.generation.requests import GenRequest, ModelSpec
+from mmrlhf_ray.generation.config import ModelSpec
+from mmrlhf_ray.generation.requests import GenRequest
 
 # vLLM's CPU engine takes 30-100 s to start on this 2-core box: one family runs by
 # default (LLaVA-OneVision, the paper's main policy), the others with -m slow.

@@ -15,7 +15,7 @@ import pytest
 
 from jobs.generate import run
 from mmrlhf_ray.core.stage import StageDir
-from mmrlhf_ray.generation.requests import GenerateConfig, ModelSpec
+from mmrlhf_ray.generation.config import GenerateConfig, ModelSpec
 from tests.generation.helpers import query_rows, toy_rows, write_curate
 
 BACKENDS = [pytest.param("vllm", marks=pytest.mark.vllm), "transformers"]

@@ -17,21 +17,20 @@ from mmrlhf_ray.data.prompts import (
     chat_messages,
     expansion_prompt,
 )
-from mmrlhf_ray.generation.requests import (
-    ExpandConfig,
-    GenerateConfig,
-    ModelSpec,
-    Sample,
-    build_request,
+from mmrlhf_ray.generation.config import ExpandConfig, GenerateConfig, ModelSpec, resolve_kind
+from mmrlhf_ray.generation.expansion import (
     check_expansion,
     choose_critique,
     critique_request,
     expansion_requests,
+    verdict,
+)
+from mmrlhf_ray.generation.requests import (
+    Sample,
+    build_request,
     generation_rows,
     quarantine_rows,
-    resolve_kind,
     stable_seed,
-    verdict,
 )
 from tests.generation.helpers import png
 

@@ -205,8 +205,8 @@ def test_survives_a_bad_input_storm(live_service):
 def test_serve_reward_stage_detached(live_service, reward_model_dir, tmp_path, capsys):
     """`mmrlhf serve-reward` with Ray already up detaches: app up, URL in the manifest,
     a re-run is a no-op, ``stop_service`` deletes it and marks the manifest stopped."""
-    from jobs.serve_reward import main as serve_main
     from harness.service import stop_service
+    from jobs.serve_reward import main as serve_main
     from mmrlhf_ray.core.stage import StageDir
 
     run = str(tmp_path / "run")

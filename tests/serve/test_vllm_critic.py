@@ -20,7 +20,7 @@ def _items() -> list[ScoringInput]:
 
 def test_the_critic_prompt_is_the_reward_models_own(reward_model_dir):
     from mmrlhf_ray.data.prompts import render_chat
-    from mmrlhf_ray.generation.requests import critique_request
+    from mmrlhf_ray.generation.expansion import critique_request
     from mmrlhf_ray.reward.items import RewardItem, prompt_text
     from mmrlhf_ray.reward.model import load_reward_model
 
