@@ -28,8 +28,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from mmrlhf_ray.annotate.config import AnnotateConfig
 from mmrlhf_ray.annotate.records import (
-    AnnotateConfig,
     GeneratedQuery,
     annotate_group,
     export_tasks,

@@ -28,7 +28,7 @@ from mmrlhf_ray.core import signals
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir
 from mmrlhf_ray.core.stages import PIPELINE_STAGES, get_stage
-from mmrlhf_ray.flows.pipeline import PipelineConfig
+from mmrlhf_ray.flows.config import PipelineConfig
 
 
 def stage_config(cfg: PipelineConfig, stage: str, **values) -> object:

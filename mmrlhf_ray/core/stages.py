@@ -113,7 +113,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "annotate",
-        "mmrlhf_ray.annotate.records:AnnotateConfig",
+        "mmrlhf_ray.annotate.config:AnnotateConfig",
         "annotate responses (shapes-world oracle, or import human labels)",
         inputs=("generate",),
     ),
@@ -189,7 +189,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "pipeline",
-        "mmrlhf_ray.flows.pipeline:PipelineConfig",
+        "mmrlhf_ray.flows.config:PipelineConfig",
         "run every stage in one run directory, resuming where it stopped",
         pipeline="never",
     ),

@@ -6,8 +6,8 @@ import hashlib
 import re
 from typing import Any
 
-from mmrlhf_ray.generation.requests import GenRequest, stable_seed
 from mmrlhf_ray.generation.config import ModelSpec
+from mmrlhf_ray.generation.requests import GenRequest, stable_seed
 
 # --------------------------------------------------------------------------- expansion check
 _NEG = re.compile(

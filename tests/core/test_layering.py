@@ -128,9 +128,9 @@ def planted(tmp_path: Path) -> Path:
         "data/__init__.py": "",
         "data/schemas.py": "def f():\n    from mmrlhf_ray.reward.model import m\n",  # lazy
         "reward/__init__.py": "",
-        "reward/model.py": "from mmrlhf_ray.flows.pipeline import run\n",  # -> flows
+        "reward/model.py": "from mmrlhf_ray.flows.rounds import run\n",  # -> flows
         "flows/__init__.py": "",
-        "flows/pipeline.py": "def g():\n    from mmrlhf_ray.reward import model\n",
+        "flows/rounds.py": "def g():\n    from mmrlhf_ray.reward import model\n",
     }
     for rel, text in files.items():
         path = tmp_path / PACKAGE / rel
@@ -144,9 +144,9 @@ def test_the_checks_catch_planted_violations(planted: Path):
     assert layer_violations(graph) == [
         "mmrlhf_ray.core.config -> mmrlhf_ray.data.schemas: core imports no other package",
         "mmrlhf_ray.data.schemas -> mmrlhf_ray.reward.model: data imports only core",
-        "mmrlhf_ray.reward.model -> mmrlhf_ray.flows.pipeline: only flows imports flows",
+        "mmrlhf_ray.reward.model -> mmrlhf_ray.flows.rounds: only flows imports flows",
     ]
-    assert cycles(graph) == [["mmrlhf_ray.flows.pipeline", "mmrlhf_ray.reward.model"]]
+    assert cycles(graph) == [["mmrlhf_ray.flows.rounds", "mmrlhf_ray.reward.model"]]
 
 
 def test_no_job_imports_another_job_and_the_library_imports_no_adapter():

@@ -13,7 +13,7 @@ import pytest
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.config import ConfigError, load_config
 from mmrlhf_ray.core.stages import BY_NAME, PIPELINE_STAGES, STAGES, config_dir, get_stage
-from mmrlhf_ray.flows.pipeline import PipelineConfig
+from mmrlhf_ray.flows.config import PipelineConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = (ROOT / "docs/GUIDE.md").read_text()

@@ -38,7 +38,7 @@ def _counts(run: Path, stage: str) -> dict:
 @pytest.mark.vllm
 def test_whole_pipeline_on_a_small_world(ray_session, tmp_path):
     from jobs.pipeline import main as pipeline_main
-    from mmrlhf_ray.flows.pipeline import PipelineConfig
+    from mmrlhf_ray.flows.config import PipelineConfig
 
     run = tmp_path / "run"
     argv = ["--config", SMOKE, f"run_dir={run}", f"overrides.serve-reward=[port={_free_port()}]"]
