@@ -109,19 +109,27 @@ def _as_values(values: Sequence[float] | np.ndarray, name: str = "values") -> np
     return x
 
 
-def _cluster_sums(
-    x: np.ndarray, cluster: Sequence | np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cluster sums and counts (each item its own cluster when ``cluster`` is None)."""
+def _cluster_totals(columns: list[np.ndarray], cluster: Sequence | np.ndarray | None) -> np.ndarray:
+    """(G, m) per-cluster sums of each column (each item its own cluster when None)."""
+    items = np.stack(columns, axis=1)
     if cluster is None:
-        return x, np.ones_like(x)
+        return items
     c = np.asarray(cluster).reshape(-1)
-    if c.size != x.size:
-        raise ValueError(f"cluster: {c.size} ids for {x.size} items (one id per item)")
+    if c.size != items.shape[0]:
+        raise ValueError(f"cluster: {c.size} ids for {items.shape[0]} items (one id per item)")
     _, inv = np.unique(c, return_inverse=True)
-    sums = np.bincount(inv, weights=x)
-    counts = np.bincount(inv).astype(np.float64)
-    return sums, counts
+    return np.stack([np.bincount(inv, weights=col) for col in items.T], axis=1)
+
+
+def _weights(
+    weights: Sequence[float] | np.ndarray | None, like: np.ndarray, name: str
+) -> np.ndarray:
+    if weights is None:
+        return np.ones_like(like)
+    w = _as_values(weights, name)
+    if w.size != like.size or np.any(w < 0):
+        raise ValueError(f"{name}: need {like.size} non-negative weights, got {w.size}")
+    return w
 
 
 def _check(method: str, resamples: int, confidence: float) -> None:
@@ -136,27 +144,51 @@ def _check(method: str, resamples: int, confidence: float) -> None:
 # -------------------------------------------------------------------------- bootstrap
 
 
-def _resample_means(sums: np.ndarray, counts: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """Means of ``resamples`` cluster resamples (with replacement, as many as there are)."""
-    g = sums.size
+def _ratio(t: np.ndarray) -> np.ndarray:
+    """sum(values) / sum(weights) per row of totals (NaN where the weights sum to 0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return t[..., 0] / t[..., 1]
+
+
+def _ratio_diff(t: np.ndarray) -> np.ndarray:
+    """after ratio - before ratio, totals laid out [after, w_after, before, w_before]."""
+    return _ratio(t[..., 0:2]) - _ratio(t[..., 2:4])
+
+
+def _resample(s: np.ndarray, statistic, resamples: int, seed: int) -> np.ndarray:
+    """``statistic`` of ``resamples`` cluster resamples (with replacement, G of G)."""
+    g = s.shape[0]
     rng = np.random.default_rng(seed)
     out = np.empty(resamples)
-    step = max(1, _CHUNK_CELLS // g)
+    step = max(1, _CHUNK_CELLS // (g * s.shape[1]))
     for start in range(0, resamples, step):
         rows = min(step, resamples - start)
         idx = rng.integers(0, g, size=(rows, g))
-        out[start : start + rows] = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
-    return out
+        out[start : start + rows] = statistic(s[idx].sum(axis=1))
+    return out[np.isfinite(out)]
 
 
-def _jackknife_acceleration(sums: np.ndarray, counts: np.ndarray) -> float:
-    """BCa's acceleration ``a`` from leave-one-cluster-out means (0 when undefined)."""
-    if sums.size < 3:
+def _jackknife_acceleration(s: np.ndarray, statistic) -> float:
+    """BCa's acceleration ``a`` from leave-one-cluster-out statistics (0 when undefined)."""
+    if s.shape[0] < 3:
         return 0.0
-    loo = (sums.sum() - sums) / (counts.sum() - counts)
-    dev = loo.mean() - loo
+    loo = statistic(s.sum(axis=0) - s)
+    loo = loo[np.isfinite(loo)]
+    dev = loo.mean() - loo if loo.size else loo
     denom = 6.0 * float(np.sum(dev**2)) ** 1.5
     return float(np.sum(dev**3)) / denom if denom > 0 else 0.0
+
+
+def _bootstrap_interval(
+    s: np.ndarray, statistic, theta: float, method: str, resamples: int, seed: int, conf: float
+) -> tuple[np.ndarray, float, float]:
+    """(bootstrap distribution, low, high); the point estimate always lies inside."""
+    boot = _resample(s, statistic, resamples, seed)
+    if boot.size < resamples // 2:
+        raise ValueError("bootstrap: most resamples have zero total weight (too few items)")
+    accel = _jackknife_acceleration(s, statistic) if method == "bca" else 0.0
+    low, high = _interval(boot, theta, accel, method, conf)
+    return boot, min(low, theta), max(high, theta)
 
 
 def _interval(
@@ -182,6 +214,7 @@ def estimate(
     values: Sequence[float] | np.ndarray,
     cluster: Sequence | np.ndarray | None = None,
     *,
+    weights: Sequence[float] | np.ndarray | None = None,
     method: str = "bca",
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
@@ -189,24 +222,28 @@ def estimate(
 ) -> Estimate:
     """The mean of per-item ``values`` (0/1 outcomes or scores) with a bootstrap interval.
 
-    With ``cluster`` (one id per item) whole clusters are resampled and the statistic is
-    the item mean (sum of resampled cluster sums / their item counts), so correlated items
-    of one cluster widen the interval as they should.
+    With ``weights`` the statistic is the ratio sum(values) / sum(weights) (e.g. CHAIR_i:
+    hallucinated / mentioned objects per answer); items of weight 0 carry no information
+    and are not counted in ``n``. With ``cluster`` (one id per item) whole clusters are
+    resampled, so correlated items of one cluster widen the interval as they should.
     """
     _check(method, resamples, confidence)
     x = _as_values(values)
-    sums, counts = _cluster_sums(x, cluster)
-    theta = float(x.mean())
-    boot = _resample_means(sums, counts, resamples, seed)
-    accel = _jackknife_acceleration(sums, counts) if method == "bca" else 0.0
-    low, high = _interval(boot, theta, accel, method, confidence)
-    low, high = min(low, theta), max(high, theta)  # the point estimate lies inside
+    w = _weights(weights, x, "weights")
+    keep = w > 0
+    if not keep.any():
+        raise ValueError("weights: all zero (the ratio has no denominator)")
+    x, w = x[keep], w[keep]
+    cluster = None if cluster is None else np.asarray(cluster).reshape(-1)[keep]
+    s = _cluster_totals([x, w], cluster)
+    theta = float(x.sum() / w.sum())
+    _, low, high = _bootstrap_interval(s, _ratio, theta, method, resamples, seed, confidence)
     return Estimate(
         value=theta,
         low=low,
         high=high,
         n=int(x.size),
-        n_clusters=int(sums.size),
+        n_clusters=int(s.shape[0]),
         method=method,
         confidence=confidence,
         variance="items" if cluster is None else "clusters",
@@ -285,6 +322,8 @@ def paired(
     after: Sequence[float] | np.ndarray,
     cluster: Sequence | np.ndarray | None = None,
     *,
+    weights_before: Sequence[float] | np.ndarray | None = None,
+    weights_after: Sequence[float] | np.ndarray | None = None,
     test: str = "auto",
     method: str = "bca",
     resamples: int = DEFAULT_RESAMPLES,
@@ -293,29 +332,32 @@ def paired(
 ) -> PairedDiff:
     """Two systems scored on the same items (item i of ``before`` is item i of ``after``).
 
-    The interval is a paired bootstrap of the mean per-item difference (clusters resampled
-    whole when ``cluster`` is given). ``test``: "mcnemar" (binary outcomes, independent
-    items), "bootstrap" (p = share of null-centred resampled differences at least as far
-    from 0 as the observed one), or "auto" (McNemar when binary and unclustered).
+    The interval is a paired bootstrap of the difference of the two means (of the two
+    ratios with weights), the same resampled items (clusters) for both. ``test``:
+    "mcnemar" (0/1 outcomes, independent items), "bootstrap" (p = share of null-centred
+    resampled differences at least as far from 0 as the observed one), or "auto"
+    (McNemar when binary, unweighted and unclustered, else the bootstrap).
     """
     _check(method, resamples, confidence)
-    b = _as_values(before, "before")
-    a = _as_values(after, "after")
+    b, a = _as_values(before, "before"), _as_values(after, "after")
     if a.size != b.size:
         raise ValueError(f"paired: {b.size} items before, {a.size} after (the same items)")
-    d = a - b
-    sums, counts = _cluster_sums(d, cluster)
-    diff = float(d.mean())
-    boot = _resample_means(sums, counts, resamples, seed)
-    accel = _jackknife_acceleration(sums, counts) if method == "bca" else 0.0
-    low, high = _interval(boot, diff, accel, method, confidence)
-    low, high = min(low, diff), max(high, diff)
-    binary = _is_binary(a) and _is_binary(b)
+    wb, wa = (
+        _weights(weights_before, b, "weights_before"),
+        _weights(weights_after, a, "weights_after"),
+    )
+    if wa.sum() == 0 or wb.sum() == 0:
+        raise ValueError("paired: the weights of one side sum to 0 (no denominator)")
+    s = _cluster_totals([a, wa, b, wb], cluster)
+    before_v, after_v = float(b.sum() / wb.sum()), float(a.sum() / wa.sum())
+    diff = after_v - before_v
+    boot, low, high = _bootstrap_interval(s, _ratio_diff, diff, method, resamples, seed, confidence)
+    binary = _is_binary(a) and _is_binary(b) and weights_before is None and weights_after is None
     if test == "auto":
         test = "mcnemar" if binary and cluster is None else "bootstrap"
     if test == "mcnemar":
         if not binary:
-            raise ValueError("paired: test='mcnemar' needs 0/1 outcomes")
+            raise ValueError("paired: test='mcnemar' needs unweighted 0/1 outcomes")
         p = mcnemar_exact(int(np.sum((b == 1) & (a == 0))), int(np.sum((b == 0) & (a == 1))))
         test = "mcnemar-exact"
     elif test == "bootstrap":
@@ -324,14 +366,14 @@ def paired(
     else:
         raise ValueError(f"test: {test!r} is not one of ('auto', 'mcnemar', 'bootstrap')")
     return PairedDiff(
-        before=float(b.mean()),
-        after=float(a.mean()),
+        before=before_v,
+        after=after_v,
         diff=diff,
         low=low,
         high=high,
         p=p,
-        n=int(d.size),
-        n_clusters=int(sums.size),
+        n=int(a.size),
+        n_clusters=int(s.shape[0]),
         test=test,
         method=method,
         confidence=confidence,

@@ -185,3 +185,20 @@ def test_format_and_wording_never_call_a_zero_holding_difference_a_gain():
     assert stats.PairedDiff.from_dict(d.to_dict()) == d
     assert stats.Estimate.from_dict(e.to_dict()) == e
     assert stats.fmt(stats.with_holm({"x": d})["x"]).endswith("(Holm p = 0.75), n = 200")
+
+
+def test_ratio_statistic_with_weights():
+    # CHAIR_i-shaped: hallucinated / mentioned objects summed over answers; an answer that
+    # mentions nothing has weight 0 and is not counted.
+    hallucinated = np.array([1, 0, 2, 0, 1, 0] * 10, dtype=float)
+    mentioned = np.array([2, 1, 3, 0, 2, 2] * 10, dtype=float)
+    e = stats.estimate(hallucinated, weights=mentioned)
+    assert e.value == pytest.approx(40 / 100) and e.n == 50
+    assert e.low < 0.4 < e.high
+    # each answer resampled whole: the same as clustering by answer
+    same = stats.estimate(hallucinated, cluster=np.arange(60), weights=mentioned)
+    assert (same.low, same.high) == pytest.approx((e.low, e.high), abs=0.02)
+    d = stats.paired(hallucinated, np.zeros(60), weights_before=mentioned, weights_after=mentioned)
+    assert d.diff == pytest.approx(-0.4) and d.test == "bootstrap" and d.high < 0
+    with pytest.raises(ValueError, match="all zero"):
+        stats.estimate([1.0], weights=[0.0])
