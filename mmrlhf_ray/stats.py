@@ -237,17 +237,17 @@ def estimate(
     cluster = None if cluster is None else np.asarray(cluster).reshape(-1)[keep]
     s = _cluster_totals([x, w], cluster)
     theta = float(x.sum() / w.sum())
+    variance = "items" if cluster is None else "clusters"
+    g = int(s.shape[0])
+    if np.all(x == x[0]) and _is_binary(x) and weights is None:
+        # every item 0 (or 1): the bootstrap has nothing to resample; the exact interval
+        # over the independent units (clusters) still says how far the truth may lie.
+        exact = proportion_exact(int(round(theta * g)), g, confidence)
+        return replace(exact, value=theta, n=int(x.size), variance=variance)
+    if g < 2:
+        return Estimate(theta, theta, theta, int(x.size), g, "single-cluster", confidence, variance)
     _, low, high = _bootstrap_interval(s, _ratio, theta, method, resamples, seed, confidence)
-    return Estimate(
-        value=theta,
-        low=low,
-        high=high,
-        n=int(x.size),
-        n_clusters=int(s.shape[0]),
-        method=method,
-        confidence=confidence,
-        variance="items" if cluster is None else "clusters",
-    )
+    return Estimate(theta, low, high, int(x.size), g, method, confidence, variance)
 
 
 # ---------------------------------------------------------------------- exact binomial
@@ -310,6 +310,20 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2.0 * _binom_tail(m, 0.5, 0, min(b, c)))
 
 
+def mcnemar_interval(b: int, c: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Exact interval of the paired difference (c - b) / n given the b + c discordant pairs.
+
+    With m = b + c and [pL, pU] the Clopper-Pearson interval of c / m, the difference is
+    m / n * (2 p - 1): it holds 0 exactly when the equal-tailed exact McNemar test does not
+    reject, so a difference reported with it never contradicts its p-value.
+    """
+    m = b + c
+    if m == 0:
+        return 0.0, 0.0
+    share = proportion_exact(c, m, confidence)
+    return m / n * (2 * share.low - 1), m / n * (2 * share.high - 1)
+
+
 # ------------------------------------------------------------------------------ paired
 
 
@@ -334,9 +348,11 @@ def paired(
 
     The interval is a paired bootstrap of the difference of the two means (of the two
     ratios with weights), the same resampled items (clusters) for both. ``test``:
-    "mcnemar" (0/1 outcomes, independent items), "bootstrap" (p = share of null-centred
-    resampled differences at least as far from 0 as the observed one), or "auto"
-    (McNemar when binary, unweighted and unclustered, else the bootstrap).
+    "mcnemar" (0/1 outcomes, independent items: exact McNemar p, and the interval widened
+    to hold ``mcnemar_interval``, so that few discordant pairs cannot look significant),
+    "bootstrap" (p inverts the bootstrap interval: twice the share of resampled
+    differences on the far side of 0), or "auto" (McNemar when binary, unweighted and
+    unclustered, else the bootstrap).
     """
     _check(method, resamples, confidence)
     b, a = _as_values(before, "before"), _as_values(after, "after")
@@ -358,11 +374,15 @@ def paired(
     if test == "mcnemar":
         if not binary:
             raise ValueError("paired: test='mcnemar' needs unweighted 0/1 outcomes")
-        p = mcnemar_exact(int(np.sum((b == 1) & (a == 0))), int(np.sum((b == 0) & (a == 1))))
+        worse, better = int(np.sum((b == 1) & (a == 0))), int(np.sum((b == 0) & (a == 1)))
+        p = mcnemar_exact(worse, better)
+        ex_low, ex_high = mcnemar_interval(worse, better, int(a.size), confidence)
+        low, high = min(low, ex_low), max(high, ex_high)
         test = "mcnemar-exact"
     elif test == "bootstrap":
-        far = np.sum(np.abs(boot - diff) >= abs(diff) - 1e-12)
-        p = float(min(1.0, (far + 1) / (boot.size + 1)))
+        # inverts the interval: p < 1 - confidence about when 0 lies outside it
+        side = min(np.sum(boot <= 0.0), np.sum(boot >= 0.0))
+        p = float(min(1.0, (2 * side + 1) / (boot.size + 1)))
     else:
         raise ValueError(f"test: {test!r} is not one of ('auto', 'mcnemar', 'bootstrap')")
     return PairedDiff(
@@ -506,6 +526,8 @@ def fmt(result: Estimate | PairedDiff, digits: int = 3) -> str:
     if isinstance(result, Estimate):
         r = result
         iv = f"{r.value:.{digits}f} [{r.low:.{digits}f}, {r.high:.{digits}f}]"
+        if r.method == "single-cluster":
+            iv = f"{r.value:.{digits}f} (no interval: one cluster)"
         return f"{iv}, {_n(r.n, r.n_clusters, r.variance)}".replace("-", "\u2212")
     d = result
     text = (
@@ -525,17 +547,19 @@ def _n(n: int, n_clusters: int, variance: str) -> str:
     return f"n = {n}"
 
 
-def describe(name: str, d: PairedDiff, higher_is_better: bool = True) -> str:
-    """One sentence about a comparison; a difference whose interval holds 0 is no gain.
+def verdict(d: PairedDiff, higher_is_better: bool | None = True) -> str:
+    """The words for a comparison: never a gain when the interval holds 0.
 
-    "accuracy: no difference detected (0.275 → 0.285, ...)" when the interval holds 0;
-    otherwise "improved" / "worsened" (or "rose" / "fell" when ``higher_is_better`` is
-    None: a quantity with no better direction).
+    "no difference detected" when the interval holds 0; otherwise "improved" /
+    "worsened", or "rose" / "fell" when ``higher_is_better`` is None (no better direction).
     """
     if d.holds_zero:
-        verdict = "no difference detected; the interval holds 0"
-    elif higher_is_better is None:
-        verdict = "rose" if d.diff > 0 else "fell"
-    else:
-        verdict = "improved" if (d.diff > 0) == higher_is_better else "worsened"
-    return f"{name}: {verdict} ({fmt(d)})"
+        return "no difference detected"
+    if higher_is_better is None:
+        return "rose" if d.diff > 0 else "fell"
+    return "improved" if (d.diff > 0) == higher_is_better else "worsened"
+
+
+def describe(name: str, d: PairedDiff, higher_is_better: bool | None = True) -> str:
+    """One sentence: ``accuracy: no difference detected (0.275 → 0.285, ...)``."""
+    return f"{name}: {verdict(d, higher_is_better)} ({fmt(d)})"

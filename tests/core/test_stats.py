@@ -202,3 +202,31 @@ def test_ratio_statistic_with_weights():
     assert d.diff == pytest.approx(-0.4) and d.test == "bootstrap" and d.high < 0
     with pytest.raises(ValueError, match="all zero"):
         stats.estimate([1.0], weights=[0.0])
+
+
+def test_all_equal_outcomes_get_the_exact_interval_not_a_zero_width_one():
+    # 30 of 30 right: resampling cannot move, the exact interval is [0.025^(1/30), 1]
+    e = stats.estimate(np.ones(30))
+    assert e.method == "clopper-pearson" and e.high == 1.0
+    assert e.low == pytest.approx(0.025 ** (1 / 30), abs=1e-9)
+    # clustered: the independent units are the 10 clusters
+    c = stats.estimate(np.zeros(30), cluster=np.repeat(np.arange(10), 3))
+    assert (c.n, c.n_clusters, c.low) == (30, 10, 0.0)
+    assert c.high == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)
+    one = stats.estimate([0.0, 1.0, 1.0], cluster=["q", "q", "q"])
+    assert one.method == "single-cluster" and "no interval" in stats.fmt(one)
+
+
+def test_few_discordant_pairs_never_look_significant():
+    # 3 items fixed, none broken, 200 items: exact McNemar p = 2 / 2^3 = 0.25. The
+    # bootstrap alone would exclude 0 (0 of the 3 drawn has probability ~e^-3 < 0.025);
+    # the reported interval must hold 0, as the exact test says.
+    before = np.zeros(200)
+    after = np.r_[np.ones(3), np.zeros(197)]
+    d = stats.paired(before, after)
+    assert d.p == pytest.approx(0.25) and d.holds_zero
+    assert "no difference" in stats.describe("accuracy", d)
+    # the exact interval: 3/200 * (2 * [0.025^(1/3), 1] - 1)
+    low, high = stats.mcnemar_interval(0, 3, 200)
+    assert low == pytest.approx(3 / 200 * (2 * 0.025 ** (1 / 3) - 1), abs=1e-9)
+    assert high == pytest.approx(3 / 200)
