@@ -25,6 +25,8 @@ from mmrlhf_ray.evaluation import (
     EvaluateConfig,
     policy_items,
     policy_metrics,
+    repeat_label,
+    repeat_seeds,
     result_lines,
     write_results,
 )
@@ -35,17 +37,19 @@ from mmrlhf_ray.stages import get_stage
 BENCHMARK_STAGE = "toyworld/benchmark"
 
 
-def policy_spec(cfg: EvaluateConfig, name: str, path: str) -> ModelSpec:
-    """Greedy, one answer per query, the same actor pool the generate stage uses."""
+def policy_spec(cfg: EvaluateConfig, name: str, path: str, seed: int | None = None) -> ModelSpec:
+    """Greedy, one answer per query, the same actor pool the generate stage uses; with a
+    ``seed`` (``repeats`` > 1) one sampled answer at ``repeat_temperature``."""
     resolved = path.replace("{run_dir}", cfg.run_dir.rstrip("/"))
     if not Path(resolved).is_dir():
         raise StageInputError(f"evaluate: policy '{name}' has no model at {resolved}")
     return ModelSpec(
-        name=name,
+        name=repeat_label(name, seed),
         kind=cfg.backend,
         path=resolved,
         n=1,
-        temperature=0.0,
+        temperature=0.0 if seed is None else cfg.repeat_temperature,
+        seed=seed or 0,
         max_tokens=cfg.max_tokens,
         pool_size=cfg.pool_size,
         num_gpus=cfg.num_gpus,
@@ -70,13 +74,15 @@ def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, list[di
     rows = bench.to_pylist()
     toy, items, quarantined = {}, [], 0
     for name, path in cfg.policies.items():
-        stats = generate_model(out, bench, policy_spec(cfg, name, path), cfg.chunk_size)
-        print(f"evaluate: {stats.line()}")
-        quarantined += stats.quarantined
-        answers = answers_of(out, name)
-        toy[name] = policy_metrics(rows, answers)
-        items += policy_items(name, rows, answers)
-    return toy, items, len(rows) * len(cfg.policies), quarantined
+        for seed in repeat_seeds(cfg.repeats):
+            spec = policy_spec(cfg, name, path, seed)
+            stats = generate_model(out, bench, spec, cfg.chunk_size)
+            print(f"evaluate: {stats.line()}")
+            quarantined += stats.quarantined
+            answers = answers_of(out, spec.name)
+            toy[spec.name] = policy_metrics(rows, answers)
+            items += policy_items(spec.name, rows, answers)
+    return toy, items, len(rows) * len(cfg.policies) * cfg.repeats, quarantined
 
 
 def reward_bench(cfg: EvaluateConfig) -> dict | None:
@@ -100,7 +106,13 @@ def run(cfg: EvaluateConfig) -> dict:
         return out.read_manifest()
     toy, items, rows_in, quarantined = evaluate_policies(cfg, out)
     metrics = write_results(
-        out.local_path(), toy, items, reward_bench(cfg), cfg.bootstrap_resamples
+        out.local_path(),
+        toy,
+        items,
+        reward_bench(cfg),
+        cfg.bootstrap_resamples,
+        list(cfg.policies),
+        cfg.repeats,
     )
     manifest = out.finish(rows_in, out.count_rows(), quarantined)
     for line in result_lines(metrics):

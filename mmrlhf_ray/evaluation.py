@@ -59,6 +59,20 @@ class EvaluateConfig:
     bootstrap_resamples: int = field(
         default=2000, metadata={"help": "bootstrap resamples per 95% interval / paired test"}
     )
+    repeats: int = field(
+        default=1,
+        metadata={
+            "help": "1 = one greedy answer per query; N > 1 = N sampled answer sets per policy "
+            "(seeds 0..N-1 at repeat_temperature): mean and t-interval over seeds as well"
+        },
+    )
+    repeat_temperature: float = field(
+        default=0.7, metadata={"help": "sampling temperature of the repeats (repeats > 1)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"repeats: {self.repeats} (need >= 1)")
 
 
 def policy_metrics(rows: list[dict[str, Any]], answers: dict[str, str]) -> dict[str, Any]:
@@ -74,6 +88,26 @@ def policy_metrics(rows: list[dict[str, Any]], answers: dict[str, str]) -> dict[
 
 
 TOY = "toy_benchmark"  # the benchmark's name in the per-item table and metrics.json
+
+
+def repeat_label(policy: str, seed: int | None) -> str:
+    """``sft`` for the greedy run, ``sft@seed2`` for a sampled repeat."""
+    return policy if seed is None else f"{policy}@seed{seed}"
+
+
+def repeat_seeds(repeats: int) -> list[int | None]:
+    return [None] if repeats == 1 else list(range(repeats))
+
+
+def repeat_pairs(policies: list[str], repeats: int) -> list[tuple[str, str]]:
+    """Item-level comparisons: each policy against the one before it, within each seed."""
+    from mmrlhf_ray.outcomes import consecutive
+
+    return [
+        (repeat_label(b, s), repeat_label(a, s))
+        for b, a in consecutive(policies)
+        for s in repeat_seeds(repeats)
+    ]
 
 
 def policy_items(policy: str, rows: list[dict[str, Any]], answers: dict[str, str]) -> list[dict]:
@@ -94,7 +128,7 @@ def summary_markdown(toy: dict[str, dict[str, Any]], summary: dict | None = None
     """The toy benchmark's tables: each metric with its 95% interval and n per policy, and
     every before/after pair's paired difference (``summary`` from ``outcomes.summarize``;
     without it, point values only, marked as such)."""
-    from mmrlhf_ray.report import comparison_section, metrics_comparison
+    from mmrlhf_ray.report import comparison_section, metrics_comparison, seeds_section
 
     note = ", ".join(sorted(LOWER_IS_BETTER))
     head = (
@@ -103,7 +137,9 @@ def summary_markdown(toy: dict[str, dict[str, Any]], summary: dict | None = None
     )
     if not summary or TOY not in summary.get("intervals", {}):
         return head + "Point values only (no per-item outcomes kept).\n\n" + metrics_comparison(toy)
-    return head + comparison_section(summary, TOY, LOWER_IS_BETTER)
+    text = head + comparison_section(summary, TOY, LOWER_IS_BETTER)
+    seeds = summary.get("over_seeds", {}).get(TOY)
+    return text + ("\n" + seeds_section(seeds, LOWER_IS_BETTER) if seeds else "")
 
 
 def write_results(
@@ -112,19 +148,28 @@ def write_results(
     items: list[dict],
     reward_bench: dict | None = None,
     resamples: int = 2000,
+    policies: list[str] | None = None,
+    repeats: int = 1,
 ) -> dict:
     """The evaluate stage's outputs in ``out_dir``: ``items.parquet`` (per-item outcomes of
-    every benchmark), ``metrics.json`` (points, ``intervals``, ``comparisons``),
-    ``summary.md`` and ``toy_benchmark.png`` (95% error bars). Returns the metrics."""
-    from mmrlhf_ray.outcomes import Bootstrap, item_table, summarize, write_items
+    every benchmark), ``metrics.json`` (points, ``intervals``, ``comparisons``; with
+    ``repeats`` > 1 also ``over_seeds``), ``summary.md`` and ``toy_benchmark.png`` (95%
+    error bars). ``policies``: the policy names in order (default: the keys of ``toy``);
+    ``toy`` is keyed by ``repeat_label``. Returns the metrics."""
+    from mmrlhf_ray.outcomes import Bootstrap, item_table, seed_summary, summarize, write_items
 
     out = Path(out_dir)
+    policies = policies or list(toy)
     table = item_table(items)
     write_items(str(out / "items.parquet"), table)
-    summary = summarize(table, boot=Bootstrap(resamples=resamples))
+    pairs = repeat_pairs(policies, repeats) if repeats > 1 else None
+    summary = summarize(table, pairs, boot=Bootstrap(resamples=resamples))
     metrics = {"toy_benchmark": toy, "reward_bench": reward_bench, **summary}
+    if repeats > 1:
+        runs = {p: [toy[repeat_label(p, s)] for s in repeat_seeds(repeats)] for p in policies}
+        metrics["over_seeds"] = {TOY: seed_summary(runs, CHART_METRICS)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "summary.md").write_text(summary_markdown(toy, summary))
+    (out / "summary.md").write_text(summary_markdown(toy, metrics))
     plot_metrics(toy, str(out / "toy_benchmark.png"), intervals=summary["intervals"].get(TOY))
     return metrics
 
@@ -140,7 +185,17 @@ def result_lines(summary: dict) -> list[str]:
             if "overall_accuracy" in metrics:
                 e = Estimate.from_dict(metrics["overall_accuracy"])
                 lines.append(f"{bench}: {name}: overall_accuracy {fmt(e)}")
-    for bench, pairs in summary.get("comparisons", {}).items():
+    for bench, seeds in summary.get("over_seeds", {}).items():
+        for name, metrics in seeds.get("intervals", {}).items():
+            if "overall_accuracy" in metrics:
+                e = Estimate.from_dict(metrics["overall_accuracy"])
+                lines.append(f"{bench}: {name}: overall_accuracy {fmt(e)} (seed variance)")
+    comparisons = list(summary.get("comparisons", {}).items())
+    comparisons += [
+        (f"{bench} over seeds", s.get("comparisons", {}))
+        for bench, s in summary.get("over_seeds", {}).items()
+    ]
+    for bench, pairs in comparisons:
         for pair, metrics in pairs.items():
             for metric in ("overall_accuracy", "unsafe_rate", "chair_i"):
                 if metric in metrics:

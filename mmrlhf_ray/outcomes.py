@@ -211,3 +211,45 @@ def summarize(
         "bootstrap": boot.kwargs(),
         "holm_family": len(flat),
     }
+
+
+def seed_summary(
+    runs: Mapping[str, Sequence[Mapping[str, float | None]]],
+    metrics: Sequence[str],
+    pairs: Sequence[tuple[str, str]] | None = None,
+    confidence: float = stats.CONFIDENCE,
+) -> dict:
+    """Seeds as the source of variance: ``runs`` maps a system to one metrics dict per seed
+    (seed i of every system is the same seed). Returns ``{"intervals": {system: {metric:
+    Estimate}}, "comparisons": {"a → b": {metric: PairedDiff}}, "variance": "seeds",
+    "holm_family": m}``: mean and Student-t interval over seeds, and the paired t over
+    the per-seed differences (Holm across all). The items are the same in every run, so
+    these intervals cover the seeds' variance only, not the items' (see the per-run
+    intervals for that). A system with one seed gets no interval and no comparison."""
+    intervals: dict = {}
+    for system, results in runs.items():
+        for metric in metrics:
+            values = [r[metric] for r in results if r.get(metric) is not None]
+            if len(values) >= 2:
+                est = stats.over_seeds(values, confidence)
+                intervals.setdefault(system, {})[metric] = est.to_dict()
+    flat: dict[str, stats.PairedDiff] = {}
+    for before, after in pairs if pairs is not None else consecutive(list(runs)):
+        b_runs, a_runs = runs.get(before, []), runs.get(after, [])
+        if len(b_runs) != len(a_runs) or len(a_runs) < 2:
+            continue
+        for metric in metrics:
+            b = [r.get(metric) for r in b_runs]
+            a = [r.get(metric) for r in a_runs]
+            if None not in a and None not in b:
+                flat[f"{before}{ARROW}{after}|{metric}"] = stats.paired_over_seeds(b, a, confidence)
+    comparisons: dict = {}
+    for key, d in stats.with_holm(flat).items():
+        pair, metric = key.rsplit("|", 1)
+        comparisons.setdefault(pair, {})[metric] = d.to_dict()
+    return {
+        "intervals": intervals,
+        "comparisons": comparisons,
+        "variance": "seeds",
+        "holm_family": len(flat),
+    }

@@ -123,6 +123,25 @@ def comparison_section(summary: dict, bench: str, lower_is_better: set[str]) -> 
     return text + "\n"
 
 
+def seeds_section(seeds: dict, lower_is_better: set[str]) -> str:
+    """Mean and t-interval over seeds per system, and the paired t over the seeds."""
+    if not seeds.get("intervals"):
+        return ""
+    text = (
+        "Over seeds (the same items every run): mean and 95% Student-t interval over the "
+        "seeds, so these intervals cover the seeds' variance only (sampling / training "
+        "randomness), not the items' (the per-seed tables above cover that).\n\n"
+        + interval_table(seeds["intervals"])
+    )
+    if seeds.get("comparisons"):
+        text += (
+            "\n\nPaired over seeds (seed i against seed i): paired t over the per-seed "
+            f"differences, Holm across the {seeds.get('holm_family')} comparisons.\n\n"
+            + paired_table(seeds["comparisons"], lower_is_better)
+        )
+    return text + "\n"
+
+
 def metrics_comparison(metrics: dict[str, dict[str, float]]) -> str:
     """A table of toy-benchmark metrics with one column per policy (base, aligned, rounds)."""
     policies = list(metrics)
@@ -175,14 +194,18 @@ def plot_training_curves(run: Path) -> list[Path]:
 
 def reward_bench_table(result: dict[str, Any]) -> str:
     """RewardBench ACC / ACC+ per category, shaped like the paper's Table 2."""
+    from mmrlhf_ray.reward.bench import table_cell
+
     table = result.get("table", {})
     rows = [
-        [cat, v.get("acc"), v.get("acc_plus"), v.get("pairs"), v.get("queries")]
+        [cat, table_cell(v, "acc"), table_cell(v, "acc_plus"), v.get("pairs"), v.get("queries")]
         for cat, v in table.items()
     ]
     return (
-        f"Held-out pairs scored by the trained reward model (mode: {result.get('mode')}).\n\n"
-        + markdown_table(["category", "ACC", "ACC+", "pairs", "queries"], rows)
+        f"Held-out pairs scored by the trained reward model (mode: {result.get('mode')}); "
+        "95% intervals: ACC by a bootstrap over queries (a query's pairs together), ACC+ "
+        "over queries.\n\n"
+        + markdown_table(["category", "ACC [95%]", "ACC+ [95%]", "pairs", "queries"], rows)
     )
 
 
@@ -212,7 +235,9 @@ def _benchmark_text(summary: dict, bench: str, points: dict | None = None) -> st
     from mmrlhf_ray.evaluation import LOWER_IS_BETTER
 
     if bench in summary.get("intervals", {}):
-        return comparison_section(summary, bench, LOWER_IS_BETTER)
+        seeds = summary.get("over_seeds", {}).get(bench)
+        text = comparison_section(summary, bench, LOWER_IS_BETTER)
+        return text + ("\n" + seeds_section(seeds, LOWER_IS_BETTER) if seeds else "")
     return (
         "Point values only: this run kept no per-item outcomes, so no interval can be "
         "given and no difference claimed.\n\n" + metrics_comparison(points or {})

@@ -153,7 +153,7 @@ def format_table(tables: dict[str, dict[str, dict[str, float]]]) -> str:
         cells = []
         for m in methods:
             row = tables[m].get(c)
-            cells += [_cell(row, "acc"), _cell(row, "acc_plus")] if row else ["-", "-"]
+            cells += [table_cell(row, "acc"), table_cell(row, "acc_plus")] if row else ["-", "-"]
         n = next(t[c] for t in tables.values() if c in t)
         label = f"{c.capitalize()} ({int(n['pairs'])} pairs / {int(n['queries'])} q)"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -164,14 +164,25 @@ def format_table(tables: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join([note, "", *lines])
 
 
-def _cell(row: dict[str, Any], key: str) -> str:
+def table_cell(row: dict[str, Any], key: str) -> str:
     """``0.74 [0.60, 0.87]`` (the point value alone for a table without intervals)."""
     iv = row.get(f"{key}_interval")
     if not iv:
-        return f"{row[key]:.2f}"
+        return f"{row[key]:.2f} (no interval kept)"
     if iv.get("method") == "single-cluster":
         return f"{row[key]:.2f} (one query)"
     return f"{row[key]:.2f} [{iv['low']:.2f}, {iv['high']:.2f}]"
+
+
+def overall_line(table: dict[str, dict[str, Any]]) -> str:
+    """``ACC 0.74 [0.60, 0.87] ACC+ 0.30 [0.13, 0.47] (90 pairs / 30 queries)``."""
+    row = table.get("overall")
+    if not row:
+        return "no pairs scored"
+    return (
+        f"ACC {table_cell(row, 'acc')} ACC+ {table_cell(row, 'acc_plus')} "
+        f"({int(row['pairs'])} pairs / {int(row['queries'])} queries)"
+    )
 
 
 # ---- the official jsonl --------------------------------------------------------------

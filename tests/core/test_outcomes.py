@@ -120,3 +120,73 @@ def test_the_run_report_shows_intervals_and_paired_tests_on_every_before_after_t
     summary = (tmp_path / "evaluate" / "summary.md").read_text()
     assert "| overall_accuracy | sft \u2192 mm-dpo |" in summary
     assert (tmp_path / "evaluate" / "toy_benchmark.png").stat().st_size > 1000
+
+
+def test_self_improvement_rounds_are_compared_paired_on_the_same_items(tmp_path):
+    from mmrlhf_ray.outcomes import write_items
+    from mmrlhf_ray.self_improve import rounds_items, write_rounds
+
+    metrics = _evaluated_run(tmp_path)
+    rows = benchmark_split(200, seed=5)
+    round_dir = tmp_path / "self-improve" / "round-1" / "evaluate"
+    round_dir.mkdir(parents=True)
+    answers = _answers(rows, 1)  # every item answered with its reference
+    write_items(
+        str(round_dir / "items.parquet"), item_table(policy_items("round-1", rows, answers))
+    )
+    names = {"sft": "round-0 (sft)", "mm-dpo": "round-0 (mm-dpo)"}
+    items = rounds_items(
+        [
+            (str(tmp_path / "evaluate" / "items.parquet"), names),
+            (str(round_dir / "items.parquet"), {"round-1": "round-1"}),
+            (str(tmp_path / "missing.parquet"), {"x": "x"}),
+        ]
+    )
+    rounds = {names[k]: metrics["toy_benchmark"][k] for k in names}
+    rounds["round-1"] = policy_metrics(rows, answers)
+    summary = write_rounds(str(tmp_path / "self-improve"), rounds, items)
+    pairs = summary["comparisons"]["toy_benchmark"]
+    assert list(pairs) == [
+        "round-0 (sft) \u2192 round-0 (mm-dpo)",
+        "round-0 (mm-dpo) \u2192 round-1",
+    ]
+    assert pairs["round-0 (mm-dpo) \u2192 round-1"]["overall_accuracy"]["n"] == 200
+    section = build_markdown(tmp_path).split("## Self-improvement rounds")[1]
+    assert "| overall_accuracy | round-0 (mm-dpo) \u2192 round-1 |" in section
+    assert "Point values only" not in section
+
+
+def test_evaluate_repeats_report_mean_and_interval_over_seeds(tmp_path):
+    from mmrlhf_ray.evaluation import repeat_label, result_lines
+
+    rows = benchmark_split(60, seed=5)
+    toy, items = {}, []
+    for seed in range(3):  # sft right on every 4th item, mm-dpo on every 2nd, shifted per seed
+        for policy, every in (("sft", 4), ("mm-dpo", 2)):
+            shifted = rows[seed:] + rows[:seed]
+            answers = _answers(shifted, every)
+            label = repeat_label(policy, seed)
+            toy[label] = policy_metrics(rows, answers)
+            items += policy_items(label, rows, answers)
+    (tmp_path / "evaluate").mkdir()
+    metrics = write_results(tmp_path / "evaluate", toy, items, None, 300, ["sft", "mm-dpo"], 3)
+    seeds = metrics["over_seeds"]["toy_benchmark"]
+    per_seed = [toy[repeat_label("sft", s)]["overall_accuracy"] for s in range(3)]
+    est = stats.over_seeds(per_seed)
+    got = seeds["intervals"]["sft"]["overall_accuracy"]
+    assert (got["value"], got["low"], got["variance"]) == (
+        pytest.approx(est.value),
+        pytest.approx(est.low),
+        "seeds",
+    )
+    d = seeds["comparisons"]["sft \u2192 mm-dpo"]["overall_accuracy"]
+    assert d["test"] == "paired-t" and d["n"] == 3
+    # item-level comparisons stay within a seed: sft@seed0 -> mm-dpo@seed0, ...
+    assert set(metrics["comparisons"]["toy_benchmark"]) == {
+        f"sft@seed{s} \u2192 mm-dpo@seed{s}" for s in range(3)
+    }
+    report = build_markdown(tmp_path)
+    assert "over 3 seeds" in report and "cover the seeds' variance only" in report
+    assert any(
+        "over seeds" in line and "overall_accuracy" in line for line in result_lines(metrics)
+    )
