@@ -110,6 +110,22 @@ def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
     )
 
 
+def heldout_of(cfg: DpoConfig, out: StageDir, policies: dict, held, online: bool) -> dict:
+    """Held-out metrics before / after (paired), per-pair outcomes to heldout_items.parquet."""
+    heldout, items = evaluate_heldout(
+        policies,
+        held,
+        online,
+        cfg.loss.beta_ori,
+        max_response_tokens=cfg.max_response_tokens,
+        max_frames=cfg.max_frames,
+        forward=cfg.forward,
+    )
+    if items:
+        write_items(out.local_path("heldout_items.parquet"), item_table(items))
+    return heldout
+
+
 def run(cfg: DpoConfig) -> dict:
     """The stage: MM-DPO (or a baseline loss) on the pairs, then held-out metrics."""
     src, online = choose_input(cfg)
@@ -155,17 +171,7 @@ def run(cfg: DpoConfig) -> dict:
     table = pair_table(train, held, cfg)
     out.write_part("pairs", table)
     _plot(out, table, cfg)
-    heldout, items = evaluate_heldout(
-        {"before": policy, "after": result.hf_dir},
-        held,
-        online,
-        cfg.loss.beta_ori,
-        max_response_tokens=cfg.max_response_tokens,
-        max_frames=cfg.max_frames,
-        forward=cfg.forward,
-    )
-    if items:
-        write_items(out.local_path("heldout_items.parquet"), item_table(items))
+    heldout = heldout_of(cfg, out, {"before": policy, "after": result.hf_dir}, held, online)
     last = result.metrics[-1] if result.metrics else {}
     manifest = out.finish(
         len(rows),

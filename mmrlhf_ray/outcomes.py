@@ -170,46 +170,75 @@ def consecutive(policies: Sequence[str]) -> list[tuple[str, str]]:
     return list(zip(policies[:-1], policies[1:], strict=True))
 
 
-def summarize(
-    table: pa.Table,
-    pairs: Sequence[tuple[str, str]] | None = None,
-    boot: Bootstrap | None = None,
-) -> dict:
-    """``{"intervals": {bench: {policy: {metric: Estimate}}}, "comparisons": {bench:
-    {"a → b": {metric: PairedDiff}}}, "bootstrap": settings, "holm_family": m}`` as plain
-    dicts (JSON). ``pairs`` default: consecutive policies in the order they first appear.
-    Holm runs across every comparison of the table (one report, one family)."""
-    boot = boot or Bootstrap()
-    groups = _grouped(table)
+def _intervals(groups: dict, boot: Bootstrap, skipped: list[str]) -> dict:
+    """{bench: {policy: {metric: Estimate dict}}}; undefined metrics left out, noted."""
     intervals: dict = {}
-    policies: dict[str, list[str]] = {}
     for (bench, metric, policy), g in groups.items():
-        est = metric_estimate(g, boot)
-        intervals.setdefault(bench, {}).setdefault(policy, {})[metric] = est
+        if g["w"].sum() == 0:  # e.g. CHAIR_i of answers that mention no object: undefined
+            continue
+        try:
+            est = metric_estimate(g, boot)
+        except ValueError as exc:  # too few items with weight for a bootstrap
+            skipped.append(f"{bench}/{policy}/{metric}: {exc}")
+            continue
+        intervals.setdefault(bench, {}).setdefault(policy, {})[metric] = est.to_dict()
+    return intervals
+
+
+def _comparisons(
+    groups: dict, pairs: Sequence[tuple[str, str]] | None, boot: Bootstrap, skipped: list[str]
+) -> dict:
+    """{bench: {"a → b": {metric: PairedDiff dict}}}, Holm across all of them."""
+    policies: dict[str, list[str]] = {}
+    for bench, _, policy in groups:
         if policy not in policies.setdefault(bench, []):
             policies[bench].append(policy)
-    flat: dict[tuple[str, str, str], stats.PairedDiff] = {}
+    flat: dict[str, stats.PairedDiff] = {}
     for bench, names in policies.items():
         metrics = list(dict.fromkeys(m for (b, m, _) in groups if b == bench))
         for before, after in pairs if pairs is not None else consecutive(names):
             for metric in metrics:
                 b, a = groups.get((bench, metric, before)), groups.get((bench, metric, after))
-                d = metric_paired(b, a, boot) if b is not None and a is not None else None
+                if b is None or a is None:
+                    continue
+                try:
+                    d = metric_paired(b, a, boot)
+                except ValueError as exc:
+                    skipped.append(f"{bench}/{before}{ARROW}{after}/{metric}: {exc}")
+                    continue
                 if d is not None:
-                    flat[(bench, f"{before}{ARROW}{after}", metric)] = d
-    adjusted = stats.with_holm({"|".join(k): d for k, d in flat.items()})
+                    flat["|".join((bench, f"{before}{ARROW}{after}", metric))] = d
     comparisons: dict = {}
-    for (bench, pair, metric), _ in flat.items():
-        d = adjusted["|".join((bench, pair, metric))]
+    for key, d in stats.with_holm(flat).items():
+        bench, pair, metric = key.split("|")
         comparisons.setdefault(bench, {}).setdefault(pair, {})[metric] = d.to_dict()
+    return comparisons
+
+
+def summarize(
+    table: pa.Table,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    boot: Bootstrap | None = None,
+) -> dict:
+    """Every metric's interval and every paired comparison of a per-item table, as JSON:
+
+    ``{"intervals": {bench: {policy: {metric: Estimate}}}, "comparisons": {bench:
+    {"a → b": {metric: PairedDiff}}}, "bootstrap": settings, "holm_family": m,
+    "not_estimated": [what had too little data, and why]}``. ``pairs`` default:
+    consecutive policies in the order they first appear. Holm runs across every
+    comparison of the table (one report, one family).
+    """
+    boot = boot or Bootstrap()
+    groups = _grouped(table)
+    skipped: list[str] = []
+    intervals = _intervals(groups, boot, skipped)
+    comparisons = _comparisons(groups, pairs, boot, skipped)
     return {
-        "intervals": {
-            b: {p: {m: e.to_dict() for m, e in ms.items()} for p, ms in ps.items()}
-            for b, ps in intervals.items()
-        },
+        "intervals": intervals,
         "comparisons": comparisons,
         "bootstrap": boot.kwargs(),
-        "holm_family": len(flat),
+        "holm_family": sum(len(ms) for ps in comparisons.values() for ms in ps.values()),
+        "not_estimated": skipped,
     }
 
 

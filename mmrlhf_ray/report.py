@@ -120,6 +120,9 @@ def comparison_section(summary: dict, bench: str, lower_is_better: set[str]) -> 
             "interval holds 0 is reported as no difference.\n\n"
             + paired_table(comparisons, lower_is_better)
         )
+    missing = [m for m in summary.get("not_estimated", []) if m.startswith(f"{bench}/")]
+    if missing:
+        text += "\n\nToo little data for an interval: " + "; ".join(missing)
     return text + "\n"
 
 

@@ -331,6 +331,28 @@ def _is_binary(x: np.ndarray) -> bool:
     return bool(np.all((x == 0.0) | (x == 1.0)))
 
 
+def _paired_test(
+    test: str,
+    b: np.ndarray,
+    a: np.ndarray,
+    boot: np.ndarray,
+    bounds: tuple[float, float],
+    confidence: float,
+) -> tuple[float, str, tuple[float, float]]:
+    """(p, test name, bounds): exact McNemar (bounds widened to its exact interval) or the
+    p that inverts the bootstrap interval (twice the share on the far side of 0)."""
+    low, high = bounds
+    if test == "mcnemar":
+        worse, better = int(np.sum((b == 1) & (a == 0))), int(np.sum((b == 0) & (a == 1)))
+        ex_low, ex_high = mcnemar_interval(worse, better, int(a.size), confidence)
+        bounds = (min(low, ex_low), max(high, ex_high))
+        return mcnemar_exact(worse, better), "mcnemar-exact", bounds
+    if test == "bootstrap":
+        side = min(np.sum(boot <= 0.0), np.sum(boot >= 0.0))
+        return float(min(1.0, (2 * side + 1) / (boot.size + 1))), "bootstrap", bounds
+    raise ValueError(f"test: {test!r} is not one of ('auto', 'mcnemar', 'bootstrap')")
+
+
 def paired(
     before: Sequence[float] | np.ndarray,
     after: Sequence[float] | np.ndarray,
@@ -371,20 +393,9 @@ def paired(
     binary = _is_binary(a) and _is_binary(b) and weights_before is None and weights_after is None
     if test == "auto":
         test = "mcnemar" if binary and cluster is None else "bootstrap"
-    if test == "mcnemar":
-        if not binary:
-            raise ValueError("paired: test='mcnemar' needs unweighted 0/1 outcomes")
-        worse, better = int(np.sum((b == 1) & (a == 0))), int(np.sum((b == 0) & (a == 1)))
-        p = mcnemar_exact(worse, better)
-        ex_low, ex_high = mcnemar_interval(worse, better, int(a.size), confidence)
-        low, high = min(low, ex_low), max(high, ex_high)
-        test = "mcnemar-exact"
-    elif test == "bootstrap":
-        # inverts the interval: p < 1 - confidence about when 0 lies outside it
-        side = min(np.sum(boot <= 0.0), np.sum(boot >= 0.0))
-        p = float(min(1.0, (2 * side + 1) / (boot.size + 1)))
-    else:
-        raise ValueError(f"test: {test!r} is not one of ('auto', 'mcnemar', 'bootstrap')")
+    if test == "mcnemar" and not binary:
+        raise ValueError("paired: test='mcnemar' needs unweighted 0/1 outcomes")
+    p, test, (low, high) = _paired_test(test, b, a, boot, (low, high), confidence)
     return PairedDiff(
         before=before_v,
         after=after_v,

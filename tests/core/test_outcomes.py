@@ -64,6 +64,18 @@ def test_summarize_gives_intervals_paired_tests_and_holm():
     assert max(m["p_holm"] for m in family) <= 1.0
 
 
+def test_a_metric_with_no_denominator_is_left_out_not_an_error():
+    rows = benchmark_split(40, seed=3)
+    refuse_all = dict.fromkeys((r["sample_id"] for r in rows), REFUSE)
+    assert policy_metrics(rows, refuse_all)["chair_i"] is None  # nothing mentioned
+    items = policy_items("refuser", rows, refuse_all) + policy_items("p", rows, _answers(rows, 1))
+    s = summarize(item_table(items))
+    assert "chair_i" not in s["intervals"]["toy_benchmark"]["refuser"]
+    assert "chair_i" in s["intervals"]["toy_benchmark"]["p"]
+    assert "chair_i" not in s["comparisons"]["toy_benchmark"]["refuser \u2192 p"]
+    assert "overall_accuracy" in s["comparisons"]["toy_benchmark"]["refuser \u2192 p"]
+
+
 def test_items_table_refuses_bad_rows_and_duplicates(tmp_path):
     with pytest.raises(ValueError, match="item row 0 .*value"):
         item_table(item_rows("b", "p", "x", {"m": float("nan")}))
