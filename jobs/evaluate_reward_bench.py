@@ -10,7 +10,8 @@ Input, either:
 Scores every line in Table 2's inference ``mode`` (generate a critique, then score |
 ``given``: score with ``chosen_reason``/``rejected_reason`` | ``none``), writes the file
 back with ``rewards = [r_chosen, r_rejected]`` and ``critic = [c_chosen, c_rejected]``,
-and the table to ``<run_dir>/evaluate/reward-bench/results.json``. Unreadable lines or
+and the table (ACC / ACC+ with 95% intervals) to
+``<run_dir>/evaluate/reward-bench/results.json``, the per-pair outcomes to ``items.parquet``. Unreadable lines or
 images are quarantined with the field named: lines in = scored + quarantined.
 
     mmrlhf evaluate reward-bench run_dir=runs/demo
@@ -27,12 +28,15 @@ from pathlib import Path
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir, begin_stage, require_done
 from mmrlhf_ray.data.media import encode_png, row_images
+from mmrlhf_ray.evaluation.outcomes import item_table, write_items
 from mmrlhf_ray.evaluation.reward_bench import (
     acc_table,
     bench_rows_to_pairs,
     format_table,
+    overall_line,
     read_bench_jsonl,
     results_from_rewards,
+    reward_outcomes,
     score_pairs,
     write_bench_jsonl,
 )
@@ -106,14 +110,13 @@ def run(cfg: EvaluateRewardBenchConfig) -> dict:
     out.write_quarantine("lines", bad)
     table = acc_table(results)
     mode = "existing rewards" if cfg.use_existing_rewards else cfg.mode
+    write_items(str(out_dir / "items.parquet"), item_table(reward_outcomes(results, mode)))
     (out_dir / "results.json").write_text(json.dumps({"mode": mode, "table": table}, indent=2))
     print(format_table({mode: table}))
-    overall = table.get("overall", {})
     manifest = out.finish(lines_in, len(results), len(bad), table=table, output=str(output))
     print(
-        f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), ACC "
-        f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
-        f"; scored file {output}"
+        f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), "
+        f"{overall_line(table)}; scored file {output}"
     )
     return manifest
 
