@@ -1,5 +1,9 @@
 """A two-step train-dpo on 2 Ray Train workers logs its curves to TensorBoard, MLflow and
-W&B (offline) at once, from rank 0 only, with the values of metrics.csv and the manifest."""
+W&B (offline) at once, from rank 0 only, with the values of metrics.csv and the manifest.
+
+Slow (about 60-90 s on 2 cores): the default suite checks the same on runs it makes anyway
+(``test_train_dpo_stage.py``: TensorBoard + MLflow of a train-dpo; ``test_trainer_ray.py``:
+rank 0 alone logs, 2 workers, through a kill and resume)."""
 
 from __future__ import annotations
 
@@ -13,23 +17,12 @@ from jobs import train_dpo as job
 from mmrlhf_ray.stage import StageDir
 from mmrlhf_ray.training.checkpoint import read_metrics
 from tests.dpo.helpers import make_pairs, write_ref_logps_stage
+from tests.training.helpers import tensorboard_scalars
 
 HAVE_WANDB = importlib.util.find_spec("wandb") is not None
 
 
-def _tensorboard_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of every event file under ``logdir``: tag -> [(step, value)]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-        acc = EventAccumulator(path, size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
-
-
+@pytest.mark.slow
 @pytest.mark.ray
 def test_two_step_train_dpo_logs_rank0_curves(tmp_path, ray_session, policy_dir, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -61,7 +54,7 @@ def test_two_step_train_dpo_logs_rank0_curves(tmp_path, ray_session, policy_dir,
     accuracy = manifest["heldout"]["after"]["implicit_accuracy"]
 
     # TensorBoard: every column of every row once per step (a second rank would double them)
-    scalars = _tensorboard_scalars(manifest["tracking"]["tensorboard_dir"])
+    scalars = tensorboard_scalars(manifest["tracking"]["tensorboard_dir"])
     for key in csv_rows[0]:
         if key != "step":
             logged = scalars[f"train/{key}"]
