@@ -378,6 +378,22 @@ def _tracking_env() -> dict[str, str]:
     return {k: os.environ[k] for k in TRACKING_ENV if os.environ.get(k)}
 
 
+def _run_config(cfg: TrainConfig, name: str, storage_path: str) -> RunConfig:
+    return RunConfig(
+        name=name,
+        storage_path=storage_path,
+        failure_config=FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+        worker_runtime_env={
+            "env_vars": {
+                "DS_ACCELERATOR": "cuda" if cfg.use_gpu else "cpu",
+                "TOKENIZERS_PARALLELISM": "false",
+                **_tracking_env(),
+            }
+        },
+    )
+
+
 def run_training(
     task: TrainTask,
     cfg: TrainConfig,
@@ -412,19 +428,7 @@ def run_training(
             use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": cfg.cpus_per_worker},
         ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=storage_path,
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-            worker_runtime_env={
-                "env_vars": {
-                    "DS_ACCELERATOR": "cuda" if cfg.use_gpu else "cpu",
-                    "TOKENIZERS_PARALLELISM": "false",
-                    **_tracking_env(),
-                }
-            },
-        ),
+        run_config=_run_config(cfg, name, storage_path),
     )
     # Ray Train's fit would replace the SIGINT handler for good: see mmrlhf_ray/signals.py
     result = signals.while_framework_runs(trainer.fit)
