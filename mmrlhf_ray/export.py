@@ -32,7 +32,7 @@ from pathlib import Path
 from mmrlhf_ray.config import Choices
 from mmrlhf_ray.media import MediaError, decode_image, frame_paths, sample_uniform
 from mmrlhf_ray.release import pair_to_dpo_line, record_to_data_line
-from mmrlhf_ray.schemas import quarantine_row
+from mmrlhf_ray.schemas import CATEGORIES, quarantine_row
 
 FORMATS = ("hf", "trl", "official")
 
@@ -98,8 +98,9 @@ def _ext(blob: bytes) -> str:
 def media_relpath(row: dict) -> tuple[str, str, dict[str, bytes]]:
     """(field "image" | "video" | "", its path relative to the export, files to write).
 
-    The top folder is the category (the release's convention, read back by the import);
-    the name is the query id made safe plus a hash of it (no two queries collide)."""
+    The top folder is the category (the release's convention, read back by the import;
+    ``media/`` when the row has none, so the import's ``default_category`` decides); the
+    name is the query id made safe plus a hash of it (no two queries collide)."""
     kind, blobs = _media_bytes(row)
     if not kind:
         return "", "", {}
@@ -110,7 +111,9 @@ def media_relpath(row: dict) -> tuple[str, str, dict[str, bytes]]:
         folder = f"video/{name}"
         files = {f"{folder}/frame_{i:03d}{_ext(b)}": b for i, b in enumerate(blobs)}
         return "video", folder, files
-    path = f"{row.get('category') or 'short'}/{name}{_ext(blobs[0])}"
+    category = row.get("category")  # none known: no folder names one (the import asks)
+    folder = category if category in CATEGORIES else "media"
+    path = f"{folder}/{name}{_ext(blobs[0])}"
     return "image", path, {path: blobs[0]}
 
 
