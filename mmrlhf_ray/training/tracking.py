@@ -23,16 +23,19 @@ No ray here.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from mmrlhf_ray.config import Choices
+from mmrlhf_ray.config import Choices, ConfigError
 
 BACKENDS = ("tensorboard", "mlflow", "wandb", "none")
+MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow-skinny", "wandb": "wandb"}
 TRAIN_PREFIX = "train/"
 RUN_KEY_TAG = "mmrlhf.run_key"  # MLflow tag: the stage attempt a run belongs to
 
@@ -269,7 +272,14 @@ def open_tracker(target: TrackingTarget | None, start_step: int = 0) -> Tracker 
 
 def start_tracking(target: TrackingTarget) -> TrackingTarget:
     """On the driver, before the workers start: the MLflow experiment and run (the run of
-    this stage attempt is found again by its tag, so a resumed stage logs into it)."""
+    this stage attempt is found again by its tag, so a resumed stage logs into it).
+    A backend whose library is missing is refused here, in one line, before any worker."""
+    for backend in target.backends:
+        if importlib.util.find_spec(MODULES[backend]) is None:
+            raise ConfigError(
+                f"tracking.report_to: {backend} is not installed (pip install "
+                f"{PACKAGES[backend]}, on every node), or leave it out of report_to"
+            )
     if "mlflow" not in target.backends or target.mlflow_run_id:
         return target
     client = _mlflow_client(target.mlflow_uri)
@@ -301,7 +311,3 @@ def log_summary(target: TrackingTarget, metrics: dict[str, Any], step: int) -> d
     if "mlflow" in target.backends:
         _mlflow_client(target.mlflow_uri).set_terminated(target.mlflow_run_id, "FINISHED")
     return scalars
-
-
-def target_dict(target: TrackingTarget) -> dict[str, Any]:
-    return asdict(target)

@@ -61,3 +61,17 @@ def test_beta_statistics_by_hand():
     assert stats["delta_mean"] == pytest.approx((0 + 2 + 9 + 9.3) / 4)  # NaN margins left out
     fixed = beta_statistics(torch.full((3,), 0.1), torch.zeros(3), 0.1, 0.0)
     assert fixed["beta_upper_share"] == 1.0  # w = 0: no range, every pair at its bound
+
+
+def test_a_missing_tracking_library_is_refused_before_any_worker(tmp_path, monkeypatch):
+    import importlib.util
+
+    from mmrlhf_ray.training import tracking
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        tracking.importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name)
+    )
+    target = resolve_tracking(TrackingConfig(report_to=["wandb"]), str(tmp_path), "sft", "x")
+    with pytest.raises(ConfigError, match=r"wandb is not installed \(pip install wandb"):
+        tracking.start_tracking(target)
