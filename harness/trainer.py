@@ -53,6 +53,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ from mmrlhf_ray.training.checkpoint import (
 from mmrlhf_ray.training.config import TrainConfig, deepspeed_config, lr_factor
 from mmrlhf_ray.training.data import micro_batches
 from mmrlhf_ray.training.freeze import freeze_vision
+from mmrlhf_ray.training.tracking import TrackingTarget, open_tracker
 
 METRICS_FILE = "metrics.csv"
 DS_TAG = "state"
@@ -168,13 +170,17 @@ def _train_step(
     cfg: TrainConfig,
     step: int,
 ) -> dict[str, float]:
-    """One optimizer step = ``grad_accum`` micro-batches; returns rank-averaged metrics."""
+    """One optimizer step = ``grad_accum`` micro-batches; returns rank-averaged metrics,
+    with the step's wall time and, where the loss counts them, pairs/s and tokens/s over
+    all ranks."""
+    began = time.perf_counter()
     lr = cfg.lr * lr_factor(step, cfg)
     for group in engine.optimizer.param_groups:
         group["lr"] = lr
-    sums: dict[str, float] = {}
+    sums: dict[str, float] = {"examples": 0.0}
     for _ in range(cfg.grad_accum):
         examples = [task.encode(rows[i], processor) for i in next(batches)]
+        sums["examples"] += len(examples)  # rows: SFT examples, reward pairs, DPO queries
         batch = _to_device(task.collate(examples, processor), engine.device)
         loss, metrics = task.loss_fn(engine, batch)
         engine.backward(loss)
@@ -184,7 +190,13 @@ def _train_step(
     grad_norm = engine.get_global_grad_norm()
     sums["grad_norm"] = float(grad_norm) if grad_norm is not None else float("nan")
     out = _reduce_mean(sums)
-    out.update(step=step + 1, lr=lr)
+    seconds = time.perf_counter() - began
+    out.update(step=step + 1, lr=lr, step_seconds=seconds)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    # per rank: examples is the step's sum, a loss's counts are means per micro-batch
+    for count, per_rank in (("examples", 1), ("pairs", cfg.grad_accum), ("tokens", cfg.grad_accum)):
+        if count in out:  # x ranks = the step's total
+            out[f"{count}_per_s"] = out[count] * per_rank * world / max(seconds, 1e-9)
     return out
 
 
@@ -306,12 +318,16 @@ def _train_loop(loop_config: dict) -> None:
         groups=groups,
     )
     bar = _progress(rank, start, cfg.max_steps)
+    # Ray Train's convention: the tracking library is called natively, on rank 0 only
+    tracker = open_tracker(loop_config.get("tracking"), start) if rank == 0 else None
     for step in range(start, cfg.max_steps):
         metrics = _train_step(engine, task, processor, rows, batches, cfg, step)
         metrics.update(resumed_from=start, **{f"params_{k}": v for k, v in counts.items()})
         if rank == 0:
             interrupt_point("train.step")  # tests: a signal inside a Ray Train run
             append_metrics(csv_path, metrics)
+            if tracker is not None:  # the row metrics.csv got: one source
+                tracker.log(metrics, step + 1, final=step + 1 == cfg.max_steps)
             # refresh=False: mininterval holds (a refresh per step is a terminal line
             # per step once Ray forwards the worker's output)
             bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", refresh=False)
@@ -325,6 +341,8 @@ def _train_loop(loop_config: dict) -> None:
         elif done % cfg.report_every == 0:
             ray.train.report(metrics)
     bar.close()
+    if tracker is not None:
+        tracker.close()
 
 
 def _quiet_report_log() -> None:
@@ -345,6 +363,37 @@ def _progress(rank: int, start: int, total: int):
 
 
 # ---------------------------------------------------------------- driver side ---------
+TRACKING_ENV = (
+    "WANDB_API_KEY",
+    "WANDB_BASE_URL",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
+
+
+def _tracking_env() -> dict[str, str]:
+    """The tracking credentials of the driver's environment, for the rank-0 worker
+    (which may run on another node)."""
+    return {k: os.environ[k] for k in TRACKING_ENV if os.environ.get(k)}
+
+
+def _run_config(cfg: TrainConfig, name: str, storage_path: str) -> RunConfig:
+    return RunConfig(
+        name=name,
+        storage_path=storage_path,
+        failure_config=FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+        worker_runtime_env={
+            "env_vars": {
+                "DS_ACCELERATOR": "cuda" if cfg.use_gpu else "cpu",
+                "TOKENIZERS_PARALLELISM": "false",
+                **_tracking_env(),
+            }
+        },
+    )
+
+
 def run_training(
     task: TrainTask,
     cfg: TrainConfig,
@@ -352,13 +401,15 @@ def run_training(
     storage_path: str,
     output_dir: str,
     metrics_csv: str | None = None,
+    tracking: TrackingTarget | None = None,
 ) -> TrainResult:
     """Train ``task`` with ``cfg`` on ``cfg.num_workers`` Ray Train workers.
 
     ``name`` + ``storage_path`` identify the run: re-running with the same pair resumes
     from its latest checkpoint. The final Hugging Face checkpoint is copied to
     ``output_dir`` and the metrics CSV to ``metrics_csv`` (default
-    ``<output_dir>/../metrics.csv``). Requires a running Ray (``harness.runtime.init_ray``).
+    ``<output_dir>/../metrics.csv``). ``tracking``: where rank 0 logs each step's row
+    (``mmrlhf_ray.training.tracking``). Requires a running Ray (``harness.runtime.init_ray``).
     """
     storage_path = os.path.abspath(storage_path) if "://" not in storage_path else storage_path
     metrics_csv = os.path.abspath(metrics_csv or os.path.join(output_dir, "..", METRICS_FILE))
@@ -370,24 +421,14 @@ def run_training(
             "train": asdict(cfg),
             "metrics_csv": metrics_csv,
             "run_root": os.path.join(storage_path, name),
+            "tracking": tracking,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.num_workers,
             use_gpu=cfg.use_gpu,
             resources_per_worker={"CPU": cfg.cpus_per_worker},
         ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=storage_path,
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-            worker_runtime_env={
-                "env_vars": {
-                    "DS_ACCELERATOR": "cuda" if cfg.use_gpu else "cpu",
-                    "TOKENIZERS_PARALLELISM": "false",
-                }
-            },
-        ),
+        run_config=_run_config(cfg, name, storage_path),
     )
     # Ray Train's fit would replace the SIGINT handler for good: see mmrlhf_ray/core/signals.py
     result = signals.while_framework_runs(trainer.fit)

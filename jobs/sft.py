@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import config_to_dict
 from mmrlhf_ray.core.stage import StageDir, begin_stage, require_done
 from mmrlhf_ray.training.sft import SftConfig
 
@@ -99,8 +100,8 @@ def run(cfg: SftConfig) -> dict:
         return out.read_manifest()
     policy_path = cfg.policy_path or StageDir(cfg.run_dir, "build-models").path("policy")
 
-    from harness.runtime import init_ray
-    from harness.trainer import TrainTask, run_training
+    from harness.launch import finish_tracking, train_stage
+    from harness.trainer import TrainTask
     from mmrlhf_ray.models import sft_loss
     from mmrlhf_ray.training.sft import (
         collate_sft,
@@ -112,7 +113,6 @@ def run(cfg: SftConfig) -> dict:
     rows, total = load_pool(cfg)
     good, bad = prepare_sft_rows(rows, source=cfg.input_stage, max_frames=cfg.max_frames)
     out.write_quarantine("pool", bad)
-    init_ray()
     task = TrainTask(
         model_path=policy_path,
         rows=good,
@@ -121,13 +121,8 @@ def run(cfg: SftConfig) -> dict:
         encode=functools.partial(encode_sft_example, max_response_tokens=cfg.max_response_tokens),
         group_key=modality_key,
     )
-    result = run_training(
-        task,
-        cfg.train,
-        name=f"sft-{out.attempt_key()}",  # a changed config never resumes an old run
-        storage_path=out.local_path("ray"),
-        output_dir=out.local_path("policy"),
-        metrics_csv=out.local_path("metrics.csv"),
+    result, target = train_stage(
+        out, task, cfg.train, cfg.tracking, output="policy", params=config_to_dict(cfg)
     )
     plot_loss(result.metrics, out.local_path("loss.png"))
     bench = benchmark(cfg, policy_path, result.hf_dir)
@@ -142,6 +137,7 @@ def run(cfg: SftConfig) -> dict:
         policy=result.hf_dir,
         steps=result.steps,
         **summary,
+        **finish_tracking(target, result, {"benchmark": bench}),
     )
     print(
         f"sft: {len(good)} of {total} pool rows trained ({len(bad)} quarantined, "

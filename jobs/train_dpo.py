@@ -23,7 +23,7 @@ from functools import partial
 import pyarrow as pa
 
 from mmrlhf_ray.core.cli import parse_stage_args
-from mmrlhf_ray.core.config import ConfigError
+from mmrlhf_ray.core.config import ConfigError, config_to_dict
 from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage
 from mmrlhf_ray.data.groups import count_pairs, group_pairs, split_groups
 from mmrlhf_ray.dpo.config import DpoConfig
@@ -156,17 +156,10 @@ def run(cfg: DpoConfig) -> dict:
     if src.stage == "ref-logps":
         check_forward_kind(cfg, src, train, policy)
     task = dpo_task(cfg, policy, src.stage, need_margin, need_ref, online)
-    from harness.runtime import init_ray
-    from harness.trainer import run_training
+    from harness.launch import finish_tracking, train_stage
 
-    init_ray()
-    result = run_training(
-        task,
-        cfg.train,
-        name=f"train-dpo-{out.attempt_key()}",
-        storage_path=out.path("ray"),
-        output_dir=out.local_path("policy"),
-        metrics_csv=out.local_path("metrics.csv"),
+    result, target = train_stage(
+        out, task, cfg.train, cfg.tracking, output="policy", params=config_to_dict(cfg)
     )
     table = pair_table(train, held, cfg)
     out.write_part("pairs", table)
@@ -183,6 +176,7 @@ def run(cfg: DpoConfig) -> dict:
         heldout=heldout,
         last_step=last,
         pairs_from=src.stage,
+        **finish_tracking(target, result, {"heldout": heldout}),
     )
     print(
         f"train-dpo: {result.steps} steps, last loss {last.get('loss', float('nan')):.4f}, "

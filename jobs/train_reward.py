@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from mmrlhf_ray.core.cli import parse_stage_args
+from mmrlhf_ray.core.config import config_to_dict
 from mmrlhf_ray.core.stage import StageDir, begin_stage
 from mmrlhf_ray.evaluation.outcomes import item_table, write_items
 from mmrlhf_ray.evaluation.reward_bench import (
@@ -85,10 +86,10 @@ def plan_steps(cfg: TrainRewardConfig, n_train: int) -> TrainRewardConfig:
     return cfg
 
 
-def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
-    """Run the harness; returns {"model_dir", "steps", "metrics"}."""
-    from harness.runtime import init_ray
-    from harness.trainer import TrainTask, run_training
+def train(cfg: TrainRewardConfig, out: StageDir):
+    """Run the harness; returns its ``TrainResult`` and the tracking target."""
+    from harness.launch import train_stage
+    from harness.trainer import TrainTask
 
     backbone = backbone_dir(cfg)
     meta = reward_meta(cfg, backbone)
@@ -106,18 +107,11 @@ def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
         build_model=functools.partial(build_reward_model, meta=meta, seed=cfg.seed),
         save_model=save_reward_model,
     )
-    init_ray()
     # The Ray Train run is keyed by config and inputs: the same attempt resumes after a
     # crash, a changed config (another ablation in the same run dir) starts afresh.
-    result = run_training(
-        task,
-        cfg.train,
-        name=f"train-reward-{out.attempt_key()}",
-        storage_path=out.local_path("ray"),
-        output_dir=out.local_path("model"),
-        metrics_csv=out.local_path("metrics.csv"),
+    return train_stage(
+        out, task, cfg.train, cfg.tracking, output="model", params=config_to_dict(cfg)
     )
-    return {"model_dir": result.hf_dir, "steps": result.steps, "metrics": result.metrics}
 
 
 def evaluate_heldout(cfg: TrainRewardConfig, model_dir: str, held: list, items_path: str) -> dict:
@@ -160,23 +154,24 @@ def run(cfg: TrainRewardConfig) -> dict:
         ),
     )
     cfg = plan_steps(cfg, len(train_pairs))
-    trained = train(cfg, out)  # workers read the train split themselves
-    heldout = evaluate_heldout(
-        cfg, trained["model_dir"], held, out.local_path("heldout_items.parquet")
-    )
+    from harness.launch import finish_tracking
+
+    result, target = train(cfg, out)  # workers read the train split themselves
+    heldout = evaluate_heldout(cfg, result.hf_dir, held, out.local_path("heldout_items.parquet"))
     Path(out.local_path("heldout.json")).write_text(json.dumps(heldout, indent=2))
     manifest = out.finish(
         len(rows),
         len(good),
         len(bad),
-        steps=trained["steps"],
+        steps=result.steps,
         heldout=heldout,
-        model_dir=trained["model_dir"],
+        model_dir=result.hf_dir,
+        **finish_tracking(target, result, {"heldout": heldout.get("table", {})}),
     )
     print(
         f"train-reward: {len(train_pairs)} train / {len(held)} held-out pairs "
-        f"({len(bad)} quarantined), {trained['steps']} steps, held-out "
-        f"{overall_line(heldout.get('table', {}))}; model in {trained['model_dir']}"
+        f"({len(bad)} quarantined), {result.steps} steps, held-out "
+        f"{overall_line(heldout.get('table', {}))}; model in {result.hf_dir}"
     )
     return manifest
 

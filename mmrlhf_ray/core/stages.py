@@ -167,6 +167,13 @@ STAGES: tuple[Stage, ...] = (
         inputs=("ref-logps", "sft"),
     ),
     _stage(
+        "export",
+        "mmrlhf_ray.data.export:ExportConfig",
+        "pairs, margins and betas as a Hugging Face dataset, TRL's format, the official files",
+        inputs=("score", "train-dpo"),
+        pipeline="never",
+    ),
+    _stage(
         "evaluate",
         "mmrlhf_ray.evaluation.shapes:EvaluateConfig",
         "RewardBench ACC/ACC+, toy benchmark and safety metrics, with plots",

@@ -10,6 +10,7 @@ from typing import Literal, get_args
 
 from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.training.config import TrainConfig
+from mmrlhf_ray.training.tracking import TrackingConfig
 
 LossKind = Literal["mm_dpo", "dpo", "ipo", "simpo", "beta_dpo", "mpo", "implicit_reward"]
 PairStage = Literal["auto", "score", "pairs", "ref-logps"]
@@ -91,6 +92,10 @@ class DpoConfig(Choices):
             checkpoint_every=50,
         ),
         metadata={"help": "optimisation + Ray Train/DeepSpeed (micro_batch_size = queries)"},
+    )
+    tracking: TrackingConfig = field(
+        default_factory=TrackingConfig,
+        metadata={"help": "TensorBoard / MLflow / W&B curves of the run (rank 0 logs)"},
     )
     heldout_fraction: float = field(
         default=0.1, metadata={"help": "fraction of queries held out for preference accuracy"}

@@ -53,3 +53,24 @@ def preference_accuracy(
     r = policy_logps - ref_logps
     correct = (r[batch.chosen_idx] > r[batch.rejected_idx]).sum()
     return int(correct), batch.n_pairs
+
+
+UPPER_TOLERANCE = 0.01  # "at the upper bound": within 1% of the range [beta_ori, (1+w) beta_ori]
+
+
+@torch.no_grad()
+def beta_statistics(beta: torch.Tensor, margins: torch.Tensor, beta_ori: float, w: float) -> dict:
+    """Step metrics of Dynamic Reward Scaling over a batch's pairs (P,).
+
+    ``beta_upper_share``: share of pairs whose beta is within ``UPPER_TOLERANCE`` of the
+    range below its bound ``(1 + w) beta_ori`` (the bound itself is only approached:
+    ``1 - exp(-k delta) < 1``); with ``w = 0`` the range is empty and every pair is there.
+    ``delta_mean``: the mean reward margin of the pairs that have one (NaN if none).
+    """
+    upper = (1.0 + w) * beta_ori
+    at_upper = beta >= upper - UPPER_TOLERANCE * w * beta_ori - 1e-12
+    known = margins[~torch.isnan(margins)] if margins.numel() else margins
+    return {
+        "beta_upper_share": float(at_upper.float().mean()) if beta.numel() else float("nan"),
+        "delta_mean": float(known.mean()) if known.numel() else float("nan"),
+    }

@@ -18,6 +18,7 @@ from mmrlhf_ray.data.groups import QueryGroup
 from mmrlhf_ray.data.media import is_video
 from mmrlhf_ray.dpo.batching import EncodedQuery, encode_group
 from mmrlhf_ray.dpo.config import LossConfig
+from mmrlhf_ray.dpo.metrics import beta_statistics
 from mmrlhf_ray.dpo.objective import LossState, preference_loss
 from mmrlhf_ray.dpo.packed import collate_batch, response_logps
 
@@ -90,6 +91,9 @@ class DpoLoss:
         ref = None
         if self.loss.needs_reference:
             ref = self.reference_logps(grouped, device, logps.dtype).to(logps.dtype)
-        loss, _beta, metrics = preference_loss(self.loss, logps, n_tokens, grouped, ref, self.state)
+        loss, beta, metrics = preference_loss(self.loss, logps, n_tokens, grouped, ref, self.state)
         metrics["online_reference"] = float(bool(self.online_reference))
+        metrics["tokens"] = float(n_tokens.sum())  # response tokens forwarded (throughput)
+        upper_w = self.loss.w if self.loss.kind == "mm_dpo" else 0.0  # fixed beta: no range
+        metrics.update(beta_statistics(beta, grouped.margins, self.loss.beta_ori, upper_w))
         return loss, metrics

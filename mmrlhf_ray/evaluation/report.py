@@ -158,15 +158,17 @@ def metrics_comparison(metrics: dict[str, dict[str, float]]) -> str:
 CURVE_COLUMNS = {
     "sft": ["loss"],
     "train-reward": ["loss", "critique", "score", "acc"],
-    "train-dpo": ["loss", "pref_loss", "reward_accuracy", "beta_mean"],
+    "train-dpo": ["loss", "pref_loss", "reward_accuracy", "beta_mean", "beta_upper_share"],
 }
 
 
 def plot_training_curves(run: Path) -> list[Path]:
-    """``<stage>/training_curves.png`` from each training stage's ``metrics.csv``."""
-    import csv
-
+    """``<stage>/training_curves.png`` from each training stage's ``metrics.csv``: the rows
+    the rank-0 worker also logged to TensorBoard / MLflow / W&B (``train/<column>``), so
+    the report's curves and the tracker's are one source."""
     import matplotlib
+
+    from mmrlhf_ray.training.checkpoint import read_metrics
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -176,15 +178,14 @@ def plot_training_curves(run: Path) -> list[Path]:
         path = run / stage / "metrics.csv"
         if not path.exists():
             continue
-        with path.open() as f:
-            rows = list(csv.DictReader(f))
+        rows = read_metrics(path)
         columns = [c for c in columns if rows and c in rows[0]]
         if not columns:
             continue
         fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 2.6), squeeze=False)
-        steps = [float(r["step"]) for r in rows]
+        steps = [r["step"] for r in rows]
         for ax, column in zip(axes[0], columns, strict=False):
-            ax.plot(steps, [float(r[column]) for r in rows], marker=".")
+            ax.plot(steps, [r.get(column, float("nan")) for r in rows], marker=".")
             ax.set_title(f"{stage}: {column}", fontsize=9)
             ax.set_xlabel("step", fontsize=8)
         fig.tight_layout()

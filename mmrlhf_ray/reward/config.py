@@ -12,6 +12,7 @@ from typing import Literal, get_args
 from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.reward.losses import RewardLossWeights
 from mmrlhf_ray.training.config import TrainConfig
+from mmrlhf_ray.training.tracking import TrackingConfig
 
 CritiqueSource = Literal["expanded", "human", "auto", "none"]
 InferMode = Literal["generate", "given", "none"]
@@ -59,6 +60,10 @@ class TrainRewardConfig(Choices):
     loss: RewardLossWeights = field(default_factory=RewardLossWeights)  # l_Total weights
     epochs: float = _h(0.0, "if > 0: train.max_steps = epochs over the training pairs")
     train: TrainConfig = field(default_factory=_reward_train_defaults)
+    tracking: TrackingConfig = field(
+        default_factory=TrackingConfig,
+        metadata={"help": "TensorBoard / MLflow / W&B curves of the run (rank 0 logs)"},
+    )
     eval_mode: InferMode = _h("generate", "held-out scoring after training: generate|given|none")
     max_new_tokens: int = _h(40, "critique length cap when generating")
     forward: Literal["packed", "grouped"] = _h(

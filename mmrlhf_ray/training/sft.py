@@ -24,6 +24,7 @@ from mmrlhf_ray.data.media import MediaError, is_video, row_images
 from mmrlhf_ray.models.decoding import generate_batch
 from mmrlhf_ray.models.encoding import collate, encode_prompt_response
 from mmrlhf_ray.training.config import TrainConfig
+from mmrlhf_ray.training.tracking import TrackingConfig
 
 
 def _sft_train_defaults() -> TrainConfig:
@@ -60,6 +61,10 @@ class SftConfig:
     benchmark_seed: int = field(default=0, metadata={"help": "seed of the held-out benchmark"})
     max_new_tokens: int = field(default=64, metadata={"help": "generation budget per answer"})
     train: TrainConfig = field(default_factory=_sft_train_defaults)
+    tracking: TrackingConfig = field(
+        default_factory=TrackingConfig,
+        metadata={"help": "TensorBoard / MLflow / W&B curves of the run (rank 0 logs)"},
+    )
 
 
 def sft_example(row: dict[str, Any], max_frames: int = 4) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from jobs import train_dpo as job
 from mmrlhf_ray.core.config import ConfigError
 from mmrlhf_ray.core.stage import StageDir
 from tests.dpo.helpers import make_pairs, write_ref_logps_stage
+from tests.training.helpers import mlflow_history, mlflow_runs, tensorboard_scalars
 
 
 @pytest.mark.ray
@@ -29,6 +30,7 @@ def test_train_dpo_stage_learns_and_keeps_vision_frozen(tmp_path, ray_session, p
         "train.checkpoint_every=4",
         "train.num_workers=1",
         "loss.sft_weight=0.0",
+        "tracking.report_to=[tensorboard,mlflow]",
     ]
     assert job.main(argv) == 0
     out = StageDir(str(tmp_path), "train-dpo")
@@ -49,6 +51,7 @@ def test_train_dpo_stage_learns_and_keeps_vision_frozen(tmp_path, ray_session, p
     assert all(s["queries"] in (1, 2) and s["responses"] == 4 * s["queries"] for s in steps)
     assert all(6 * s["queries"] - 1 <= s["pairs"] <= 6 * s["queries"] for s in steps)
     assert all(0.1 <= s["beta_mean"] <= 0.15 for s in steps) and steps[0]["beta_std"] > 0
+    _assert_curves_logged(m, steps)
     held = m["heldout"]
     assert held["before"]["implicit_accuracy"] == pytest.approx(0.5, abs=0.05)
     assert held["after"]["implicit_accuracy"] > 0.7
@@ -69,6 +72,29 @@ def test_train_dpo_stage_learns_and_keeps_vision_frozen(tmp_path, ray_session, p
     assert any(not torch.equal(before[k], after[k]) for k in before if ".merger." in k)
     assert any(not torch.equal(before[k], after[k]) for k in before if ".layers." in k)
     assert job.main(argv) == 0  # finished: a re-run does nothing
+
+
+def _assert_curves_logged(manifest: dict, steps: list[dict]) -> None:
+    """TensorBoard and MLflow hold the manifest's loss history and every column of
+    metrics.csv (beta statistics and throughput included); held-out accuracy too."""
+    losses = manifest["loss_history"]
+    assert losses == [s["loss"] for s in steps]
+    assert all(0 <= s["beta_upper_share"] <= 1 and s["delta_mean"] >= 1 for s in steps)
+    assert all(s["pairs_per_s"] > 0 and s["tokens_per_s"] > 0 for s in steps)
+    where = manifest["tracking"]
+    scalars = tensorboard_scalars(where["tensorboard_dir"])
+    for key in steps[0]:
+        if key != "step":
+            logged = scalars[f"train/{key}"]
+            assert [n for n, _ in logged] == list(range(1, 9)), key
+            assert [v for _, v in logged] == pytest.approx([s[key] for s in steps], rel=1e-6)
+    accuracy = manifest["heldout"]["after"]["implicit_accuracy"]
+    assert scalars["heldout/after/implicit_accuracy"] == [(8, pytest.approx(accuracy, rel=1e-6))]
+    runs = mlflow_runs(where["mlflow_uri"])
+    assert [r.info.run_id for r in runs] == [where["mlflow_run_id"]]
+    assert runs[0].info.status == "FINISHED" and runs[0].data.params["loss/kind"] == "mm_dpo"
+    history = mlflow_history(where["mlflow_uri"], where["mlflow_run_id"], "train/loss")
+    assert [(n, v) for n, v, _ in history] == list(zip(range(1, 9), losses, strict=True))
 
 
 def test_train_dpo_refuses_reference_logps_of_other_encoding(tmp_path, policy_dir):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import importlib.util
+import os
 import re
 
 import pytest
@@ -19,6 +22,10 @@ from mmrlhf_ray.training.sft import (
     modality_key,
     prepare_sft_rows,
 )
+from mmrlhf_ray.training.tracking import TrackingConfig, resolve_tracking, start_tracking
+from tests.training.helpers import mlflow_history, mlflow_runs, tensorboard_scalars
+
+BACKENDS = ["tensorboard", "mlflow"] + (["wandb"] if importlib.util.find_spec("wandb") else [])
 
 pytestmark = pytest.mark.ray
 
@@ -67,6 +74,27 @@ def _assert_vision_tower_unchanged(before_dir: str, after_dir: str) -> None:
     assert sum(not torch.equal(before[k], after[k]) for k in rest) > 0.9 * len(rest)
 
 
+def _assert_rank0_logged_the_csv(tracking, rows: list[dict]) -> None:
+    """What TensorBoard / MLflow / W&B hold equals metrics.csv, logged by rank 0 alone:
+    another rank would log every step a second time (and open its own W&B run)."""
+    scalars = tensorboard_scalars(tracking.tensorboard_dir)  # the resume purged steps > 5
+    for key in ("loss", "grad_norm", "lr", "tokens_per_s", "examples_per_s"):
+        logged = scalars[f"train/{key}"]
+        assert [s for s, _ in logged] == list(range(1, 11)), key
+        assert [v for _, v in logged] == pytest.approx([r[key] for r in rows], rel=1e-6)  # f32
+    history = mlflow_history(tracking.mlflow_uri, tracking.mlflow_run_id, "train/loss")
+    steps = [s for s, _, _ in history]
+    assert steps[:5] == [1, 2, 3, 4, 5]  # once each before the crash; 6-7 may be logged again
+    last = {s: v for s, v, _ in history}  # the resumed attempt logs after the crashed one
+    assert [last[s] for s in range(1, 11)] == [r["loss"] for r in rows]  # exact: repr floats
+    assert len(mlflow_runs(tracking.mlflow_uri)) == 1
+    if "wandb" in tracking.backends:  # one offline run per attempt of rank 0
+        runs = glob.glob(
+            os.path.join(tracking.wandb_dir, "wandb", f"offline-run-*-{tracking.run_key}")
+        )
+        assert len(runs) == 2, runs
+
+
 def _loss_falls(metrics: list[dict]) -> tuple[float, float]:
     first = sum(m["loss"] for m in metrics[:3]) / 3
     last = sum(m["loss"] for m in metrics[-3:]) / 3
@@ -76,10 +104,14 @@ def _loss_falls(metrics: list[dict]) -> tuple[float, float]:
 def test_zero2_killed_worker_resumes_loss_falls_vision_frozen(
     ray_session, tiny_models, sft_rows, tmp_path
 ):
-    """2 workers, ZeRO-2: rank 1 dies at step 7, the run resumes from step 5 and finishes."""
+    """2 workers, ZeRO-2: rank 1 dies at step 7, the run resumes from step 5 and finishes.
+    Rank 0 alone logs each step's row to TensorBoard and MLflow (and W&B, if installed)."""
     marker = tmp_path / "crashed.txt"
     # rank 1 dies at its 7th loss call = step 7 (grad_accum 1); last checkpoint: step 5
     loss = CrashOnce(sft_loss, at_call=7, marker=str(marker), rank=1)
+    tracking = start_tracking(
+        resolve_tracking(TrackingConfig(report_to=BACKENDS), str(tmp_path), "sft", "kill")
+    )
     result = run_training(
         _task(tiny_models, sft_rows, loss),
         _cfg(zero_stage=2),
@@ -87,6 +119,7 @@ def test_zero2_killed_worker_resumes_loss_falls_vision_frozen(
         storage_path=str(tmp_path / "ray"),
         output_dir=str(tmp_path / "policy"),
         metrics_csv=str(tmp_path / "metrics.csv"),
+        tracking=tracking,
     )
     assert marker.exists()  # the worker really died
     assert result.steps == 10
@@ -97,6 +130,7 @@ def test_zero2_killed_worker_resumes_loss_falls_vision_frozen(
     first, last = _loss_falls(result.metrics)
     assert last < 0.75 * first, (first, last)
     _assert_vision_tower_unchanged(tiny_models["policy"], result.hf_dir)
+    _assert_rank0_logged_the_csv(tracking, result.metrics)
     from mmrlhf_ray.models import load_policy
 
     _, processor = load_policy(result.hf_dir)  # the HF checkpoint loads by path
