@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 MAX_PIXELS = 4096 * 4096  # refuse decompression bombs before decoding
+FORMATS = ("PNG", "JPEG")  # the only Pillow plugins that ever parse our input
 VIDEO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -26,25 +27,54 @@ class MediaError(ValueError):
         self.reason = reason
 
 
+def _source(data: bytes | str | Path, field: str) -> Any:
+    if isinstance(data, bytes):
+        return io.BytesIO(data)
+    if "\x00" in str(data):
+        raise MediaError(field, "path contains a NUL character")
+    try:
+        return open(data, "rb")
+    except OSError as exc:
+        raise MediaError(field, f"cannot open {data!s}: {exc.strerror}") from exc
+
+
+def _open(source: Any, field: str, max_pixels: int) -> Image.Image:
+    """Headers only: PNG or JPEG, at most ``max_pixels``; nothing decoded yet."""
+    try:
+        img = Image.open(source, formats=FORMATS)
+    except Image.UnidentifiedImageError as exc:
+        raise MediaError(field, "not a PNG or JPEG image") from exc
+    except Exception as exc:  # PIL raises many types for corrupt headers (and its own bombs)
+        raise MediaError(field, f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+    if img.width * img.height > max_pixels:
+        raise MediaError(field, f"{img.width}x{img.height} exceeds {max_pixels} pixels")
+    return img
+
+
+def image_size(data: bytes | str | Path, field: str = "image", max_pixels: int = MAX_PIXELS):
+    """(width, height) from the headers of a PNG or JPEG, without decoding its pixels."""
+    with _source(data, field) as source:
+        return _open(source, field, max_pixels).size
+
+
 def decode_image(
     data: bytes | str | Path,
     field: str = "image",
     max_pixels: int = MAX_PIXELS,
     max_side: int | None = None,
 ) -> Image.Image:
-    """Decode encoded bytes or a file path into an RGB image (optionally downscaled)."""
-    try:
-        source: Any = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")
-    except OSError as exc:
-        raise MediaError(field, f"cannot open {data!s}: {exc.strerror}") from exc
-    with source:
+    """Decode a PNG or JPEG (bytes or a path) into RGB, downsized to ``max_side`` on decode.
+
+    Only the PNG and JPEG plugins parse the bytes (no EPS, TIFF, JPEG 2000, ...); the pixel
+    count is read from the headers and refused before decoding; a JPEG decodes at a
+    reduced scale when ``max_side`` allows (``draft``), so a large one never exists in full.
+    """
+    with _source(data, field) as source:
+        img = _open(source, field, max_pixels)
         try:
-            img = Image.open(source)
-            if img.width * img.height > max_pixels:
-                raise MediaError(field, f"{img.width}x{img.height} exceeds {max_pixels} pixels")
+            if max_side and max(img.size) > max_side and img.format == "JPEG":
+                img.draft("RGB", (max_side, max_side))
             img.load()
-        except MediaError:
-            raise
         except Exception as exc:  # PIL raises many types for corrupt data
             raise MediaError(field, f"not a decodable image ({type(exc).__name__}: {exc})") from exc
     img = img.convert("RGB")
