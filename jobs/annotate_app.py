@@ -74,8 +74,9 @@ def add_user(cfg: AnnotateAppConfig, store: Store) -> None:
     if not cfg.user:
         raise ConfigError("annotate-app.user: required for action=add-user")
     password = os.environ.get(cfg.password_env) or getpass.getpass(f"password for {cfg.user}: ")
-    store.add_user(cfg.user, cfg.role, password, replace=True)
-    print(f"annotate-app: user {cfg.user} ({cfg.role}) saved in {store.path}")
+    replaced = store.add_user(cfg.user, cfg.role, password, replace=cfg.replace)
+    ended = " (password reset, its sessions ended)" if replaced else ""
+    print(f"annotate-app: user {cfg.user} ({cfg.role}) saved in {store.path}{ended}")
 
 
 def status(cfg: AnnotateAppConfig, store: Store) -> None:
