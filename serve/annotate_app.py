@@ -212,13 +212,16 @@ JsonFields = Annotated[dict[str, str], Depends(json_fields)]
 router = APIRouter()
 
 
-def create_app(store: Store, settings: AppSettings) -> FastAPI:
-    """The app over ``store``; routes are the module's ``router``."""
+def create_app(
+    store: Store, settings: AppSettings, throttle: LoginThrottle | None = None
+) -> FastAPI:
+    """The app over ``store``; routes are the module's ``router``. ``throttle``: the login
+    limits (default: 5 wrong passwords a minute per name, 20 per address)."""
     app = FastAPI(title="mmrlhf annotate-app", docs_url=None, redoc_url=None, openapi_url=None)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
     env.globals.update(DIMENSIONS=DIMENSIONS, RUBRIC=RUBRIC)
     app.state.web = Web(store, settings, env)
-    app.state.throttle = LoginThrottle(clock=store.clock)
+    app.state.throttle = throttle or LoginThrottle(clock=store.clock)
     app.add_middleware(BodyCap, max_body_bytes=settings.max_body_bytes)
 
     @app.middleware("http")
