@@ -51,8 +51,11 @@ def load(cfg: AnnotateAppConfig, store: Store) -> None:
     added = store.add_tasks(tasks, media)
     print(
         f"annotate-app: {len(tasks)} queries in {cfg.input_stage} ({added} new), "
-        f"{len(problems)} generated rows left out (empty or malformed)"
+        f"{len(problems)} rows or queries left out (empty, malformed or bad media)"
     )
+    for p in problems[:10]:
+        where = p.get("query_id") or p.get("locator")
+        print(f"annotate-app: left out {where}: {p.get('field')}: {p.get('reason')}")
     if cfg.gold_jsonl:
         by_id = {t["query_id"]: t for t in tasks}
         n = 0

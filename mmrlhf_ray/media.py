@@ -8,6 +8,7 @@ a quarantined row.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,42 @@ def row_images(
     if first_frame_only:
         frames = frames[:1]
     return [decode_image(f, field, max_side=max_side) for f in sample_uniform(frames, max_frames)]
+
+
+def path_under_root(path: str, root: str, field: str) -> str:
+    """``path`` if, resolved (symlinks followed, ``..`` applied), it lies under ``root``;
+    else ``MediaError`` naming ``field``. An empty ``root`` is the working directory.
+
+    For media paths read from a file someone else wrote (a release's ``data.jsonl``, a
+    pool): without this an ``"image": "/home/lead/.aws/credentials"`` is read, stored and
+    shown. A URI root (``s3://...``) takes paths under it with no ``..`` segment.
+    """
+    if "\x00" in path:
+        raise MediaError(field, "path contains a NUL character")
+    if "://" in root:
+        prefix = root.rstrip("/") + "/"
+        rest = path[len(prefix) :] if path.startswith(prefix) else None
+        if rest is None or ".." in rest.split("/"):
+            raise MediaError(field, f"{path!r} is outside the media root {root!r}")
+        return path
+    if "://" in path:
+        raise MediaError(field, f"{path!r} is a URI outside the media root {root or '.'!r}")
+    real_root = os.path.realpath(root or ".")
+    real = os.path.realpath(os.path.join(real_root, path))
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise MediaError(field, f"{path!r} resolves outside the media root {root or '.'!r}")
+    return path
+
+
+def checked_media_bytes(path: str | Path, field: str, max_bytes: int) -> bytes:
+    """The bytes of a media file if it is at most ``max_bytes`` and a PNG or JPEG whose
+    headers are within ``MAX_PIXELS`` (checked before anything is stored)."""
+    try:
+        size = os.path.getsize(path)
+    except (OSError, ValueError) as exc:
+        raise MediaError(field, f"cannot read {path!s}") from exc
+    if size > max_bytes:
+        raise MediaError(field, f"{path!s} is {size} bytes, over {max_bytes}")
+    data = Path(path).read_bytes()[: max_bytes + 1]
+    image_size(data, field)
+    return data
