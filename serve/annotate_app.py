@@ -172,7 +172,8 @@ class Web:
 
 
 def check_csrf(session: Session, token: Any) -> None:
-    if not token or not hmac.compare_digest(str(token), session.csrf):
+    # bytes: compare_digest refuses str with non-ASCII characters (TypeError, a 500)
+    if not token or not hmac.compare_digest(str(token).encode(), session.csrf.encode()):
         raise HttpError(403, "the form's security token is missing or wrong: reload the page")
 
 

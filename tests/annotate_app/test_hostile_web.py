@@ -158,6 +158,8 @@ def test_odd_numbers_and_unassigned_labels_are_4xx(env):
         r = alice.post("/q/q-image", data={**good_form(csrf), "r0_helpfulness": bad})
         assert r.status_code == 422, bad
         assert messages(r.text)[0].startswith("response 1 helpfulness must be a whole number")
+    r = alice.post("/q/q-image", data={**good_form(csrf), "csrf": "é" * 43})  # was a 500
+    assert r.status_code == 403
     r = alice.post("/q/q-image", data={**good_form(csrf), "revision": "²"})
     assert r.status_code == 409  # not a revision this page had
     r = alice.post("/q/q-third", data={**good_form(csrf, k=2), "r0_ethics": "9"})  # bob's
