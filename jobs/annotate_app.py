@@ -15,6 +15,7 @@ draft reasons, from ``assist_model`` in this process or the service at ``assist_
 
     mmrlhf annotate-app run_dir=runs/demo action=add-user user=lead role=lead
     mmrlhf annotate-app run_dir=runs/demo action=add-user user=alice
+    mmrlhf annotate-app run_dir=runs/demo action=add-user user=alice replace=true  # new password
     mmrlhf annotate-app run_dir=runs/demo action=assign raters_per_query=2
     mmrlhf annotate-app run_dir=runs/demo
     mmrlhf annotate-app run_dir=runs/demo action=export

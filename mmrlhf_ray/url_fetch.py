@@ -85,10 +85,11 @@ class _PinnedConnection(http.client.HTTPConnection):
         self.address, self.tls = address, tls
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), self.timeout)
+        # self.sock is set before the TLS handshake, so the watchdog can cut a slow one too
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
         if self.tls:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
-        self.sock = sock
+            context = ssl.create_default_context()
+            self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
 
 
 def _shut(conn: _PinnedConnection) -> None:
