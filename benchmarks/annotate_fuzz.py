@@ -114,30 +114,38 @@ def raw_http(port: int, data: bytes) -> int:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
 
 
-def generators(rng: random.Random, csrf: str, port: int) -> list:
+def forged(rng: random.Random, csrf: str) -> str:
+    return rng.choice(["", "x", csrf[:-1], csrf + "x", "\x00" * 43, "é" * 43, "a" * 5000])
+
+
+def bad_digit_form(rng: random.Random, csrf: str) -> dict:
+    form = good_form(csrf)
+    field = rng.choice([f"r{i}_{k}" for i in range(3) for k in ("helpfulness", "ethics", "rank")])
+    form[field] = rng.choice(BAD_NUMBERS)
+    return form
+
+
+def chunks(total: int):
+    for _ in range(total // (64 << 10) + 1):
+        yield b"user=alice&password=" + b"x" * (64 << 10)
+
+
+def nested(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def generators(rng: random.Random, csrf: str) -> list:
     """Functions () -> ("http", method, path, kwargs, as_alice) | ("raw", bytes)."""
+    return _rater_cases(rng, csrf) + _body_cases(rng, csrf) + _wire_cases(rng, csrf)
 
-    def forged() -> str:
-        return rng.choice(["", "x", csrf[:-1], csrf + "x", "\x00" * 43, "é" * 43, "a" * 5000])
 
-    def bad_digit_form() -> dict:
-        form = good_form(csrf)
-        field = rng.choice(
-            [f"r{i}_{k}" for i in range(3) for k in ("helpfulness", "ethics", "rank")]
-        )
-        form[field] = rng.choice(BAD_NUMBERS)
-        return form
-
-    def chunks(total: int):
-        for _ in range(total // (64 << 10) + 1):
-            yield b"user=alice&password=" + b"x" * (64 << 10)
-
-    def nested(depth: int) -> bytes:
-        return b'{"a":' * depth + b"1" + b"}" * depth
-
-    form_ct = {"Content-Type": "application/x-www-form-urlencoded"}
+def _rater_cases(rng: random.Random, csrf: str) -> list:
+    """The rater's forms, ids, roles, media and drafts."""
     return [
-        lambda: ("http", "POST", "/q/q-2", {"data": bad_digit_form()}, True),
+        lambda: ("http", "POST", "/q/q-2", {"data": bad_digit_form(rng, csrf)}, True),
         lambda: (
             "http",
             "POST",
@@ -145,7 +153,7 @@ def generators(rng: random.Random, csrf: str, port: int) -> list:
             {"data": {**good_form(csrf), "revision": rng.choice(["0", "²", "--1", "", "9" * 30])}},
             True,
         ),
-        lambda: ("http", "POST", "/q/q-0", {"data": good_form(forged(), "1")}, True),
+        lambda: ("http", "POST", "/q/q-0", {"data": good_form(forged(rng, csrf), "1")}, True),
         lambda: ("http", "POST", f"/q/{rng.choice(BAD_IDS)}", {"data": good_form(csrf)}, True),
         lambda: (
             "http",
@@ -181,19 +189,25 @@ def generators(rng: random.Random, csrf: str, port: int) -> list:
                 ),
                 "headers": {
                     "Content-Type": "application/json",
-                    "X-CSRF-Token": rng.choice([csrf, forged()]),
+                    "X-CSRF-Token": rng.choice([csrf, forged(rng, csrf)]),
                 },
             },
             True,
         ),
+    ]
+
+
+def _body_cases(rng: random.Random, csrf: str) -> list:
+    """Oversized and chunked bodies, login junk, bad cookies, wrong methods and routes."""
+    return [
         lambda: (
             "http",
             "POST",
             rng.choice(["/login", "/q/q-2", "/logout"]),
-            {"data": chunks(rng.choice([1_100_000, 10_000_000])), "headers": form_ct},
+            {"data": chunks(rng.choice([1_100_000, 10_000_000])), "headers": FORM},
             rng.random() < 0.5,
         ),
-        lambda: ("http", "POST", "/q/q-2", {"data": b"x" * 1_000_001, "headers": form_ct}, True),
+        lambda: ("http", "POST", "/q/q-2", {"data": b"x" * 1_000_001, "headers": FORM}, True),
         lambda: (
             "http",
             "POST",
@@ -243,6 +257,12 @@ def generators(rng: random.Random, csrf: str, port: int) -> list:
             {},
             rng.random() < 0.5,
         ),
+    ]
+
+
+def _wire_cases(rng: random.Random, csrf: str) -> list:
+    """Wrong content types and raw HTTP the client library would not send."""
+    return [
         lambda: (
             "http",
             "POST",
@@ -252,7 +272,7 @@ def generators(rng: random.Random, csrf: str, port: int) -> list:
                     {"json": good_form(csrf)},
                     {"data": b"a=b", "headers": {"Content-Type": "text/plain"}},
                     {"files": {"r0_reason": ("x.txt", b"hi")}, "data": good_form(csrf, "²")},
-                    {"data": "&".join(f"f{i}=1" for i in range(5000)), "headers": form_ct},
+                    {"data": "&".join(f"f{i}=1" for i in range(5000)), "headers": FORM},
                 ]
             ),
             True,
@@ -285,7 +305,7 @@ def fuzz(url: str, port: int, n: int, threads: int, seed: int, pid: int) -> dict
         rng = random.Random(seed + k)
         alice, csrf = sessions[k]
         anon = requests.Session()
-        gens = generators(rng, csrf, port)
+        gens = generators(rng, csrf)
         for i in counter:
             if i % 250 == 0:
                 with lock:
