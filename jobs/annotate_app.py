@@ -15,6 +15,7 @@ draft reasons, from ``assist_model`` in this process or the service at ``assist_
 
     mmrlhf annotate-app run_dir=runs/demo action=add-user user=lead role=lead
     mmrlhf annotate-app run_dir=runs/demo action=add-user user=alice
+    mmrlhf annotate-app run_dir=runs/demo action=add-user user=alice replace=true  # new password
     mmrlhf annotate-app run_dir=runs/demo action=assign raters_per_query=2
     mmrlhf annotate-app run_dir=runs/demo
     mmrlhf annotate-app run_dir=runs/demo action=export
@@ -51,8 +52,11 @@ def load(cfg: AnnotateAppConfig, store: Store) -> None:
     added = store.add_tasks(tasks, media)
     print(
         f"annotate-app: {len(tasks)} queries in {cfg.input_stage} ({added} new), "
-        f"{len(problems)} generated rows left out (empty or malformed)"
+        f"{len(problems)} rows or queries left out (empty, malformed or bad media)"
     )
+    for p in problems[:10]:
+        where = p.get("query_id") or p.get("locator")
+        print(f"annotate-app: left out {where}: {p.get('field')}: {p.get('reason')}")
     if cfg.gold_jsonl:
         by_id = {t["query_id"]: t for t in tasks}
         n = 0
@@ -74,8 +78,9 @@ def add_user(cfg: AnnotateAppConfig, store: Store) -> None:
     if not cfg.user:
         raise ConfigError("annotate-app.user: required for action=add-user")
     password = os.environ.get(cfg.password_env) or getpass.getpass(f"password for {cfg.user}: ")
-    store.add_user(cfg.user, cfg.role, password, replace=True)
-    print(f"annotate-app: user {cfg.user} ({cfg.role}) saved in {store.path}")
+    replaced = store.add_user(cfg.user, cfg.role, password, replace=cfg.replace)
+    ended = " (password reset, its sessions ended)" if replaced else ""
+    print(f"annotate-app: user {cfg.user} ({cfg.role}) saved in {store.path}{ended}")
 
 
 def status(cfg: AnnotateAppConfig, store: Store) -> None:

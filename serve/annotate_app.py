@@ -4,8 +4,16 @@ Server-rendered pages (Jinja2 templates in ``serve/annotate_templates/``); the o
 JavaScript is ``app.js`` (keyboard shortcuts, draft autosave, image zoom, frame
 player). Every form carries the session's CSRF token; cookies are HttpOnly and
 SameSite=Strict. A rejected write re-renders the page with the message and returns a
-4xx: 403 (CSRF / role), 404 (not assigned), 409 (double submit, stale page), 413 (body
-too large), 422 (invalid labels). Nothing is written unless the whole form is valid.
+4xx: 403 (CSRF / role), 404 (not assigned), 409 (double submit, stale page or draft),
+413 (body too large), 415 (not a plain form), 422 (invalid labels), 429 (too many wrong
+passwords). Nothing is written unless the whole form is valid.
+
+Hostile input: ``BodyCap`` counts the bytes of every body (chunked ones too) before any
+route sees it; a form or JSON body is parsed only after the session is checked (``/login``
+aside); logins are throttled per name and per address (``LoginThrottle``, the store's
+clock); media is served only to a lead or a rater assigned the query; every unknown or
+unassigned query answers the same 404; pages carry ``nosniff`` and a content security
+policy; there is no OpenAPI route.
 
 Run with ``mmrlhf annotate-app run_dir=...`` (``jobs/annotate_app.py``).
 """
@@ -13,6 +21,7 @@ Run with ``mmrlhf annotate-app run_dir=...`` (``jobs/annotate_app.py``).
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,10 +41,20 @@ from mmrlhf_ray.annotate_app.labels import (
 )
 from mmrlhf_ray.annotate_app.review import agreement, review_query
 from mmrlhf_ray.annotate_app.store import SESSION_SECONDS, Conflict, NotFound, Session, Store
+from mmrlhf_ray.annotate_app.throttle import LoginThrottle
 
 TEMPLATES = Path(__file__).with_name("annotate_templates")
 COOKIE = "mmrlhf_session"
 MAX_DRAFT_FIELDS = 200
+MAX_MEDIA_INDEX = 10_000
+MAX_PASSWORD_CHARS = 1024
+NOT_FOUND = "not found: no such query in your queue"
+INTEGER = re.compile(r"-?[0-9]{1,9}")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
 
 
 @dataclass
@@ -57,6 +76,47 @@ class HttpError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def _html(status: int, message: str):
+    return HTMLResponse(f"<!doctype html><title>Error {status}</title><p>{message}</p>", status)
+
+
+class BodyCap:
+    """ASGI middleware: counts the bytes of every request body (``Content-Length`` or
+    chunked) and answers 413 past ``max_body_bytes``, before any route or parser runs."""
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app, self.limit = app, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_big = _html(413, f"request body over {self.limit} bytes")
+        if declared is not None and not declared.isdigit():  # bytes: ASCII digits only
+            return await _html(400, "Content-Length is not a number")(scope, receive, send)
+        if declared is not None and int(declared) > self.limit:
+            return await too_big(scope, receive, send)
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await too_big(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
 
 
 def _image_type(data: bytes) -> str:
@@ -92,6 +152,17 @@ class Web:
             raise HttpError(403, f"this page is for the {role} role")
         return session
 
+    def require_assigned(self, session: Session, query_id: str) -> None:
+        """A lead sees every query; a rater only those assigned (else the one 404)."""
+        if session.role == "lead" and self.store.read(
+            "SELECT 1 FROM queries WHERE query_id = ?", (query_id,)
+        ):
+            return
+        try:
+            self.store.assignment(query_id, session.user)
+        except NotFound as exc:
+            raise HttpError(404, NOT_FOUND) from exc
+
     def frame_count(self, query_id: str) -> int:
         sql = "SELECT COUNT(*) FROM media WHERE query_id = ? AND kind = 'frame'"
         return self.store.read(sql, (query_id,))[0][0]
@@ -101,7 +172,8 @@ class Web:
 
 
 def check_csrf(session: Session, token: Any) -> None:
-    if not token or not hmac.compare_digest(str(token), session.csrf):
+    # bytes: compare_digest refuses str with non-ASCII characters (TypeError, a 500)
+    if not token or not hmac.compare_digest(str(token).encode(), session.csrf.encode()):
         raise HttpError(403, "the form's security token is missing or wrong: reload the page")
 
 
@@ -109,16 +181,27 @@ def web(request: Request) -> Web:
     return request.app.state.web
 
 
+def _logged_in_first(request: Request) -> None:
+    """The session is checked before a body is parsed (only ``/login`` parses without)."""
+    if request.url.path != "/login" and web(request).session_of(request) is None:
+        raise HttpError(401, "not logged in")
+
+
 async def form_fields(request: Request) -> dict[str, str]:
     """The posted form as strings. Handlers are plain functions that FastAPI runs in its
     thread pool, so password hashing and SQLite waits never block the event loop."""
+    _logged_in_first(request)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise HttpError(415, "expected a form (application/x-www-form-urlencoded)")
     return {k: str(v) for k, v in (await request.form()).items()}
 
 
 async def json_fields(request: Request) -> dict[str, str]:
+    _logged_in_first(request)
     try:
         body = await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise HttpError(422, "draft: the body is not JSON") from exc
     if not isinstance(body, dict) or len(body) > MAX_DRAFT_FIELDS:
         raise HttpError(422, "draft: expected an object of form fields")
@@ -130,22 +213,26 @@ JsonFields = Annotated[dict[str, str], Depends(json_fields)]
 router = APIRouter()
 
 
-def create_app(store: Store, settings: AppSettings) -> FastAPI:
-    """The app over ``store``; routes are the module's ``router``."""
-    app = FastAPI(title="mmrlhf annotate-app", docs_url=None, redoc_url=None)
+def create_app(
+    store: Store, settings: AppSettings, throttle: LoginThrottle | None = None
+) -> FastAPI:
+    """The app over ``store``; routes are the module's ``router``. ``throttle``: the login
+    limits (default: 5 wrong passwords a minute per name, 20 per address)."""
+    app = FastAPI(title="mmrlhf annotate-app", docs_url=None, redoc_url=None, openapi_url=None)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
     env.globals.update(DIMENSIONS=DIMENSIONS, RUBRIC=RUBRIC)
     app.state.web = Web(store, settings, env)
+    app.state.throttle = throttle or LoginThrottle(clock=store.clock)
+    app.add_middleware(BodyCap, max_body_bytes=settings.max_body_bytes)
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            message = f"request body over {settings.max_body_bytes} bytes"
-            return HTMLResponse(message, status_code=413)
+    async def security_headers(request: Request, call_next):
         response = await call_next(request)
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
     @app.exception_handler(HttpError)
@@ -184,9 +271,26 @@ def login_page(request: Request):
 @router.post("/login")
 def login(request: Request, form: FormFields):
     w = web(request)
-    result = w.store.login(form.get("user", ""), form.get("password", ""))
+    throttle: LoginThrottle = request.app.state.throttle
+    user, password = form.get("user", "")[:64], form.get("password", "")
+    address = request.client.host if request.client else "?"
+    wait = throttle.retry_after(user, address)
+    if wait > 0:
+        response = w.render(
+            "login.html",
+            429,
+            error=f"too many wrong passwords: try again in {int(wait) + 1} s",
+            session=None,
+        )
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    result = None
+    if len(password) <= MAX_PASSWORD_CHARS:
+        result = w.store.login(user, password)
     if result is None:
+        throttle.failed(user, address)
         return w.render("login.html", 401, error="wrong user name or password", session=None)
+    throttle.succeeded(user)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         COOKIE,
@@ -279,7 +383,7 @@ def rate_get(request: Request, query_id: str):
     try:
         return rate_page(w, session, query_id)
     except NotFound as exc:
-        raise HttpError(404, str(exc)) from exc
+        raise HttpError(404, NOT_FOUND) from exc
 
 
 @router.post("/q/{query_id}")
@@ -288,12 +392,13 @@ def rate_post(request: Request, query_id: str, form: FormFields):
     session = w.require(request)
     check_csrf(session, form.get("csrf"))
     try:
+        w.store.assignment(query_id, session.user)  # before any page is built from it
         k = len(w.store.query(query_id).task["responses"])
         labels = parse_form(form, k, w.settings.max_reason_chars, w.settings.require_reasons)
         used = kept_counts(w.store.assist(query_id), [r.reason for r in labels.responses])
         w.store.submit(query_id, session.user, labels, _int(form.get("revision")), used)
     except NotFound as exc:
-        raise HttpError(404, str(exc)) from exc
+        raise HttpError(404, NOT_FOUND) from exc
     except LabelError as exc:
         return rate_page(w, session, query_id, 422, form, exc.problems)
     except Conflict as exc:
@@ -303,8 +408,9 @@ def rate_post(request: Request, query_id: str, form: FormFields):
 
 
 def _int(value: Any) -> int:
+    """A form's revision: ASCII digits only (``²`` and ``--5`` pass ``isdigit``), else -1."""
     text = str(value or "").strip()
-    return int(text) if text.lstrip("-").isdigit() else -1
+    return int(text) if INTEGER.fullmatch(text) else -1
 
 
 @router.post("/q/{query_id}/draft")
@@ -313,20 +419,27 @@ def draft(request: Request, query_id: str, body: JsonFields):
     session = w.require(request)
     check_csrf(session, request.headers.get("x-csrf-token"))
     limit = w.settings.max_reason_chars + 1
+    revision = _int(body.pop("revision", None))
     try:
-        w.store.save_draft(query_id, session.user, {k: v[:limit] for k, v in body.items()})
+        w.store.save_draft(
+            query_id, session.user, {k: v[:limit] for k, v in body.items()}, revision
+        )
     except NotFound as exc:
-        raise HttpError(404, str(exc)) from exc
+        raise HttpError(404, NOT_FOUND) from exc
+    except Conflict as exc:  # sent before a submit, arrived after it: the labels stand
+        return JSONResponse({"saved": False, "reason": str(exc)}, status_code=409)
     return JSONResponse({"saved": True})
 
 
 @router.get("/media/{query_id}/{kind}/{idx}")
-def media(request: Request, query_id: str, kind: str, idx: int):
+def media(request: Request, query_id: str, kind: str, idx: str):
     w = web(request)
-    w.require(request)
-    data = w.store.media(query_id, kind, idx) if kind in ("image", "frame") else None
+    w.require_assigned(w.require(request), query_id)
+    n = int(idx) if idx.isascii() and idx.isdigit() and len(idx) <= 5 else -1
+    ok = kind in ("image", "frame") and 0 <= n < MAX_MEDIA_INDEX
+    data = w.store.media(query_id, kind, n) if ok else None
     if data is None:
-        raise HttpError(404, f"no {kind} {idx} for query {query_id}")
+        raise HttpError(404, NOT_FOUND)
     return Response(data, media_type=_image_type(data))
 
 
@@ -424,7 +537,7 @@ def adjudicate_get(request: Request, query_id: str):
     try:
         return adjudicate_page(w, session, query_id)
     except NotFound as exc:
-        raise HttpError(404, str(exc)) from exc
+        raise HttpError(404, NOT_FOUND) from exc
 
 
 @router.post("/adjudicate/{query_id}")
@@ -437,7 +550,7 @@ def adjudicate_post(request: Request, query_id: str, form: FormFields):
         labels = parse_form(form, k, w.settings.max_reason_chars, w.settings.require_reasons)
         w.store.adjudicate(query_id, session.user, labels, _int(form.get("labels_rev")))
     except NotFound as exc:
-        raise HttpError(404, str(exc)) from exc
+        raise HttpError(404, NOT_FOUND) from exc
     except LabelError as exc:
         return adjudicate_page(w, session, query_id, 422, form, exc.problems)
     except Conflict as exc:

@@ -94,7 +94,9 @@ class _Guard:
                 return await resp(scope, receive, send)
         limit = self.max_body_bytes
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared is not None and not (declared.isascii() and declared.isdigit()):
+            return await _error(400, "content-length", "not a decimal number")(scope, receive, send)
+        if declared is not None and int(declared) > limit:
             return await _error(413, "body", f"body exceeds {limit} bytes")(scope, receive, send)
         body, more = bytearray(), True
         while more:  # read it all (bounded) so chunked bodies are capped too

@@ -43,6 +43,10 @@ class AnnotateAppConfig(Choices):
     role: Literal["rater", "lead"] = field(
         default="rater", metadata={"help": "add-user: rater | lead (the store's ROLES)"}
     )
+    replace: bool = field(
+        default=False,
+        metadata={"help": "add-user: reset an existing user's password (ends its sessions)"},
+    )
     password_env: str = field(
         default="MMRLHF_PASSWORD",
         metadata={"help": "add-user: env var holding the password (else prompt)"},

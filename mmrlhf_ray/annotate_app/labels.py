@@ -13,6 +13,7 @@ every problem, each naming the response and field, so nothing half-valid is stor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -127,7 +128,7 @@ def _integer(raw: Any, low: int, high: int, where: str, problems: list) -> int |
     if not text:
         problems.append((where, f"{_label(where)} is missing"))
         return None
-    if not text.lstrip("-").isdigit():
+    if not re.fullmatch(r"-?[0-9]{1,9}", text):  # ASCII only: "²" and "--5" pass isdigit
         problems.append(
             (where, f"{_label(where)} must be a whole number {low}-{high}, got {text!r}")
         )
@@ -141,7 +142,11 @@ def _integer(raw: Any, low: int, high: int, where: str, problems: list) -> int |
 
 def _label(where: str) -> str:
     """``r2_ethics`` -> ``response 3 ethics`` (1-based, as the page shows it)."""
-    if where.startswith("r") and "_" in where and where[1:].split("_")[0].isdigit():
+    if (
+        where.startswith("r")
+        and "_" in where
+        and re.fullmatch(r"[0-9]{1,9}", where[1:].split("_")[0])
+    ):
         index, name = where[1:].split("_", 1)
         return f"response {int(index) + 1} {name}"
     return where.replace("_", " ")

@@ -31,22 +31,25 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from mmrlhf_ray.annotate_app.labels import Labels
 
 ROLES = ("rater", "lead")
-SESSION_SECONDS = 7 * 24 * 3600  # a login lasts a week
+SESSION_SECONDS = 7 * 24 * 3600  # a login lasts a week at most
+IDLE_SECONDS = 8 * 3600  # and ends after 8 hours without a request
+TOUCH_SECONDS = 60  # a session's last_seen is rewritten at most once a minute
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users(
   name TEXT PRIMARY KEY, role TEXT NOT NULL, pw_hash TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions(
   token_hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(name),
-  csrf TEXT NOT NULL, created REAL NOT NULL);
+  csrf TEXT NOT NULL, created REAL NOT NULL, last_seen REAL);
 CREATE TABLE IF NOT EXISTS queries(
   query_id TEXT PRIMARY KEY, position INTEGER NOT NULL, task TEXT NOT NULL, gold TEXT,
   labels_rev INTEGER NOT NULL DEFAULT 0, adjudication TEXT, adjudicated_by TEXT,
@@ -98,6 +101,13 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
+@cache
+def _dummy_hash() -> str:
+    """A hash no password matches: unknown names cost the same scrypt as known ones, so
+    the answer's timing does not tell which accounts exist."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -135,13 +145,22 @@ class QueryRow:
 class Store:
     """The SQLite file at ``path`` (created with its schema on first use)."""
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0):
+    def __init__(
+        self,
+        path: str | Path,
+        busy_timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.path = str(path)
         self.busy_timeout_s = busy_timeout_s
+        self.clock = clock  # tests pass a fake clock (sessions' ages, timestamps)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            columns = {r["name"] for r in conn.execute("PRAGMA table_info(sessions)")}
+            if "last_seen" not in columns:  # a store made before idle timeouts
+                conn.execute("ALTER TABLE sessions ADD COLUMN last_seen REAL")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -171,20 +190,30 @@ class Store:
             return conn.execute(sql, args).fetchall()
 
     # ---- users and sessions --------------------------------------------------------------
-    def add_user(self, name: str, role: str, password: str, replace: bool = False) -> None:
+    def add_user(self, name: str, role: str, password: str, replace: bool = False) -> bool:
+        """Create an account; an existing name is refused unless ``replace``, which resets
+        its role and password and ends every session it has. Returns True if replaced."""
         if role not in ROLES:
             raise ValueError(f"role: {role!r} not one of {ROLES}")
         if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ValueError(f"user: {name!r} must be letters, digits, '-', '_' or '.'")
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
-        try:
-            with self.transaction() as conn:
+        if not name.isascii() or len(name) > 64:
+            raise ValueError(f"user: {name!r} must be at most 64 ASCII characters")
+        pw_hash = hash_password(password)
+        with self.transaction() as conn:
+            exists = conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()
+            if exists and not replace:
+                raise ValueError(f"user: {name!r} exists (replace=true to reset the password)")
+            if exists:
                 conn.execute(
-                    f"{verb} INTO users VALUES (?, ?, ?, ?)",
-                    (name, role, hash_password(password), time.time()),
+                    "UPDATE users SET role = ?, pw_hash = ? WHERE name = ?", (role, pw_hash, name)
                 )
-        except sqlite3.IntegrityError as exc:
-            raise ValueError(f"user: {name!r} exists (replace=true to reset)") from exc
+                conn.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            else:
+                conn.execute(
+                    "INSERT INTO users VALUES (?, ?, ?, ?)", (name, role, pw_hash, self.clock())
+                )
+        return bool(exists)
 
     def users(self) -> list[tuple[str, str]]:
         return [
@@ -192,27 +221,48 @@ class Store:
         ]
 
     def login(self, name: str, password: str) -> tuple[str, Session] | None:
-        """A new session (cookie token, Session) for a correct password, else None."""
+        """A new session (cookie token, Session) for a correct password, else None.
+
+        An unknown name is checked against a dummy hash (same cost, same answer). Expired
+        sessions are purged here."""
         rows = self.read("SELECT role, pw_hash FROM users WHERE name = ?", (name,))
-        if not rows or not verify_password(password, rows[0]["pw_hash"]):
+        stored = rows[0]["pw_hash"] if rows else _dummy_hash()
+        if not verify_password(password, stored) or not rows:
             return None
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        now = self.clock()
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, ?)",
-                (_token_hash(token), name, csrf, time.time()),
+                "DELETE FROM sessions WHERE created <= ? OR COALESCE(last_seen, created) <= ?",
+                (now - SESSION_SECONDS, now - IDLE_SECONDS),
+            )
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                (_token_hash(token), name, csrf, now, now),
             )
         return token, Session(name, rows[0]["role"], csrf)
 
     def session(self, token: str | None) -> Session | None:
-        if not token:
+        """The live session of a cookie token: younger than ``SESSION_SECONDS`` and used
+        within ``IDLE_SECONDS`` (each use extends it)."""
+        if not token or len(token) > 256:
             return None
+        now, key = self.clock(), _token_hash(token)
         rows = self.read(
-            "SELECT s.user, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user "
-            "WHERE s.token_hash = ? AND s.created > ?",
-            (_token_hash(token), time.time() - SESSION_SECONDS),
+            "SELECT s.user, u.role, s.csrf, COALESCE(s.last_seen, s.created) AS seen "
+            "FROM sessions s JOIN users u ON u.name = s.user "
+            "WHERE s.token_hash = ? AND s.created > ? AND COALESCE(s.last_seen, s.created) > ?",
+            (key, now - SESSION_SECONDS, now - IDLE_SECONDS),
         )
-        return Session(*rows[0]) if rows else None
+        if not rows:
+            return None
+        if now - rows[0]["seen"] > TOUCH_SECONDS:
+            with self.transaction() as conn:
+                conn.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?", (now, key))
+        return Session(rows[0]["user"], rows[0]["role"], rows[0]["csrf"])
+
+    def sessions_of(self, name: str) -> int:
+        return self.read("SELECT COUNT(*) FROM sessions WHERE user = ?", (name,))[0][0]
 
     def logout(self, token: str) -> None:
         with self.transaction() as conn:
@@ -280,7 +330,7 @@ class Store:
             for row in conn.execute("SELECT rater, COUNT(*) n FROM assignments GROUP BY rater"):
                 if row["rater"] in load:
                     load[row["rater"]] = row["n"]
-            made, now = 0, time.time()
+            made, now = 0, self.clock()
             for q in conn.execute(
                 "SELECT query_id, gold FROM queries ORDER BY position"
             ).fetchall():
@@ -377,7 +427,7 @@ class Store:
                     f"submitted, revision {row['revision']}); reload to edit them"
                 )
             payload = json.dumps(labels.to_dict())
-            now = time.time()
+            now = self.clock()
             conn.execute(
                 "UPDATE assignments SET labels = ?, submitted_at = ?, "
                 "revision = revision + 1 WHERE query_id = ? AND rater = ?",
@@ -418,7 +468,7 @@ class Store:
                     f"query {query_id}: a rater changed their labels since this page "
                     "was opened; reload and adjudicate again"
                 )
-            payload, now = json.dumps(labels.to_dict()), time.time()
+            payload, now = json.dumps(labels.to_dict()), self.clock()
             conn.execute(
                 "UPDATE queries SET adjudication = ?, adjudicated_by = ?, "
                 "adjudicated_at = ?, labels_rev = labels_rev + 1 WHERE query_id = ?",
@@ -430,15 +480,25 @@ class Store:
                 (now, lead, query_id, payload),
             )
 
-    def save_draft(self, query_id: str, rater: str, form: dict[str, str]) -> None:
+    def save_draft(self, query_id: str, rater: str, form: dict[str, str], revision: int) -> None:
+        """Keep an unfinished form, if it comes from the assignment's current revision: a
+        draft sent before a submit and arriving after it is refused (Conflict), so it can
+        never stand in for the labels just submitted."""
         with self.transaction() as conn:
-            if not conn.execute(
-                "SELECT 1 FROM assignments WHERE query_id = ? AND rater = ?", (query_id, rater)
-            ).fetchone():
+            row = conn.execute(
+                "SELECT revision FROM assignments WHERE query_id = ? AND rater = ?",
+                (query_id, rater),
+            ).fetchone()
+            if row is None:
                 raise NotFound(f"query {query_id!r} is not assigned to {rater!r}")
+            if row["revision"] != revision:
+                raise Conflict(
+                    f"query {query_id}: draft of revision {revision}, labels are at "
+                    f"{row['revision']}"
+                )
             conn.execute(
                 "INSERT OR REPLACE INTO drafts VALUES (?, ?, ?, ?)",
-                (query_id, rater, json.dumps(form), time.time()),
+                (query_id, rater, json.dumps(form), self.clock()),
             )
 
     def draft(self, query_id: str, rater: str) -> dict[str, str] | None:

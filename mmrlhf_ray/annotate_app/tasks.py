@@ -10,7 +10,9 @@ Two inputs are understood:
 
 A task is JSON-serialisable; the media bytes travel beside it (``{"image": bytes,
 "frames": [bytes]}``), read from the row or from ``image_path`` / ``video_path`` (a
-folder of frames) when those are local files.
+folder of frames) when those are local files. Every image is checked before it is stored
+and shown to raters: at most ``MAX_MEDIA_BYTES`` and a PNG or JPEG by its headers; a
+query whose media fail is left out as a problem naming the query and field.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import pyarrow.dataset as pads
 from mmrlhf_ray.annotate.records import group_generated
 from mmrlhf_ray.annotate_app.labels import Labels, ResponseLabel
 from mmrlhf_ray.core.stage import StageDir, require_done
+from mmrlhf_ray.data.media import MediaError, checked_media_bytes, image_size
 from mmrlhf_ray.data.schemas import MEDIA_KEYS
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_FRAMES = 64
+MAX_MEDIA_BYTES = 16 << 20
 
 
 def task_from_parts(query: dict[str, Any], responses: list[dict[str, Any]]) -> dict[str, Any]:
@@ -53,17 +57,37 @@ def task_from_parts(query: dict[str, Any], responses: list[dict[str, Any]]) -> d
     }
 
 
+def _checked(data: bytes, field: str) -> bytes:
+    if len(data) > MAX_MEDIA_BYTES:
+        raise MediaError(field, f"{len(data)} bytes, over {MAX_MEDIA_BYTES}")
+    image_size(data, field)  # a PNG or JPEG within the pixel cap, by its headers
+    return data
+
+
 def read_media(row: dict[str, Any]) -> dict[str, Any]:
-    """{"image": bytes | None, "frames": [bytes]} from the row's bytes or local paths."""
+    """{"image": bytes | None, "frames": [bytes]} from the row's bytes or local paths,
+    each checked (size, PNG/JPEG headers); ``MediaError`` names the field otherwise."""
     image = row.get("image")
-    if image is None and row.get("image_path") and Path(row["image_path"]).is_file():
-        image = Path(row["image_path"]).read_bytes()
-    frames = list(row.get("video_frames") or [])
+    if image is not None:
+        image = _checked(image, "image")
+    elif row.get("image_path") and Path(row["image_path"]).is_file():
+        image = checked_media_bytes(row["image_path"], "image_path", MAX_MEDIA_BYTES)
+    frames = [
+        _checked(f, f"video_frames[{i}]") for i, f in enumerate(row.get("video_frames") or [])
+    ]
     folder = row.get("video_path")
     if not frames and folder and Path(folder).is_dir():
         files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
-        frames = [p.read_bytes() for p in files[:MAX_FRAMES]]
+        frames = [checked_media_bytes(p, "video_path", MAX_MEDIA_BYTES) for p in files[:MAX_FRAMES]]
     return {"image": image, "frames": frames[:MAX_FRAMES]}
+
+
+def _media_or_problem(qid: str, row: dict[str, Any], problems: list[dict]) -> dict | None:
+    try:
+        return read_media(row)
+    except MediaError as exc:
+        problems.append({"query_id": qid, "field": exc.field, "reason": exc.reason})
+        return None
 
 
 def _media_by_id(run_dir: str, stage: str, ids: list[str]) -> dict[str, dict]:
@@ -92,18 +116,22 @@ def load_tasks(run_dir: str, stage: str) -> tuple[list[dict], dict[str, dict], l
     tasks, media = [], {}
     for qid in sorted(groups):
         pool = {**groups[qid].pool_row, **(media_rows.get(qid) or {})}
-        tasks.append(task_from_parts(pool, groups[qid].responses))
-        media[qid] = read_media(pool)
+        item = _media_or_problem(qid, pool, problems)
+        if item is not None:
+            tasks.append(task_from_parts(pool, groups[qid].responses))
+            media[qid] = item
     return tasks, media, problems
 
 
 def _from_records(records: list[dict]) -> tuple[list[dict], dict[str, dict], list[dict]]:
-    tasks, media = [], {}
+    tasks, media, problems = [], {}, []
     for record in sorted(records, key=lambda r: r["query_id"]):
         originals = [r for r in record["responses"] if not r.get("constructed")]
-        tasks.append(task_from_parts(record, originals))
-        media[record["query_id"]] = read_media(record)
-    return tasks, media, []
+        item = _media_or_problem(record["query_id"], record, problems)
+        if item is not None:
+            tasks.append(task_from_parts(record, originals))
+            media[record["query_id"]] = item
+    return tasks, media, problems
 
 
 def gold_labels(record: dict[str, Any], task: dict[str, Any]) -> Labels:

@@ -23,6 +23,7 @@ files are always hashed again; git's "racy" rule).
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,14 @@ class PartProblem:
 
 
 UNLISTED = "is not in the manifest (an extra file)"
+PART_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=-]{0,199}")  # no separator, NUL or space
+
+
+def bad_part_names(problems: list[PartProblem]) -> list[str]:
+    """Names listed by a manifest that are not plain part names (``part-00001``): a
+    path separator (``../../x``), a NUL... A repair deletes files by these names, so any
+    such name stops it before anything is deleted."""
+    return [p.name for p in problems if p.listed and not PART_NAME.fullmatch(p.name)]
 
 
 def file_sha256(fs: pafs.FileSystem, path: str, info: pafs.FileInfo | None = None) -> str:

@@ -41,6 +41,7 @@ from mmrlhf_ray.core.config import config_to_dict
 from mmrlhf_ray.core.parts import (
     SUBDIRS,
     PartProblem,
+    bad_part_names,
     describe_parts,
     listed_rows,
     part_problems,
@@ -293,6 +294,12 @@ class StageDir:
         return not damaged
 
     def _delete_damaged(self, problems: list[PartProblem]) -> None:
+        bad = bad_part_names(problems)
+        if bad:  # validated before any file is deleted
+            raise StageInputError(
+                f"{self.stage}: the manifest lists {bad[0]!r}, not a part name: nothing "
+                f"was deleted; remove {self.root} (or restore its manifest.json) and re-run"
+            )
         units = sorted({p.name for p in problems if p.listed})
         paths = [f"{self.root}/{p.path}" for p in problems if not p.listed]
         paths += [f"{self.root}/{d}/{name}.parquet" for name in units for d in SUBDIRS]

@@ -8,12 +8,14 @@ a quarantined row.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 MAX_PIXELS = 4096 * 4096  # refuse decompression bombs before decoding
+FORMATS = ("PNG", "JPEG")  # the only Pillow plugins that ever parse our input
 VIDEO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -26,25 +28,54 @@ class MediaError(ValueError):
         self.reason = reason
 
 
+def _source(data: bytes | str | Path, field: str) -> Any:
+    if isinstance(data, bytes):
+        return io.BytesIO(data)
+    if "\x00" in str(data):
+        raise MediaError(field, "path contains a NUL character")
+    try:
+        return open(data, "rb")
+    except OSError as exc:
+        raise MediaError(field, f"cannot open {data!s}: {exc.strerror}") from exc
+
+
+def _open(source: Any, field: str, max_pixels: int) -> Image.Image:
+    """Headers only: PNG or JPEG, at most ``max_pixels``; nothing decoded yet."""
+    try:
+        img = Image.open(source, formats=FORMATS)
+    except Image.UnidentifiedImageError as exc:
+        raise MediaError(field, "not a PNG or JPEG image") from exc
+    except Exception as exc:  # PIL raises many types for corrupt headers (and its own bombs)
+        raise MediaError(field, f"not a decodable image ({type(exc).__name__}: {exc})") from exc
+    if img.width * img.height > max_pixels:
+        raise MediaError(field, f"{img.width}x{img.height} exceeds {max_pixels} pixels")
+    return img
+
+
+def image_size(data: bytes | str | Path, field: str = "image", max_pixels: int = MAX_PIXELS):
+    """(width, height) from the headers of a PNG or JPEG, without decoding its pixels."""
+    with _source(data, field) as source:
+        return _open(source, field, max_pixels).size
+
+
 def decode_image(
     data: bytes | str | Path,
     field: str = "image",
     max_pixels: int = MAX_PIXELS,
     max_side: int | None = None,
 ) -> Image.Image:
-    """Decode encoded bytes or a file path into an RGB image (optionally downscaled)."""
-    try:
-        source: Any = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")
-    except OSError as exc:
-        raise MediaError(field, f"cannot open {data!s}: {exc.strerror}") from exc
-    with source:
+    """Decode a PNG or JPEG (bytes or a path) into RGB, downsized to ``max_side`` on decode.
+
+    Only the PNG and JPEG plugins parse the bytes (no EPS, TIFF, JPEG 2000, ...); the pixel
+    count is read from the headers and refused before decoding; a JPEG decodes at a
+    reduced scale when ``max_side`` allows (``draft``), so a large one never exists in full.
+    """
+    with _source(data, field) as source:
+        img = _open(source, field, max_pixels)
         try:
-            img = Image.open(source)
-            if img.width * img.height > max_pixels:
-                raise MediaError(field, f"{img.width}x{img.height} exceeds {max_pixels} pixels")
+            if max_side and max(img.size) > max_side and img.format == "JPEG":
+                img.draft("RGB", (max_side, max_side))
             img.load()
-        except MediaError:
-            raise
         except Exception as exc:  # PIL raises many types for corrupt data
             raise MediaError(field, f"not a decodable image ({type(exc).__name__}: {exc})") from exc
     img = img.convert("RGB")
@@ -95,6 +126,45 @@ def row_images(
     if first_frame_only:
         frames = frames[:1]
     return [decode_image(f, field, max_side=max_side) for f in sample_uniform(frames, max_frames)]
+
+
+def path_under_root(path: str, root: str, field: str) -> str:
+    """``path`` if, resolved (symlinks followed, ``..`` applied), it lies under ``root``;
+    else ``MediaError`` naming ``field``. An empty ``root`` is the working directory.
+
+    For media paths read from a file someone else wrote (a release's ``data.jsonl``, a
+    pool): without this an ``"image": "/home/lead/.aws/credentials"`` is read, stored and
+    shown. A URI root (``s3://...``) takes paths under it with no ``..`` segment.
+    """
+    if "\x00" in path:
+        raise MediaError(field, "path contains a NUL character")
+    if "://" in root:
+        prefix = root.rstrip("/") + "/"
+        rest = path[len(prefix) :] if path.startswith(prefix) else None
+        if rest is None or ".." in rest.split("/"):
+            raise MediaError(field, f"{path!r} is outside the media root {root!r}")
+        return path
+    if "://" in path:
+        raise MediaError(field, f"{path!r} is a URI outside the media root {root or '.'!r}")
+    real_root = os.path.realpath(root or ".")
+    real = os.path.realpath(os.path.join(real_root, path))
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise MediaError(field, f"{path!r} resolves outside the media root {root or '.'!r}")
+    return path
+
+
+def checked_media_bytes(path: str | Path, field: str, max_bytes: int) -> bytes:
+    """The bytes of a media file if it is at most ``max_bytes`` and a PNG or JPEG whose
+    headers are within ``MAX_PIXELS`` (checked before anything is stored)."""
+    try:
+        size = os.path.getsize(path)
+    except (OSError, ValueError) as exc:
+        raise MediaError(field, f"cannot read {path!s}") from exc
+    if size > max_bytes:
+        raise MediaError(field, f"{path!s} is {size} bytes, over {max_bytes}")
+    data = Path(path).read_bytes()[: max_bytes + 1]
+    image_size(data, field)
+    return data
 
 
 def is_video(row: dict[str, Any]) -> bool:

@@ -37,10 +37,13 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from mmrlhf_ray.core.quarantine import quarantine_row
+from mmrlhf_ray.data.media import MediaError, path_under_root
 from mmrlhf_ray.data.schemas import CATEGORIES, MEDIA_KEYS, validate_row
 
 SCORE_FIELDS = {"helpfulness": "helpfulness", "faithfulness": "faithfulness", "ethical": "ethics"}
 KINDS = ("data", "dpo_pairs", "reward_bench", "pool")
+MAX_LINE_BYTES = 8 << 20  # a longer line is quarantined unread (its start kept as raw)
+RAW_CHARS = 4096  # how much of an over-long line the quarantine keeps
 
 
 class ReleaseError(ValueError):
@@ -390,27 +393,64 @@ def read_release_file(
     media_root: str = "",
     default_category: str = "",
     known: dict[str, dict] | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[LineResult]:
     """Stream ``path`` (a ``kind`` file: data, dpo_pairs, reward_bench, pool) line by line.
 
     Blank lines count as read and are quarantined (field ``line``) so that lines read
     always equals rows written plus rows quarantined. A repeated ``id`` in ``data.jsonl``
     or a pool is quarantined (field ``id``), naming the line it repeats. ``known``: see
-    ``parse_data_line``.
+    ``parse_data_line``. Whatever goes wrong with one line quarantines that line only
+    (a 5,000-digit number, nesting too deep for the parser, bytes that are not UTF-8, a
+    line over ``max_line_bytes``), and the rest of the file is read. Media paths a line names must
+    resolve under ``media_root`` (``path_under_root``), else field ``image``/``video``.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown release file kind {kind!r} (one of {', '.join(KINDS)})")
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for line_no, (data, complete) in enumerate(_lines(f, max_line_bytes), start=1):
+            line = data.decode("utf-8", errors="replace")  # for the quarantine's raw
             try:
-                row = _parse_text(line, kind, seen, line_no, media_root, default_category, known)
+                if not complete:
+                    raise ReleaseError("line", f"longer than {max_line_bytes} bytes")
+                text = data.decode("utf-8")
+                row = _parse_text(text, kind, seen, line_no, media_root, default_category, known)
                 yield LineResult(line_no, row, None)
-            except ReleaseError as err:
-                problem = quarantine_row(
-                    path, f"line {line_no}", err.field, err.reason, line.rstrip("\n")
-                )
+            except (ReleaseError, MediaError) as err:
+                raw = line.rstrip("\n") if complete else line[:RAW_CHARS]
+                problem = quarantine_row(path, f"line {line_no}", err.field, err.reason, raw)
                 yield LineResult(line_no, None, problem)
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+                reason = f"unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+                problem = quarantine_row(path, f"line {line_no}", "line", reason, line[:RAW_CHARS])
+                yield LineResult(line_no, None, problem)
+
+
+def _lines(f, max_bytes: int) -> Iterator[tuple[bytes, bool]]:
+    """(line, complete) for each line of the binary file ``f``; a line over ``max_bytes``
+    is read in bounded pieces and skipped, only its first piece kept (complete=False)."""
+    while True:
+        line = f.readline(max_bytes + 1)
+        if not line:
+            return
+        if line.endswith(b"\n") or len(line) <= max_bytes:
+            yield line, True
+            continue
+        rest = line
+        while rest and not rest.endswith(b"\n"):
+            rest = f.readline(1 << 20)
+        yield line, False
+
+
+def _check_media_paths(obj: Any, media_root: str) -> None:
+    """Each media path the line names resolves under ``media_root``, else MediaError."""
+    if not isinstance(obj, dict):
+        return
+    for name in ("image", "video"):
+        value = obj.get(name)
+        if isinstance(value, str) and value:
+            path_under_root(value, media_root, name)
 
 
 def _parse_text(
@@ -428,6 +468,7 @@ def _parse_text(
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise ReleaseError("line", f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    _check_media_paths(obj, media_root)
     if kind in ("data", "pool"):  # one row per id: a repeated id is quarantined
         if kind == "data":
             row, id_field = parse_data_line(obj, media_root, default_category, known), "query_id"

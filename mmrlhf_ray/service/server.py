@@ -8,7 +8,9 @@ resolution and the plain ``RewardScorer`` (critique, then score, in batches).
   response, optional critique) and ``CompareRequest`` (one question + media, K responses).
 * ``resolve_score_request`` / ``resolve_compare_request`` turn a request into
   ``ScoringInput`` rows, enforcing ``ServeLimits`` (text length, item count, encoded
-  bytes, decoded pixels) and resolving media: base64 (or a ``data:`` URL), or a path
+  bytes, decoded pixels per image and per request: every image's headers are read and
+  the request's budget checked before anything is decoded; PNG and JPEG only, downsized
+  to ``max_side`` on decode) and resolving media: base64 (or a ``data:`` URL), or a path
   that must resolve (symlinks followed) inside one of ``allowed_roots``, or an http(s)
   URL when ``allow_urls`` (public hosts or ``allowed_url_hosts`` only, see
   ``url_fetch``). Every problem raises ``RequestError(field, reason, status)`` naming the
@@ -36,7 +38,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmrlhf_ray.core.config import Choices
-from mmrlhf_ray.data.media import MediaError, decode_image
+from mmrlhf_ray.data.media import MediaError, decode_image, image_size
 from mmrlhf_ray.service.url_fetch import FetchError, fetch_bytes
 
 # ---------------------------------------------------------------------------------------
@@ -58,6 +60,14 @@ class ServeLimits:
         default=2048 * 2048, metadata={"help": "decoded pixels per image (bombs)"}
     )
     max_frames: int = field(default=8, metadata={"help": "video frames per item"})
+    max_request_pixels: int = field(
+        default=8 * 2048 * 2048,
+        metadata={"help": "decoded pixels per request (items x frames x pixels, from headers)"},
+    )
+    max_side: int = field(
+        default=2048,
+        metadata={"help": "images are downsized to this longest side on decode (0 = as sent)"},
+    )
     allowed_roots: list[str] = field(
         default_factory=list, metadata={"help": "dirs image_path may point into"}
     )
@@ -225,8 +235,53 @@ def _check_text(value: str, name: str, limits: ServeLimits, required: bool = Tru
     return value
 
 
-def decode_base64_image(data: str, name: str, limits: ServeLimits) -> Image.Image:
-    """base64 (or ``data:<mime>;base64,...``) -> RGB image, within byte and pixel limits."""
+@dataclass
+class PendingImage:
+    """One image of a request, its size read from its headers; decoded only once the
+    whole request is known to fit ``max_request_pixels``."""
+
+    name: str
+    source: bytes | Path
+    pixels: int
+
+
+def _pending(source: bytes | Path, name: str, limits: ServeLimits) -> PendingImage:
+    try:
+        width, height = image_size(source, name, limits.max_pixels)
+    except MediaError as exc:
+        raise RequestError(name, exc.reason) from exc
+    return PendingImage(name, source, width * height)
+
+
+def check_pixel_budget(pending: Sequence[PendingImage], limits: ServeLimits) -> None:
+    """Refuse (413, naming the image that crosses it) a request whose images would
+    decode to more than ``max_request_pixels`` in all, before any of them is decoded."""
+    total = 0
+    for image in pending:
+        total += image.pixels
+        if total > limits.max_request_pixels:
+            raise RequestError(
+                image.name,
+                f"the request's images decode to {total}+ pixels, over the request budget "
+                f"of {limits.max_request_pixels} (items x frames x pixels)",
+                413,
+            )
+
+
+def decode_pending(image: PendingImage, limits: ServeLimits) -> Image.Image:
+    """Decode one checked image, downsized to ``max_side``; a file that grew since its
+    headers were read is refused like any image over its pixel count."""
+    try:
+        return decode_image(
+            image.source, image.name, min(limits.max_pixels, image.pixels), limits.max_side or None
+        )
+    except MediaError as exc:
+        raise RequestError(image.name, exc.reason) from exc
+
+
+def base64_image(data: str, name: str, limits: ServeLimits) -> PendingImage:
+    """base64 (or ``data:<mime>;base64,...``) -> a pending PNG/JPEG within byte and pixel
+    limits."""
     if data.startswith("data:"):
         head, sep, data = data.partition(",")
         if not sep or not head.endswith(";base64"):
@@ -239,16 +294,7 @@ def decode_base64_image(data: str, name: str, limits: ServeLimits) -> Image.Imag
         raise RequestError(name, f"not valid base64 ({exc})") from exc
     if not raw:
         raise RequestError(name, "empty image")
-    return _decode(raw, name, limits)
-
-
-def _decode(raw: bytes | str, name: str, limits: ServeLimits) -> Image.Image:
-    try:
-        return decode_image(raw, name, max_pixels=limits.max_pixels)
-    except MediaError as exc:
-        raise RequestError(name, exc.reason) from exc
-    except Image.DecompressionBombError as exc:  # PIL's own guard, belt and braces
-        raise RequestError(name, f"decompression bomb refused ({exc})") from exc
+    return _pending(raw, name, limits)
 
 
 def resolve_path(path: str, name: str, limits: ServeLimits) -> Path:
@@ -259,10 +305,16 @@ def resolve_path(path: str, name: str, limits: ServeLimits) -> Path:
     """
     if not limits.allowed_roots:
         raise RequestError(name, "image paths are disabled (no allowed_roots configured)", 403)
+    if "\x00" in path:
+        raise RequestError(name, "contains a NUL character")
     roots = [os.path.realpath(r) for r in limits.allowed_roots]
     candidate = path if os.path.isabs(path) else os.path.join(roots[0], path)
-    real = os.path.realpath(candidate)
-    if not any(os.path.commonpath([real, root]) == root for root in roots):
+    try:
+        real = os.path.realpath(candidate)
+        inside = any(os.path.commonpath([real, root]) == root for root in roots)
+    except ValueError as exc:  # e.g. a path too odd to compare
+        raise RequestError(name, f"not a usable path ({exc})") from exc
+    if not inside:
         raise RequestError(name, "path is outside the allowed roots", 403)
     if not os.path.isfile(real):
         raise RequestError(name, "no such file under the allowed roots", 404)
@@ -271,7 +323,7 @@ def resolve_path(path: str, name: str, limits: ServeLimits) -> Path:
     return Path(real)
 
 
-def fetch_image(url: str, name: str, limits: ServeLimits) -> Image.Image:
+def fetch_image(url: str, name: str, limits: ServeLimits) -> PendingImage:
     """An image by URL (``allow_urls`` only; see ``mmrlhf_ray.service.url_fetch``)."""
     if not limits.allow_urls:
         raise RequestError(
@@ -285,11 +337,11 @@ def fetch_image(url: str, name: str, limits: ServeLimits) -> Image.Image:
         )
     except FetchError as exc:
         raise RequestError(name, exc.reason, exc.status) from exc
-    return _decode(raw, name, limits)
+    return _pending(raw, name, limits)
 
 
-def resolve_media(media: MediaFields, prefix: str, limits: ServeLimits) -> list[Image.Image]:
-    """Decoded images of one item: [image] | frames | [] (text only). One source only."""
+def resolve_media(media: MediaFields, prefix: str, limits: ServeLimits) -> list[PendingImage]:
+    """The images of one item, headers read: [image] | frames | [] (text only). One source."""
     given = [
         k
         for k in ("image", "image_path", "image_url", "video_frames")
@@ -298,10 +350,10 @@ def resolve_media(media: MediaFields, prefix: str, limits: ServeLimits) -> list[
     if len(given) > 1:
         raise RequestError(f"{prefix}{given[1]}", f"give one of {', '.join(given)}, not several")
     if media.image is not None:
-        return [decode_base64_image(media.image, f"{prefix}image", limits)]
+        return [base64_image(media.image, f"{prefix}image", limits)]
     if media.image_path is not None:
         name = f"{prefix}image_path"
-        return [_decode(str(resolve_path(media.image_path, name, limits)), name, limits)]
+        return [_pending(resolve_path(media.image_path, name, limits), name, limits)]
     if media.image_url is not None:
         return [fetch_image(media.image_url, f"{prefix}image_url", limits)]
     if media.video_frames is not None:
@@ -312,34 +364,37 @@ def resolve_media(media: MediaFields, prefix: str, limits: ServeLimits) -> list[
             raise RequestError(
                 f"{prefix}video_frames", f"{len(frames)} frames exceeds {limits.max_frames}", 413
             )
-        return [
-            decode_base64_image(f, f"{prefix}video_frames[{i}]", limits)
-            for i, f in enumerate(frames)
-        ]
+        return [base64_image(f, f"{prefix}video_frames[{i}]", limits) for i, f in enumerate(frames)]
     return []
 
 
 def resolve_score_request(req: ScoreRequest, limits: ServeLimits) -> list[ScoringInput]:
-    """Validate a ``/v1/score`` request into inputs, or raise ``RequestError``."""
+    """Validate a ``/v1/score`` request into inputs, or raise ``RequestError``.
+
+    Every image's headers are read (and the request's pixel budget checked) before any
+    image is decoded."""
     if not req.items:
         raise RequestError("items", "must not be empty")
     if len(req.items) > limits.max_items:
         raise RequestError(
             "items", f"{len(req.items)} items exceeds the limit of {limits.max_items}", 413
         )
-    out = []
+    out, pending = [], []
     for i, item in enumerate(req.items):
         p = f"items[{i}]."
         out.append(
             ScoringInput(
                 question=_check_text(item.question, p + "question", limits),
                 response=_check_text(item.response, p + "response", limits, required=False),
-                images=resolve_media(item, p, limits),
                 critique=None
                 if item.critique is None
                 else _check_text(item.critique, p + "critique", limits, required=False),
             )
         )
+        pending.append(resolve_media(item, p, limits))
+    check_pixel_budget([im for images in pending for im in images], limits)
+    for inp, images in zip(out, pending, strict=True):
+        inp.images = [decode_pending(im, limits) for im in images]
     return out
 
 
@@ -355,19 +410,23 @@ def resolve_compare_request(req: CompareRequest, limits: ServeLimits) -> list[Sc
     if req.critiques is not None and len(req.critiques) != k:
         raise RequestError("critiques", f"has {len(req.critiques)} entries for {k} responses")
     question = _check_text(req.question, "question", limits)
-    images = resolve_media(req, "", limits)  # decoded once, shared by the K responses
+    pending = resolve_media(req, "", limits)
     critiques = req.critiques or [None] * k
-    return [
+    inputs = [
         ScoringInput(
             question=question,
             response=_check_text(r, f"responses[{i}]", limits, required=False),
-            images=images,
             critique=None
             if c is None
             else _check_text(c, f"critiques[{i}]", limits, required=False),
         )
         for i, (r, c) in enumerate(zip(req.responses, critiques, strict=True))
     ]
+    check_pixel_budget(pending, limits)
+    images = [decode_pending(im, limits) for im in pending]  # once, shared by the K responses
+    for inp in inputs:
+        inp.images = images
+    return inputs
 
 
 def all_margins(scores: Sequence[float]) -> list[PairMargin]:

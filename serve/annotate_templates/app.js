@@ -31,12 +31,15 @@
   }
 
   // ---- draft autosave: the form's fields as JSON, debounced --------------------------
+  // The draft carries the form's revision: one sent before a submit and arriving after it
+  // is refused by the server (409), and none is sent once the form is submitted.
   let timer = null;
+  let submitted = false;
   const status = document.getElementById("draft-status");
   function saveDraft() {
-    if (!form || !form.dataset.draft) return;
+    if (!form || !form.dataset.draft || submitted) return;
     const data = {};
-    new FormData(form).forEach((v, k) => { if (k !== "csrf" && k !== "revision") data[k] = v; });
+    new FormData(form).forEach((v, k) => { if (k !== "csrf") data[k] = v; });
     fetch(form.dataset.draft, {
       method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf},
@@ -44,7 +47,11 @@
     }).then(r => { if (status) status.textContent = r.ok ? "draft saved" : "draft not saved (" + r.status + ")"; });
   }
   function changed() { clearTimeout(timer); timer = setTimeout(saveDraft, 400); }
-  if (form) { form.addEventListener("input", changed); form.addEventListener("change", changed); }
+  if (form) {
+    form.addEventListener("input", changed);
+    form.addEventListener("change", changed);
+    form.addEventListener("submit", () => { submitted = true; clearTimeout(timer); });
+  }
   cells.forEach((c, j) => c.addEventListener("click", () => activate(j, false)));
 
   // ---- media ------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def test_two_raters_submitting_at_once_lose_nothing(store):
 def test_reopening_the_file_loses_nothing(store):
     store.assign(2)
     store.submit("q-image", "alice", labels([1, 2, 3]), revision=0)
-    store.save_draft("q-video", "alice", {"r0_helpfulness": "4"})
+    store.save_draft("q-video", "alice", {"r0_helpfulness": "4"}, revision=0)
     again = Store(store.path)
     assert again.query("q-image").submissions[0].labels == labels([1, 2, 3])
     assert again.draft("q-video", "alice") == {"r0_helpfulness": "4"}

@@ -120,10 +120,13 @@ def test_drafts_and_media_need_the_right_session(env):
     store, app = env
     alice = client(app, "alice")
     csrf = page_token(alice, "/q/q-video")
-    r = alice.post("/q/q-video/draft", json={"r0_helpfulness": "4"}, headers={"X-CSRF-Token": csrf})
+    draft = {"r0_helpfulness": "4", "revision": "0"}
+    r = alice.post("/q/q-video/draft", json=draft, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 200 and store.draft("q-video", "alice") == {"r0_helpfulness": "4"}
     assert 'name="r0_helpfulness" value="4" checked' in alice.get("/q/q-video").text
-    r = alice.post("/q/q-video/draft", json={"r0_helpfulness": "5"}, headers={"X-CSRF-Token": "x"})
+    r = alice.post(
+        "/q/q-video/draft", json={**draft, "r0_helpfulness": "5"}, headers={"X-CSRF-Token": "x"}
+    )
     assert r.status_code == 403 and store.draft("q-video", "alice") == {"r0_helpfulness": "4"}
     r = alice.post("/q/q-video/draft", content=b"{not json", headers={"X-CSRF-Token": csrf})
     assert r.status_code == 422 and "not JSON" in r.text
