@@ -151,12 +151,8 @@ def offline(
     own (a vLLM critic pins its process's threads)."""
     import torch
 
-    from mmrlhf_ray.service.server import (
-        ScoreRequest,
-        ServeLimits,
-        load_scorer,
-        resolve_score_request,
-    )
+    from mmrlhf_ray.service.server import ServeLimits, load_scorer, resolve_score_request
+    from mmrlhf_ray.service.wire import ScoreRequest
 
     torch.set_num_threads(1)
     critic = None

@@ -42,19 +42,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmrlhf_ray.core.signals import interrupt_point
 from mmrlhf_ray.service.server import (
-    CompareRequest,
-    CompareResponse,
-    ErrorResponse,
     RequestError,
-    ScoreRequest,
-    ScoreResponse,
-    ScoreResult,
     ServeLimits,
     ServeRewardConfig,
     all_margins,
     load_scorer,
     resolve_compare_request,
     resolve_score_request,
+)
+from mmrlhf_ray.service.wire import (
+    CompareRequest,
+    CompareResponse,
+    ErrorResponse,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
 )
 
 log = logging.getLogger("mmrlhf.serve")

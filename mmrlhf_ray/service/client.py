@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar
 from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.data.groups import QueryGroup, pair_quarantine
 from mmrlhf_ray.data.media import frame_paths, sample_uniform
+from mmrlhf_ray.service.wire import CompareRequest
 
 T = TypeVar("T")
 MARGIN_SOURCE = "reward-service"
@@ -128,23 +129,30 @@ def _b64(data: bytes) -> str:
 
 
 def compare_payload(group: QueryGroup, max_frames: int = 8) -> dict[str, Any]:
-    """The ``POST /v1/compare`` body for one query (media sent inline as base64)."""
-    body: dict[str, Any] = {"question": group.question, "responses": list(group.responses)}
-    if any(c is not None for c in group.critiques):
-        body["critiques"] = list(group.critiques)
+    """The ``POST /v1/compare`` body for one query (media sent inline as base64), built
+    with the service's own request model (``wire.CompareRequest``): one wire format."""
     media = group.media
+    image, frames = None, None
     if media.get("image") is not None:
-        body["image"] = _b64(media["image"])
+        image = _b64(media["image"])
     elif media.get("image_path"):
-        body["image"] = _b64(Path(media["image_path"]).read_bytes())
+        image = _b64(Path(media["image_path"]).read_bytes())
     elif media.get("video_frames"):
-        body["video_frames"] = [
-            _b64(f) for f in sample_uniform(list(media["video_frames"]), max_frames)
-        ]
+        frames = [_b64(f) for f in sample_uniform(list(media["video_frames"]), max_frames)]
     elif media.get("video_path"):
-        paths = sample_uniform(frame_paths(media["video_path"]), max_frames)
-        body["video_frames"] = [_b64(p.read_bytes()) for p in paths]
-    return body
+        frames = [
+            _b64(p.read_bytes())
+            for p in sample_uniform(frame_paths(media["video_path"]), max_frames)
+        ]
+    critiques = list(group.critiques) if any(c is not None for c in group.critiques) else None
+    request = CompareRequest(
+        question=group.question,
+        responses=list(group.responses),
+        critiques=critiques,
+        image=image,
+        video_frames=frames,
+    )
+    return request.model_dump(exclude_none=True)
 
 
 def check_scores(group: QueryGroup, answer: Any) -> list[float]:

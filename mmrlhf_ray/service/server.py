@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.data.media import MediaError, decode_image, image_size
 from mmrlhf_ray.service.url_fetch import FetchError, fetch_bytes
+from mmrlhf_ray.service.wire import CompareRequest, MediaFields, PairMargin, ScoreRequest
 
 # ---------------------------------------------------------------------------------------
 # limits and config
@@ -137,65 +137,6 @@ class ServeRewardConfig(Choices):
 
 # ---------------------------------------------------------------------------------------
 # request / response models
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class MediaFields(_Strict):
-    image: str | None = Field(None, description="base64 image bytes (PNG/JPEG) or a data: URL")
-    image_path: str | None = Field(None, description="path under one of the allowed roots")
-    image_url: str | None = Field(None, description="http(s) URL; fetched only with allow_urls")
-    video_frames: list[str] | None = Field(None, description="base64 frames of a short video")
-
-
-class ScoreItem(MediaFields):
-    question: str = Field(..., description="the query x")
-    response: str = Field(..., description="the response y to score")
-    critique: str | None = Field(None, description="use this critique instead of generating one")
-
-
-class ScoreRequest(_Strict):
-    items: list[ScoreItem] = Field(..., description="items to score, each independently")
-
-
-class CompareRequest(MediaFields):
-    question: str = Field(..., description="the query x, shared by all responses")
-    responses: list[str] = Field(..., description="K candidate responses")
-    critiques: list[str | None] | None = Field(None, description="optional critique per response")
-
-
-class ScoreResult(BaseModel):
-    score: float = Field(..., description="reward r(x, y, c)")
-    critique: str = Field(..., description="the critique c the score was conditioned on")
-
-
-class ScoreResponse(BaseModel):
-    results: list[ScoreResult]
-    model: str
-
-
-class PairMargin(BaseModel):
-    i: int
-    j: int
-    margin: float = Field(..., description="scores[i] - scores[j]")
-
-
-class CompareResponse(BaseModel):
-    scores: list[float]
-    critiques: list[str]
-    margins: list[PairMargin] = Field(..., description="every pair i < j")
-    model: str
-
-
-class ErrorBody(BaseModel):
-    field: str
-    reason: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
 
 
 class RequestError(ValueError):

@@ -59,6 +59,21 @@ def test_video_frames_are_sampled_and_critiques_sent_when_asked():
     assert base64.b64decode(body["video_frames"][-1]) == frames[-1]
 
 
+def test_the_client_body_is_what_the_server_parses():
+    """One wire format: the server's own model reads the client's body back unchanged,
+    and resolves it to one scoring input per response with its image."""
+    from mmrlhf_ray.service.server import ServeLimits, resolve_compare_request
+    from mmrlhf_ray.service.wire import CompareRequest
+
+    (group,), _ = group_pairs(all_pairs("q", 3, image=png_bytes()))
+    body = compare_payload(group)
+    request = CompareRequest.model_validate(body)
+    assert request.model_dump(exclude_none=True) == body
+    inputs = resolve_compare_request(request, ServeLimits())
+    assert [i.response for i in inputs] == list(group.responses)
+    assert all(len(i.images) == 1 for i in inputs)
+
+
 def test_check_scores_refuses_bad_answers():
     (group,), _ = group_pairs(all_pairs("q", 2))
     assert check_scores(group, {"scores": [1, 2.5]}) == [1.0, 2.5]

@@ -17,13 +17,12 @@ from PIL import Image
 
 from mmrlhf_ray.data.media import MediaError, decode_image
 from mmrlhf_ray.service.server import (
-    CompareRequest,
     RequestError,
-    ScoreRequest,
     ServeLimits,
     resolve_compare_request,
     resolve_score_request,
 )
+from mmrlhf_ray.service.wire import CompareRequest, ScoreRequest
 from tests.serve.helpers import b64, pixel_bomb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +72,8 @@ def test_the_issues_request_is_refused_with_bounded_memory():
     script = textwrap.dedent(
         """
         import json, resource, sys
-        from mmrlhf_ray.service.server import RequestError, ScoreRequest, ServeLimits
+        from mmrlhf_ray.service.server import RequestError, ServeLimits
+        from mmrlhf_ray.service.wire import ScoreRequest
         from mmrlhf_ray.service.server import resolve_score_request
         req = ScoreRequest.model_validate(json.loads(sys.stdin.read()))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -6,10 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from mmrlhf_ray.service.server import (
-    CompareRequest,
     RequestError,
     RewardScorer,
-    ScoreRequest,
     ScoringInput,
     ServeLimits,
     all_margins,
@@ -17,6 +15,7 @@ from mmrlhf_ray.service.server import (
     resolve_compare_request,
     resolve_score_request,
 )
+from mmrlhf_ray.service.wire import CompareRequest, ScoreRequest
 from tests.serve.helpers import b64, pixel_bomb, png_bytes
 
 
