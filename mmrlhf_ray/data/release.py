@@ -100,6 +100,8 @@ def _score(value: Any, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, str):
+        if not value.isascii():  # float() reads "٣" and "５" as numbers: refuse, name it
+            raise ReleaseError(name, f"not a number: {value!r}")
         try:
             value = float(value.strip())
         except ValueError as exc:
@@ -211,8 +213,8 @@ def _ranks(value: Any, n: int) -> tuple[list[int], list[str] | None]:
     raw, names = _per_output(value, "final_ranking", n)
     ranks = []
     for r in raw:
-        if isinstance(r, str) and r.strip().isdigit():
-            r = int(r)
+        if isinstance(r, str) and r.strip().isascii() and r.strip().isdigit():
+            r = int(r)  # ASCII digits only: "²" passes isdigit() and then fails int()
         if isinstance(r, float) and r.is_integer():
             r = int(r)
         if isinstance(r, bool) or not isinstance(r, int) or r < 0:

@@ -90,7 +90,7 @@ def test_one_odd_line_is_quarantined_and_the_rest_imported(tmp_path):
     assert sorted(problems) == [2, 3, 4, 5, 6]
     assert problems[2][0] == "line" and "ValueError" in problems[2][1]
     assert problems[3][0] == "line" and "RecursionError" in problems[3][1]
-    assert problems[4][0] == "line" and "'²'" in problems[4][1]  # passes isdigit, not int
+    assert problems[4][0] == "final_ranking" and "'²'" in problems[4][1]  # isdigit, not int
     assert problems[5][0] == "line" and "UnicodeDecodeError" in problems[5][1]
     assert problems[6] == ("line", "longer than 8192 bytes")
 
@@ -126,3 +126,15 @@ def test_part_names_are_checked_before_a_repair_deletes_anything(tmp_path):
         stage.skip_if_done()
     assert victim.read_bytes() == b"precious"
     assert Path(stage.data_dir, "part-00000.parquet").exists()
+
+
+def test_scores_and_ranks_take_ascii_digits_only():
+    from mmrlhf_ray.data.release import ReleaseError, _ranks, _score
+
+    assert _score(" 4 ", "helpfulness") == 4 and _ranks(["2", 1], 2)[0] == [2, 1]
+    for odd in ("\u0663", "\uff15"):  # Arabic-Indic three, fullwidth five: float() reads them
+        with pytest.raises(ReleaseError, match="not a number"):
+            _score(odd, "helpfulness")
+    with pytest.raises(ReleaseError) as err:
+        _ranks(["\u00b2", 1], 2)
+    assert err.value.field == "final_ranking"
