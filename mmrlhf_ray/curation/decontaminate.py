@@ -1,0 +1,509 @@
+"""Decontamination: the curation pool checked against every evaluation set of the run.
+
+A pool row that is (a copy of) an evaluation item trains the policy on the test. Four
+signals, each cheap at 10M rows, each reported on its own:
+
+* ``exact``: the decoded pixels' SHA-1 (:func:`image_digest`, the hash curation already
+  keeps per row for exact-image dedup) equals an evaluation image's;
+* ``phash``: the 64-bit DCT perceptual hash (``imagehash.phash``) is within
+  ``phash_distance`` bits (Hamming): a resized or re-encoded copy;
+* ``clip``: the cosine of the CLIP embeddings (the embedder curation already runs, on
+  the evaluation images too) is at least ``clip_threshold``: a near-duplicate image;
+* ``ngram``: the normalised question (NFKC, lower case, alphanumeric tokens) shares a
+  token ``ngram``-gram (13, as GPT-3's decontamination) with an evaluation question.
+
+Pure code (numpy, faiss, PIL, imagehash); ``jobs/curate.py`` loads the sets, embeds the
+evaluation images with the pool's embedder, and runs the screens:
+
+* :func:`load_eval_set` reads one set (pool-schema Parquet/JSONL such as the shapes
+  benchmark, the official ``mm_reward_bench.jsonl``, or a generic JSONL with named
+  fields, e.g. SafetyBench or lmms-eval task data exported to files);
+* :func:`build_reference` turns the items into :class:`Reference` features;
+* :func:`screen_hashes` / :func:`screen_questions` check a pool shard's hashes and
+  questions; :class:`ClipScreen` checks embedding chunks during curation's streamed
+  k-means assignment (no second read of the 10 GB of vectors);
+* :func:`summarize` gives per set the count and the matched ids (manifest + report).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mmrlhf_ray.config import Choices, ConfigError
+from mmrlhf_ray.media import MediaError, decode_image, frame_paths
+
+SIGNALS = ("exact", "phash", "clip", "ngram")
+BENCHMARK_STAGE = "toyworld/benchmark"
+
+
+# ---- config ------------------------------------------------------------------------
+@dataclass
+class EvalSetConfig(Choices):
+    """One evaluation set given by path."""
+
+    name: str = field(default="", metadata={"help": "name in the manifest and report"})
+    path: str = field(default="", metadata={"help": "file: .parquet or .jsonl"})
+    format: Literal["pool", "reward-bench", "jsonl"] = field(
+        default="pool",
+        metadata={
+            "help": "pool (pool-schema rows, e.g. the shapes benchmark) | reward-bench "
+            "(mm_reward_bench.jsonl) | jsonl (id/question/image fields named below)"
+        },
+    )
+    image_root: str = field(default="", metadata={"help": "folder relative image paths are in"})
+    id_field: str = field(default="id", metadata={"help": "jsonl: the item id field"})
+    question_field: str = field(default="question", metadata={"help": "jsonl: the question"})
+    image_field: str = field(default="image", metadata={"help": "jsonl: image path (or base64)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.name or not self.path:
+            raise ValueError(f"decontaminate.sets: name and path are required, got {self}")
+
+
+@dataclass
+class DecontaminateConfig(Choices):
+    """`curate`'s check of the pool against the evaluation sets."""
+
+    mode: Literal["off", "report", "drop"] = field(
+        default="report",
+        metadata={"help": "report matches | drop them from the selection (quarantined) | off"},
+    )
+    benchmark: bool = field(
+        default=True, metadata={"help": "check the run's toyworld/benchmark when it exists"}
+    )
+    sets: list[EvalSetConfig] = field(
+        default_factory=list, metadata={"help": "more evaluation sets by path"}
+    )
+    signals: list[str] = field(
+        default_factory=lambda: list(SIGNALS), metadata={"help": "exact, phash, clip, ngram"}
+    )
+    phash_distance: int = field(
+        default=4, metadata={"help": "max Hamming distance of 64-bit perceptual hashes"}
+    )
+    clip_threshold: float = field(
+        default=0.95, metadata={"help": "CLIP cosine at or above which a row is a near-copy"}
+    )
+    clip_center: bool = field(
+        default=False,
+        metadata={
+            "help": "cosine after subtracting the pool's mean embedding (for anisotropic "
+            "embedders such as the tiny random CLIP, where every pair is ~0.9999)"
+        },
+    )
+    ngram: int = field(default=13, metadata={"help": "question n-gram length (tokens)"})
+    batch_size: int = field(default=64, metadata={"help": "evaluation images per embed call"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = sorted(set(self.signals) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"decontaminate.signals: {unknown} not among {list(SIGNALS)}")
+        if not 0 <= self.phash_distance < 32:
+            raise ValueError(f"decontaminate.phash_distance: {self.phash_distance} not in [0, 32)")
+        if self.ngram < 1:
+            raise ValueError(f"decontaminate.ngram: {self.ngram} must be >= 1")
+
+
+# ---- features ----------------------------------------------------------------------
+_TOKEN = re.compile(r"[0-9a-z]+")
+
+
+def normalize_tokens(text: str) -> list[str]:
+    """NFKC, lower case, alphanumeric tokens: punctuation, spacing and case do not count."""
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text or "").lower())
+
+
+def ngram_keys(text: str, n: int) -> set[int]:
+    """64-bit keys of the token ``n``-grams of ``text`` (empty when it is shorter)."""
+    tokens = normalize_tokens(text)
+    return {hash(" ".join(tokens[i : i + n])) for i in range(len(tokens) - n + 1)}
+
+
+def image_digest(image: Any) -> str:
+    """SHA-1 of the decoded pixels and size (the pool's ``image_hash``)."""
+    return hashlib.sha1(f"{image.size}".encode() + image.tobytes()).hexdigest()
+
+
+def perceptual_hash(image: Any) -> int:
+    """64-bit DCT perceptual hash (``imagehash.phash``) as a signed int64 value."""
+    import imagehash
+
+    bits = imagehash.phash(image).hash.flatten()
+    value = int("".join("1" if b else "0" for b in bits), 2)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+@dataclass
+class EvalItem:
+    """One evaluation item: its set, id, question and the image standing for it."""
+
+    set_name: str
+    item_id: str
+    question: str
+    image: Any = None  # PIL image (a video's first frame), or None when text-only
+    problem: str = ""  # why the image could not be read (then only its text is checked)
+
+
+def _pool_image(row: dict[str, Any], root: str, max_side: int) -> Any:
+    """The image of a pool-schema row (image bytes/path, or a video's first frame)."""
+    base = Path(root or ".")
+    if row.get("image") is not None:
+        return decode_image(row["image"], "image", max_side=max_side)
+    if row.get("image_path"):
+        return decode_image(base / row["image_path"], "image_path", max_side=max_side)
+    if row.get("video_frames"):
+        return decode_image(row["video_frames"][0], "video_frames", max_side=max_side)
+    if row.get("video_path"):
+        return decode_image(frame_paths(base / row["video_path"])[0], "video", max_side=max_side)
+    return None
+
+
+def _read_rows(path: str) -> list[dict[str, Any]]:
+    if path.endswith(".parquet") or Path(path).is_dir():
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, text in enumerate(f, start=1):
+            if text.strip():
+                try:
+                    rows.append(json.loads(text))
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{path}: line {n}: not JSON ({exc.msg})") from exc
+    return rows
+
+
+def _item(cfg: EvalSetConfig, item_id: Any, question: Any, load: Callable[[], Any]) -> EvalItem:
+    item = EvalItem(cfg.name, str(item_id), str(question or ""))
+    try:
+        item.image = load()
+    except (MediaError, OSError, IndexError) as exc:
+        item.problem = str(exc)
+    return item
+
+
+def load_eval_set(cfg: EvalSetConfig, max_side: int = 512) -> list[EvalItem]:
+    """The items of one evaluation set (one per id; a RewardBench query's pairs share one)."""
+    if not Path(cfg.path).exists():
+        raise ConfigError(f"decontaminate.sets[{cfg.name}].path: {cfg.path} does not exist")
+    items: dict[str, EvalItem] = {}
+    for n, row in enumerate(_read_rows(cfg.path), start=1):
+        if cfg.format == "pool":
+            key, question = row.get("sample_id"), row.get("question")
+            load = functools.partial(_pool_image, row, cfg.image_root, max_side)
+        elif cfg.format == "reward-bench":
+            key, question = row.get("id"), row.get("prompt")
+            media = {"video_path": row.get("video")} if row.get("video") else {}
+            media = media or {"image_path": row.get("image")}
+            load = functools.partial(_pool_image, media, cfg.image_root, max_side)
+        else:
+            key, question = row.get(cfg.id_field), row.get(cfg.question_field)
+            media = _jsonl_media(row.get(cfg.image_field))
+            load = functools.partial(_pool_image, media, cfg.image_root, max_side)
+        if key is None or key == "":
+            raise ConfigError(f"{cfg.path}: item {n}: no id field")
+        if str(key) not in items:
+            items[str(key)] = _item(cfg, key, question, load)
+    return list(items.values())
+
+
+def _jsonl_media(value: Any) -> dict[str, Any]:
+    """A jsonl image field: a path, base64 bytes, or a list of frames (first one used)."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if not value:
+        return {}
+    text = str(value)
+    if len(text) > 512 and not Path(text[:512]).suffix:
+        import base64
+
+        return {"image": base64.b64decode(text)}
+    return {"image_path": text}
+
+
+@dataclass
+class Reference:
+    """Features of every evaluation item, in item order (rows of the arrays)."""
+
+    items: list[EvalItem]
+    digests: dict[str, int]  # exact image hash -> item index
+    phashes: np.ndarray  # uint64 per item with an image
+    phash_items: np.ndarray  # item index of each phash
+    vectors: np.ndarray  # float32 (M, dim) CLIP embeddings of the items with an image
+    vector_items: np.ndarray  # item index of each vector
+    ngrams: dict[int, int]  # n-gram key -> first item index holding it
+    seconds: float = 0.0
+
+
+def build_reference(
+    items: list[EvalItem],
+    cfg: DecontaminateConfig,
+    embed: Callable[[list[Any]], np.ndarray] | None,
+) -> Reference:
+    """Hashes, perceptual hashes, CLIP vectors (``embed(images)``) and n-grams of ``items``."""
+    start = time.perf_counter()
+    with_image = [i for i, it in enumerate(items) if it.image is not None]
+    digests: dict[str, int] = {}
+    for i in with_image:
+        digests.setdefault(image_digest(items[i].image), i)
+    hashes = [perceptual_hash(items[i].image) for i in with_image]
+    phashes = np.array(hashes, dtype=np.int64).view(np.uint64)
+    vectors = np.zeros((0, 0), np.float32)
+    if embed is not None and "clip" in cfg.signals and with_image:
+        parts = [
+            embed([items[i].image for i in with_image[s : s + cfg.batch_size]])
+            for s in range(0, len(with_image), cfg.batch_size)
+        ]
+        vectors = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+    ngrams: dict[int, int] = {}
+    for i, it in enumerate(items):
+        for key in ngram_keys(it.question, cfg.ngram):
+            ngrams.setdefault(key, i)
+    idx = np.array(with_image, dtype=np.int64)
+    return Reference(
+        items, digests, phashes, idx, vectors, idx, ngrams, time.perf_counter() - start
+    )
+
+
+# ---- screens -----------------------------------------------------------------------
+@dataclass
+class Matches:
+    """Pool rows matched to evaluation items: parallel arrays, one entry per (row, signal)."""
+
+    rows: list[np.ndarray] = field(default_factory=list)  # global pool row
+    items: list[np.ndarray] = field(default_factory=list)  # evaluation item index
+    scores: list[np.ndarray] = field(default_factory=list)  # distance / cosine / 1
+    signals: list[str] = field(default_factory=list)  # one per array triple
+
+    def add(self, signal: str, rows: Any, items: Any, scores: Any) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size:
+            self.rows.append(rows)
+            self.items.append(np.asarray(items, dtype=np.int64))
+            self.scores.append(np.asarray(scores, dtype=np.float64))
+            self.signals.append(signal)
+
+    def flat(self) -> list[tuple[int, int, str, float]]:
+        """(row, item, signal, score) sorted by row, then signal."""
+        out = [
+            (int(r), int(i), sig, float(s))
+            for rows, items, scores, sig in zip(
+                self.rows, self.items, self.scores, self.signals, strict=True
+            )
+            for r, i, s in zip(rows, items, scores, strict=True)
+        ]
+        return sorted(out, key=lambda m: (m[0], SIGNALS.index(m[2]), m[1]))
+
+    def row_set(self) -> np.ndarray:
+        return np.unique(np.concatenate(self.rows)) if self.rows else np.zeros(0, np.int64)
+
+
+def hamming_matches(
+    pool: np.ndarray, ref: np.ndarray, max_distance: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (pool index, ref index, distance) with Hamming distance <= ``max_distance``.
+
+    Pigeonhole (multi-index hashing): cut the 64 bits into ``max_distance + 1`` bands;
+    two hashes within the distance agree exactly on at least one band, so candidates
+    are exact band joins (sort + searchsorted), verified with a popcount. Linear in the
+    pool, never N x M.
+    """
+    pool = np.asarray(pool, dtype=np.uint64)
+    ref = np.asarray(ref, dtype=np.uint64)
+    if not len(pool) or not len(ref):
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    edges = np.linspace(0, 64, max_distance + 2).astype(np.uint64)
+    found_p, found_r = [], []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        mask = np.uint64((1 << int(hi - lo)) - 1)
+        pk, rk = (pool >> lo) & mask, (ref >> lo) & mask
+        order = np.argsort(rk, kind="stable")
+        left = np.searchsorted(rk[order], pk, "left")
+        counts = np.searchsorted(rk[order], pk, "right") - left
+        hit = np.nonzero(counts)[0]
+        if not hit.size:
+            continue
+        reps = counts[hit]
+        pi = np.repeat(hit, reps)
+        within = np.arange(len(pi)) - np.repeat(np.cumsum(reps) - reps, reps)
+        rj = order[np.repeat(left[hit], reps) + within]
+        close = np.bitwise_count(pool[pi] ^ ref[rj]) <= max_distance
+        found_p.append(pi[close])
+        found_r.append(rj[close])
+    if not found_p:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    pairs = np.unique(np.stack([np.concatenate(found_p), np.concatenate(found_r)]), axis=1)
+    dist = np.bitwise_count(pool[pairs[0]] ^ ref[pairs[1]]).astype(np.int64)
+    return pairs[0].astype(np.int64), pairs[1].astype(np.int64), dist
+
+
+def screen_hashes(
+    start: int,
+    image_hashes: Sequence[str | None],
+    phashes: np.ndarray | None,
+    phash_valid: np.ndarray | None,
+    ref: Reference,
+    cfg: DecontaminateConfig,
+    out: Matches,
+) -> None:
+    """Exact and perceptual-hash matches of one part's rows (global rows from ``start``)."""
+    if "exact" in cfg.signals and ref.digests:
+        hits = [(j, ref.digests[h]) for j, h in enumerate(image_hashes) if h in ref.digests]
+        if hits:
+            local, items = np.array(hits).T
+            out.add("exact", start + local, items, np.ones(len(local)))
+    if "phash" in cfg.signals and phashes is not None and len(ref.phashes):
+        valid = np.nonzero(phash_valid)[0] if phash_valid is not None else np.arange(len(phashes))
+        values = np.asarray(phashes[valid], dtype=np.int64).view(np.uint64)
+        p, r, d = hamming_matches(values, ref.phashes, cfg.phash_distance)
+        out.add("phash", start + valid[p], ref.phash_items[r], d)
+
+
+def screen_questions(
+    start: int, questions: Iterable[str | None], ref: Reference, cfg: DecontaminateConfig,
+    out: Matches,
+) -> None:  # fmt: skip
+    """N-gram matches of one part's questions (the first shared n-gram names the item)."""
+    if "ngram" not in cfg.signals or not ref.ngrams:
+        return
+    n, grams = cfg.ngram, ref.ngrams
+    rows, items = [], []
+    for j, text in enumerate(questions):
+        if not text or text.count(" ") < n - 1 and len(text) < 2 * n:  # cannot hold n tokens
+            continue
+        tokens = normalize_tokens(text)
+        for i in range(len(tokens) - n + 1):
+            item = grams.get(hash(" ".join(tokens[i : i + n])))
+            if item is not None:
+                rows.append(start + j)
+                items.append(item)
+                break
+    out.add("ngram", rows, items, np.ones(len(rows)))
+
+
+class ClipScreen:
+    """CLIP near-duplicates, fed chunk by chunk during curation's streamed assignment.
+
+    ``prepare(sample)`` (once, with curation's k-means sample) builds an exact
+    inner-product index (faiss ``IndexFlatIP``) of the evaluation vectors; with
+    ``center`` the cosine is taken after subtracting the sample's mean m, by searching
+    ``[v, 1]`` against ``[e', -m.e']`` (e' the centred, normalised evaluation vector) and
+    dividing by ``|v - m|``: exact, one search per chunk. ``visit(start, vectors)`` is
+    called from several threads (one per part) and keeps rows whose cosine reaches the
+    threshold.
+    """
+
+    def __init__(self, ref: Reference, threshold: float, center: bool = False):
+        self.ref, self.threshold, self.center, self.seconds = ref, threshold, center, 0.0
+        self.index = None
+        self.mean: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self.found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def prepare(self, sample: np.ndarray) -> None:
+        import faiss
+
+        if not len(self.ref.vectors):
+            return
+        e = self.ref.vectors
+        if self.center:
+            self.mean = np.asarray(sample, np.float32).mean(axis=0)
+            e = e - self.mean
+            e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+            e = np.hstack([e, -(e @ self.mean)[:, None]])
+        self.index = faiss.IndexFlatIP(e.shape[1])
+        self.index.add(np.ascontiguousarray(e, dtype=np.float32))
+
+    def visit(self, start: int, vectors: np.ndarray) -> None:
+        if self.index is None or not len(vectors):
+            return
+        t = time.perf_counter()
+        if vectors.shape[1] != self.ref.vectors.shape[1]:
+            raise ValueError(
+                f"decontaminate: pool embedding dim {vectors.shape[1]} != the evaluation "
+                f"images' {self.ref.vectors.shape[1]} (another embedder?)"
+            )
+        if self.mean is not None:
+            query = np.hstack([vectors, np.ones((len(vectors), 1), np.float32)])
+            norms = np.linalg.norm(vectors - self.mean, axis=1)
+        else:
+            query, norms = vectors, np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+        sims, idx = self.index.search(np.ascontiguousarray(query), 1)
+        cos = sims[:, 0] / np.maximum(norms, 1e-12)
+        hit = np.nonzero(cos >= self.threshold)[0]
+        with self._lock:
+            if hit.size:
+                self.found.append((start + hit, self.ref.vector_items[idx[hit, 0]], cos[hit]))
+            self.seconds += time.perf_counter() - t
+
+    def add_to(self, out: Matches) -> None:
+        for rows, items, cos in self.found:
+            out.add("clip", rows, items, cos)
+
+
+# ---- summary -----------------------------------------------------------------------
+def summarize(
+    matches: Matches, ref: Reference, sample_ids: Callable[[np.ndarray], list[str]],
+    selected: np.ndarray | None = None, set_names: Sequence[str] = (),
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Per evaluation set: items, matched pool rows (distinct) by signal, their ids.
+
+    ``sample_ids(rows)`` maps global rows to pool ids; ``selected`` (sorted global rows
+    of the selection) adds how many matched rows were selected.
+    """
+    flat = matches.flat()
+    ids = dict(zip(sorted({m[0] for m in flat}), sample_ids(matches.row_set()), strict=True))
+    names = list(dict.fromkeys([*set_names, *(it.set_name for it in ref.items)]))
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        mine = [m for m in flat if ref.items[m[1]].set_name == name]
+        rows = sorted({m[0] for m in mine})
+        items = [it for it in ref.items if it.set_name == name]
+        entry = {
+            "eval_items": len(items),
+            "eval_items_without_image": sum(it.image is None for it in items),
+            "matched_rows": len(rows),
+            "by_signal": {s: len({m[0] for m in mine if m[2] == s}) for s in SIGNALS},
+            "pool_ids": [ids[r] for r in rows],
+            "eval_ids": sorted({ref.items[m[1]].item_id for m in mine}),
+        }
+        if selected is not None:
+            entry["selected_matched"] = int(np.isin(rows, selected).sum())
+        out[name] = entry
+    return out
+
+
+def report_markdown(summary: dict[str, dict[str, Any]], cfg: DecontaminateConfig) -> str:
+    """The report's decontamination table (one row per evaluation set)."""
+    lines = [
+        f"Decontamination ({cfg.mode}): exact image hash, pHash <= {cfg.phash_distance} bits, "
+        f"CLIP cosine >= {cfg.clip_threshold}, question {cfg.ngram}-grams; signals "
+        f"{', '.join(cfg.signals)}.",
+        "",
+        "| evaluation set | items | pool rows matched | exact | phash | clip | ngram |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        sig = s["by_signal"]
+        lines.append(
+            f"| {name} | {s['eval_items']} | {s['matched_rows']} | "
+            + " | ".join(str(sig[k]) for k in SIGNALS)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
