@@ -9,14 +9,20 @@ resume after a killed worker), then scores the held-out pairs (ACC / ACC+ per ca
 Writes ``<run_dir>/train-reward/``: ``model/`` (HF backbone + processor +
 ``reward_head.safetensors``), ``data/split.parquet`` (pair_id -> train | heldout),
 ``heldout.json`` (ACC/ACC+), ``metrics.csv``, the Ray Train run under ``ray/``.
+With ``folds=k`` (k >= 2) it also trains k fold models, model j on the training pairs of
+every query fold but j (``mmrlhf_ray.reward.folds.fold_of``), into ``folds/fold-j/model``;
+the split part gets a ``fold`` column and the manifest lists, per model, the folds it was
+trained on (``score margins=out-of-fold`` reads it).
 
     mmrlhf train-reward run_dir=runs/demo
     mmrlhf train-reward run_dir=runs/demo critique_source=none loss.critique=0   # w/o Task 1
+    mmrlhf train-reward run_dir=runs/demo folds=2   # + 2 fold models for out-of-fold margins
     ray job submit --working-dir . -- python jobs/train_reward.py --config configs/train-reward.gpu.yaml run_dir=s3://bucket/run
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -32,11 +38,13 @@ from mmrlhf_ray.reward.data import (
     build_reward_model,
     collate_reward_pairs,
     encode_pair_row,
+    load_fold_rows,
     load_split_rows,
     pairs_from_rows,
     reward_loss_fn,
     split_pairs,
 )
+from mmrlhf_ray.reward.folds import fold_of
 from mmrlhf_ray.reward.model import RewardMeta, load_reward_model, save_reward_model
 from mmrlhf_ray.stage import StageDir, begin_stage
 
@@ -77,8 +85,10 @@ def plan_steps(cfg: TrainRewardConfig, n_train: int) -> TrainRewardConfig:
     return cfg
 
 
-def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
-    """Run the harness; returns {"model_dir", "steps", "metrics"}."""
+def train(cfg: TrainRewardConfig, out: StageDir, fold: int | None = None) -> dict:
+    """Run the harness; returns {"model_dir", "steps", "metrics"}.
+
+    ``fold`` j: the fold model, trained on the training pairs of every fold but j."""
     from harness.runtime import init_ray
     from harness.trainer import TrainTask, run_training
 
@@ -86,7 +96,9 @@ def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
     meta = reward_meta(cfg, backbone)
     task = TrainTask(
         model_path=backbone,
-        rows=functools.partial(load_split_rows, _abs(cfg.run_dir), cfg.pairs_stage, "train"),
+        rows=functools.partial(load_split_rows, _abs(cfg.run_dir), cfg.pairs_stage, "train")
+        if fold is None
+        else functools.partial(load_fold_rows, _abs(cfg.run_dir), cfg.pairs_stage, fold),
         encode=functools.partial(
             encode_pair_row,
             source=cfg.critique_source,
@@ -101,13 +113,14 @@ def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
     init_ray()
     # The Ray Train run is keyed by config and inputs: the same attempt resumes after a
     # crash, a changed config (another ablation in the same run dir) starts afresh.
+    sub = "" if fold is None else f"folds/fold-{fold}/"
     result = run_training(
         task,
         cfg.train,
-        name=f"train-reward-{out.attempt_key()}",
+        name=f"train-reward-{out.attempt_key()}" + ("" if fold is None else f"-fold{fold}"),
         storage_path=out.local_path("ray"),
-        output_dir=out.local_path("model"),
-        metrics_csv=out.local_path("metrics.csv"),
+        output_dir=out.local_path(f"{sub}model"),
+        metrics_csv=out.local_path(f"{sub}metrics.csv"),
     )
     return {"model_dir": result.hf_dir, "steps": result.steps, "metrics": result.metrics}
 
@@ -124,6 +137,27 @@ def evaluate_heldout(cfg: TrainRewardConfig, model_dir: str, held: list) -> dict
     return {"mode": mode, "table": table}
 
 
+def train_folds(cfg: TrainRewardConfig, out: StageDir, folds: dict[str, int]) -> dict:
+    """The k fold models (``folds``: pair_id -> fold of its query, training pairs only)."""
+    models = []
+    for j in range(cfg.folds):
+        n_train = sum(1 for f in folds.values() if f != j)
+        fold_cfg = plan_steps(
+            dataclasses.replace(cfg, train=dataclasses.replace(cfg.train)), n_train
+        )
+        trained = train(fold_cfg, out, fold=j)
+        models.append(
+            {
+                "fold": j,
+                "model_dir": trained["model_dir"],
+                "trained_on_folds": [f for f in range(cfg.folds) if f != j],
+                "train_pairs": n_train,
+                "steps": trained["steps"],
+            }
+        )
+    return {"k": cfg.folds, "seed": cfg.fold_seed, "models": models}
+
+
 def run(cfg: TrainRewardConfig) -> dict:
     """The stage: split the pairs, train the reward model, score the held-out pairs."""
     out, done = begin_stage(cfg, "train-reward", inputs=[cfg.pairs_stage])
@@ -137,19 +171,22 @@ def run(cfg: TrainRewardConfig) -> dict:
     out.write_quarantine("pairs", bad)
     train_pairs, held = split_pairs(good, cfg.heldout_fraction, cfg.split_seed)
     train_ids = {p.pair_id for p in train_pairs}
-    out.write_part(
-        "split",
-        pa.table(
-            {
-                "pair_id": [p.pair_id for p in good],
-                "query_id": [p.query_id for p in good],
-                "category": [p.category for p in good],
-                "split": ["train" if p.pair_id in train_ids else "heldout" for p in good],
-            }
-        ),
-    )
+    split = {
+        "pair_id": [p.pair_id for p in good],
+        "query_id": [p.query_id for p in good],
+        "category": [p.category for p in good],
+        "split": ["train" if p.pair_id in train_ids else "heldout" for p in good],
+    }
+    if cfg.folds:
+        split["fold"] = [fold_of(q, cfg.folds, cfg.fold_seed) for q in split["query_id"]]
+    out.write_part("split", pa.table(split))
+    fold_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train))
     cfg = plan_steps(cfg, len(train_pairs))
     trained = train(cfg, out)  # workers read the train split themselves
+    folds = None
+    if cfg.folds:
+        of_train = {p.pair_id: fold_of(p.query_id, cfg.folds, cfg.fold_seed) for p in train_pairs}
+        folds = train_folds(fold_cfg, out, of_train)
     heldout = evaluate_heldout(cfg, trained["model_dir"], held)
     Path(out.local_path("heldout.json")).write_text(json.dumps(heldout, indent=2))
     overall = heldout.get("table", {}).get("overall", {})
@@ -160,6 +197,7 @@ def run(cfg: TrainRewardConfig) -> dict:
         steps=trained["steps"],
         heldout=heldout,
         model_dir=trained["model_dir"],
+        **({"folds": folds} if folds else {}),
     )
     print(
         f"train-reward: {len(train_pairs)} train / {len(held)} held-out pairs "
