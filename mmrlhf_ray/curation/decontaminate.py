@@ -391,7 +391,7 @@ def screen_questions(
     n, grams = cfg.ngram, ref.ngrams
     rows, items = [], []
     for j, text in enumerate(questions):
-        if not text or text.count(" ") < n - 1 and len(text) < 2 * n:  # cannot hold n tokens
+        if not text or len(text) < 2 * n - 1:  # n tokens need n characters + n - 1 separators
             continue
         tokens = normalize_tokens(text)
         for i in range(len(tokens) - n + 1):

@@ -42,6 +42,7 @@ from mmrlhf_ray.curation.decontaminate import (
     screen_questions,
     summarize,
 )
+from mmrlhf_ray.media import MediaError
 from mmrlhf_ray.schemas import quarantine_row
 from mmrlhf_ray.stage import StageDir
 
@@ -58,7 +59,10 @@ def _benchmark_items(run_dir: str, max_side: int) -> list[EvalItem] | None:
     items = []
     for row in bench.read().to_pylist():
         item = EvalItem("shapes-benchmark", str(row["sample_id"]), str(row.get("question") or ""))
-        item.image = _pool_image(row, "", max_side)
+        try:
+            item.image = _pool_image(row, "", max_side)
+        except MediaError as exc:  # counted in the report (eval_items_without_image)
+            item.problem = str(exc)
         items.append(item)
     return items
 
