@@ -102,6 +102,7 @@ def reference(args: argparse.Namespace):
         EvalItem,
         Reference,
         ngram_keys,
+        set_question_index,
     )
 
     rng = np.random.default_rng(99)
@@ -118,7 +119,9 @@ def reference(args: argparse.Namespace):
     idx = np.arange(args.eval)
     digests = {os.urandom(20).hex(): i for i in range(args.eval)}
     phash = rng.integers(-(2**63), 2**63 - 1, args.eval, dtype=np.int64).view(np.uint64)
-    return cfg, Reference(items, digests, phash, idx, v.astype(np.float32), idx, ngrams)
+    ref = Reference(items, digests, phash, idx, v.astype(np.float32), idx, ngrams)
+    set_question_index(ref, cfg.ngram)
+    return cfg, ref
 
 
 def child(args: argparse.Namespace) -> None:

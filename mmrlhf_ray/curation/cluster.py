@@ -164,7 +164,7 @@ def _assign_part(
     start: int,
     batch_size: int,
     filesystem,
-    visit: Callable[[int, np.ndarray], None] | None = None,
+    visit: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> int:
     """Assign one part's rows to their nearest centre, writing into ``out`` from ``start``."""
     import faiss
@@ -186,7 +186,7 @@ def _assign_part(
         out.similarity[row : row + n] = sims[:, 0] / np.maximum(norms, 1e-12)
         out.categories[row : row + n] = _category_codes(cats)
         if visit is not None:  # decontamination: the same chunk, no second read
-            visit(row, vecs)
+            visit(row, vecs, labels[:, 0])
         row += n
     return row - start
 
@@ -198,11 +198,12 @@ def assign_parts(
     batch_size: int = 65536,
     filesystem=None,
     progress: Callable[[int], None] | None = None,
-    visit: Callable[[int, np.ndarray], None] | None = None,
+    visit: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> Assignment:
     """Stream every part and assign each row to its nearest centre (cosine).
 
-    ``visit(first_row, vectors)``, when given, sees every chunk (from the part threads).
+    ``visit(first_row, vectors, nearest_centres)``, when given, sees every chunk (from
+    the part threads).
     Memory: 7 bytes per row of results plus one chunk buffer per thread.
     """
     counts = part_rows(paths, filesystem)

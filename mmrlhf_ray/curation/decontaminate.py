@@ -34,7 +34,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -103,6 +103,13 @@ class DecontaminateConfig(Choices):
             "embedders such as the tiny random CLIP, where every pair is ~0.9999)"
         },
     )
+    clip_probes: int = field(
+        default=4,
+        metadata={
+            "help": "compare a pool row only with evaluation images among whose `clip_probes` "
+            "nearest k-means centres its own centre is (IVF); 0 = every image (exact)"
+        },
+    )
     ngram: int = field(default=13, metadata={"help": "question n-gram length (tokens)"})
     batch_size: int = field(default=64, metadata={"help": "evaluation images per embed call"})
 
@@ -130,6 +137,55 @@ def ngram_keys(text: str, n: int) -> set[int]:
     """64-bit keys of the token ``n``-grams of ``text`` (empty when it is shorter)."""
     tokens = normalize_tokens(text)
     return {hash(" ".join(tokens[i : i + n])) for i in range(len(tokens) - n + 1)}
+
+
+_BASE = 0x9E3779B97F4A7C15  # odd: invertible modulo 2**64
+_BASE_INV = pow(_BASE, -1, 1 << 64)
+
+
+def question_tokens(questions: Any) -> Any:
+    """Arrow list<string> of the normalised tokens of each question (vectorised, C++):
+    NFKC, lower case, runs of ``[0-9a-z]`` (as :func:`normalize_tokens`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pa.array(questions, pa.string()) if not isinstance(questions, pa.Array) else questions
+    text = pc.utf8_lower(pc.utf8_normalize(text.fill_null(""), "NFKC"))
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"[^0-9a-z]+", " "))
+    return pc.split_pattern(text, " ")
+
+
+def window_hashes(tokens: Any, vocab: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, 64-bit hash) of every token ``n``-gram whose tokens are all in ``vocab``.
+
+    Tokens become codes (their index in ``vocab``; others break the window), and a
+    window's hash is the polynomial sum(c_i B^i) mod 2^64, from prefix sums divided by
+    B^start (B odd, so invertible): numpy, no Python loop per row.
+    """
+    import pyarrow.compute as pc
+
+    offsets = np.asarray(tokens.offsets, dtype=np.int64)
+    offsets = offsets - offsets[0]
+    codes = pc.index_in(pc.list_flatten(tokens), value_set=vocab)
+    known = np.asarray(codes.is_valid(), dtype=bool)
+    c = np.asarray(codes.fill_null(0), dtype=np.uint64) + np.uint64(1)
+    total = len(c)
+    with np.errstate(over="ignore"):
+        powers = np.cumprod(np.full(total, _BASE, np.uint64)) if total else np.zeros(0, np.uint64)
+        powers = np.concatenate([[np.uint64(1)], powers[:-1]]) if total else powers
+        inv = np.cumprod(np.full(total, _BASE_INV, np.uint64)) if total else powers
+        inv = np.concatenate([[np.uint64(1)], inv[:-1]]) if total else inv
+        prefix = np.concatenate([[np.uint64(0)], np.cumsum(c * powers, dtype=np.uint64)])
+    unknown = np.concatenate([[0], np.cumsum(~known)])
+    counts = np.maximum(np.diff(offsets) - n + 1, 0)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    within = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    starts = np.repeat(offsets[:-1], counts) + within
+    ok = unknown[starts + n] == unknown[starts]
+    rows, starts = rows[ok], starts[ok]
+    with np.errstate(over="ignore"):
+        hashes = (prefix[starts + n] - prefix[starts]) * inv[starts]
+    return rows, hashes
 
 
 def image_digest(image: Any) -> str:
@@ -253,6 +309,9 @@ class Reference:
     vector_items: np.ndarray  # item index of each vector
     ngrams: dict[int, int]  # n-gram key -> first item index holding it
     seconds: float = 0.0
+    vocab: Any = None  # Arrow array of every evaluation question token
+    gram_hashes: np.ndarray | None = None  # sorted window hashes (``window_hashes``)
+    gram_items: np.ndarray | None = None  # item of each hash
 
 
 def build_reference(
@@ -280,9 +339,22 @@ def build_reference(
         for key in ngram_keys(it.question, cfg.ngram):
             ngrams.setdefault(key, i)
     idx = np.array(with_image, dtype=np.int64)
-    return Reference(
-        items, digests, phashes, idx, vectors, idx, ngrams, time.perf_counter() - start
-    )
+    ref = Reference(items, digests, phashes, idx, vectors, idx, ngrams)
+    set_question_index(ref, cfg.ngram)
+    ref.seconds = time.perf_counter() - start
+    return ref
+
+
+def set_question_index(ref: Reference, n: int) -> None:
+    """The vectorised n-gram index of the reference's questions (vocab + sorted hashes)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tokens = question_tokens([it.question for it in ref.items])
+    ref.vocab = pc.unique(pc.list_flatten(tokens)) if len(ref.items) else pa.array([], pa.string())
+    rows, hashes = window_hashes(tokens, ref.vocab, n)
+    order = np.argsort(hashes, kind="stable")
+    ref.gram_hashes, ref.gram_items = hashes[order], rows[order]
 
 
 # ---- screens -----------------------------------------------------------------------
@@ -370,10 +442,15 @@ def screen_hashes(
 ) -> None:
     """Exact and perceptual-hash matches of one part's rows (global rows from ``start``)."""
     if "exact" in cfg.signals and ref.digests:
-        hits = [(j, ref.digests[h]) for j, h in enumerate(image_hashes) if h in ref.digests]
-        if hits:
-            local, items = np.array(hits).T
-            out.add("exact", start + local, items, np.ones(len(local)))
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        hashes = image_hashes if isinstance(image_hashes, pa.Array) else pa.array(image_hashes)
+        where = pc.index_in(hashes, value_set=pa.array(list(ref.digests), pa.string()))
+        local = np.nonzero(np.asarray(where.is_valid(), dtype=bool))[0]
+        items = np.array(list(ref.digests.values()), dtype=np.int64)
+        picked = np.asarray(where.fill_null(0), dtype=np.int64)[local]
+        out.add("exact", start + local, items[picked], np.ones(len(local)))
     if "phash" in cfg.signals and phashes is not None and len(ref.phashes):
         valid = np.nonzero(phash_valid)[0] if phash_valid is not None else np.arange(len(phashes))
         values = np.asarray(phashes[valid], dtype=np.int64).view(np.uint64)
@@ -382,62 +459,78 @@ def screen_hashes(
 
 
 def screen_questions(
-    start: int, questions: Iterable[str | None], ref: Reference, cfg: DecontaminateConfig,
-    out: Matches,
-) -> None:  # fmt: skip
-    """N-gram matches of one part's questions (the first shared n-gram names the item)."""
-    if "ngram" not in cfg.signals or not ref.ngrams:
+    start: int, questions: Any, ref: Reference, cfg: DecontaminateConfig, out: Matches
+) -> None:
+    """N-gram matches of one part's questions (Arrow strings; the first shared n-gram
+    names the item), vectorised: :func:`question_tokens` + :func:`window_hashes`."""
+    if "ngram" not in cfg.signals or ref.gram_hashes is None or not len(ref.gram_hashes):
         return
-    n, grams = cfg.ngram, ref.ngrams
-    rows, items = [], []
-    for j, text in enumerate(questions):
-        if not text or len(text) < 2 * n - 1:  # n tokens need n characters + n - 1 separators
-            continue
-        tokens = normalize_tokens(text)
-        for i in range(len(tokens) - n + 1):
-            item = grams.get(hash(" ".join(tokens[i : i + n])))
-            if item is not None:
-                rows.append(start + j)
-                items.append(item)
-                break
-    out.add("ngram", rows, items, np.ones(len(rows)))
+    rows, hashes = window_hashes(question_tokens(questions), ref.vocab, cfg.ngram)
+    pos = np.searchsorted(ref.gram_hashes, hashes)
+    pos = np.minimum(pos, len(ref.gram_hashes) - 1)
+    hit = ref.gram_hashes[pos] == hashes
+    rows, pos = rows[hit], pos[hit]
+    first_rows, first = np.unique(rows, return_index=True)
+    out.add("ngram", start + first_rows, ref.gram_items[pos[first]], np.ones(len(first_rows)))
 
 
 class ClipScreen:
     """CLIP near-duplicates, fed chunk by chunk during curation's streamed assignment.
 
-    ``prepare(sample)`` (once, with curation's k-means sample) builds an exact
-    inner-product index (faiss ``IndexFlatIP``) of the evaluation vectors; with
-    ``center`` the cosine is taken after subtracting the sample's mean m, by searching
+    ``prepare(sample, centres)`` (once, after k-means) sets up the search; with
+    ``center`` cosines are taken after subtracting the sample's mean m, by scoring
     ``[v, 1]`` against ``[e', -m.e']`` (e' the centred, normalised evaluation vector) and
-    dividing by ``|v - m|``: exact, one search per chunk. ``visit(start, vectors)`` is
-    called from several threads (one per part) and keeps rows whose cosine reaches the
-    threshold.
+    dividing by ``|v - m|``. ``visit(start, vectors, labels)`` is called from several
+    threads (one per part) with each chunk and its rows' nearest centres, and keeps rows
+    whose best cosine reaches the threshold.
+
+    ``probes`` > 0 (IVF, the default): each evaluation vector is listed under its
+    ``probes`` nearest centres, and a pool row is compared only with the evaluation
+    vectors listed under its own centre: M * probes / k products per row instead of M.
+    A near-duplicate (cosine >= 0.95) shares its nearest centre with the original unless
+    both lie at a cluster boundary; ``probes = 0`` compares every row with every vector.
     """
 
-    def __init__(self, ref: Reference, threshold: float, center: bool = False):
-        self.ref, self.threshold, self.center, self.seconds = ref, threshold, center, 0.0
-        self.index = None
+    def __init__(self, ref: Reference, threshold: float, center: bool = False, probes: int = 0):
+        self.ref, self.threshold, self.center, self.probes = ref, threshold, center, probes
+        self.seconds = 0.0
+        self.keys: np.ndarray | None = None  # evaluation vectors as searched
         self.mean: np.ndarray | None = None
+        self.lists: dict[int, np.ndarray] = {}  # centre -> evaluation vectors probing it
         self._lock = threading.Lock()
         self.found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
-    def prepare(self, sample: np.ndarray) -> None:
-        import faiss
-
-        if not len(self.ref.vectors):
-            return
+    def prepare(self, sample: np.ndarray, centres: np.ndarray | None = None) -> None:
         e = self.ref.vectors
+        if not len(e):
+            return
         if self.center:
             self.mean = np.asarray(sample, np.float32).mean(axis=0)
-            e = e - self.mean
-            e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-            e = np.hstack([e, -(e @ self.mean)[:, None]])
-        self.index = faiss.IndexFlatIP(e.shape[1])
-        self.index.add(np.ascontiguousarray(e, dtype=np.float32))
+            c = e - self.mean
+            c = c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+            self.keys = np.ascontiguousarray(np.hstack([c, -(c @ self.mean)[:, None]]), np.float32)
+        else:
+            self.keys = np.ascontiguousarray(e, np.float32)
+        if self.probes and centres is not None and self.probes < len(centres):
+            near = np.argsort(-(e @ centres.T), axis=1)[:, : self.probes]
+            for centre in np.unique(near):
+                self.lists[int(centre)] = np.nonzero((near == centre).any(axis=1))[0]
+        else:
+            self.lists = {-1: np.arange(len(e))}
 
-    def visit(self, start: int, vectors: np.ndarray) -> None:
-        if self.index is None or not len(vectors):
+    def _best(self, vectors: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(best cosine, best evaluation vector) of each row among ``cand``."""
+        if self.mean is not None:
+            query = np.hstack([vectors, np.ones((len(vectors), 1), np.float32)])
+            norms = np.linalg.norm(vectors - self.mean, axis=1)
+        else:
+            query, norms = vectors, np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+        sims = query @ self.keys[cand].T
+        arg = np.argmax(sims, axis=1)
+        return sims[np.arange(len(arg)), arg] / np.maximum(norms, 1e-12), cand[arg]
+
+    def visit(self, start: int, vectors: np.ndarray, labels: np.ndarray | None = None) -> None:
+        if self.keys is None or not len(vectors):
             return
         t = time.perf_counter()
         if vectors.shape[1] != self.ref.vectors.shape[1]:
@@ -445,17 +538,25 @@ class ClipScreen:
                 f"decontaminate: pool embedding dim {vectors.shape[1]} != the evaluation "
                 f"images' {self.ref.vectors.shape[1]} (another embedder?)"
             )
-        if self.mean is not None:
-            query = np.hstack([vectors, np.ones((len(vectors), 1), np.float32)])
-            norms = np.linalg.norm(vectors - self.mean, axis=1)
+        if -1 in self.lists or labels is None:
+            groups = [(np.arange(len(vectors)), np.arange(len(self.ref.vectors)))]
         else:
-            query, norms = vectors, np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-        sims, idx = self.index.search(np.ascontiguousarray(query), 1)
-        cos = sims[:, 0] / np.maximum(norms, 1e-12)
-        hit = np.nonzero(cos >= self.threshold)[0]
+            order = np.argsort(labels, kind="stable")
+            values, first = np.unique(labels[order], return_index=True)
+            bounds = np.append(first, len(order))
+            groups = [
+                (order[bounds[i] : bounds[i + 1]], self.lists[int(c)])
+                for i, c in enumerate(values)
+                if int(c) in self.lists
+            ]
+        found = []
+        for rows, cand in groups:
+            cos, best = self._best(vectors[rows], cand)
+            hit = cos >= self.threshold
+            if hit.any():
+                found.append((start + rows[hit], self.ref.vector_items[best[hit]], cos[hit]))
         with self._lock:
-            if hit.size:
-                self.found.append((start + hit, self.ref.vector_items[idx[hit, 0]], cos[hit]))
+            self.found += found
             self.seconds += time.perf_counter() - t
 
     def add_to(self, out: Matches) -> None:

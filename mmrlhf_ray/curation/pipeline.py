@@ -215,18 +215,19 @@ def cluster_and_select(
     """k-means on a sample, streamed assignment, then ratio + per-cluster sampling.
 
     ``eligible`` (bool per row) excludes rows from sampling (exact-image dedup).
-    ``screen`` (decontamination) gets the k-means sample (``screen.prepare``), sees every chunk of vectors during the assignment
-    (``screen.visit(first_row, vectors)``) and then ``screen.exclude(total)`` gives the
+    ``screen`` (decontamination) gets the k-means sample and centres
+    (``screen.prepare``), sees every chunk during the assignment
+    (``screen.visit(first_row, vectors, nearest_centres)``) and then ``screen.exclude(total)`` gives the
     rows to keep out of the sample (bool mask, or None).
     """
     t0 = time.perf_counter()
     sample = sample_vectors(paths, cluster.sample_size, seed, filesystem)
     k = min(cluster.k, len(sample))
-    if screen is not None:
-        screen.prepare(sample)  # e.g. the pool's mean embedding, from the same sample
     t1 = time.perf_counter()
     centres = train_kmeans(sample, k, seed, cluster.niter, cluster.threads)
     t2 = time.perf_counter()
+    if screen is not None:
+        screen.prepare(sample, centres)  # the pool's mean embedding; the IVF lists
     visit = screen.visit if screen is not None else None
     assignment = assign_parts(
         paths, centres, cluster.threads, cluster.batch_size, filesystem, progress, visit

@@ -109,7 +109,9 @@ class PoolScreen:
         self.cfg, self.ref, self.set_names = cfg, ref, set_names
         self.matches = Matches()
         self.clip = (
-            ClipScreen(ref, cfg.clip_threshold, cfg.clip_center) if "clip" in cfg.signals else None
+            ClipScreen(ref, cfg.clip_threshold, cfg.clip_center, cfg.clip_probes)
+            if "clip" in cfg.signals
+            else None
         )
         self.timings = {"reference": round(ref.seconds, 3)}
 
@@ -126,7 +128,7 @@ class PoolScreen:
             phash = emb.column("phash").combine_chunks() if "phash" in names else None
             screen_hashes(
                 start,
-                emb.column("image_hash").to_pylist(),
+                emb.column("image_hash").combine_chunks(),
                 None if phash is None else phash.fill_null(0).to_numpy(zero_copy_only=False),
                 None if phash is None else pc.is_valid(phash).to_numpy(zero_copy_only=False),
                 self.ref,
@@ -138,18 +140,18 @@ class PoolScreen:
                     pool_path, columns=["sample_id", "question"], filesystem=pool_fs
                 )
                 where = pc.index_in(emb.column("sample_id"), value_set=pool.column("sample_id"))
-                questions = pool.column("question").take(where).to_pylist()
+                questions = pool.column("question").take(where).combine_chunks()
                 screen_questions(start, questions, self.ref, self.cfg, self.matches)
             start += emb.num_rows
         self.timings["hashes_ngrams"] = round(time.perf_counter() - t, 3)
 
-    def prepare(self, sample: np.ndarray) -> None:
+    def prepare(self, sample: np.ndarray, centres: np.ndarray) -> None:
         if self.clip is not None:
-            self.clip.prepare(sample)
+            self.clip.prepare(sample, centres)
 
-    def visit(self, start: int, vectors: np.ndarray) -> None:
+    def visit(self, start: int, vectors: np.ndarray, labels: np.ndarray) -> None:
         if self.clip is not None:
-            self.clip.visit(start, vectors)
+            self.clip.visit(start, vectors, labels)
 
     def exclude(self, total: int) -> np.ndarray | None:
         """Called once after the assignment: matched rows (bool mask) when dropping."""

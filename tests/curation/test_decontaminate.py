@@ -20,12 +20,15 @@ import pytest
 from PIL import Image
 
 from mmrlhf_ray.curation.decontaminate import (
+    ClipScreen,
     DecontaminateConfig,
     EvalItem,
+    Matches,
     build_reference,
     hamming_matches,
     ngram_keys,
     perceptual_hash,
+    screen_questions,
 )
 from mmrlhf_ray.stage import StageDir
 from tests.curation.helpers import shapes_pool, write_pool_stage
@@ -62,12 +65,43 @@ def test_ngrams_are_normalised_and_need_a_whole_13_gram():
     twelve = " ".join(LONG_Q.split()[:12]) + " zebra"  # 12 shared tokens, then it differs
     assert not ngram_keys(twelve, 13) & ngram_keys(LONG_Q, 13)
     assert ngram_keys("What color is the triangle?", 13) == set()  # under 13 tokens
+    # the vectorised screen the stage runs finds the same, and only that
+    cfg = DecontaminateConfig()
+    ref = build_reference([EvalItem("s", "e0", REWORDED_Q)], cfg, embed=None)
+    out = Matches()
+    questions = ["What color is the triangle?", twelve, None, LONG_Q, LONG_Q.upper() + "!!"]
+    screen_questions(100, questions, ref, cfg, out)
+    assert out.flat() == [(103, 0, "ngram", 1.0), (104, 0, "ngram", 1.0)]
+
+
+def test_ivf_probed_clip_search_equals_exhaustive_on_clustered_vectors():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((8, 16)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    pool = centres[rng.integers(0, 8, 2000)] + 0.3 * rng.standard_normal((2000, 16))
+    pool = (pool / np.linalg.norm(pool, axis=1, keepdims=True)).astype(np.float32)
+    evals = pool[[5, 50, 500]] + 0.01 * rng.standard_normal((3, 16)).astype(np.float32)
+    ref = build_reference([], DecontaminateConfig(), embed=None)
+    ref.vectors, ref.vector_items = evals.astype(np.float32), np.array([0, 1, 2])
+    labels = np.argmax(pool @ centres.T, axis=1)
+    found = {}
+    for probes in (0, 2):
+        screen = ClipScreen(ref, 0.95, center=False, probes=probes)
+        screen.prepare(pool, centres)
+        for s in range(0, 2000, 512):  # chunks, as the assignment hands them out
+            screen.visit(s, pool[s : s + 512], labels[s : s + 512])
+        out = Matches()
+        screen.add_to(out)
+        found[probes] = {(r, i) for r, i, _, _ in out.flat()}
+    assert found[0] == found[2] and {(5, 0), (50, 1), (500, 2)} <= found[0]
 
 
 def test_reference_of_text_only_items_has_no_vectors():
     cfg = DecontaminateConfig()
     ref = build_reference([EvalItem("s", "a", LONG_Q)], cfg, embed=None)
-    assert ref.vectors.shape[0] == 0 and len(ref.phashes) == 0 and len(ref.ngrams) == 22 - 13 + 1
+    assert (
+        ref.vectors.shape[0] == 0 and len(ref.phashes) == 0 and len(ref.gram_hashes) == 22 - 13 + 1
+    )
 
 
 # ---- the stage ---------------------------------------------------------------------
