@@ -150,9 +150,27 @@ def question_tokens(questions: Any) -> Any:
     import pyarrow.compute as pc
 
     text = pa.array(questions, pa.string()) if not isinstance(questions, pa.Array) else questions
-    text = pc.utf8_lower(pc.utf8_normalize(text.fill_null(""), "NFKC"))
-    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"[^0-9a-z]+", " "))
-    return pc.split_pattern(text, " ")
+    text = text.fill_null("")
+    ascii_ = pc.string_is_ascii(text)
+    if not pc.all(ascii_).as_py():  # NFKC only where it can change something
+        text = pc.if_else(ascii_, text, pc.utf8_normalize(text, "NFKC"))
+    # empty edge tokens (leading/trailing separators) are never in a vocabulary
+    return pc.split_pattern_regex(pc.ascii_lower(text) if pc.all(ascii_).as_py() else
+                                  pc.utf8_lower(text), r"[^0-9a-z]+")  # fmt: skip
+
+
+_POWERS: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B^t, B^-t) mod 2^64 for t < n, computed once and grown as needed."""
+    if len(_POWERS[0]) < n:
+        size = max(n, 2 * len(_POWERS[0]))
+        with np.errstate(over="ignore"):
+            for i, base in enumerate((_BASE, _BASE_INV)):
+                p = np.cumprod(np.full(size - 1, base, np.uint64), dtype=np.uint64)
+                _POWERS[i] = np.concatenate([np.ones(1, np.uint64), p])
+    return _POWERS[0][:n], _POWERS[1][:n]
 
 
 def window_hashes(tokens: Any, vocab: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -169,12 +187,8 @@ def window_hashes(tokens: Any, vocab: Any, n: int) -> tuple[np.ndarray, np.ndarr
     codes = pc.index_in(pc.list_flatten(tokens), value_set=vocab)
     known = np.asarray(codes.is_valid(), dtype=bool)
     c = np.asarray(codes.fill_null(0), dtype=np.uint64) + np.uint64(1)
-    total = len(c)
+    powers, inv = _powers(len(c))
     with np.errstate(over="ignore"):
-        powers = np.cumprod(np.full(total, _BASE, np.uint64)) if total else np.zeros(0, np.uint64)
-        powers = np.concatenate([[np.uint64(1)], powers[:-1]]) if total else powers
-        inv = np.cumprod(np.full(total, _BASE_INV, np.uint64)) if total else powers
-        inv = np.concatenate([[np.uint64(1)], inv[:-1]]) if total else inv
         prefix = np.concatenate([[np.uint64(0)], np.cumsum(c * powers, dtype=np.uint64)])
     unknown = np.concatenate([[0], np.cumsum(~known)])
     counts = np.maximum(np.diff(offsets) - n + 1, 0)
@@ -351,7 +365,8 @@ def set_question_index(ref: Reference, n: int) -> None:
     import pyarrow.compute as pc
 
     tokens = question_tokens([it.question for it in ref.items])
-    ref.vocab = pc.unique(pc.list_flatten(tokens)) if len(ref.items) else pa.array([], pa.string())
+    vocab = pc.unique(pc.list_flatten(tokens)) if len(ref.items) else pa.array([], pa.string())
+    ref.vocab = vocab.filter(pc.not_equal(vocab, ""))
     rows, hashes = window_hashes(tokens, ref.vocab, n)
     order = np.argsort(hashes, kind="stable")
     ref.gram_hashes, ref.gram_items = hashes[order], rows[order]
@@ -497,6 +512,7 @@ class ClipScreen:
         self.keys: np.ndarray | None = None  # evaluation vectors as searched
         self.mean: np.ndarray | None = None
         self.lists: dict[int, np.ndarray] = {}  # centre -> evaluation vectors probing it
+        self.indexes: dict[int, Any] = {}  # centre -> faiss index of those vectors
         self._lock = threading.Lock()
         self.found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -517,17 +533,26 @@ class ClipScreen:
                 self.lists[int(centre)] = np.nonzero((near == centre).any(axis=1))[0]
         else:
             self.lists = {-1: np.arange(len(e))}
+        self.indexes = {c: self._index(cand) for c, cand in self.lists.items()}
 
-    def _best(self, vectors: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(best cosine, best evaluation vector) of each row among ``cand``."""
+    def _index(self, cand: np.ndarray):
+        """faiss's exact inner-product search (its BLAS honours one thread per part
+        thread; numpy's threaded BLAS on small products oversubscribes the cores)."""
+        import faiss
+
+        index = faiss.IndexFlatIP(self.keys.shape[1])
+        index.add(np.ascontiguousarray(self.keys[cand]))
+        return index
+
+    def _best(self, vectors: np.ndarray, centre: int) -> tuple[np.ndarray, np.ndarray]:
+        """(best cosine, best evaluation vector) of each row among ``centre``'s list."""
         if self.mean is not None:
             query = np.hstack([vectors, np.ones((len(vectors), 1), np.float32)])
             norms = np.linalg.norm(vectors - self.mean, axis=1)
         else:
             query, norms = vectors, np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
-        sims = query @ self.keys[cand].T
-        arg = np.argmax(sims, axis=1)
-        return sims[np.arange(len(arg)), arg] / np.maximum(norms, 1e-12), cand[arg]
+        sims, arg = self.indexes[centre].search(np.ascontiguousarray(query, np.float32), 1)
+        return sims[:, 0] / np.maximum(norms, 1e-12), self.lists[centre][arg[:, 0]]
 
     def visit(self, start: int, vectors: np.ndarray, labels: np.ndarray | None = None) -> None:
         if self.keys is None or not len(vectors):
@@ -539,19 +564,19 @@ class ClipScreen:
                 f"images' {self.ref.vectors.shape[1]} (another embedder?)"
             )
         if -1 in self.lists or labels is None:
-            groups = [(np.arange(len(vectors)), np.arange(len(self.ref.vectors)))]
+            groups = [(np.arange(len(vectors)), -1)]
         else:
             order = np.argsort(labels, kind="stable")
             values, first = np.unique(labels[order], return_index=True)
             bounds = np.append(first, len(order))
             groups = [
-                (order[bounds[i] : bounds[i + 1]], self.lists[int(c)])
+                (order[bounds[i] : bounds[i + 1]], int(c))
                 for i, c in enumerate(values)
                 if int(c) in self.lists
             ]
         found = []
-        for rows, cand in groups:
-            cos, best = self._best(vectors[rows], cand)
+        for rows, centre in groups:
+            cos, best = self._best(vectors[rows], centre)
             hit = cos >= self.threshold
             if hit.any():
                 found.append((start + rows[hit], self.ref.vector_items[best[hit]], cos[hit]))
