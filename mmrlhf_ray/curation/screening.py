@@ -36,12 +36,12 @@ from mmrlhf_ray.curation.decontaminate import (
     Matches,
     Reference,
     build_reference,
-    load_eval_set,
     report_markdown,
     screen_hashes,
     screen_questions,
     summarize,
 )
+from mmrlhf_ray.curation.evalsets import load_eval_set
 from mmrlhf_ray.media import MediaError
 from mmrlhf_ray.schemas import quarantine_row
 from mmrlhf_ray.stage import StageDir
@@ -51,7 +51,7 @@ QUARANTINE_PART = "decontaminate"
 
 def _benchmark_items(run_dir: str, max_side: int) -> list[EvalItem] | None:
     """The run's toyworld benchmark as evaluation items, or None when it was not made."""
-    from mmrlhf_ray.curation.decontaminate import _pool_image
+    from mmrlhf_ray.curation.evalsets import _pool_image
 
     bench = StageDir(run_dir, BENCHMARK_STAGE)
     if (bench.read_manifest() or {}).get("status") != "done":
