@@ -29,6 +29,7 @@ OUTPUT_SCHEMA = pa.schema(
         pa.field("shard", pa.string()),
         pa.field("category", pa.string()),
         pa.field("image_hash", pa.string()),
+        pa.field("phash", pa.int64()),  # perceptual hash (decontamination)
         pa.field("embedding", pa.binary()),
         pa.field("error_field", pa.string()),
         pa.field("error_reason", pa.string()),

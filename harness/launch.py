@@ -42,13 +42,17 @@ def train_stage(
     tracking: TrackingConfig,
     output: str = "policy",
     params: dict[str, Any] | None = None,
+    sub: str = "",
 ) -> tuple[TrainResult, TrackingTarget]:
     """Run ``task`` for the stage ``out`` (begun with ``begin_stage``): Ray joined or
-    started, the run named by the attempt, its storage and outputs under the stage dir."""
+    started, the run named by the attempt, its storage and outputs under the stage dir.
+    ``sub`` (e.g. ``folds/fold-0``): a second training of the same stage, its outputs and
+    run name apart."""
     from harness.runtime import init_ray
 
     storage = out.local_path("ray")  # raises for a URI run dir (see the module docstring)
-    key = out.attempt_key()
+    key = out.attempt_key() + (f"-{sub.replace('/', '-')}" if sub else "")
+    prefix = f"{sub}/" if sub else ""
     target = resolve_tracking(tracking, out.run_dir, out.stage, key, params)
     target = start_tracking(target)
     init_ray()
@@ -57,8 +61,8 @@ def train_stage(
         train,
         name=f"{out.stage.replace('/', '-')}-{key}",
         storage_path=storage,
-        output_dir=out.local_path(output),
-        metrics_csv=out.local_path("metrics.csv"),
+        output_dir=out.local_path(f"{prefix}{output}"),
+        metrics_csv=out.local_path(f"{prefix}metrics.csv"),
         tracking=target,
     )
     return result, target

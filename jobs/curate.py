@@ -8,8 +8,10 @@ The paper's data selection (Sec. 2.2, Fig. 2-3, Table 1). Reads the pool parts o
 * ``quarantine/<shard>.parquet``: rows that could not be embedded, with field + reason;
 * ``data/<shard>.parquet``: the selected pool rows plus ``cluster_id`` and ``category``;
 * ``report/``: composition before/after (Table 1, md + csv), per-cluster counts, the
-  cluster map (Fig. 3, PNG); ``centroids.npy``; ``manifest.json`` with counts
-  in = selected + unselected + quarantined.
+  cluster map (Fig. 3, PNG), ``decontamination.{md,csv}`` (the pool checked against
+  every evaluation set: per set the count and the matched ids, also in the manifest);
+  ``centroids.npy``; ``manifest.json`` with counts in = selected + unselected +
+  quarantined (rows dropped as contaminated are quarantined with the matched item).
 
     mmrlhf curate --config configs/curate.yaml run_dir=runs/demo
     ray job submit --working-dir . -- python jobs/curate.py --config configs/curate.gpu.yaml run_dir=s3://bucket/run
@@ -37,6 +39,7 @@ from mmrlhf_ray.curation.pipeline import (
     write_report,
     write_selected,
 )
+from mmrlhf_ray.curation.screening import PoolScreen, load_reference
 
 
 def build_embed_dataset(cfg: CurateConfig, src: StageDir, pending: list[str]):
@@ -110,7 +113,13 @@ def select_and_report(
     selected parts) and ``finish`` checks in = selected + unselected + quarantined.
     """
     emb_paths = [embeddings_path(out, s) for s in shards]
+    pool_paths = [src.path("data", f"{s}.parquet") for s in shards]
     eligible = exact_image_mask(emb_paths, out.fs) if cfg.image_dedup else None
+    screen = None
+    if cfg.decontaminate.mode != "off":
+        ref, names = load_reference(cfg.run_dir, cfg.decontaminate, cfg.embed, cfg.embed.max_side)
+        screen = PoolScreen(cfg.decontaminate, ref, names)
+        screen.screen_parts(emb_paths, pool_paths, out.fs, src.fs)
     with tqdm(total=sum(expected.values()), desc="curate: assign", unit="row") as bar:
         curated = cluster_and_select(
             emb_paths,
@@ -122,11 +131,17 @@ def select_and_report(
             out.fs,
             progress=bar.update,
             eligible=eligible,
+            screen=screen,
         )
-    pool_paths = [src.path("data", f"{s}.parquet") for s in shards]
     selected = write_selected(out, shards, pool_paths, curated, src.fs)
-    quarantined = out.count_rows(quarantine=True)
-    unselected = int(curated.assignment.offsets[-1]) - selected  # embedded, not chosen
+    decontam = (
+        screen.finish(out, emb_paths, curated.selection.indices, cfg.input_stage)
+        if screen is not None
+        else {"mode": "off"}
+    )
+    quarantined = out.count_rows(quarantine=True)  # dropped contaminated rows included
+    removed = decontam.get("rows_removed", 0)
+    unselected = int(curated.assignment.offsets[-1]) - selected - removed  # embedded, not chosen
     rows_in = sum(expected.values())
     report = write_report(out, curated, quarantined, cfg.map_points, cfg.seed)
     manifest = out.finish(
@@ -141,6 +156,7 @@ def select_and_report(
         selected_per_category=report["selected_per_category"],
         map_method=report["map_method"],
         timings={k: round(v, 3) for k, v in curated.timings.items()},
+        decontamination=decontam,
     )
     return manifest
 

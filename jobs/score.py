@@ -9,14 +9,23 @@ error (finished parts are kept, a re-run does only the rest); never a silent 0.
 Rows the service refuses (4xx) or that fail validation are quarantined.
 
 The service is reached over HTTP (``url``, default: the URL in serve-reward's
-manifest) or, inside the cluster, through a Serve handle (``via=handle``).
+manifest), inside the cluster through a Serve handle (``via=handle``), or replaced by
+the train-reward model loaded in this process (``via=local``).
+
+``margins=out-of-fold`` (after ``train-reward folds=k``): each query is scored by the
+fold model that was trained without its fold (loaded here, one per fold), and by the
+service for comparison; the part holds the out-of-fold δ (``margin_source`` =
+``reward-oof/fold-j``), ``oof/part-*.parquet`` both margins per pair, and the manifest and
+``report/out_of_fold.md`` how they differ (mean |δ|, correlations, pairs whose β moves).
 
     ray job submit --working-dir . -- python jobs/score.py --config configs/score.yaml via=handle
+    mmrlhf score run_dir=runs/demo margins=out-of-fold   # after train-reward folds=2
     mmrlhf score run_dir=runs/demo
 """
 
 import os
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -28,7 +37,11 @@ from mmrlhf_ray.service.client import ScoreConfig, chunk, score_groups
 
 
 def make_client(cfg: ScoreConfig):
-    """An HTTP or handle client of the reward service, as configured."""
+    """An HTTP, handle or in-process client of the reward model, as configured."""
+    if cfg.via == "local":
+        from mmrlhf_ray.reward.folds import LocalRewardClient
+
+        return LocalRewardClient(str(Path(cfg.run_dir) / "train-reward" / "model"))
     if cfg.via == "handle":
         from harness.runtime import init_ray
         from serve.client import HandleRewardClient
@@ -47,10 +60,77 @@ def make_client(cfg: ScoreConfig):
     return HttpRewardClient(url, token, cfg.timeout_s)
 
 
+def fold_models(cfg: ScoreConfig) -> tuple[dict, list]:
+    """train-reward's fold manifest and one in-process client per fold model."""
+    from mmrlhf_ray.reward.folds import LocalRewardClient
+
+    folds = (StageDir(cfg.run_dir, "train-reward").read_manifest() or {}).get("folds")
+    if not folds:
+        raise StageInputError(
+            "score margins=out-of-fold: train-reward has no fold models: run "
+            f"`mmrlhf train-reward run_dir={cfg.run_dir} folds=2` first"
+        )
+    return folds, [LocalRewardClient(m["model_dir"]) for m in folds["models"]]
+
+
+def write_oof_report(out: StageDir, folds: dict) -> dict:
+    """Both margins of every pair -> the manifest's summary and report/out_of_fold.md."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmrlhf_ray.dpo.config import LossConfig
+    from mmrlhf_ray.reward.folds import compare_summary, summary_markdown
+
+    names = out.part_names()  # this attempt's parts (a stale oof file is never read)
+    table = pa.concat_tables(
+        [pq.read_table(out.path("oof", f"{n}.parquet"), filesystem=out.fs) for n in names]
+    )
+    loss = LossConfig()  # train-dpo's beta(delta) defaults
+    summary = compare_summary(
+        table.column("margin_in").to_pylist(),
+        table.column("margin_oof").to_pylist(),
+        loss.beta_ori,
+        loss.w,
+        loss.k,
+    )
+    per_fold = table.column("fold").to_pylist()
+    summary["pairs_per_fold"] = {j: per_fold.count(j) for j in range(int(folds["k"]))}
+    report = Path(out.local_path("report/out_of_fold.md"))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(summary_markdown(summary))
+    return summary
+
+
+def score_part(cfg: ScoreConfig, out: StageDir, i: int, groups: list, client, oof) -> None:
+    """Score one part (its quarantine first, then its data: the part marks it done)."""
+    if oof is None:
+        scored, rejected = score_groups(
+            groups, client.compare, cfg.retry, cfg.concurrency, cfg.max_frames
+        )
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from mmrlhf_ray.reward.folds import score_out_of_fold
+
+        folds, fold_clients = oof
+        scored, rejected, compared = score_out_of_fold(
+            groups, client.compare, [c.compare for c in fold_clients], folds, cfg.retry,
+            cfg.concurrency, cfg.max_frames,
+        )  # fmt: skip
+        out.fs.create_dir(out.path("oof"), recursive=True)
+        pq.write_table(pa.Table.from_pylist(compared), out.path("oof", f"part-{i:05d}.parquet"),
+                       filesystem=out.fs)  # fmt: skip
+    out.write_quarantine(f"part-{i:05d}", rejected)
+    out.write_part(f"part-{i:05d}", to_table(scored, "pair"))
+
+
 def run(cfg: ScoreConfig) -> dict:
     """The stage: margins of every pair from the reward service, part by part."""
     # Margins of other pairs (or another config) would be mixed in: begin() drops them.
-    out, done = begin_stage(cfg, "score", inputs=["pairs"])
+    oof_mode = cfg.margins == "out-of-fold"
+    inputs = ["pairs", "train-reward"] if oof_mode else ["pairs"]
+    out, done = begin_stage(cfg, "score", inputs=inputs)
     if done:
         return out.read_manifest()
     pairs = StageDir(cfg.run_dir, "pairs")
@@ -58,23 +138,17 @@ def run(cfg: ScoreConfig) -> dict:
     groups, bad = group_pairs(rows, critiques=cfg.use_pair_critiques, keep_rows=True)
     out.write_quarantine("input", bad)
     client = make_client(cfg)
+    oof = fold_models(cfg) if oof_mode else None
     parts = chunk(groups, cfg.queries_per_part)
     todo = [i for i in range(len(parts)) if not out.has_part(f"part-{i:05d}")]
     with tqdm(total=sum(len(parts[i]) for i in todo), desc="score: queries", unit="q") as bar:
         for i in todo:
-            scored, rejected = score_groups(
-                parts[i],
-                client.compare,
-                cfg.retry,
-                cfg.concurrency,
-                cfg.max_frames,
-                progress=bar.update,
-            )
-            out.write_quarantine(f"part-{i:05d}", rejected)
-            out.write_part(f"part-{i:05d}", to_table(scored, "pair"))
+            score_part(cfg, out, i, parts[i], client, oof)
+            bar.update(len(parts[i]))
     client.close()
     n_out, n_bad = out.count_rows(), out.count_rows(quarantine=True)
-    manifest = out.finish(len(rows), n_out, n_bad, queries=len(groups), parts=len(parts))
+    extra = {"out_of_fold": write_oof_report(out, oof[0])} if oof else {}
+    manifest = out.finish(len(rows), n_out, n_bad, queries=len(groups), parts=len(parts), **extra)
     print(
         f"score: {n_out} pairs of {len(groups)} queries scored ({len(todo)} of {len(parts)} "
         f"parts this run), {n_bad} quarantined -> {out.data_dir}"

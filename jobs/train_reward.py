@@ -9,14 +9,20 @@ resume after a killed worker), then scores the held-out pairs (ACC / ACC+ per ca
 Writes ``<run_dir>/train-reward/``: ``model/`` (HF backbone + processor +
 ``reward_head.safetensors``), ``data/split.parquet`` (pair_id -> train | heldout),
 ``heldout.json`` (ACC/ACC+), ``metrics.csv``, the Ray Train run under ``ray/``.
+With ``folds=k`` (k >= 2) it also trains k fold models, model j on the training pairs of
+every query fold but j (``mmrlhf_ray.reward.folds.fold_of``), into ``folds/fold-j/model``;
+the split part gets a ``fold`` column and the manifest lists, per model, the folds it was
+trained on (``score margins=out-of-fold`` reads it).
 
     mmrlhf train-reward run_dir=runs/demo
     mmrlhf train-reward run_dir=runs/demo critique_source=none loss.critique=0   # w/o Task 1
+    mmrlhf train-reward run_dir=runs/demo folds=2   # + 2 fold models for out-of-fold margins
     ray job submit --working-dir . -- python jobs/train_reward.py --config configs/train-reward.gpu.yaml run_dir=s3://bucket/run
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -41,11 +47,13 @@ from mmrlhf_ray.reward.data import (
     build_reward_model,
     collate_reward_pairs,
     encode_pair_row,
+    load_fold_rows,
     load_split_rows,
     pairs_from_rows,
     reward_loss_fn,
     split_pairs,
 )
+from mmrlhf_ray.reward.folds import fold_of
 from mmrlhf_ray.reward.items import RewardMeta
 from mmrlhf_ray.reward.model import load_reward_model, save_reward_model
 
@@ -86,8 +94,10 @@ def plan_steps(cfg: TrainRewardConfig, n_train: int) -> TrainRewardConfig:
     return cfg
 
 
-def train(cfg: TrainRewardConfig, out: StageDir):
-    """Run the harness; returns its ``TrainResult`` and the tracking target."""
+def train(cfg: TrainRewardConfig, out: StageDir, fold: int | None = None):
+    """Run the harness; returns its ``TrainResult`` and the tracking target.
+
+    ``fold`` j: the fold model, trained on the training pairs of every fold but j."""
     from harness.launch import train_stage
     from harness.trainer import TrainTask
 
@@ -95,7 +105,9 @@ def train(cfg: TrainRewardConfig, out: StageDir):
     meta = reward_meta(cfg, backbone)
     task = TrainTask(
         model_path=backbone,
-        rows=functools.partial(load_split_rows, _abs(cfg.run_dir), cfg.pairs_stage, "train"),
+        rows=functools.partial(load_split_rows, _abs(cfg.run_dir), cfg.pairs_stage, "train")
+        if fold is None
+        else functools.partial(load_fold_rows, _abs(cfg.run_dir), cfg.pairs_stage, fold),
         encode=functools.partial(
             encode_pair_row,
             source=cfg.critique_source,
@@ -110,7 +122,13 @@ def train(cfg: TrainRewardConfig, out: StageDir):
     # The Ray Train run is keyed by config and inputs: the same attempt resumes after a
     # crash, a changed config (another ablation in the same run dir) starts afresh.
     return train_stage(
-        out, task, cfg.train, cfg.tracking, output="model", params=config_to_dict(cfg)
+        out,
+        task,
+        cfg.train,
+        cfg.tracking,
+        output="model",
+        params=config_to_dict(cfg),
+        sub="" if fold is None else f"folds/fold-{fold}",
     )
 
 
@@ -129,6 +147,30 @@ def evaluate_heldout(cfg: TrainRewardConfig, model_dir: str, held: list, items_p
     return {"mode": mode, "table": table}
 
 
+def train_folds(cfg: TrainRewardConfig, out: StageDir, folds: dict[str, int]) -> dict:
+    """The k fold models (``folds``: pair_id -> fold of its query, training pairs only)."""
+    from harness.launch import finish_tracking
+
+    models = []
+    for j in range(cfg.folds):
+        n_train = sum(1 for f in folds.values() if f != j)
+        fold_cfg = plan_steps(
+            dataclasses.replace(cfg, train=dataclasses.replace(cfg.train)), n_train
+        )
+        result, target = train(fold_cfg, out, fold=j)
+        finish_tracking(target, result)
+        models.append(
+            {
+                "fold": j,
+                "model_dir": result.hf_dir,
+                "trained_on_folds": [f for f in range(cfg.folds) if f != j],
+                "train_pairs": n_train,
+                "steps": result.steps,
+            }
+        )
+    return {"k": cfg.folds, "seed": cfg.fold_seed, "models": models}
+
+
 def run(cfg: TrainRewardConfig) -> dict:
     """The stage: split the pairs, train the reward model, score the held-out pairs."""
     out, done = begin_stage(cfg, "train-reward", inputs=[cfg.pairs_stage])
@@ -142,21 +184,24 @@ def run(cfg: TrainRewardConfig) -> dict:
     out.write_quarantine("pairs", bad)
     train_pairs, held = split_pairs(good, cfg.heldout_fraction, cfg.split_seed)
     train_ids = {p.pair_id for p in train_pairs}
-    out.write_part(
-        "split",
-        pa.table(
-            {
-                "pair_id": [p.pair_id for p in good],
-                "query_id": [p.query_id for p in good],
-                "category": [p.category for p in good],
-                "split": ["train" if p.pair_id in train_ids else "heldout" for p in good],
-            }
-        ),
-    )
+    split = {
+        "pair_id": [p.pair_id for p in good],
+        "query_id": [p.query_id for p in good],
+        "category": [p.category for p in good],
+        "split": ["train" if p.pair_id in train_ids else "heldout" for p in good],
+    }
+    if cfg.folds:
+        split["fold"] = [fold_of(q, cfg.folds, cfg.fold_seed) for q in split["query_id"]]
+    out.write_part("split", pa.table(split))
+    fold_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train))
     cfg = plan_steps(cfg, len(train_pairs))
     from harness.launch import finish_tracking
 
     result, target = train(cfg, out)  # workers read the train split themselves
+    folds = None
+    if cfg.folds:
+        of_train = {p.pair_id: fold_of(p.query_id, cfg.folds, cfg.fold_seed) for p in train_pairs}
+        folds = train_folds(fold_cfg, out, of_train)
     heldout = evaluate_heldout(cfg, result.hf_dir, held, out.local_path("heldout_items.parquet"))
     Path(out.local_path("heldout.json")).write_text(json.dumps(heldout, indent=2))
     manifest = out.finish(
@@ -166,6 +211,7 @@ def run(cfg: TrainRewardConfig) -> dict:
         steps=result.steps,
         heldout=heldout,
         model_dir=result.hf_dir,
+        **({"folds": folds} if folds else {}),
         **finish_tracking(target, result, {"heldout": heldout.get("table", {})}),
     )
     print(

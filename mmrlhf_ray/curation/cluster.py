@@ -158,7 +158,13 @@ def _category_codes(array: pa.Array) -> np.ndarray:
 
 
 def _assign_part(
-    path: str, centres: np.ndarray, out: Assignment, start: int, batch_size: int, filesystem
+    path: str,
+    centres: np.ndarray,
+    out: Assignment,
+    start: int,
+    batch_size: int,
+    filesystem,
+    visit: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> int:
     """Assign one part's rows to their nearest centre, writing into ``out`` from ``start``."""
     import faiss
@@ -179,6 +185,8 @@ def _assign_part(
         out.clusters[row : row + n] = labels[:, 0]
         out.similarity[row : row + n] = sims[:, 0] / np.maximum(norms, 1e-12)
         out.categories[row : row + n] = _category_codes(cats)
+        if visit is not None:  # decontamination: the same chunk, no second read
+            visit(row, vecs, labels[:, 0])
         row += n
     return row - start
 
@@ -190,9 +198,12 @@ def assign_parts(
     batch_size: int = 65536,
     filesystem=None,
     progress: Callable[[int], None] | None = None,
+    visit: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> Assignment:
     """Stream every part and assign each row to its nearest centre (cosine).
 
+    ``visit(first_row, vectors, nearest_centres)``, when given, sees every chunk (from
+    the part threads).
     Memory: 7 bytes per row of results plus one chunk buffer per thread.
     """
     counts = part_rows(paths, filesystem)
@@ -203,7 +214,9 @@ def assign_parts(
     )
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         futures = [
-            pool.submit(_assign_part, p, centres, out, int(offsets[i]), batch_size, filesystem)
+            pool.submit(
+                _assign_part, p, centres, out, int(offsets[i]), batch_size, filesystem, visit
+            )
             for i, p in enumerate(paths)
         ]
         for i, fut in enumerate(futures):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mmrlhf_ray.curation.decontaminate import DecontaminateConfig
+
 
 @dataclass
 class EmbedConfig:
@@ -96,3 +98,4 @@ class CurateConfig:
     map_points: int = field(default=5000, metadata={"help": "points drawn on the cluster map"})
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)

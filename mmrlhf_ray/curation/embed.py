@@ -11,13 +11,13 @@ Any failure becomes a row with ``embedding = null`` and the offending field and 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 
 from mmrlhf_ray.core.quarantine import raw_summary
 from mmrlhf_ray.curation.categorize import CategoryError, categorize
+from mmrlhf_ray.curation.decontaminate import image_digest, perceptual_hash
 from mmrlhf_ray.data.media import MediaError, decode_image, frame_paths
 from mmrlhf_ray.data.schemas import validate_row
 
@@ -27,6 +27,7 @@ OUTPUT_COLUMNS = (
     "shard",
     "category",
     "image_hash",
+    "phash",
     "embedding",
     "error_field",
     "error_reason",
@@ -58,16 +59,15 @@ def first_image(row: dict[str, Any], max_side: int, max_pixels: int):
 
 def _prepare(
     row: dict[str, Any], preprocess, max_side: int, max_pixels: int, long_threshold: int
-) -> tuple[str, str, Any]:
-    """(category, image hash, pixel tensor) for one row; raises MediaError/CategoryError."""
+) -> tuple[str, str, int, Any]:
+    """(category, image hash, perceptual hash, pixels) of one row; raises MediaError/CategoryError."""
     problems = validate_row(row, "pool")
     if problems:
         field = problems[0].split(":", 1)[0]
         raise CategoryError(field, "; ".join(problems))
     category = categorize(row, long_threshold)
     image = first_image(row, max_side, max_pixels)
-    digest = hashlib.sha1(f"{image.size}".encode() + image.tobytes()).hexdigest()
-    return category, digest, preprocess(image)
+    return category, image_digest(image), perceptual_hash(image), preprocess(image)
 
 
 def embed_rows(
@@ -95,18 +95,20 @@ def embed_rows(
         out["sample_id"].append(row.get("sample_id"))
         out["shard"].append(row.get("shard", shard))
         try:
-            category, digest, tensor = _prepare(
+            category, digest, phash, tensor = _prepare(
                 row, preprocess, max_side, max_pixels, long_threshold
             )
         except (MediaError, CategoryError) as exc:
             out["category"].append(None)
             out["image_hash"].append(None)
+            out["phash"].append(None)
             out["error_field"].append(exc.field)
             out["error_reason"].append(exc.reason)
             out["raw"].append(raw_summary(row))
             continue
         out["category"].append(category)
         out["image_hash"].append(digest)
+        out["phash"].append(phash)
         out["error_field"].append(None)
         out["error_reason"].append(None)
         out["raw"].append(None)

@@ -6,7 +6,7 @@ without dictionary encoding, and ``dim``/``dtype`` live in the schema metadata.
 Reading goes through :func:`iter_embedding_chunks`, which hands out float32 rows in one
 reused buffer (fresh arrays per chunk cost more in page faults than the conversion).
 
-An embeddings part holds ``sample_id``, ``category``, ``image_hash`` and ``embedding``; one part per
+An embeddings part holds ``sample_id``, ``category``, ``image_hash``, ``phash`` and ``embedding``; one part per
 pool shard, so streaming over parts is streaming over shards.
 """
 
@@ -29,6 +29,7 @@ def embedding_schema(dim: int) -> pa.Schema:
             pa.field("sample_id", pa.string(), nullable=False),
             pa.field("category", pa.string()),
             pa.field("image_hash", pa.string()),  # of the decoded pixels (exact-image dedup)
+            pa.field("phash", pa.int64()),  # 64-bit perceptual hash (decontamination)
             pa.field(EMBEDDING_COLUMN, pa.binary(2 * dim)),
         ],
         metadata={b"embedding_dim": str(dim).encode(), b"embedding_dtype": b"float16"},
@@ -51,6 +52,7 @@ def embeddings_table(
     categories: list[str | None],
     vectors: np.ndarray,
     image_hashes: list[str | None] | None = None,
+    phashes: list[int | None] | None = None,
 ) -> pa.Table:
     """An embeddings part (see module docstring) from ids, categories and vectors."""
     dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
@@ -61,6 +63,7 @@ def embeddings_table(
             pa.array(sample_ids, pa.string()),
             pa.array(categories, pa.string()),
             pa.array(hashes, pa.string()),
+            pa.array(phashes if phashes is not None else [None] * len(sample_ids), pa.int64()),
             pack_embeddings(vectors.reshape(len(sample_ids), dim)),
         ],
         schema=schema,

@@ -53,7 +53,8 @@ def embedding_fingerprint(embed: Any, long_threshold: int, input_fingerprint: st
     import json
 
     payload = {k: getattr(embed, k) for k in EMBED_KEYS}
-    payload.update(long_threshold=long_threshold, input=input_fingerprint)
+    # layout 2: parts carry a perceptual hash (decontamination); older parts are redone
+    payload.update(long_threshold=long_threshold, input=input_fingerprint, layout=2)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -138,6 +139,7 @@ class ShardCollector:
             good.column("category").to_pylist(),
             vectors,
             good.column("image_hash").to_pylist(),
+            good.column("phash").to_pylist() if "phash" in good.column_names else None,
         )
         self._write_embeddings(shard, emb)
 
@@ -208,10 +210,15 @@ def cluster_and_select(
     filesystem: Any = None,
     progress=None,
     eligible: np.ndarray | None = None,
+    screen: Any = None,
 ) -> Curated:
     """k-means on a sample, streamed assignment, then ratio + per-cluster sampling.
 
     ``eligible`` (bool per row) excludes rows from sampling (exact-image dedup).
+    ``screen`` (decontamination) gets the k-means sample and centres
+    (``screen.prepare``), sees every chunk during the assignment
+    (``screen.visit(first_row, vectors, nearest_centres)``) and then ``screen.exclude(total)`` gives the
+    rows to keep out of the sample (bool mask, or None).
     """
     t0 = time.perf_counter()
     sample = sample_vectors(paths, cluster.sample_size, seed, filesystem)
@@ -219,11 +226,17 @@ def cluster_and_select(
     t1 = time.perf_counter()
     centres = train_kmeans(sample, k, seed, cluster.niter, cluster.threads)
     t2 = time.perf_counter()
+    if screen is not None:
+        screen.prepare(sample, centres)  # the pool's mean embedding; the IVF lists
+    visit = screen.visit if screen is not None else None
     assignment = assign_parts(
-        paths, centres, cluster.threads, cluster.batch_size, filesystem, progress
+        paths, centres, cluster.threads, cluster.batch_size, filesystem, progress, visit
     )
     t3 = time.perf_counter()
     categories = assignment.categories
+    excluded = screen.exclude(len(categories)) if screen is not None else None
+    if excluded is not None:
+        eligible = ~excluded if eligible is None else eligible & ~excluded
     if eligible is not None:
         categories = np.where(eligible, categories, len(CATEGORY_CODES)).astype(np.int8)
     selection = select_rows(categories, assignment.clusters, k, image_size, ratio, fixed, seed)

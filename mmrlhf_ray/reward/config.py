@@ -49,6 +49,12 @@ class TrainRewardConfig(Choices):
     )
     heldout_fraction: float = _h(0.2, "share of queries held out for evaluation")
     split_seed: int = _h(0, "seed of the query-level train/held-out split")
+    folds: int = _h(
+        0,
+        "k >= 2: also train k models on disjoint query folds (model j without fold j), "
+        "for `score margins=out-of-fold`; 0 = off",
+    )
+    fold_seed: int = _h(0, "seed of the query -> fold hash")
     seed: int = _h(0, "seed of the scoring head init and data order")
     head_dropout: float = _h(0.1, "dropout of the scoring head")
     prompt_template: str = _h(
@@ -76,6 +82,8 @@ class TrainRewardConfig(Choices):
         super().__post_init__()
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction: {self.heldout_fraction} not in [0, 1)")
+        if self.folds == 1 or self.folds < 0:
+            raise ValueError(f"folds: {self.folds}: use 0 (off) or k >= 2")
 
 
 @dataclass

@@ -169,6 +169,26 @@ def load_split_rows(run_dir: str, pairs_stage: str, split: str = "train") -> lis
     return [r for r in rows if str(r.get("pair_id")) in ids]
 
 
+def load_fold_rows(run_dir: str, pairs_stage: str, fold: int) -> list[dict[str, Any]]:
+    """Harness ``rows`` loader of fold model ``fold``: the training pairs of every other
+    fold, as recorded by train-reward's ``split`` part (``split`` and ``fold`` columns)."""
+    from mmrlhf_ray.core.stage import StageDir
+
+    table = StageDir(run_dir, "train-reward").read(columns=["pair_id", "split", "fold"])
+    ids = {
+        p
+        for p, s, f in zip(
+            table["pair_id"].to_pylist(),
+            table["split"].to_pylist(),
+            table["fold"].to_pylist(),
+            strict=True,
+        )
+        if s == "train" and f != fold
+    }
+    rows = StageDir(run_dir, pairs_stage).read().to_pylist()
+    return [r for r in rows if str(r.get("pair_id")) in ids]
+
+
 def collate_reward_pairs(
     examples: list[RewardPair], processor: Any, meta: RewardMeta, forward: str = "packed"
 ) -> dict[str, Any]:

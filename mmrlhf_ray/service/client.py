@@ -104,8 +104,16 @@ class ScoreConfig(Choices):
     """`mmrlhf score`: δ = r(chosen) − r(rejected) for every pair, through the service."""
 
     run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
-    via: Literal["http", "handle"] = field(
-        default="http", metadata={"help": "http | handle (in-cluster Serve handle)"}
+    via: Literal["http", "handle", "local"] = field(
+        default="http",
+        metadata={"help": "http | handle (in-cluster Serve handle) | local (load the model here)"},
+    )
+    margins: Literal["in-sample", "out-of-fold"] = field(
+        default="in-sample",
+        metadata={
+            "help": "in-sample: the served model | out-of-fold: each pair's δ from the "
+            "train-reward fold model that did not see its query (needs train-reward folds=k)"
+        },
     )
     url: str = field(
         default="", metadata={"help": "service URL ('' = from serve-reward's manifest)"}
