@@ -148,9 +148,16 @@ def run(cfg: TrainRewardConfig) -> dict:
             }
         ),
     )
+    ties = sum(p.is_tie for p in train_pairs)
+    if cfg.loss.tie > 0 and not ties:
+        print(
+            f"train-reward: WARNING loss.tie={cfg.loss.tie} acts on no pair: no tie pairs "
+            "(`mmrlhf pairs ties=carry`, or a release whose pairs set is_tie)"
+        )
     cfg = plan_steps(cfg, len(train_pairs))
     trained = train(cfg, out)  # workers read the train split themselves
-    heldout = evaluate_heldout(cfg, trained["model_dir"], held)
+    # a tie has no right answer: ACC / ACC+ are over the held-out preference pairs
+    heldout = evaluate_heldout(cfg, trained["model_dir"], [p for p in held if not p.is_tie])
     Path(out.local_path("heldout.json")).write_text(json.dumps(heldout, indent=2))
     overall = heldout.get("table", {}).get("overall", {})
     manifest = out.finish(
@@ -158,6 +165,7 @@ def run(cfg: TrainRewardConfig) -> dict:
         len(good),
         len(bad),
         steps=trained["steps"],
+        tie_pairs={"train": ties, "heldout": sum(p.is_tie for p in held)},
         heldout=heldout,
         model_dir=trained["model_dir"],
     )
