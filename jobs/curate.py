@@ -122,6 +122,7 @@ def select_and_report(
             out.fs,
             progress=bar.update,
             eligible=eligible,
+            counts=cfg.image_counts or None,
         )
     pool_paths = [src.path("data", f"{s}.parquet") for s in shards]
     selected = write_selected(out, shards, pool_paths, curated, src.fs)

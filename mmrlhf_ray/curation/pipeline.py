@@ -208,10 +208,12 @@ def cluster_and_select(
     filesystem: Any = None,
     progress=None,
     eligible: np.ndarray | None = None,
+    counts: dict[str, int] | None = None,
 ) -> Curated:
     """k-means on a sample, streamed assignment, then ratio + per-cluster sampling.
 
-    ``eligible`` (bool per row) excludes rows from sampling (exact-image dedup).
+    ``eligible`` (bool per row) excludes rows from sampling (exact-image dedup);
+    ``counts`` (long/short/mcq) replace the ratio split when given.
     """
     t0 = time.perf_counter()
     sample = sample_vectors(paths, cluster.sample_size, seed, filesystem)
@@ -226,7 +228,9 @@ def cluster_and_select(
     categories = assignment.categories
     if eligible is not None:
         categories = np.where(eligible, categories, len(CATEGORY_CODES)).astype(np.int8)
-    selection = select_rows(categories, assignment.clusters, k, image_size, ratio, fixed, seed)
+    selection = select_rows(
+        categories, assignment.clusters, k, image_size, ratio, fixed, seed, counts
+    )
     t4 = time.perf_counter()
     timings = {
         "sample": t1 - t0,
