@@ -132,6 +132,7 @@ def select_and_report(
             progress=bar.update,
             eligible=eligible,
             screen=screen,
+            counts=cfg.image_counts or None,
         )
     selected = write_selected(out, shards, pool_paths, curated, src.fs)
     decontam = (

@@ -20,6 +20,7 @@ import sys
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from mmrlhf_ray.annotate.mia_dpo import mia_pairs
 from mmrlhf_ray.annotate.pairs import PairsConfig, PairStats, expand_record
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.quarantine import quarantine_row
@@ -60,9 +61,14 @@ def expand_part(records: list[dict], cfg: PairsConfig, source: str) -> tuple[lis
             locator = f"query_id={record.get('query_id')!r}"
             bad.append(quarantine_row(source, locator, field, reason, record.get("question")))
             continue
-        rows, one = expand_record(record, cfg.mode, cfg.tie_rule, cfg.margin)
+        rows, one = expand_record(record, cfg.mode, cfg.tie_rule, cfg.margin, cfg.ties)
         pairs.extend(rows)
         stats.add(one)
+    if cfg.mia_distractors:
+        good = [r for r in records if not validate_row(r, "record")]
+        extra, stats.mia_records_without_pair = mia_pairs(good, cfg.mia_distractors)
+        pairs.extend(extra)
+        stats.mia_pairs, stats.pairs = len(extra), stats.pairs + len(extra)
     return pairs, bad, stats
 
 
@@ -94,7 +100,8 @@ def run(cfg: PairsConfig) -> dict:
     print(
         f"pairs: {n_in} records ({n_bad} quarantined) -> {n_pairs} pairs "
         f"({total.tie_pairs} with a constructed response), {total.records_without_pairs} "
-        f"records gave no pair, {total.tied_pairs_skipped} equal-rank pairs skipped; "
+        f"records gave no pair, {total.tied_pairs_skipped} equal-rank pairs skipped, "
+        f"{total.tied_pairs_carried} carried as ties, {total.mia_pairs} MIA-DPO pairs; "
         f"in {out.data_dir}"
     )
     return manifest

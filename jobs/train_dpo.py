@@ -11,7 +11,7 @@ Each micro-batch is a set of queries; each query's K responses are forwarded onc
 Writes ``<run_dir>/train-dpo/``: ``policy/`` (Hugging Face checkpoint), ``metrics.csv``
 (per step: loss, reward accuracy/margin, beta mean/std, pairs/queries/responses),
 ``beta_hist.png`` (the beta(delta) distribution), ``data/pairs.parquet`` (every pair:
-split, margin, beta) and the manifest with held-out preference accuracy.
+split, margin, beta, beta_rule) and the manifest with held-out preference accuracy.
 
     ray job submit --working-dir . -- python jobs/train_dpo.py --config configs/train-dpo.yaml
     mmrlhf train-dpo run_dir=runs/demo loss.kind=dpo     # a Table 4 baseline
@@ -34,6 +34,7 @@ from mmrlhf_ray.dpo.io import (
     resolve_pairs_stage,
     resolve_policy,
 )
+from mmrlhf_ray.dpo.report import pair_table
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query, query_modality
 from mmrlhf_ray.evaluation.implicit_reward import evaluate_heldout, heldout_line
 from mmrlhf_ray.evaluation.outcomes import item_table, write_items
@@ -69,45 +70,6 @@ def check_encoding(cfg: DpoConfig, src: StageDir, policy: str, online: bool) -> 
         require_same_encoding(mine, (src.read_manifest() or {}).get("encoding"))
     except EncodingMismatch as exc:
         raise ConfigError(str(exc)) from None
-
-
-def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
-    """Every used pair with its split, margin and the beta MM-DPO gives it."""
-    import torch
-
-    from mmrlhf_ray.dpo.losses import dynamic_beta
-
-    rows = []
-    for split, groups in (("train", train), ("heldout", held)):
-        for g in groups:
-            for p in g.pairs:
-                rows.append(
-                    {
-                        "pair_id": p.pair_id,
-                        "query_id": g.query_id,
-                        "split": split,
-                        "margin": p.margin,
-                    }
-                )
-    margins = torch.tensor([float("nan") if r["margin"] is None else r["margin"] for r in rows])
-    if cfg.loss.kind == "mm_dpo" and cfg.loss.needs_margin:
-        betas = dynamic_beta(torch.nan_to_num(margins), cfg.loss.beta_ori, cfg.loss.w, cfg.loss.k)
-    else:
-        betas = torch.full_like(margins, cfg.loss.beta_ori)
-    for r, b in zip(rows, betas.tolist(), strict=True):
-        r["beta"] = b
-    return pa.Table.from_pylist(
-        rows,
-        schema=pa.schema(
-            [
-                ("pair_id", pa.string()),
-                ("query_id", pa.string()),
-                ("split", pa.string()),
-                ("margin", pa.float32()),
-                ("beta", pa.float32()),
-            ]
-        ),
-    )
 
 
 def heldout_of(cfg: DpoConfig, out: StageDir, policies: dict, held, online: bool) -> dict:
@@ -161,7 +123,7 @@ def run(cfg: DpoConfig) -> dict:
     result, target = train_stage(
         out, task, cfg.train, cfg.tracking, output="policy", params=config_to_dict(cfg)
     )
-    table = pair_table(train, held, cfg)
+    table = pair_table(train, held, cfg.loss)
     out.write_part("pairs", table)
     _plot(out, table, cfg)
     heldout = heldout_of(cfg, out, {"before": policy, "after": result.hf_dir}, held, online)
@@ -241,7 +203,8 @@ def dpo_task(
 def _plot(out: StageDir, table: pa.Table, cfg: DpoConfig) -> None:
     from mmrlhf_ray.dpo.metrics import plot_beta_histogram
 
-    train = [r for r in table.to_pylist() if r["split"] == "train"]
+    rows = table.to_pylist()  # beta NaN: made step by step in training (beta_rule says so)
+    train = [r for r in rows if r["split"] == "train" and r["beta"] == r["beta"]]
     plot_beta_histogram(
         [r["beta"] for r in train],
         [float("nan") if r["margin"] is None else r["margin"] for r in train],

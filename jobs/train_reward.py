@@ -193,6 +193,12 @@ def run(cfg: TrainRewardConfig) -> dict:
     if cfg.folds:
         split["fold"] = [fold_of(q, cfg.folds, cfg.fold_seed) for q in split["query_id"]]
     out.write_part("split", pa.table(split))
+    ties = sum(p.is_tie for p in train_pairs)
+    if cfg.loss.tie > 0 and not ties:
+        print(
+            f"train-reward: WARNING loss.tie={cfg.loss.tie} acts on no pair: no tie pairs "
+            "(`mmrlhf pairs ties=carry`, or a release whose pairs set is_tie)"
+        )
     fold_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train))
     cfg = plan_steps(cfg, len(train_pairs))
     from harness.launch import finish_tracking
@@ -202,13 +208,18 @@ def run(cfg: TrainRewardConfig) -> dict:
     if cfg.folds:
         of_train = {p.pair_id: fold_of(p.query_id, cfg.folds, cfg.fold_seed) for p in train_pairs}
         folds = train_folds(fold_cfg, out, of_train)
-    heldout = evaluate_heldout(cfg, result.hf_dir, held, out.local_path("heldout_items.parquet"))
+    # a tie has no right answer: ACC / ACC+ are over the held-out preference pairs
+    preference = [p for p in held if not p.is_tie]
+    heldout = evaluate_heldout(
+        cfg, result.hf_dir, preference, out.local_path("heldout_items.parquet")
+    )
     Path(out.local_path("heldout.json")).write_text(json.dumps(heldout, indent=2))
     manifest = out.finish(
         len(rows),
         len(good),
         len(bad),
         steps=result.steps,
+        tie_pairs={"train": ties, "heldout": sum(p.is_tie for p in held)},
         heldout=heldout,
         model_dir=result.hf_dir,
         **({"folds": folds} if folds else {}),

@@ -2,15 +2,28 @@
 
 MM-DPO (paper Sec. 4.2) trains on *all* comparison pairs of a query: "every response
 pair with differing ranks is treated as a valid comparison pair". With K responses of
-K distinct ranks that is C(K, 2) pairs (4 -> 6); equal ranks (ties) give no pair.
+K distinct ranks that is C(K, 2) pairs (4 -> 6). Equal ranks (ties) give no preference
+pair; ``ties="carry"`` writes them as pairs flagged ``is_tie`` (the reward model's tie
+term trains on them; the preference losses quarantine them), ``ties="drop"`` counts them.
 
-Ties, by the paper's rule (Sec. 2.3): when all responses are equally poor the annotator
-writes a corrected answer (a constructed *positive*); when all are equally good the
-annotator injects an error (a constructed *negative*). Such responses are already in
-the record (``constructed``); a constructed response with no rank counts as better
-(positive) or worse (negative) than every original response. ``tie_rule="skip"``
-ignores constructed responses instead, so fully tied records yield no pairs; every
-skipped tie is counted, nothing disappears silently.
+Ties, by the paper's rule (Sec. 2.3): when several responses are equally poor the
+annotator writes a corrected answer (a constructed *positive*); when several are
+equally good the annotator injects an error into one (a constructed *negative*). Such
+responses are already in the record (``constructed``). How an unranked constructed
+response is paired is the ``tie_rule``:
+
+* ``paper``: it resolves the tie it was made for: a negative is worse than each response
+  of the best tied group (and compared with nothing else: how it compares with a
+  worse-ranked response is unknown), a positive better than each of the worst tied
+  group. With no tied group among the ranked responses it is compared with all of them.
+  On a fully tied record this is the same as ``constructed``.
+* ``constructed`` (the rule before): a positive is better, a negative worse, than
+  *every* original response.
+* ``skip``: constructed responses are ignored, so fully tied records yield no pairs.
+
+A constructed response that carries a rank is paired by its rank. ``mode=best-vs-worst``
+places unranked constructed responses as ``constructed`` does. Every skipped tie is
+counted, nothing disappears silently.
 
 Pair ids are deterministic: ``"<query_id>::<chosen_id>><rejected_id>"``.
 """
@@ -25,7 +38,8 @@ from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.data.schemas import MEDIA_KEYS
 
 Mode = Literal["all", "best-vs-worst"]
-TieRule = Literal["constructed", "skip"]
+TieRule = Literal["paper", "constructed", "skip"]
+Ties = Literal["drop", "carry"]
 Margin = Literal["none", "oracle"]
 MODES, TIE_RULES, MARGINS = get_args(Mode), get_args(TieRule), get_args(Margin)
 
@@ -40,13 +54,36 @@ class PairsConfig(Choices):
     )
     mode: Mode = field(default="all", metadata={"help": "all | best-vs-worst pairs per query"})
     tie_rule: TieRule = field(
-        default="constructed", metadata={"help": "constructed (paper's rule) | skip tied records"}
+        default="paper",
+        metadata={
+            "help": "paper (a constructed response vs the tied group it resolves) | "
+            "constructed (vs every original response) | skip (ignore constructed)"
+        },
+    )
+    ties: Ties = field(
+        default="drop",
+        metadata={
+            "help": "drop (count equal-rank pairs) | carry (write them flagged is_tie, "
+            "for train-reward's loss.tie term)"
+        },
+    )
+    mia_distractors: int = field(
+        default=0,
+        metadata={
+            "help": "MIA-DPO pairs: per image query one 2x2 grid collage with this many "
+            "other queries' images (0 = off; at most 3)"
+        },
     )
     margin: Margin = field(
         default="none",
         metadata={"help": "none (score stage fills it) | oracle (annotator score difference)"},
     )
     records_per_part: int = field(default=2000, metadata={"help": "records per Parquet part"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.mia_distractors <= 3:
+            raise ValueError(f"mia_distractors: must be in 0..3, got {self.mia_distractors}")
 
 
 @dataclass
@@ -56,9 +93,12 @@ class PairStats:
     records: int = 0
     pairs: int = 0
     records_without_pairs: int = 0
-    tied_pairs_skipped: int = 0  # response pairs of equal rank
+    tied_pairs_skipped: int = 0  # response pairs of equal rank, not written (ties=drop)
+    tied_pairs_carried: int = 0  # response pairs of equal rank written as is_tie (carry)
     constructed_skipped: int = 0  # constructed responses ignored under tie_rule=skip
     tie_pairs: int = 0  # pairs that involve a constructed response
+    mia_pairs: int = 0  # MIA-DPO grid-collage pairs (mia_distractors > 0)
+    mia_records_without_pair: int = 0  # no image, or too few distractors in the part
 
     def add(self, other: PairStats) -> None:
         for name in self.__dataclass_fields__:
@@ -91,12 +131,12 @@ def _response_id(record: dict[str, Any], index: int) -> str:
     return rid if rid else f"{record['query_id']}#r{index}"
 
 
-def _candidate_pairs(ranked: list[tuple[int, float]], mode: str) -> tuple[list, int]:
-    """(better index, worse index) pairs of differing rank, and equal-rank pairs skipped."""
-    pairs, tied = [], 0
+def _candidate_pairs(ranked: list[tuple[int, float]], mode: str) -> tuple[list, list]:
+    """(better index, worse index) pairs of differing rank, and the equal-rank pairs."""
+    pairs, tied = [], []
     for (i, ri), (j, rj) in combinations(ranked, 2):
         if ri == rj:
-            tied += 1
+            tied.append((i, j))
         else:
             pairs.append((i, j) if ri < rj else (j, i))
     if mode == "best-vs-worst" and pairs:
@@ -107,13 +147,35 @@ def _candidate_pairs(ranked: list[tuple[int, float]], mode: str) -> tuple[list, 
     return pairs, tied
 
 
+def _paper_tie_pairs(
+    responses: list[dict[str, Any]], ranked: list[tuple[int, float]], constructed: list[int]
+) -> list[tuple[int, int]]:
+    """The paper's rule: each unranked constructed response against the tied group it
+    resolves (negative: the best tied group; positive: the worst); no tied group: all."""
+    ranks = [r for _, r in ranked]
+    tied = sorted({r for r in ranks if ranks.count(r) > 1})
+    out = []
+    for c in constructed:
+        negative = responses[c]["constructed"] == "negative"
+        group = (tied[0] if negative else tied[-1]) if tied else None
+        for i, r in ranked:
+            if group is None or r == group:
+                out.append((i, c) if negative else (c, i))
+    return out
+
+
 def expand_record(
-    record: dict[str, Any], mode: str = "all", tie_rule: str = "constructed", margin: str = "none"
+    record: dict[str, Any],
+    mode: str = "all",
+    tie_rule: str = "paper",
+    margin: str = "none",
+    ties: str = "drop",
 ) -> tuple[list[dict[str, Any]], PairStats]:
     """The preference pairs (``PAIR_SCHEMA`` rows) of one record, and counts.
 
-    Pairs come in a fixed order (by response position), so re-runs are identical.
-    Responses with no rank (and not constructed) are left out of pairing.
+    Pairs come in a fixed order (by response position; the paper rule's constructed
+    pairs, then carried ties, last), so re-runs are identical. Responses with no rank
+    (and not constructed) are left out of pairing.
     """
     stats = PairStats(records=1)
     responses = record["responses"]
@@ -128,17 +190,39 @@ def expand_record(
         for i in keep
         if responses[i].get("rank") is not None and not responses[i].get("constructed")
     ]
-    ranked = [(i, effective_rank(responses[i], original_ranks)) for i in keep]
+    paper = tie_rule == "paper" and mode == "all"
+    unranked = [
+        i for i in keep if responses[i].get("constructed") and responses[i].get("rank") is None
+    ]
+    ranked = [
+        (i, effective_rank(responses[i], original_ranks))
+        for i in keep
+        if not (paper and i in unranked)
+    ]
     ranked = [(i, r) for i, r in ranked if r is not None]
-    index_pairs, stats.tied_pairs_skipped = _candidate_pairs(ranked, mode)
+    index_pairs, tied = _candidate_pairs(ranked, mode)
+    if paper:
+        index_pairs += _paper_tie_pairs(responses, ranked, unranked)
     pairs = [_make_pair(record, a, b, margin) for a, b in index_pairs]
+    if ties == "carry":
+        pairs += [_make_pair(record, a, b, margin, is_tie=True) for a, b in tied]
+        stats.tied_pairs_carried = len(tied)
+    else:
+        stats.tied_pairs_skipped = len(tied)
     stats.pairs = len(pairs)
-    stats.tie_pairs = sum(1 for p in pairs if p["is_tie"])
+    stats.tie_pairs = sum(
+        1
+        for a, b in index_pairs
+        if responses[a].get("constructed") or responses[b].get("constructed")
+    )
     stats.records_without_pairs = int(not pairs)
     return pairs, stats
 
 
-def _make_pair(record: dict[str, Any], a: int, b: int, margin: str) -> dict[str, Any]:
+def _make_pair(
+    record: dict[str, Any], a: int, b: int, margin: str, is_tie: bool = False
+) -> dict[str, Any]:
+    """The pair row of responses a (chosen) and b; ``is_tie``: an equal-rank pair."""
     chosen, rejected = record["responses"][a], record["responses"][b]
     cid, rid = _response_id(record, a), _response_id(record, b)
     delta, source = None, None
@@ -162,7 +246,7 @@ def _make_pair(record: dict[str, Any], a: int, b: int, margin: str) -> dict[str,
         "rejected_reason": rejected.get("score_reason"),
         "chosen_critique": chosen.get("critique"),
         "rejected_critique": rejected.get("critique"),
-        "is_tie": bool(chosen.get("constructed") or rejected.get("constructed")),
+        "is_tie": is_tie,  # equal quality: the tie term, never a preference
         "margin": delta,
         "margin_source": source,
         "ref_chosen_logp": None,
@@ -173,14 +257,15 @@ def _make_pair(record: dict[str, Any], a: int, b: int, margin: str) -> dict[str,
 def expand_records(
     records: list[dict[str, Any]],
     mode: str = "all",
-    tie_rule: str = "constructed",
+    tie_rule: str = "paper",
     margin: str = "none",
+    ties: str = "drop",
 ) -> tuple[list[dict[str, Any]], PairStats]:
     """``expand_record`` over many records; pairs concatenated, stats summed."""
     out: list[dict[str, Any]] = []
     total = PairStats()
     for record in records:
-        pairs, stats = expand_record(record, mode, tie_rule, margin)
+        pairs, stats = expand_record(record, mode, tie_rule, margin, ties)
         out.extend(pairs)
         total.add(stats)
     return out, total

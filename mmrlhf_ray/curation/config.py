@@ -84,6 +84,13 @@ class CurateConfig:
         default=600, metadata={"help": "image queries to select (long+short+mcq)"}
     )
     ratio: RatioConfig = field(default_factory=RatioConfig)
+    image_counts: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "help": "explicit {long, short, mcq} counts (they replace the ratio; must sum "
+            "to image_size); {} = split image_size by the ratio"
+        },
+    )
     safety_count: int = field(default=60, metadata={"help": "safety queries to select"})
     video_count: int = field(default=60, metadata={"help": "video queries to select"})
     long_threshold: int = field(
@@ -99,3 +106,14 @@ class CurateConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
+
+    def __post_init__(self) -> None:
+        if not self.image_counts:
+            return
+        if set(self.image_counts) != {"long", "short", "mcq"}:
+            raise ValueError(
+                f"image_counts: needs exactly long, short, mcq, got {sorted(self.image_counts)}"
+            )
+        total = sum(int(n) for n in self.image_counts.values())
+        if total != self.image_size:
+            raise ValueError(f"image_counts: sum {total} differs from image_size {self.image_size}")

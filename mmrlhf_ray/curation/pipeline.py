@@ -211,10 +211,12 @@ def cluster_and_select(
     progress=None,
     eligible: np.ndarray | None = None,
     screen: Any = None,
+    counts: dict[str, int] | None = None,
 ) -> Curated:
     """k-means on a sample, streamed assignment, then ratio + per-cluster sampling.
 
-    ``eligible`` (bool per row) excludes rows from sampling (exact-image dedup).
+    ``eligible`` (bool per row) excludes rows from sampling (exact-image dedup);
+    ``counts`` (long/short/mcq) replace the ratio split when given.
     ``screen`` (decontamination) gets the k-means sample and centres
     (``screen.prepare``), sees every chunk during the assignment
     (``screen.visit(first_row, vectors, nearest_centres)``) and then ``screen.exclude(total)`` gives the
@@ -239,7 +241,9 @@ def cluster_and_select(
         eligible = ~excluded if eligible is None else eligible & ~excluded
     if eligible is not None:
         categories = np.where(eligible, categories, len(CATEGORY_CODES)).astype(np.int8)
-    selection = select_rows(categories, assignment.clusters, k, image_size, ratio, fixed, seed)
+    selection = select_rows(
+        categories, assignment.clusters, k, image_size, ratio, fixed, seed, counts
+    )
     t4 = time.perf_counter()
     timings = {
         "sample": t1 - t0,

@@ -5,7 +5,8 @@ Two steps, both deterministic given the seed:
 1. :func:`category_targets` splits the image-query budget by the ratio (paper: long :
    short : MCQ = 4 : 5 : 1) with the largest-remainder method, so every category's
    count is within one row of ``size * w_c / sum(w)`` and the counts sum to ``size``.
-   Safety and video get fixed counts.
+   Explicit per-category ``counts`` (Table 1's composition is not exactly 4:5:1) replace
+   the ratio when given (:func:`planned_targets`). Safety and video get fixed counts.
 2. :func:`allocate_per_cluster` spreads a category's target uniformly over clusters:
    every cluster gets ``min(count_k, L)`` rows for the largest level ``L`` that fits,
    and the remaining rows (the shortfall of small clusters) go one each to randomly
@@ -56,6 +57,25 @@ def category_targets(
     return targets
 
 
+def planned_targets(
+    size: int,
+    ratio: dict[str, float],
+    fixed: dict[str, int],
+    available: dict[str, int],
+    counts: dict[str, int] | None = None,
+) -> dict[str, int]:
+    """Rows wanted per category: ``counts`` for the image categories when given (each
+    capped at what is available), else ``size`` split by ``ratio``; ``fixed`` domains
+    (safety, video) at their counts, capped likewise."""
+    if counts:
+        targets = {c: min(int(n), available.get(c, 0)) for c, n in counts.items()}
+    else:
+        targets = category_targets(size, ratio, available)
+    for c, n in fixed.items():
+        targets[c] = min(int(n), available.get(c, 0))
+    return targets
+
+
 def allocate_per_cluster(counts: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
     """Rows to take from each cluster: uniform, small clusters' shortfall redistributed.
 
@@ -100,6 +120,7 @@ def select_rows(
     ratio: dict[str, float],
     fixed: dict[str, int],
     seed: int,
+    counts: dict[str, int] | None = None,
 ) -> Selection:
     """Indices of the rows to keep (see module docstring).
 
@@ -110,9 +131,7 @@ def select_rows(
     rng = np.random.default_rng(seed)
     cat_counts = np.bincount(categories, minlength=len(CATEGORY_CODES))
     available = {c: int(cat_counts[code]) for c, code in CATEGORY_CODES.items()}
-    targets = category_targets(size, ratio, available)
-    for c, n in fixed.items():
-        targets[c] = min(int(n), available.get(c, 0))
+    targets = planned_targets(size, ratio, fixed, available, counts)
     # Order rows by (category, cluster), randomly within a group: a seeded permutation,
     # then a stable sort on a small-integer key (numpy radix-sorts int16 in linear time).
     key = categories.astype(np.int32) * n_clusters + clusters

@@ -102,6 +102,11 @@ def _check_pair(row: dict[str, Any], need_margin: bool, need_ref: bool) -> tuple
         return fld, reason.strip() or problems[0]
     if row["chosen_id"] and row["chosen_id"] == row.get("rejected_id"):
         return "rejected_id", "chosen and rejected are the same response"
+    if row.get("is_tie"):
+        return (
+            "is_tie",
+            "a tie (equal quality): no preference to learn (train-reward's tie term uses it)",
+        )
     if need_margin:
         margin = row.get("margin")
         if margin is None or not math.isfinite(float(margin)):

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from mmrlhf_ray.core.config import Choices
+from mmrlhf_ray.dpo.loss_specs import LOSS_KIND_NAMES, loss_spec
 from mmrlhf_ray.training.config import TrainConfig
 from mmrlhf_ray.training.tracking import TrackingConfig
 
-LossKind = Literal["mm_dpo", "dpo", "ipo", "simpo", "beta_dpo", "mpo", "implicit_reward"]
+LossKind = Literal[LOSS_KIND_NAMES]  # type: ignore[valid-type]  # the loss table's rows
 PairStage = Literal["auto", "score", "pairs", "ref-logps"]
 LOSS_KINDS, PAIR_STAGES = get_args(LossKind), get_args(PairStage)
 ForwardKind = Literal["packed", "grouped"]
@@ -53,13 +54,13 @@ class LossConfig(Choices):
 
     @property
     def needs_margin(self) -> bool:
-        """MM-DPO needs the reward margin delta of every pair."""
-        return self.kind == "mm_dpo" and self.w > 0
+        """The kind's row uses the reward margin delta (MM-DPO with w > 0)."""
+        return loss_spec(self.kind).needs_margin(self)
 
     @property
     def needs_reference(self) -> bool:
-        """SimPO is reference-free; every other loss needs pi_ref log-probs."""
-        return self.kind != "simpo"
+        """The kind's row needs pi_ref log-probs (all but SimPO)."""
+        return loss_spec(self.kind).reference
 
 
 @dataclass

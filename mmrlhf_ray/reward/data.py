@@ -88,14 +88,16 @@ def pair_from_row(
         rejected=RewardItem(
             question, row["rejected"], images, pick_critique(row, "rejected", source)
         ),
-        is_tie=is_equal_rank(row),
+        is_tie=is_tie_pair(row),
     )
 
 
-def is_equal_rank(row: dict[str, Any]) -> bool:
-    """A true tie: both responses have the same rank. (The pairs stage's ``is_tie``
-    flag marks pairs built under the paper's tie rule, where one side is a constructed
-    positive/negative: those still have a clear preference and get the score loss.)"""
+def is_tie_pair(row: dict[str, Any]) -> bool:
+    """A tie, trained with the tie term instead of Eq. 3: the pair says so (``is_tie``:
+    the pairs stage's carried equal-rank pairs, the release's own flag), or both sides
+    carry the same rank. (Pairs with a constructed positive/negative are preferences.)"""
+    if row.get("is_tie"):
+        return True
     a, b = row.get("chosen_rank"), row.get("rejected_rank")
     return a is not None and b is not None and a == b
 

@@ -76,21 +76,38 @@ def _pool_rows(n: int, seed: int, mix: dict[str, float]) -> list[dict[str, Any]]
     return out
 
 
+SUBTLE_FRAME = (
+    "Let me look at the picture carefully before answering. {answer} "
+    "That is what the image shows, as far as I can tell from looking at it."
+)
+
+
 def toy_pairs(
-    n_queries: int, seed: int = 0, mix: dict[str, float] | None = None
+    n_queries: int, seed: int = 0, mix: dict[str, float] | None = None, subtle: bool = False
 ) -> list[dict[str, Any]]:
-    """``3 * n_queries`` pair rows (PAIR_SCHEMA dicts) from the first pool rows."""
+    """``3 * n_queries`` pair rows (PAIR_SCHEMA dicts) from the first pool rows.
+
+    ``subtle``: one pair per query whose quality difference needs reading against the
+    image: ``correct`` > ``wrong_attribute`` (one colour / count / position / option
+    wrong), both inside the same long frame (``SUBTLE_FRAME``), so length, refusals and
+    topic give nothing away; benign categories only (no safety).
+    """
     mix = mix or {"long": 0.2, "short": 0.3, "mcq": 0.2, "safety": 0.15, "video": 0.15}
+    if subtle:
+        mix = {k: v for k, v in mix.items() if k != "safety"}
     rows = []
     for row in _pool_rows(n_queries, seed, mix):
         gt = ground_truth(row)
         category = gt["category"]
         rng = random.Random(f"{row['sample_id']}|{seed}")
         reference = row.get("reference_answer") or ""
-        styles = _styles(category, rng)
+        styles = ["correct", "wrong_attribute"] if subtle else None
+        styles = styles or _styles(category, rng)
         texts = [respond(gt, reference, s, rng) for s in styles]
+        if subtle:
+            texts = [SUBTLE_FRAME.format(answer=t) for t in texts]
         keys = [s + ("_harmful" if category == "safety" and s == "refusal" else "") for s in styles]
-        for a, b in combinations(range(3), 2):
+        for a, b in combinations(range(len(styles)), 2):
             rows.append(
                 {
                     "pair_id": f"{row['sample_id']}::{a}>{b}",

@@ -69,7 +69,8 @@ def test_constructed_negative_pairs_with_every_tied_response():
     responses.append(_resp(3, None, h=2, f=1, constructed="negative", text="It is blue."))
     pairs, stats = expand_record(_record("q", responses, is_tie=True))
     assert stats.pairs == 3 and stats.tie_pairs == 3 and stats.tied_pairs_skipped == 3
-    assert {p["rejected_id"] for p in pairs} == {"r3"} and all(p["is_tie"] for p in pairs)
+    # pairs with a constructed response are preferences, not ties
+    assert {p["rejected_id"] for p in pairs} == {"r3"} and not any(p["is_tie"] for p in pairs)
     # the same record under tie_rule=skip: the constructed response is ignored, no pairs
     pairs, stats = expand_record(_record("q", responses, is_tie=True), tie_rule="skip")
     assert pairs == [] and stats.constructed_skipped == 1 and stats.records_without_pairs == 1
@@ -145,3 +146,78 @@ def test_pairs_stage_counts_quarantine_and_resume(tmp_path, capsys):
     _finished_stage(run, "expand", good[:1])
     assert main([f"run_dir={run}"]) == 0
     assert pairs.count_rows() == 6 and list(pairs.read_manifest()["inputs"]) == ["expand"]
+
+
+def test_partial_tie_rule_four_responses_two_tied():
+    # ranks 1, 1, 2, 3 (r0 and r1 equally good) + a constructed negative of the tie (r4)
+    responses = [_resp(0, 1), _resp(1, 1), _resp(2, 2), _resp(3, 3)]
+    responses.append(_resp(4, None, constructed="negative", text="an injected error"))
+    pairs, stats = expand_record(_record("q", responses))  # tie_rule=paper (default)
+    got = {(p["chosen_id"], p["rejected_id"]) for p in pairs}
+    # 5 pairs of differing rank among the originals + the negative below each tied response
+    originals = {("r0", "r2"), ("r0", "r3"), ("r1", "r2"), ("r1", "r3"), ("r2", "r3")}
+    assert got == originals | {("r0", "r4"), ("r1", "r4")}
+    assert stats.pairs == 7 and stats.tie_pairs == 2 and stats.tied_pairs_skipped == 1
+    # the rule before, kept by name: the negative below every original response
+    pairs, stats = expand_record(_record("q", responses), tie_rule="constructed")
+    got = {(p["chosen_id"], p["rejected_id"]) for p in pairs}
+    assert got == originals | {(f"r{i}", "r4") for i in range(4)} and stats.pairs == 9
+    # a constructed positive resolves the worst tied group: ranks 1, 2, 3, 3
+    responses = [_resp(0, 1), _resp(1, 2), _resp(2, 3), _resp(3, 3)]
+    responses.append(_resp(4, None, constructed="positive", text="the corrected answer"))
+    pairs, _ = expand_record(_record("q", responses))
+    assert {(p["chosen_id"], p["rejected_id"]) for p in pairs if "r4" in p["pair_id"]} == {
+        ("r4", "r2"),
+        ("r4", "r3"),
+    }
+
+
+def test_equal_rank_pairs_carried_as_ties_when_asked():
+    record = _record("q", [_resp(0, 1), _resp(1, 2), _resp(2, 2), _resp(3, 3)])
+    pairs, stats = expand_record(record, ties="carry")
+    ties = [p for p in pairs if p["is_tie"]]
+    assert len(pairs) == 6 and [(p["chosen_id"], p["rejected_id"]) for p in ties] == [("r1", "r2")]
+    assert stats.tied_pairs_carried == 1 and stats.tied_pairs_skipped == 0
+    to_table(pairs, "pair")
+    # the preference losses refuse a tie by name; the reward model trains it with l_Tie
+    from mmrlhf_ray.data.groups import group_pairs
+
+    groups, bad = group_pairs(pairs)
+    assert sum(len(g.pairs) for g in groups) == 5 and [q["field"] for q in bad] == ["is_tie"]
+
+
+def test_mia_dpo_pairs_grid_collage():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from mmrlhf_ray.annotate.mia_dpo import CELLS, mia_pairs, target_cell
+    from mmrlhf_ray.data.media import encode_png
+
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255)]
+    records = []
+    for k, c in enumerate(colours):
+        rec = _record(f"q{k}", [_resp(0, 2, text=f"worse {k}"), _resp(1, 1, text=f"best {k}")])
+        rec["image_path"] = None
+        rec["image"] = encode_png(Image.new("RGB", (8, 8), c))
+        records.append(rec)
+    video = _record("qv", [_resp(0, 1)])
+    video["image_path"], video["video_frames"] = None, [records[0]["image"]]
+    pairs, without = mia_pairs([*records, video], 3)
+    assert len(pairs) == 5 and without == 1  # the video record gives none, counted
+    p = pairs[0]
+    cell = target_cell("q0")
+    assert p["query_id"] == "q0#mia" and p["chosen"] == "best 0" and p["rejected"] == "best 1"
+    assert p["question"].startswith(
+        f"This picture is a 2 x 2 grid of images. Look only at the {CELLS[cell]}"
+    )
+    img = np.asarray(Image.open(io.BytesIO(p["image"])).convert("RGB"))
+    assert img.shape == (16, 16, 3)
+    y, x = (cell // 2) * 8 + 4, (cell % 2) * 8 + 4
+    assert tuple(img[y, x]) == colours[0]  # the target sits in the named cell
+    others = {tuple(img[(c // 2) * 8 + 4, (c % 2) * 8 + 4]) for c in range(4) if c != cell}
+    assert others == set(colours[1:4])  # the next three image records are the distractors
+    to_table(pairs, "pair")
+    with pytest.raises(ValueError, match="mia_distractors"):
+        PairsConfig(mia_distractors=4)

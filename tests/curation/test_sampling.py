@@ -1,6 +1,7 @@
 """Ratio targets, per-cluster uniform allocation and seeded selection (hand-checked)."""
 
 import numpy as np
+import pytest
 
 from mmrlhf_ray.curation.categorize import CATEGORY_CODES
 from mmrlhf_ray.curation.sampling import allocate_per_cluster, category_targets, select_rows
@@ -75,3 +76,28 @@ def test_ineligible_rows_are_never_selected():
     cats[::2] = len(CATEGORY_CODES)  # e.g. duplicates of an earlier image
     sel = select_rows(cats, clusters, k, 10**6, RATIO, {"safety": 10**6, "video": 10**6}, 0)
     assert np.array_equal(sel.indices, np.arange(1, 2000, 2))
+
+
+def test_gpu_profile_reproduces_table_1_counts():
+    """configs/curate.gpu.yaml: the explicit counts give Table 1 (the 4:5:1 ratio alone
+    would give 9,505 / 11,882 / 2,376); without counts the ratio is the rule."""
+    from pathlib import Path
+
+    from mmrlhf_ray.core.config import load_config
+    from mmrlhf_ray.curation.config import CurateConfig
+    from mmrlhf_ray.curation.sampling import planned_targets
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(CurateConfig, root / "configs" / "curate.gpu.yaml")
+    plenty = {c: 10**7 for c in ("long", "short", "mcq", "safety", "video")}
+    fixed = {"safety": cfg.safety_count, "video": cfg.video_count}
+    got = planned_targets(cfg.image_size, cfg.ratio.as_dict(), fixed, plenty, cfg.image_counts)
+    assert got == {"long": 9575, "short": 12063, "mcq": 2125, "safety": 1999, "video": 4235}
+    assert sum(got.values()) == 29997
+    ratio_only = planned_targets(cfg.image_size, cfg.ratio.as_dict(), fixed, plenty)
+    assert [ratio_only[c] for c in ("long", "short", "mcq")] == [9505, 11882, 2376]
+    # counts on a pool that lacks rows: capped at what is there, like the ratio path
+    few = {**plenty, "mcq": 100}
+    assert planned_targets(0, {}, {}, few, {"long": 5, "short": 5, "mcq": 2125})["mcq"] == 100
+    with pytest.raises(ValueError, match="image_counts: sum 3 differs from image_size 4"):
+        CurateConfig(image_size=4, image_counts={"long": 1, "short": 1, "mcq": 1})

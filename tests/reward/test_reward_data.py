@@ -54,9 +54,31 @@ def test_split_is_by_query_and_deterministic(toy_rows):
     assert len(video.chosen.images) == 4  # frames of the toy video
 
 
-def test_only_equal_ranks_are_ties(toy_rows):
+def test_ties_are_flagged_pairs_and_equal_ranks(toy_rows):
     rows = [dict(r) for r in toy_rows[:3]]
-    rows[0]["is_tie"] = True  # built under the tie rule: still a real preference
-    rows[1]["rejected_rank"] = rows[1]["chosen_rank"]  # equal ranks: a true tie
+    rows[0]["is_tie"] = True  # flagged (a carried equal-rank pair, the release's is_tie)
+    rows[1]["rejected_rank"] = rows[1]["chosen_rank"]  # equal ranks: a tie as well
     good, _ = pairs_from_rows(rows, "auto")
-    assert [p.is_tie for p in good] == [False, True, False]
+    assert [p.is_tie for p in good] == [True, True, False]
+
+
+def test_tie_term_changes_the_loss_only_on_tie_pairs():
+    import torch
+
+    from mmrlhf_ray.reward.losses import RewardLossWeights, reward_loss
+
+    rc, rr = torch.tensor([1.0, 0.3, -0.5]), torch.tensor([0.0, 0.8, -1.0])
+    nll = torch.tensor(0.0)
+    on, off = RewardLossWeights(tie=0.5, center=0.0), RewardLossWeights(tie=0.0, center=0.0)
+    none = torch.tensor([False, False, False])
+    assert reward_loss(rc, rr, none, nll, on)[0] == reward_loss(rc, rr, none, nll, off)[0]
+    tie = torch.tensor([False, True, False])
+    with_tie, parts = reward_loss(rc, rr, tie, nll, on)
+    without, _ = reward_loss(rc, rr, tie, nll, off)
+    # l_Tie of d = -0.5: -(0.5 log s(-0.5) + 0.5 log s(0.5)); the pair leaves Eq. 3
+    d = torch.tensor(-0.5)
+    hand = -(0.5 * torch.nn.functional.logsigmoid(d) + 0.5 * torch.nn.functional.logsigmoid(-d))
+    assert float(with_tie - without) == pytest.approx(0.5 * float(hand), rel=1e-6)
+    assert parts["tie"] == pytest.approx(float(hand), rel=1e-6)
+    bt = -torch.nn.functional.logsigmoid(torch.tensor([1.0, 0.5])).mean()
+    assert float(without) == pytest.approx(float(bt), rel=1e-6)
