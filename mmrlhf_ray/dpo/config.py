@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from mmrlhf_ray.config import Choices
+from mmrlhf_ray.models.attention import PACKED_ATTENTION_HELP, AttnImplementation, PackedAttention
 from mmrlhf_ray.training.config import TrainConfig
 
 LossKind = Literal["mm_dpo", "dpo", "ipo", "simpo", "beta_dpo", "mpo", "implicit_reward"]
@@ -119,3 +120,9 @@ class RefLogpsConfig(Choices):
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per scorer actor"})
     bf16: bool = field(default=False, metadata={"help": "bf16 weights (GPU only)"})
     forward: ForwardKind = field(default="packed", metadata={"help": FORWARD_HELP})
+    attn_implementation: AttnImplementation = field(
+        default="sdpa", metadata={"help": "transformers attention (grouped forward, vision)"}
+    )
+    packed_attention: PackedAttention = field(
+        default="auto", metadata={"help": PACKED_ATTENTION_HELP}
+    )

@@ -69,12 +69,13 @@ def collate_packed(
 
 
 def packed_logps(
-    model, batch: PackedBatch, frozen_vision: bool = True, attention: str = "auto"
+    model, batch: PackedBatch, frozen_vision: bool = True, attention: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and token counts per response: ``((R,), (R,))``.
 
     ``attention``: the block mask as a FlexAttention BlockMask (``flex``) or a dense mask
-    (``dense``); ``auto`` is flex on CUDA, dense elsewhere (``models.attention``)."""
+    (``dense``); ``auto`` is flex on CUDA, dense elsewhere; None: the model's setting
+    (``models.attention.configure_attention``)."""
     return item_logps(model, batch.rows, frozen_vision, attention=attention)
 
 
@@ -90,7 +91,10 @@ def collate_batch(
 
 
 def response_logps(
-    model, batch: PackedBatch | GroupedBatch, frozen_vision: bool = True, attention: str = "auto"
+    model,
+    batch: PackedBatch | GroupedBatch,
+    frozen_vision: bool = True,
+    attention: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-response ``(logps, n_tokens)`` from whichever forward the batch was made for
     (``attention`` applies to the packed one)."""

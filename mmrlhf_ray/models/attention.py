@@ -42,6 +42,8 @@ from transformers.integrations.flex_attention import flex_attention_forward, rep
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from mmrlhf_ray.models.families import unwrap
+
 PackedAttention = Literal["auto", "flex", "dense"]
 PACKED_ATTENTION = get_args(PackedAttention)
 PACKED_ATTENTION_HELP = (
@@ -52,6 +54,38 @@ AttnImplementation = Literal["sdpa", "eager", "flash_attention_2"]
 ATTN_IMPLEMENTATIONS = get_args(AttnImplementation)
 PACKED_ATTENTION_IMPL = "mmrlhf_packed"  # sdpa, or FlexAttention when the mask is a BlockMask
 BLOCK = 128  # FlexAttention's tile (query and key blocks)
+
+
+def set_packed_attention(model: torch.nn.Module, kind: str) -> None:
+    """Record the model's packed-forward attention (``auto``/``flex``/``dense``): what
+    ``packing.packed_hidden`` uses when its caller names none."""
+    resolve_attention(kind, "cpu")  # validates the name
+    unwrap(model)._mmrlhf_packed_attention = kind
+
+
+def packed_attention_of(model: torch.nn.Module) -> str:
+    """The model's packed-forward attention (``set_packed_attention``; default ``auto``)."""
+    return getattr(unwrap(model), "_mmrlhf_packed_attention", "auto")
+
+
+def configure_attention(
+    model: torch.nn.Module, attn_implementation: str = "", packed_attention: str = "auto"
+) -> torch.nn.Module:
+    """Set a loaded model's attention: ``attn_implementation`` (transformers' own, for the
+    unpacked/grouped forward and the vision tower; '' keeps the load-time one) and the
+    packed forward's ``packed_attention``. Returns the model."""
+    hf = unwrap(model)
+    if not hasattr(hf, "set_attn_implementation"):  # not a transformers model
+        return model
+    if attn_implementation and attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation: {attn_implementation!r} is not one of "
+            f"{', '.join(ATTN_IMPLEMENTATIONS)}"
+        )
+    if attn_implementation and hf.config._attn_implementation != attn_implementation:
+        hf.set_attn_implementation(attn_implementation)
+    set_packed_attention(hf, packed_attention)
+    return model
 
 
 def resolve_attention(kind: str, device: torch.device | str) -> str:

@@ -32,6 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmrlhf_ray.models.attention import (
     allowed_pairs,
+    packed_attention_of,
     resolve_attention,
     segment_block_mask,
     use_block_sparse,
@@ -250,9 +251,11 @@ def _media_inputs(model, rows: PackedRows) -> dict:
     }
 
 
-def packed_mask(model, rows: PackedRows, attention: str = "auto"):
+def packed_mask(model, rows: PackedRows, attention: str | None = None):
     """The block mask the LLM gets: a FlexAttention ``BlockMask`` (``flex``; the language
-    model's attention is switched to take it) or the dense additive mask (``dense``)."""
+    model's attention is switched to take it) or the dense additive mask (``dense``);
+    ``None``: the model's own setting (``attention.configure_attention``, default auto)."""
+    attention = attention or packed_attention_of(model)
     base, _ = language_parts(model)
     weight = next(base.parameters())
     if resolve_attention(attention, rows.input_ids.device) == "dense":
@@ -262,7 +265,7 @@ def packed_mask(model, rows: PackedRows, attention: str = "auto"):
 
 
 def packed_hidden(
-    model, rows: PackedRows, frozen_vision: bool = True, attention: str = "auto"
+    model, rows: PackedRows, frozen_vision: bool = True, attention: str | None = None
 ) -> torch.Tensor:
     """Final hidden states ``(B, L, H)`` of the packed rows (one LLM forward).
 
@@ -331,7 +334,11 @@ def head_logps(lm_head, hidden: torch.Tensor, tokens: torch.Tensor, chunk: int =
 
 
 def item_logps(
-    model, rows: PackedRows, frozen_vision: bool = True, chunk: int = 0, attention: str = "auto"
+    model,
+    rows: PackedRows,
+    frozen_vision: bool = True,
+    chunk: int = 0,
+    attention: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-prob of each item's labelled tokens and their count: ``((N,), (N,))``."""
     hidden = packed_hidden(model, rows, frozen_vision, attention)

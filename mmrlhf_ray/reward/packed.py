@@ -93,10 +93,12 @@ def pack_items(
     return pack_queries(queries, pad_token_id(tok)), idx, weight
 
 
-def packed_outputs(model, rows: PackedRows, attention: str = "auto") -> dict[str, torch.Tensor]:
+def packed_outputs(
+    model, rows: PackedRows, attention: str | None = None
+) -> dict[str, torch.Tensor]:
     """``{"scores": (N,)}`` at each unique item's last token, plus ``token_logps`` (T,)
     and ``token_item`` (T,) of the labelled tokens when there are any. ``attention``: the
-    block mask block-sparse (flex) or dense; auto = flex on CUDA (``models.attention``)."""
+    block mask block-sparse (flex) or dense; auto = flex on CUDA; None: the model's setting (``models.attention``)."""
     hidden = packed_hidden(model.backbone, rows, attention=attention)
     last = hidden[rows.last_row, rows.last_pos]
     out = {"scores": model.head(last.to(model.head.dense.weight.dtype))}
