@@ -75,16 +75,23 @@ class RefLogpsScorer:
         bf16: bool = False,
         threads: int = 1,
         forward: str = "packed",
+        attn_implementation: str = "sdpa",
+        packed_attention: str = "auto",
     ):
         import torch
 
-        from mmrlhf_ray.models import load_policy
+        from mmrlhf_ray.models.attention import configure_attention
+        from mmrlhf_ray.models.families import load_model
 
         torch.set_num_threads(threads)
         dtype = torch.bfloat16 if bf16 else torch.float32
-        self.model, self.processor = load_policy(
-            policy_path, dtype=dtype, device="cuda" if use_gpu else "cpu"
+        self.model, self.processor = load_model(
+            policy_path,
+            dtype=dtype,
+            device="cuda" if use_gpu else "cpu",
+            attn_implementation=attn_implementation,
         )
+        configure_attention(self.model, packed_attention=packed_attention)
         self.max_response_tokens, self.max_frames = max_response_tokens, max_frames
         self.forward = forward
         self.pid = os.getpid()
@@ -125,6 +132,8 @@ def reference_logps_dataset(
     use_gpu: bool = False,
     bf16: bool = False,
     forward: str = "packed",
+    attn_implementation: str = "sdpa",
+    packed_attention: str = "auto",
 ):
     """``ds`` (one row per query) mapped through a pool of ``num_actors`` scorers."""
     from ray.data import ActorPoolStrategy
@@ -138,6 +147,8 @@ def reference_logps_dataset(
             "use_gpu": use_gpu,
             "bf16": bf16,
             "forward": forward,
+            "attn_implementation": attn_implementation,
+            "packed_attention": packed_attention,
         },
         batch_size=queries_per_batch,
         compute=ActorPoolStrategy(size=num_actors),

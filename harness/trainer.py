@@ -66,6 +66,7 @@ from ray.train.torch import TorchTrainer
 
 from mmrlhf_ray.core import signals
 from mmrlhf_ray.core.signals import interrupt_point
+from mmrlhf_ray.models.attention import configure_attention
 from mmrlhf_ray.training.checkpoint import (
     DS_DIR,
     HF_DIR,
@@ -139,7 +140,9 @@ def _build_engine(task: TrainTask, cfg: TrainConfig, ds_cfg: dict):
     # Adopt Ray Train's process group (gloo on CPU, nccl on GPU) before zero.Init needs it.
     deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
     keep_alive = HfDeepSpeedConfig(ds_cfg) if cfg.zero_stage == 3 else None
-    model = task.build_model(task.model_path)
+    model = configure_attention(
+        task.build_model(task.model_path), cfg.attn_implementation, cfg.packed_attention
+    )
     counts = freeze_vision(model, cfg.freeze_projector) if cfg.freeze_vision else {}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

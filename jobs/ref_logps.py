@@ -79,6 +79,8 @@ def run_parts(
         cfg.use_gpu,
         cfg.bf16,
         cfg.forward,
+        cfg.attn_implementation,
+        cfg.packed_attention,
     )
     pending: dict[int, list[dict]] = {i: [] for i in todo}
     with tqdm(total=sum(expected.values()), desc="ref-logps: responses", unit="resp") as bar:

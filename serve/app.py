@@ -209,6 +209,11 @@ class ReplicaCore:
             self.cfg.trust_remote_code,
             critic=make_critic(self.cfg),
             forward=self.cfg.forward,
+            attention=(
+                self.cfg.score_dtype,
+                self.cfg.attn_implementation,
+                self.cfg.packed_attention,
+            ),
         )
         # Ray 2.60's @serve.batch needs a replica context, which local testing mode lacks:
         # there each request is scored as one batch of its own items instead.

@@ -10,6 +10,7 @@ from typing import Literal, get_args
 
 from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.dpo.loss_specs import LOSS_KIND_NAMES, loss_spec
+from mmrlhf_ray.models.attention import PACKED_ATTENTION_HELP, AttnImplementation, PackedAttention
 from mmrlhf_ray.training.config import TrainConfig
 from mmrlhf_ray.training.tracking import TrackingConfig
 
@@ -125,3 +126,9 @@ class RefLogpsConfig(Choices):
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per scorer actor"})
     bf16: bool = field(default=False, metadata={"help": "bf16 weights (GPU only)"})
     forward: ForwardKind = field(default="packed", metadata={"help": FORWARD_HELP})
+    attn_implementation: AttnImplementation = field(
+        default="sdpa", metadata={"help": "transformers attention (grouped forward, vision)"}
+    )
+    packed_attention: PackedAttention = field(
+        default="auto", metadata={"help": PACKED_ATTENTION_HELP}
+    )

@@ -69,10 +69,14 @@ def collate_packed(
 
 
 def packed_logps(
-    model, batch: PackedBatch, frozen_vision: bool = True
+    model, batch: PackedBatch, frozen_vision: bool = True, attention: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed response log-probs and token counts per response: ``((R,), (R,))``."""
-    return item_logps(model, batch.rows, frozen_vision)
+    """Summed response log-probs and token counts per response: ``((R,), (R,))``.
+
+    ``attention``: the block mask as a FlexAttention BlockMask (``flex``) or a dense mask
+    (``dense``); ``auto`` is flex on CUDA, dense elsewhere; None: the model's setting
+    (``models.attention.configure_attention``)."""
+    return item_logps(model, batch.rows, frozen_vision, attention=attention)
 
 
 def collate_batch(
@@ -87,11 +91,15 @@ def collate_batch(
 
 
 def response_logps(
-    model, batch: PackedBatch | GroupedBatch, frozen_vision: bool = True
+    model,
+    batch: PackedBatch | GroupedBatch,
+    frozen_vision: bool = True,
+    attention: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-response ``(logps, n_tokens)`` from whichever forward the batch was made for."""
+    """Per-response ``(logps, n_tokens)`` from whichever forward the batch was made for
+    (``attention`` applies to the packed one)."""
     if isinstance(batch, PackedBatch):
-        return packed_logps(model, batch, frozen_vision)
+        return packed_logps(model, batch, frozen_vision, attention)
     from mmrlhf_ray.dpo.forward import grouped_logps
 
     return grouped_logps(model, batch, frozen_vision)

@@ -370,17 +370,30 @@ def family_of_dir(path: str | Path) -> Family:
     return family_of_model_type(json.loads(config.read_text()).get("model_type", "?"), str(path))
 
 
-def load_model(path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu"):
+def load_model(
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    device: str = "cpu",
+    attn_implementation: str | None = None,
+):
     """``(model, processor)`` of a checkpoint of a supported family, in eval mode.
 
     Safetensors only, ``trust_remote_code`` off; any other architecture raises
     ``UnsupportedFamily`` naming the supported families before any weight is read.
+    ``attn_implementation``: transformers' (sdpa | eager | flash_attention_2; None = its
+    default, sdpa); the packed forward's block-sparse attention is set on top of it by
+    ``models.attention.configure_attention``.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     family_of_dir(path)
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = AutoModelForImageTextToText.from_pretrained(
-        str(path), dtype=dtype or torch.float32, use_safetensors=True, trust_remote_code=False
+        str(path),
+        dtype=dtype or torch.float32,
+        use_safetensors=True,
+        trust_remote_code=False,
+        **extra,
     )
     processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=False)
     return model.to(device).eval(), processor

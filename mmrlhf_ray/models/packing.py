@@ -30,6 +30,13 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from mmrlhf_ray.models.attention import (
+    allowed_pairs,
+    packed_attention_of,
+    resolve_attention,
+    segment_block_mask,
+    use_block_sparse,
+)
 from mmrlhf_ray.models.encoding import IGNORE_INDEX
 from mmrlhf_ray.models.families import TEXT_KEYS, family_of, unwrap
 
@@ -206,16 +213,10 @@ def block_mask(rows: PackedRows, dtype: torch.dtype) -> torch.Tensor:
 
     Allowed: key <= query, same query segment, key in the prefix or in the query's own
     branch. Padding attends to itself only. Additive float is exact for sdpa and eager.
+    The dense reference of ``attention.segment_block_mask`` (the same rule in tiles).
     """
-    sq, sb = rows.seg_query, rows.seg_branch
-    length = sq.shape[1]
-    pos = torch.arange(length, device=sq.device)
-    causal = pos[None, :] <= pos[:, None]  # (L_q, L_k)
-    same_q = sq[:, :, None] == sq[:, None, :]
-    branch_ok = (sb[:, None, :] == -1) | (sb[:, None, :] == sb[:, :, None])
-    allowed = causal[None] & same_q & branch_ok & (sq[:, None, :] >= 0)
-    allowed |= torch.eye(length, dtype=torch.bool, device=sq.device)[None]
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=sq.device)
+    allowed = allowed_pairs(rows.seg_query, rows.seg_branch)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
 
@@ -250,7 +251,22 @@ def _media_inputs(model, rows: PackedRows) -> dict:
     }
 
 
-def packed_hidden(model, rows: PackedRows, frozen_vision: bool = True) -> torch.Tensor:
+def packed_mask(model, rows: PackedRows, attention: str | None = None):
+    """The block mask the LLM gets: a FlexAttention ``BlockMask`` (``flex``; the language
+    model's attention is switched to take it) or the dense additive mask (``dense``);
+    ``None``: the model's own setting (``attention.configure_attention``, default auto)."""
+    attention = attention or packed_attention_of(model)
+    base, _ = language_parts(model)
+    weight = next(base.parameters())
+    if resolve_attention(attention, rows.input_ids.device) == "dense":
+        return block_mask(rows, weight.dtype)
+    use_block_sparse(family_of(model).language_model(model))
+    return segment_block_mask(rows.seg_query, rows.seg_branch)
+
+
+def packed_hidden(
+    model, rows: PackedRows, frozen_vision: bool = True, attention: str | None = None
+) -> torch.Tensor:
     """Final hidden states ``(B, L, H)`` of the packed rows (one LLM forward).
 
     Under autograd the call goes through ``model`` itself (a DeepSpeed engine runs its
@@ -258,12 +274,13 @@ def packed_hidden(model, rows: PackedRows, frozen_vision: bool = True) -> torch.
     autograd the base model is called and no per-layer states are kept. The vision
     tower keeps no activations when its parameters are frozen (``freeze_vision``), so
     ``frozen_vision`` only documents the caller's intent, as in ``grouped_logps``.
+    ``attention``: the block mask dense or block-sparse (``packed_mask``).
     """
     del frozen_vision
     base, _ = language_parts(model)
     kwargs = dict(
         input_ids=rows.input_ids,
-        attention_mask=block_mask(rows, next(base.parameters()).dtype),
+        attention_mask=packed_mask(model, rows, attention),
         position_ids=packed_positions(model, rows),
         use_cache=False,
         **_media_inputs(model, rows),
@@ -306,14 +323,28 @@ def chunked_token_logps(
     return torch.cat(parts)
 
 
+def head_logps(lm_head, hidden: torch.Tensor, tokens: torch.Tensor, chunk: int = 0):
+    """``log softmax(lm_head(hidden))[token]`` (T,): Liger's fused linear + cross-entropy
+    where it runs (``fused_head.fused_token_logps``: CUDA, liger-kernel installed, the
+    head's weight not partitioned by ZeRO-3), the chunked torch head elsewhere."""
+    from mmrlhf_ray.models.fused_head import fused_token_logps
+
+    fused = fused_token_logps(lm_head, hidden, tokens)
+    return fused if fused is not None else chunked_token_logps(lm_head, hidden, tokens, chunk)
+
+
 def item_logps(
-    model, rows: PackedRows, frozen_vision: bool = True, chunk: int = 0
+    model,
+    rows: PackedRows,
+    frozen_vision: bool = True,
+    chunk: int = 0,
+    attention: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-prob of each item's labelled tokens and their count: ``((N,), (N,))``."""
-    hidden = packed_hidden(model, rows, frozen_vision)
+    hidden = packed_hidden(model, rows, frozen_vision, attention)
     _, lm_head = language_parts(model)
     picked = hidden[rows.target_row, rows.target_pos]
-    logps = chunked_token_logps(lm_head, picked, rows.target_token, chunk)
+    logps = head_logps(lm_head, picked, rows.target_token, chunk)
     sums = logps.new_zeros(rows.n_items).index_add(0, rows.target_item, logps)
     counts = torch.bincount(rows.target_item, minlength=rows.n_items)
     return sums, counts

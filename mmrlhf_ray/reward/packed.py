@@ -23,8 +23,8 @@ import torch
 from mmrlhf_ray.models.packing import (
     PackedQuery,
     PackedRows,
-    chunked_token_logps,
     common_prefix_length,
+    head_logps,
     language_parts,
     media_of,
     pack_queries,
@@ -92,16 +92,19 @@ def pack_items(
     return pack_queries(queries, pad_token_id(tok)), idx, weight
 
 
-def packed_outputs(model, rows: PackedRows) -> dict[str, torch.Tensor]:
+def packed_outputs(
+    model, rows: PackedRows, attention: str | None = None
+) -> dict[str, torch.Tensor]:
     """``{"scores": (N,)}`` at each unique item's last token, plus ``token_logps`` (T,)
-    and ``token_item`` (T,) of the labelled tokens when there are any."""
-    hidden = packed_hidden(model.backbone, rows)
+    and ``token_item`` (T,) of the labelled tokens when there are any. ``attention``: the
+    block mask block-sparse (flex) or dense; auto = flex on CUDA; None: the model's setting (``models.attention``)."""
+    hidden = packed_hidden(model.backbone, rows, attention=attention)
     last = hidden[rows.last_row, rows.last_pos]
     out = {"scores": model.head(last.to(model.head.dense.weight.dtype))}
     if rows.target_token.numel():
         _, lm_head = language_parts(model.backbone)
         picked = hidden[rows.target_row, rows.target_pos]
-        out["token_logps"] = chunked_token_logps(lm_head, picked, rows.target_token)
+        out["token_logps"] = head_logps(lm_head, picked, rows.target_token)
         out["token_item"] = rows.target_item
     return out
 

@@ -128,6 +128,16 @@ class ServeRewardConfig(Choices):
             "once, e.g. a /v1/compare) | grouped (one row per item)"
         },
     )
+    score_dtype: Literal["float32", "bfloat16"] = field(
+        default="float32", metadata={"help": "scoring model weights (bfloat16 on GPU)"}
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(
+        default="sdpa", metadata={"help": "transformers attention of the scoring model"}
+    )
+    packed_attention: Literal["auto", "flex", "dense"] = field(
+        default="auto",
+        metadata={"help": "packed scoring's block mask: flex | dense | auto (flex on CUDA)"},
+    )
     access_log: bool = field(default=True, metadata={"help": "log every request (replica)"})
     detach: bool | None = field(
         default=None, metadata={"help": "return leaving the app up (null: if Ray outlives us)"}
@@ -450,14 +460,18 @@ def load_scorer(
     trust_remote_code: bool = False,
     critic: Callable[[list[ScoringInput]], list[str]] | None = None,
     forward: str = "packed",
+    attention: tuple[str, str, str] = ("float32", "sdpa", "auto"),
 ) -> RewardScorer:
     """A ``RewardScorer`` over the critique reward model saved at ``model_path``.
 
     The model is ``mmrlhf_ray.reward.model.CritiqueRewardModel`` (safetensors only).
+    ``attention``: (dtype, attn_implementation, packed_attention) of the scoring model.
     """
     if not Path(model_path).is_dir():
         raise FileNotFoundError(f"reward model directory not found: {model_path}")
-    model = load_reward_adapter(model_path, critique_max_new_tokens, trust_remote_code, forward)
+    model = load_reward_adapter(
+        model_path, critique_max_new_tokens, trust_remote_code, forward, attention
+    )
     return RewardScorer(
         model, max_batch_size, name=f"reward:{Path(model_path).name}", critic=critic
     )
@@ -472,6 +486,7 @@ def load_reward_adapter(
     critique_max_new_tokens: int = 32,
     trust_remote_code: bool = False,
     forward: str = "packed",
+    attention: tuple[str, str, str] = ("float32", "sdpa", "auto"),
 ) -> RewardModel:
     """``mmrlhf_ray.reward.model.load_reward_model(path)`` behind the ``RewardModel`` protocol.
 
@@ -483,9 +498,14 @@ def load_reward_adapter(
             "trust_remote_code: the critique reward model loader does not run "
             "repository code; leave it false"
         )
+    import torch
+
+    from mmrlhf_ray.models.attention import configure_attention
     from mmrlhf_ray.reward.model import load_reward_model
 
-    model = load_reward_model(model_path)
+    dtype, attn_implementation, packed_attention = attention
+    model = load_reward_model(model_path, dtype=getattr(torch, dtype))
+    configure_attention(model, attn_implementation, packed_attention)
     model.forward_kind = forward  # packed: a /v1/compare's K responses share one prefix
     return _RewardLibAdapter(model, critique_max_new_tokens)
 

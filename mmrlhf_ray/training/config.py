@@ -21,6 +21,21 @@ class TrainConfig(Choices):
         default=2, metadata={"help": "Ray Train workers (data-parallel ranks)"}
     )
     use_gpu: bool = field(default=False, metadata={"help": "one GPU per worker; bf16 when true"})
+    dtype: Literal["auto", "bfloat16", "float32"] = field(
+        default="auto",
+        metadata={"help": "training precision: auto (bfloat16 on GPU, float32 on CPU) | ..."},
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = field(
+        default="sdpa",
+        metadata={"help": "transformers attention of the unpacked forward and the vision tower"},
+    )
+    packed_attention: Literal["auto", "flex", "dense"] = field(
+        default="auto",
+        metadata={
+            "help": "packed forward's block mask: flex (FlexAttention, block-sparse) | dense "
+            "(L x L mask) | auto (flex on CUDA, dense on CPU)"
+        },
+    )
     cpus_per_worker: int = field(default=1, metadata={"help": "CPUs reserved per worker"})
     zero_stage: Literal[2, 3] = field(default=2, metadata={"help": "DeepSpeed ZeRO stage: 2 or 3"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
@@ -72,12 +87,13 @@ class TrainConfig(Choices):
 
 
 def deepspeed_config(cfg: TrainConfig, world_size: int, gpu: bool | None = None) -> dict[str, Any]:
-    """DeepSpeed's config dict for ``cfg``: ZeRO 2/3, fp32 on CPU, bf16 on GPU.
+    """DeepSpeed's config dict for ``cfg``: ZeRO 2/3, ``cfg.dtype`` (auto: fp32 on CPU, bf16 on GPU).
 
     A torch ``AdamW`` is passed to ``deepspeed.initialize`` (DeepSpeed's own optimisers
     compile C++ ops for a minute on CPU), hence ``zero_allow_untested_optimizer``.
     """
     gpu = cfg.use_gpu if gpu is None else gpu
+    bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and bool(gpu))
     zero: dict[str, Any] = {
         "stage": cfg.zero_stage,
         "overlap_comm": False,
@@ -93,7 +109,7 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, gpu: bool | None = None)
         "gradient_clipping": cfg.grad_clip,
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": bool(gpu)},
+        "bf16": {"enabled": bf16},
         "fp16": {"enabled": False},
         "steps_per_print": 10**9,  # the harness logs; keep DeepSpeed quiet
         "wall_clock_breakdown": False,

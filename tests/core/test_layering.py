@@ -1,7 +1,8 @@
 """The layers of ``mmrlhf_ray/`` as the packages' docstrings state them, read from the code.
 
 Every import counts, lazy ones (inside functions) included, since a lazy import that
-closes a circle is still a circle:
+closes a circle is still a circle (only ``if TYPE_CHECKING:`` imports, which never run,
+are left out):
 - ``core`` imports no other package of ``mmrlhf_ray``;
 - ``data`` imports only ``core``;
 - no package but ``flows`` imports ``flows``;
@@ -32,7 +33,11 @@ def import_graph(root: Path, package: str = PACKAGE) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        type_only = {id(n) for n in _type_checking_imports(tree)}
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
             if isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -41,6 +46,15 @@ def import_graph(root: Path, package: str = PACKAGE) -> dict[str, set[str]]:
                     targets.add(sub if sub in files else node.module)
         graph[name] = {t for t in targets if t in files and t != name}
     return graph
+
+
+def _type_checking_imports(tree: ast.AST) -> list[ast.AST]:
+    """The import nodes under ``if TYPE_CHECKING:`` (annotations only, never executed)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out += [n for b in node.body for n in ast.walk(b)]
+    return out
 
 
 def top(module: str) -> str:
