@@ -137,9 +137,9 @@ def summary_markdown(toy: dict[str, dict[str, Any]], summary: dict | None = None
     )
     if not summary or TOY not in summary.get("intervals", {}):
         return head + "Point values only (no per-item outcomes kept).\n\n" + metrics_comparison(toy)
-    text = head + comparison_section(summary, TOY, LOWER_IS_BETTER)
+    text = head + comparison_section(summary, TOY, LOWER_IS_BETTER, CHART_METRICS)
     seeds = summary.get("over_seeds", {}).get(TOY)
-    return text + ("\n" + seeds_section(seeds, LOWER_IS_BETTER) if seeds else "")
+    return text + ("\n" + seeds_section(seeds, LOWER_IS_BETTER, CHART_METRICS) if seeds else "")
 
 
 def write_results(
