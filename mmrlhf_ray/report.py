@@ -97,6 +97,7 @@ def paired_table(
     comparisons: dict[str, dict[str, dict]],
     lower_is_better: set[str],
     order: list[str] | None = None,
+    note: str = "",
 ) -> str:
     """Every paired comparison: ``before → after, diff [low, high], p (Holm p), n`` and the
     reading, which never calls a difference whose interval holds 0 a gain."""
@@ -106,7 +107,7 @@ def paired_table(
     for pair, metrics in comparisons.items():
         for metric in _ordered(list(metrics), order):
             d = PairedDiff.from_dict(metrics[metric])
-            rows.append([metric, pair, fmt(d), verdict(d, metric not in lower_is_better)])
+            rows.append([metric, pair, fmt(d), verdict(d, metric not in lower_is_better) + note])
     return markdown_table(
         ["metric", "comparison", "after − before [95% interval]", "reading"], rows
     )
@@ -152,7 +153,7 @@ def seeds_section(seeds: dict, lower_is_better: set[str], order: list[str] | Non
         text += (
             "\n\nPaired over seeds (seed i against seed i): paired t over the per-seed "
             f"differences, Holm across the {seeds.get('holm_family')} comparisons.\n\n"
-            + paired_table(seeds["comparisons"], lower_is_better, order)
+            + paired_table(seeds["comparisons"], lower_is_better, order, " (seed variance)")
         )
     return text + "\n"
 
