@@ -10,8 +10,8 @@ Needs a finished run (curate, train-dpo) and the reward service (serve-reward, r
 from the service), ``score/`` (pairs oriented by reward), ``ref-logps/``, ``train-dpo/``
 (the new policy) and ``evaluate/``. ``self-improve/rounds.json`` and ``rounds.png`` hold
 the toy benchmark per round; ``rounds_stats.json`` each round's metrics with 95% intervals
-and each round against the one before on the same items (paired, Holm). A finished round is skipped; an interrupted one resumes
-inside its stages.
+and each round against the one before on the same items (paired, Holm). A finished round
+is skipped; an interrupted one resumes inside its stages.
 """
 
 from __future__ import annotations

@@ -73,12 +73,18 @@ def _stage_rows(run: Path) -> list[list[Any]]:
     return rows
 
 
-def interval_table(intervals: dict[str, dict[str, dict]], metrics: list[str] | None = None) -> str:
+def _ordered(keys: list[str], order: list[str] | None) -> list[str]:
+    """``keys`` in the order of ``order`` (the rest after, as they came)."""
+    rank = {k: i for i, k in enumerate(order or [])}
+    return sorted(keys, key=lambda k: rank.get(k, len(rank)))
+
+
+def interval_table(intervals: dict[str, dict[str, dict]], order: list[str] | None = None) -> str:
     """One row per metric, one column per policy: ``value [low, high], n = ...``."""
     from mmrlhf_ray.evaluation.stats import Estimate, fmt
 
     policies = list(intervals)
-    keys = metrics or list(dict.fromkeys(m for p in policies for m in intervals[p]))
+    keys = _ordered(list(dict.fromkeys(m for p in policies for m in intervals[p])), order)
     rows = [
         [k]
         + [fmt(Estimate.from_dict(intervals[p][k])) if k in intervals[p] else "" for p in policies]
@@ -87,29 +93,36 @@ def interval_table(intervals: dict[str, dict[str, dict]], metrics: list[str] | N
     return markdown_table(["metric", *policies], rows)
 
 
-def paired_table(comparisons: dict[str, dict[str, dict]], lower_is_better: set[str]) -> str:
+def paired_table(
+    comparisons: dict[str, dict[str, dict]],
+    lower_is_better: set[str],
+    order: list[str] | None = None,
+    note: str = "",
+) -> str:
     """Every paired comparison: ``before → after, diff [low, high], p (Holm p), n`` and the
     reading, which never calls a difference whose interval holds 0 a gain."""
     from mmrlhf_ray.evaluation.stats import PairedDiff, fmt, verdict
 
     rows = []
     for pair, metrics in comparisons.items():
-        for metric, raw in metrics.items():
-            d = PairedDiff.from_dict(raw)
-            rows.append([metric, pair, fmt(d), verdict(d, metric not in lower_is_better)])
+        for metric in _ordered(list(metrics), order):
+            d = PairedDiff.from_dict(metrics[metric])
+            rows.append([metric, pair, fmt(d), verdict(d, metric not in lower_is_better) + note])
     return markdown_table(
         ["metric", "comparison", "after − before [95% interval]", "reading"], rows
     )
 
 
-def comparison_section(summary: dict, bench: str, lower_is_better: set[str]) -> str:
+def comparison_section(
+    summary: dict, bench: str, lower_is_better: set[str], order: list[str] | None = None
+) -> str:
     """A benchmark's intervals table and its paired-comparison table, with what they cover."""
     boot = summary.get("bootstrap", {})
     text = (
         f"Each value with its {100 * boot.get('confidence', 0.95):.0f}% interval "
         f"({boot.get('method', 'bca')} bootstrap over items, {boot.get('resamples')} "
         f"resamples; clusters resampled whole where items share one) and n.\n\n"
-        + interval_table(summary["intervals"][bench])
+        + interval_table(summary["intervals"][bench], order)
     )
     comparisons = summary.get("comparisons", {}).get(bench)
     if comparisons:
@@ -118,7 +131,7 @@ def comparison_section(summary: dict, bench: str, lower_is_better: set[str]) -> 
             "p from exact McNemar (0/1 outcomes) or the paired bootstrap, Holm-adjusted across "
             f"the {summary.get('holm_family')} comparisons of this report. A difference whose "
             "interval holds 0 is reported as no difference.\n\n"
-            + paired_table(comparisons, lower_is_better)
+            + paired_table(comparisons, lower_is_better, order)
         )
     missing = [m for m in summary.get("not_estimated", []) if m.startswith(f"{bench}/")]
     if missing:
@@ -126,7 +139,7 @@ def comparison_section(summary: dict, bench: str, lower_is_better: set[str]) -> 
     return text + "\n"
 
 
-def seeds_section(seeds: dict, lower_is_better: set[str]) -> str:
+def seeds_section(seeds: dict, lower_is_better: set[str], order: list[str] | None = None) -> str:
     """Mean and t-interval over seeds per system, and the paired t over the seeds."""
     if not seeds.get("intervals"):
         return ""
@@ -134,13 +147,13 @@ def seeds_section(seeds: dict, lower_is_better: set[str]) -> str:
         "Over seeds (the same items every run): mean and 95% Student-t interval over the "
         "seeds, so these intervals cover the seeds' variance only (sampling / training "
         "randomness), not the items' (the per-seed tables above cover that).\n\n"
-        + interval_table(seeds["intervals"])
+        + interval_table(seeds["intervals"], order)
     )
     if seeds.get("comparisons"):
         text += (
             "\n\nPaired over seeds (seed i against seed i): paired t over the per-seed "
             f"differences, Holm across the {seeds.get('holm_family')} comparisons.\n\n"
-            + paired_table(seeds["comparisons"], lower_is_better)
+            + paired_table(seeds["comparisons"], lower_is_better, order, " (seed variance)")
         )
     return text + "\n"
 
@@ -236,12 +249,14 @@ def _stage_sections(run: Path) -> list[str]:
 
 def _benchmark_text(summary: dict, bench: str, points: dict | None = None) -> str:
     """Intervals and paired tests when per-item outcomes were kept, else marked points."""
-    from mmrlhf_ray.evaluation.shapes_metrics import LOWER_IS_BETTER
+    from mmrlhf_ray.evaluation.shapes_metrics import CHART_METRICS, LOWER_IS_BETTER
 
     if bench in summary.get("intervals", {}):
         seeds = summary.get("over_seeds", {}).get(bench)
-        text = comparison_section(summary, bench, LOWER_IS_BETTER)
-        return text + ("\n" + seeds_section(seeds, LOWER_IS_BETTER) if seeds else "")
+        text = comparison_section(summary, bench, LOWER_IS_BETTER, CHART_METRICS)
+        if seeds:
+            text += "\n" + seeds_section(seeds, LOWER_IS_BETTER, CHART_METRICS)
+        return text
     return (
         "Point values only: this run kept no per-item outcomes, so no interval can be "
         "given and no difference claimed.\n\n" + metrics_comparison(points or {})

@@ -170,8 +170,8 @@ def table_cell(row: dict[str, Any], key: str) -> str:
     iv = row.get(f"{key}_interval")
     if not iv:
         return f"{row[key]:.2f} (no interval kept)"
-    if iv.get("method") == "single-cluster":
-        return f"{row[key]:.2f} (one query)"
+    if iv.get("method") == "too-few-clusters":
+        return f"{row[key]:.2f} (no interval: {iv.get('n_clusters')} queries)"
     return f"{row[key]:.2f} [{iv['low']:.2f}, {iv['high']:.2f}]"
 
 

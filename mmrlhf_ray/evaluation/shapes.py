@@ -14,20 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmrlhf_ray.evaluation.shapes_metrics import LOWER_IS_BETTER
-
-# Metrics shown in the before/after chart; "higher is better" unless listed in LOWER_IS_BETTER.
-CHART_METRICS = [
-    "overall_accuracy",
-    "short_accuracy",
-    "mcq_accuracy",
-    "video_accuracy",
-    "long_accuracy",
-    "chair_i",
-    "refusal_harmful",
-    "unsafe_rate",
-    "refusal_benign",
-]
+from mmrlhf_ray.evaluation.shapes_metrics import CHART_METRICS, LOWER_IS_BETTER
 
 
 @dataclass
@@ -138,9 +125,9 @@ def summary_markdown(toy: dict[str, dict[str, Any]], summary: dict | None = None
     )
     if not summary or TOY not in summary.get("intervals", {}):
         return head + "Point values only (no per-item outcomes kept).\n\n" + metrics_comparison(toy)
-    text = head + comparison_section(summary, TOY, LOWER_IS_BETTER)
+    text = head + comparison_section(summary, TOY, LOWER_IS_BETTER, CHART_METRICS)
     seeds = summary.get("over_seeds", {}).get(TOY)
-    return text + ("\n" + seeds_section(seeds, LOWER_IS_BETTER) if seeds else "")
+    return text + ("\n" + seeds_section(seeds, LOWER_IS_BETTER, CHART_METRICS) if seeds else "")
 
 
 def write_results(

@@ -29,6 +29,18 @@ from mmrlhf_ray.toyworld.oracle import judge
 from mmrlhf_ray.toyworld.queries import CATEGORIES
 
 LOWER_IS_BETTER = {"chair_i", "unsafe_rate", "refusal_benign"}  # every other metric: higher
+# Metrics shown in the before/after chart; "higher is better" unless listed in LOWER_IS_BETTER.
+CHART_METRICS = [
+    "overall_accuracy",
+    "short_accuracy",
+    "mcq_accuracy",
+    "video_accuracy",
+    "long_accuracy",
+    "chair_i",
+    "refusal_harmful",
+    "unsafe_rate",
+    "refusal_benign",
+]
 
 
 def _rate(num: int, den: int) -> float | None:

@@ -40,6 +40,8 @@ DEFAULT_RESAMPLES = 2000  # bootstrap resamples; ~0.005 Monte-Carlo error on a 9
 DEFAULT_SEED = 0
 CONFIDENCE = 0.95
 METHODS = ("bca", "percentile")
+MIN_CLUSTERS = 5  # fewer independent units give too few distinct resamples for an interval
+FEW = "too-few-clusters"  # the method of a result that has no interval for that reason
 _CHUNK_CELLS = 4_000_000  # resample rows x clusters drawn at once (bounds memory)
 _NORMAL = NormalDist()
 
@@ -239,13 +241,15 @@ def estimate(
     theta = float(x.sum() / w.sum())
     variance = "items" if cluster is None else "clusters"
     g = int(s.shape[0])
-    if np.all(x == x[0]) and _is_binary(x) and weights is None:
-        # every item 0 (or 1): the bootstrap has nothing to resample; the exact interval
-        # over the independent units (clusters) still says how far the truth may lie.
+    binary = _is_binary(x) and weights is None
+    if binary and (np.all(x == x[0]) or (cluster is None and g < MIN_CLUSTERS)):
+        # every item 0 (or 1), or a handful of independent 0/1 items: the bootstrap has
+        # (almost) nothing to resample; the exact interval over the independent units
+        # (clusters) still says how far the truth may lie.
         exact = proportion_exact(int(round(theta * g)), g, confidence)
         return replace(exact, value=theta, n=int(x.size), variance=variance)
-    if g < 2:
-        return Estimate(theta, theta, theta, int(x.size), g, "single-cluster", confidence, variance)
+    if g < MIN_CLUSTERS:
+        return Estimate(theta, theta, theta, int(x.size), g, FEW, confidence, variance)
     _, low, high = _bootstrap_interval(s, _ratio, theta, method, resamples, seed, confidence)
     return Estimate(theta, low, high, int(x.size), g, method, confidence, variance)
 
@@ -395,6 +399,11 @@ def paired(
         test = "mcnemar" if binary and cluster is None else "bootstrap"
     if test == "mcnemar" and not binary:
         raise ValueError("paired: test='mcnemar' needs unweighted 0/1 outcomes")
+    if test != "mcnemar" and s.shape[0] < MIN_CLUSTERS:  # nothing may be claimed
+        return PairedDiff(
+            before_v, after_v, diff, min(diff, 0.0), max(diff, 0.0), 1.0, int(a.size),
+            int(s.shape[0]), "none", FEW, confidence, "items" if cluster is None else "clusters",
+        )  # fmt: skip
     p, test, (low, high) = _paired_test(test, b, a, boot, (low, high), confidence)
     return PairedDiff(
         before=before_v,
@@ -537,10 +546,15 @@ def fmt(result: Estimate | PairedDiff, digits: int = 3) -> str:
     if isinstance(result, Estimate):
         r = result
         iv = f"{r.value:.{digits}f} [{r.low:.{digits}f}, {r.high:.{digits}f}]"
-        if r.method == "single-cluster":
-            iv = f"{r.value:.{digits}f} (no interval: one cluster)"
+        if r.method == FEW:
+            iv = f"{r.value:.{digits}f} (no interval: {r.n_clusters} clusters)"
         return f"{iv}, {_n(r.n, r.n_clusters, r.variance)}".replace("-", "\u2212")
     d = result
+    if d.method == FEW:
+        return (
+            f"{d.before:.{digits}f} \u2192 {d.after:.{digits}f}, {_signed(d.diff, digits)} "
+            f"(no interval or test: {d.n_clusters} clusters), {_n(d.n, d.n_clusters, d.variance)}"
+        )
     text = (
         f"{d.before:.{digits}f} \u2192 {d.after:.{digits}f}, {_signed(d.diff, digits)} "
         f"[{_signed(d.low, digits)}, {_signed(d.high, digits)}], {_p(d.p)}"

@@ -202,3 +202,26 @@ def test_evaluate_repeats_report_mean_and_interval_over_seeds(tmp_path):
     assert any(
         "over seeds" in line and "overall_accuracy" in line for line in result_lines(metrics)
     )
+
+
+def test_report_shows_train_dpo_heldout_before_after_clustered_by_query(tmp_path):
+    from mmrlhf_ray.core.stage import StageDir
+
+    rows = []
+    for q in range(12):  # 12 held-out queries x 3 pairs; after training 8 queries all right
+        for k in range(3):
+            pid = f"q{q}/{k}"
+            rows += item_rows("heldout_pairs", "before", pid, {"implicit_accuracy": 0.5}, f"q{q}")
+            after = {"implicit_accuracy": float(q < 8)}
+            rows += item_rows("heldout_pairs", "after", pid, after, f"q{q}")
+    stats_ = summarize(item_table(rows))
+    stage = StageDir(str(tmp_path), "train-dpo")
+    stage.begin({})
+    stage.finish(rows_in=36, rows_out=36, rows_quarantined=0, heldout={"stats": stats_})
+    section = build_markdown(tmp_path).split("## Held-out preference accuracy")[1]
+    assert "n = 36 in 12 clusters" in section
+    line = next(x for x in section.splitlines() if x.startswith("| implicit_accuracy | before"))
+    d = stats_["comparisons"]["heldout_pairs"]["before \u2192 after"]["implicit_accuracy"]
+    assert d["test"] == "bootstrap" and d["n_clusters"] == 12
+    assert d["diff"] == pytest.approx(8 / 12 - 0.5)
+    assert ("no difference detected" in line) == (d["low"] <= 0 <= d["high"])

@@ -40,9 +40,13 @@ def test_acc_and_acc_plus_hand_computed():
         "pairs": 1,
         "queries": 1,
     }
-    # ACC resamples whole queries: a (1, 1) and b (1, 0) give means 1, 0.75 or 0.5 only
+    # ACC resamples whole queries: 2 queries are too few for an interval, and it says so
     acc = table["mcq"]["acc_interval"]
-    assert (acc["n"], acc["n_clusters"], acc["low"], acc["high"]) == (4, 2, 0.5, 1.0)
+    assert (acc["n"], acc["n_clusters"], acc["method"]) == (4, 2, "too-few-clusters")
+    # ACC+ of 1 of 2 queries: the exact interval, 1 - (1-p)^2 = 0.025 .. p^2 = 0.975
+    plus = table["mcq"]["acc_plus_interval"]
+    assert plus["method"] == "clopper-pearson"
+    assert (plus["low"], plus["high"]) == pytest.approx((1 - 0.975**0.5, 0.975**0.5), abs=1e-9)
     # one pair, wrong: nothing to resample, the exact interval of 0/1 is [0, 0.975]
     long_acc = table["long"]["acc_interval"]
     assert long_acc["method"] == "clopper-pearson" and long_acc["high"] == pytest.approx(0.975)
@@ -50,7 +54,7 @@ def test_acc_and_acc_plus_hand_computed():
     assert table["overall"]["acc_plus"] == pytest.approx(1 / 3)
     assert list(table) == ["mcq", "long", "overall"]  # paper's order, overall last
     md = format_table({"m": table})
-    assert "| Mcq (4 pairs / 2 q) | 0.75 [0.50, 1.00] | 0.50 [0.00, 1.00] |" in md
+    assert "| Mcq (4 pairs / 2 q) | 0.75 (no interval: 2 queries) | 0.50 [0.01, 0.99] |" in md
 
 
 @pytest.mark.parametrize(

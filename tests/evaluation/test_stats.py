@@ -214,7 +214,21 @@ def test_all_equal_outcomes_get_the_exact_interval_not_a_zero_width_one():
     assert (c.n, c.n_clusters, c.low) == (30, 10, 0.0)
     assert c.high == pytest.approx(1 - 0.025 ** (1 / 10), abs=1e-9)
     one = stats.estimate([0.0, 1.0, 1.0], cluster=["q", "q", "q"])
-    assert one.method == "single-cluster" and "no interval" in stats.fmt(one)
+    assert one.method == "too-few-clusters" and "no interval: 1 clusters" in stats.fmt(one)
+
+
+def test_too_few_clusters_give_no_interval_and_no_claim():
+    # 22 pairs of 2 queries: three distinct resamples exist; no interval is honest
+    values = np.r_[np.ones(10), np.ones(10), np.zeros(2)]
+    cluster = ["a"] * 11 + ["b"] * 11
+    e = stats.estimate(values, cluster=cluster)
+    assert e.method == "too-few-clusters" and e.low == e.high == e.value
+    d = stats.paired(np.zeros(22), values, cluster)
+    assert d.holds_zero and d.test == "none" and d.p == 1.0
+    assert "no difference" in stats.describe("acc", d) and "no interval or test" in stats.fmt(d)
+    # four independent 0/1 items: the exact interval, not a bootstrap one
+    small = stats.estimate([1.0, 0.0, 1.0, 1.0])
+    assert small.method == "clopper-pearson" and small.n == 4
 
 
 def test_few_discordant_pairs_never_look_significant():
