@@ -13,10 +13,10 @@ multipart), bad cookies, wrong methods and routes, wrong content types, and raw 
 app answers, and every submitted label (and the history log) is byte-for-byte what it
 was. The server's RSS is sampled from ``/proc``.
 
-    .venv/bin/python benchmarks/annotate_fuzz.py                  # 3,000 requests, writes docs
-    .venv/bin/python benchmarks/annotate_fuzz.py --requests 300 --no-write
+    .venv/bin/python -m benchmarks.annotate_fuzz                  # 3,000 requests, writes docs
+    .venv/bin/python -m benchmarks.annotate_fuzz --requests 300 --no-write
     git archive <commit> | tar -x -C /tmp/base                       # the code before, then:
-    .venv/bin/python benchmarks/annotate_fuzz.py --baseline-repo /tmp/base
+    .venv/bin/python -m benchmarks.annotate_fuzz --baseline-repo /tmp/base
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ import threading
 import time
 from pathlib import Path
 
+import requests
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import requests  # noqa: E402
 
 PASSWORDS = {"alice": "alice-fuzz-pw", "bob": "bob-fuzz-pw", "lead": "lead-fuzz-pw"}
 BAD_NUMBERS = ["²", "٣", "５", "Ⅳ", "--5", "-0", "+4", "1e3", "4.0", "0x3", "9" * 40, "", " "]
@@ -401,7 +401,7 @@ def _facts(res: dict) -> list[str]:
 
 
 def report(args, res: dict, base: dict | None) -> str:
-    cmd = "`.venv/bin/python benchmarks/annotate_fuzz.py" + (
+    cmd = "`.venv/bin/python -m benchmarks.annotate_fuzz" + (
         f" --requests {args.requests}" if args.requests != 3000 else ""
     )
     cmd += " --baseline-repo <checkout of the commit before>`" if base else "`"

@@ -29,7 +29,7 @@ weigh less. This builds the condition where that must matter and measures it.
 Intervals: ``mmrlhf_ray.evaluation.stats`` over seeds (t); method vs DPO: paired t over seeds (same
 flips, same batches), Holm over the comparisons of one noise level.
 
-    nice -n 10 .venv/bin/python benchmarks/beta_noise.py --seeds 0 1 2 3 4 --out /tmp/beta_noise
+    nice -n 10 .venv/bin/python -m benchmarks.beta_noise --seeds 0 1 2 3 4 --out /tmp/beta_noise
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ assignment of every row, 4:5:1 sampling uniform across clusters) and reports wal
 and peak RSS. For the limit, it also times one cold read of the embeddings alone, and
 counts the assignment FLOPs. Targets (issue 3): under 5 minutes, peak RSS under 4 GB.
 
-    .venv/bin/python benchmarks/curate_10m.py --rows 10000000 --dir /work/bench_tmp/curate10m
-    .venv/bin/python benchmarks/curate_10m.py --rows 200000 --keep   # a quick small run
+    .venv/bin/python -m benchmarks.curate_10m --rows 10000000 --dir /work/bench_tmp/curate10m
+    .venv/bin/python -m benchmarks.curate_10m --rows 200000 --keep   # a quick small run
 
 Needs about 10.3 GB of disk for 10M rows (checked first); files are deleted at the end
 unless --keep. Writes the figures to docs/BENCHMARKS.md (section "## Curation").
@@ -30,10 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mmrlhf_ray.curation.embeddings import embeddings_table, write_embeddings
 
-from mmrlhf_ray.curation.embeddings import embeddings_table, write_embeddings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # The raw pool's skew (paper Sec. 2.2: 12% long, 84% short, 4% MCQ of image queries),
 # plus safety and video domains.
@@ -280,7 +279,7 @@ def main() -> int:
     }
     print(json.dumps(result, indent=2))
     if not args.no_doc:
-        write_doc(result, "python benchmarks/curate_10m.py " + " ".join(sys.argv[1:]))
+        write_doc(result, "python -m benchmarks.curate_10m " + " ".join(sys.argv[1:]))
     return 0
 
 

@@ -16,7 +16,7 @@ of our own files evicted (cold), alternating:
 It also times the per-image cost the embedder pays for the perceptual hash (decoded
 64 px and 512 px images). Writes its figures to docs/BENCHMARKS.md ("## Curation").
 
-    nice -n 10 .venv/bin/python benchmarks/decontaminate_10m.py --rows 2000000 --eval 2000
+    nice -n 10 .venv/bin/python -m benchmarks.decontaminate_10m --rows 2000000 --eval 2000
 """
 
 from __future__ import annotations
@@ -35,10 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mmrlhf_ray.curation.embeddings import embeddings_table, write_embeddings
 
-from mmrlhf_ray.curation.embeddings import embeddings_table, write_embeddings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MIX = {"long": 0.11, "short": 0.77, "mcq": 0.04, "safety": 0.04, "video": 0.04}
 WORDS = np.array(
@@ -286,7 +285,7 @@ def main() -> int:
     result["phash_us"] = phash_cost()
     print(json.dumps(result, indent=2))
     if not args.no_doc:
-        write_doc(result, "python benchmarks/decontaminate_10m.py " + " ".join(sys.argv[1:]))
+        write_doc(result, "python -m benchmarks.decontaminate_10m " + " ".join(sys.argv[1:]))
     return 0
 
 

@@ -15,8 +15,8 @@ over the timed steps, and peak resident memory.
    reference precomputed once; the precompute time is reported and also amortised over
    one epoch), plus ours with an online reference to separate the two effects.
 
-    .venv/bin/python benchmarks/dpo_vs_trl.py            # writes the figures to stdout + JSON
-    .venv/bin/python benchmarks/dpo_vs_trl.py --steps 6 --queries-per-step 2
+    .venv/bin/python -m benchmarks.dpo_vs_trl            # writes the figures to stdout + JSON
+    .venv/bin/python -m benchmarks.dpo_vs_trl --steps 6 --queries-per-step 2
 Needs `pip install trl==1.16.0` (the `bench` extra).
 """
 
@@ -31,10 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BENCH_SPEC = dict(
     hidden_size=384,

@@ -14,7 +14,7 @@ Both report end-to-end wall time (model load included) and steady-state images/s
 Rounds alternate plain / Ray so both sides see the same load on a shared machine.
 Target (issue 3): Ray >= 0.9x plain at 2 actors.
 
-    .venv/bin/python benchmarks/embed_pipeline.py --images 128 --rounds 3 --model ViT-B-32
+    .venv/bin/python -m benchmarks.embed_pipeline --images 128 --rounds 3 --model ViT-B-32
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
@@ -230,7 +229,7 @@ def main() -> int:
     }
     print(json.dumps(result, indent=2))
     if not args.no_doc:
-        write_doc(result, "python benchmarks/embed_pipeline.py " + " ".join(sys.argv[1:]))
+        write_doc(result, "python -m benchmarks.embed_pipeline " + " ".join(sys.argv[1:]))
     return 0
 
 

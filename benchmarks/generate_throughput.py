@@ -11,26 +11,26 @@ top_p). Two measurements, in one run:
 
 Writes the "## Generation" section of docs/BENCHMARKS.md.
 
-    .venv/bin/python benchmarks/generate_throughput.py --prompts 32 --n 4 --max-tokens 32
+    .venv/bin/python -m benchmarks.generate_throughput --prompts 32 --n 4 --max-tokens 32
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import pyarrow as pa
+
+from mmrlhf_ray.generation.requests import ModelSpec, build_request
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-import pyarrow as pa  # noqa: E402
-
-from mmrlhf_ray.generation.requests import ModelSpec, build_request  # noqa: E402
 
 
 def build_model(out: str, text: bool) -> str:
@@ -139,7 +139,7 @@ expectations with reasons, not measurements from this machine."""
 
 def report(args, model_desc: str, engine: dict, pool: dict, load: str) -> str:
     cmd = (
-        f".venv/bin/python benchmarks/generate_throughput.py --prompts {args.prompts} --n {args.n} "
+        f".venv/bin/python -m benchmarks.generate_throughput --prompts {args.prompts} --n {args.n} "
         f"--max-tokens {args.max_tokens}" + (" --text" if args.text else "")
     )
     lines = [

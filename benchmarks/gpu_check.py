@@ -27,9 +27,9 @@ flex against dense (FlexAttention's own backward kernel). Needs torch, triton an
 transformers only (liger-kernel optional: ``pip install --no-deps liger_kernel-0.8.5-*.whl``).
 Ends with one JSON line.
 
-    python benchmarks/gpu_check.py                 # CUDA, bf16, paper shapes (~5-10 min)
-    python benchmarks/gpu_check.py --shapes mid    # one shape
-    python benchmarks/gpu_check.py --tiny          # CPU, fp32, tiny shapes (tests run it)
+    python -m benchmarks.gpu_check                 # CUDA, bf16, paper shapes (~5-10 min)
+    python -m benchmarks.gpu_check --shapes mid    # one shape
+    python -m benchmarks.gpu_check --tiny          # CPU, fp32, tiny shapes (tests run it)
 """
 
 from __future__ import annotations
@@ -38,22 +38,20 @@ import argparse
 import copy
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from mmrlhf_ray.dpo.losses import mm_dpo_loss
+from mmrlhf_ray.models import attention
+from mmrlhf_ray.models.encoding import sequence_logps
+from mmrlhf_ray.models.families import family_of
+from mmrlhf_ray.models.fused_head import fused_head_applies
+from mmrlhf_ray.models.packing import PackedQuery, item_logps, pack_queries
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from mmrlhf_ray.dpo.losses import mm_dpo_loss  # noqa: E402
-from mmrlhf_ray.models import attention  # noqa: E402
-from mmrlhf_ray.models.encoding import sequence_logps  # noqa: E402
-from mmrlhf_ray.models.families import family_of  # noqa: E402
-from mmrlhf_ray.models.fused_head import fused_head_applies  # noqa: E402
-from mmrlhf_ray.models.packing import PackedQuery, item_logps, pack_queries  # noqa: E402
 
 K = 4
 PAIRS = [(a, b) for a in range(K) for b in range(a + 1, K)]

@@ -25,7 +25,7 @@ Inputs, two ways:
 The training loop is the in-process one (same objective code as ``train-dpo``, without
 Ray Train / DeepSpeed, so six runs fit on a 2-core box).
 
-    .venv/bin/python benchmarks/mmdpo_vs_dpo.py --seeds 0 1 2 --run-dir runs/demo --json /tmp/m.json
+    .venv/bin/python -m benchmarks.mmdpo_vs_dpo --seeds 0 1 2 --run-dir runs/demo --json /tmp/m.json
 """
 
 from __future__ import annotations
@@ -34,23 +34,21 @@ import argparse
 import copy
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from mmrlhf_ray.data.groups import group_pairs, split_groups
+from mmrlhf_ray.dpo.batching import collate_groups, encode_group
+from mmrlhf_ray.dpo.config import LossConfig
+from mmrlhf_ray.dpo.forward import grouped_logps
+from mmrlhf_ray.dpo.objective import LossState, preference_loss
+from mmrlhf_ray.evaluation.implicit_reward import preference_metrics, response_scores
+from mmrlhf_ray.models import build_all, load_policy, sft_loss
+from mmrlhf_ray.training.freeze import freeze_vision
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from mmrlhf_ray.data.groups import group_pairs, split_groups  # noqa: E402
-from mmrlhf_ray.dpo.batching import collate_groups, encode_group  # noqa: E402
-from mmrlhf_ray.dpo.config import LossConfig  # noqa: E402
-from mmrlhf_ray.dpo.forward import grouped_logps  # noqa: E402
-from mmrlhf_ray.dpo.objective import LossState, preference_loss  # noqa: E402
-from mmrlhf_ray.evaluation.implicit_reward import preference_metrics, response_scores  # noqa: E402
-from mmrlhf_ray.models import build_all, load_policy, sft_loss  # noqa: E402
-from mmrlhf_ray.training.freeze import freeze_vision  # noqa: E402
 
 BENCH_KEYS = (
     "overall_accuracy",

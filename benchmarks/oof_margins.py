@@ -6,7 +6,7 @@ fold), then `score via=local` in-sample and `margins=out-of-fold` (the fold mode
 in-sample model, for the comparison). Reports wall seconds, optimizer steps, the ratios,
 and the in- vs out-of-fold δ summary. Writes docs/BENCHMARKS.md ("## Reward model").
 
-    nice -n 10 .venv/bin/python benchmarks/oof_margins.py --queries 40 --epochs 2
+    nice -n 10 .venv/bin/python -m benchmarks.oof_margins --queries 40 --epochs 2
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _pairs(run: Path, queries: int) -> int:
@@ -133,7 +132,7 @@ def main() -> int:
         result = measure(args, Path(tmp))
     print(json.dumps(result, indent=2))
     if not args.no_doc:
-        write_doc(result, "python benchmarks/oof_margins.py " + " ".join(sys.argv[1:]))
+        write_doc(result, "python -m benchmarks.oof_margins " + " ".join(sys.argv[1:]))
     return 0
 
 

@@ -6,7 +6,7 @@ Qwen2-VL-7B's sizes, and the same for ``benchmarks/gpu_check.py``'s 4-layer mode
 Forward + backward = 3 forwards; TRL adds a reference forward and encodes the image per
 sequence per model; ours precompute the reference and encode it once.
 
-    python benchmarks/packed_arithmetic.py
+    python -m benchmarks.packed_arithmetic
 """
 
 from __future__ import annotations

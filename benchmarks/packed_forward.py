@@ -16,7 +16,7 @@ counted beside the measured ratios. Also: reward-model training pairs/s, unpacke
 packed (``tiny``). Reuses ``benchmarks/dpo_vs_trl.py`` for TRL and our training loop.
 
     .venv/bin/pip install trl==1.16.0        # bench-only extra
-    .venv/bin/python benchmarks/packed_forward.py   # ends with one JSON line (real1024)
+    .venv/bin/python -m benchmarks.packed_forward   # ends with one JSON line (real1024)
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks.dpo_vs_trl import _figures, build_models, run_ours, run_trl
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from benchmarks.dpo_vs_trl import _figures, build_models, run_ours, run_trl  # noqa: E402
 
 SHAPES = {"tiny": 0, "real256": 448, "real1024": 896}  # image side (px) of the real shapes
 VOCAB = 32768

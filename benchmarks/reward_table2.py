@@ -13,8 +13,8 @@ variance); with ``--seeds`` 0 1 2 every model (the untrained one too) is rebuilt
 and the overall ACC / ACC+ get a mean and Student-t interval over the seeds and a paired
 t against the untrained model (seed variance, the pairs fixed). Holm across each family.
 
-    .venv/bin/python benchmarks/reward_table2.py --queries 200 --epochs 3 --out runs/bench-reward
-    .venv/bin/python benchmarks/reward_table2.py --queries 200 --epochs 3 --seeds 0 1 2
+    .venv/bin/python -m benchmarks.reward_table2 --queries 200 --epochs 3 --out runs/bench-reward
+    .venv/bin/python -m benchmarks.reward_table2 --queries 200 --epochs 3 --seeds 0 1 2
 
 ``--light``: the same four Table 2 columns (score only, human reasons, expanded
 critiques, ground-truth critiques at inference) over ``--seeds`` (a fresh query split
@@ -28,7 +28,7 @@ word distribution (teacher-forced in training; at inference the head's own
 distribution, or the ground-truth critique). Intervals over seeds (``mmrlhf_ray.evaluation.stats``),
 each variant paired with score-only.
 
-    nice -n 10 .venv/bin/python benchmarks/reward_table2.py --light --queries 200 --out /tmp/t2
+    nice -n 10 .venv/bin/python -m benchmarks.reward_table2 --light --queries 200 --out /tmp/t2
 """
 
 from __future__ import annotations
@@ -39,18 +39,16 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from jobs import train_reward  # noqa: E402
-from mmrlhf_ray.core.stage import StageDir  # noqa: E402
-from mmrlhf_ray.data.schemas import to_table  # noqa: E402
-from mmrlhf_ray.evaluation.reward_bench import acc_table, format_table, paired_acc, score_pairs  # noqa: E402
-from mmrlhf_ray.models import build_all  # noqa: E402
-from mmrlhf_ray.reward.data import pairs_from_rows, split_pairs  # noqa: E402
-from mmrlhf_ray.reward.model import load_reward_model, new_reward_model  # noqa: E402
-from mmrlhf_ray.reward.toy import toy_pairs  # noqa: E402
+from jobs import train_reward
+from mmrlhf_ray.core.stage import StageDir
+from mmrlhf_ray.data.schemas import to_table
+from mmrlhf_ray.evaluation.reward_bench import acc_table, format_table, paired_acc, score_pairs
+from mmrlhf_ray.models import build_all
+from mmrlhf_ray.reward.data import pairs_from_rows, split_pairs
+from mmrlhf_ray.reward.model import load_reward_model, new_reward_model
+from mmrlhf_ray.reward.toy import toy_pairs
 
 UNTRAINED = "untrained (none)"
 VARIANTS = {  # name -> (run slug, critique_source, critique weight, inference modes)
@@ -174,14 +172,15 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--heldout", type=float, default=0.25)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="model seeds")
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", help="model seeds (default: 0; with --light: 0 1 2 3 4)"
+    )
     ap.add_argument("--out", default="runs/bench-reward")
     ap.add_argument(
         "--light",
         action="store_true",
         help="the seeded ablation with a bag-of-words critique reward model (minutes)",
     )
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--light-steps", type=int, default=300)
     ap.add_argument("--light-lr", type=float, default=0.05)
     ap.add_argument(
@@ -189,7 +188,9 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.light:
+        args.seeds = args.seeds or [0, 1, 2, 3, 4]
         return light_main(args)
+    args.seeds = args.seeds or [0]
     torch.set_num_threads(1)  # shared 2-core host: one thread beats oversubscription
     base = Path(args.out).resolve()
     policy = build_all(str(base / "models"), seed=0)["policy"]

@@ -10,8 +10,8 @@ methods and routes. Every 500th request is a valid one (must be scored: 200). Th
 replica's RSS (``/healthz``) is sampled through the run; "flat" = the last quarter's
 RSS within ``--rss-slack-mb`` of the first quarter's.
 
-    .venv/bin/python benchmarks/serve_fuzz.py                 # 10,000 requests, writes docs
-    .venv/bin/python benchmarks/serve_fuzz.py --requests 500 --no-write
+    .venv/bin/python -m benchmarks.serve_fuzz                 # 10,000 requests, writes docs
+    .venv/bin/python -m benchmarks.serve_fuzz --requests 500 --no-write
 """
 
 from __future__ import annotations
@@ -22,17 +22,14 @@ import collections
 import json
 import os
 import random
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import REPO, build_reward_model, free_port, write_subsection  # noqa: E402
+import requests
 
-sys.path.insert(0, str(REPO))
-import requests  # noqa: E402
+from benchmarks.serve_load import build_reward_model, free_port, write_subsection
 
 TOKEN = "fuzz-token"
 
@@ -214,7 +211,7 @@ def report(args, res: dict, alive: bool) -> str:
     q = max(1, len(rss) // 4)
     first, last = sum(rss[:q]) / q, sum(rss[-q:]) / q
     flat = last - first <= args.rss_slack_mb
-    cmd = "`.venv/bin/python benchmarks/serve_fuzz.py" + (
+    cmd = "`.venv/bin/python -m benchmarks.serve_fuzz" + (
         f" --requests {args.requests}`" if args.requests != 10000 else "`"
     )
     return "\n".join(

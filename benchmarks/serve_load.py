@@ -12,9 +12,9 @@ req/s = completed / wall time. Then the limit: the
 same model's offline batched forward (``RewardScorer.score`` on pre-decoded batches of
 ``--batch``, 1 torch thread, no HTTP) in items/s.
 
-    .venv/bin/python benchmarks/serve_load.py            # writes docs/BENCHMARKS.md "## Serving"
-    .venv/bin/python benchmarks/serve_load.py --seconds 5 --no-write
-    .venv/bin/python benchmarks/serve_load.py --critique-backend vllm   # its own subsection
+    .venv/bin/python -m benchmarks.serve_load            # writes docs/BENCHMARKS.md "## Serving"
+    .venv/bin/python -m benchmarks.serve_load --seconds 5 --no-write
+    .venv/bin/python -m benchmarks.serve_load --critique-backend vllm   # its own subsection
 
 Targets (issue 6): >= 4x throughput from batching at 64 clients; batched serving >=
 0.8x of the offline batched forward.
@@ -28,18 +28,18 @@ import json
 import os
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import requests
 
-import requests  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 COLOURS = [(255, 0, 0), (0, 160, 0), (0, 0, 255), (240, 200, 0)]
 ANSWERS = ["A red circle at the top left.", "Two blue squares.", "There is no triangle.", "B"]
@@ -221,7 +221,7 @@ def write_subsection(title: str, text: str) -> None:
 def report(args, levels: dict, off: dict) -> str:
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
-        "`.venv/bin/python benchmarks/serve_load.py"
+        "`.venv/bin/python -m benchmarks.serve_load"
         + (f" --seconds {args.seconds:g}" if args.seconds != 30 else "")
         + (" --critique-backend vllm" if args.critique_backend == "vllm" else "")
         + "`",

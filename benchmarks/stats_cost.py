@@ -5,7 +5,7 @@ Three policies answer ``--items`` benchmark rows (reference answers on a share o
 a wrong answer elsewhere); times judging the answers (``policy_metrics``) and summarizing
 their per-item outcomes at each ``--resamples``.
 
-    .venv/bin/python benchmarks/stats_cost.py --items 200 --resamples 2000 10000
+    .venv/bin/python -m benchmarks.stats_cost --items 200 --resamples 2000 10000
 """
 
 from __future__ import annotations
@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mmrlhf_ray.evaluation.outcomes import Bootstrap, item_table, summarize  # noqa: E402
-from mmrlhf_ray.evaluation.shapes import policy_items, policy_metrics  # noqa: E402
-from mmrlhf_ray.toyworld import benchmark_split  # noqa: E402
+from mmrlhf_ray.evaluation.outcomes import Bootstrap, item_table, summarize
+from mmrlhf_ray.evaluation.shapes import policy_items, policy_metrics
+from mmrlhf_ray.toyworld import benchmark_split
 
 
 def main() -> int:
