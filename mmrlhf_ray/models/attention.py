@@ -167,8 +167,8 @@ def segment_block_mask(
     full = strictly_before & same_query & (all_prefix[:, None, :] | same_branch)
     partial = some & ~full
 
-    def mask_mod(bi, _h, qi, ki):
-        return _rule(seg_query, seg_branch, bi, qi, ki)
+    def mask_mod(bi, _h, qi, ki):  # padded ids: safe for indices up to n * block - 1
+        return _rule(sq, sb, bi, qi, ki)
 
     def indices(tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         order = torch.sort((~tiles).to(torch.int8), dim=-1, stable=True).indices
