@@ -4,7 +4,13 @@ For each seed, both losses train the same base policy on the same pairs, in the 
 order, with the same hyperparameters (only w differs: 0.5 for MM-DPO, 0 for DPO), then
 are scored on held-out pairs (implicit-reward preference accuracy) and on the toy
 benchmark (greedy generation: accuracy, CHAIR_i hallucination, refusals on harmful and
-on benign requests). Reports mean and spread over the seeds, whichever wins.
+on benign requests). Reports, through ``mmrlhf_ray.outcomes`` / ``mmrlhf_ray.stats``,
+two kinds of uncertainty and says which is which: per seed, each metric with a 95%
+bootstrap interval over the items (held-out pairs clustered by query, benchmark items)
+and the paired item-level tests base → dpo → mm_dpo (item variance); over the seeds, the
+mean with a Student-t interval and the paired t of mm_dpo against dpo seed by seed (seed
+variance, the items fixed). Holm across each family. A difference whose interval holds 0
+is printed as no difference, whichever way it points.
 
 Inputs, two ways:
 
@@ -28,7 +34,6 @@ import argparse
 import copy
 import json
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -157,27 +162,58 @@ def train(
     return model.eval()
 
 
-def evaluate(model, processor, held, bench_rows) -> dict:
-    from mmrlhf_ray.training.sft import score_benchmark
+def evaluate(model, processor, held, bench_rows, label: str) -> tuple[dict, list[dict]]:
+    """Point metrics and the per-item outcome rows (held-out pairs + benchmark items)."""
+    from mmrlhf_ray.dpo.evaluate import pair_outcomes
+    from mmrlhf_ray.evaluation import policy_items
+    from mmrlhf_ray.toyworld import benchmark_metrics
+    from mmrlhf_ray.training.sft import answer_benchmark
 
-    out = preference_metrics(held, response_scores(model, processor, held), None)
-    bench = score_benchmark(model, processor, bench_rows, max_new_tokens=48, desc="bench")
+    scores = response_scores(model, processor, held)
+    out = preference_metrics(held, scores, None)
+    answers = answer_benchmark(model, processor, bench_rows, 4, 48, "bench")
+    bench = benchmark_metrics(list(bench_rows), answers)
     out.update({k: bench.get(k) for k in BENCH_KEYS})
-    return out
+    by_id = {r["sample_id"]: a for r, a in zip(bench_rows, answers, strict=True)}
+    items = pair_outcomes(held, scores, None, 0.1, label) + policy_items(label, bench_rows, by_id)
+    return out, items
 
 
-def summarise(runs: dict[str, list[dict]]) -> dict[str, dict[str, str]]:
-    """mean ± sample std over seeds, per method and metric."""
-    table = {}
-    for method, results in runs.items():
-        row = {}
-        for key in ("implicit_accuracy", "dpo_loss", *BENCH_KEYS):
-            vals = [r[key] for r in results if r.get(key) is not None]
-            if vals:
-                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                row[key] = f"{statistics.mean(vals):.3f} ± {sd:.3f}"
-        table[method] = row
-    return table
+def summarise(runs: dict[str, list[dict]], items: list[dict], seeds: list[int]) -> dict:
+    """Item-level intervals and paired tests per seed, and mean / t-interval over seeds."""
+    from mmrlhf_ray.outcomes import item_table, seed_summary, summarize
+
+    pairs = []
+    for s in seeds:
+        pairs += [("base", f"dpo@seed{s}"), (f"dpo@seed{s}", f"mm_dpo@seed{s}")]
+    keys = ["implicit_accuracy", "dpo_loss", *BENCH_KEYS]
+    return {
+        "per_seed_items": summarize(item_table(items), pairs),
+        "over_seeds": seed_summary(
+            {m: runs[m] for m in ("dpo", "mm_dpo")}, keys, [("dpo", "mm_dpo")]
+        ),
+    }
+
+
+def print_summary(summary: dict) -> None:
+    from mmrlhf_ray.stats import Estimate, PairedDiff, describe, fmt
+
+    lower = {"dpo_loss", "chair_i", "unsafe_rate", "refusal_benign"}
+    seeds = summary["over_seeds"]
+    print("over seeds (interval: seed variance only, items fixed):")
+    for method, metrics in seeds["intervals"].items():
+        for metric, est in metrics.items():
+            print(f"  {method} {metric}: {fmt(Estimate.from_dict(est))}")
+    for pair, metrics in seeds["comparisons"].items():
+        for metric, d in metrics.items():
+            print(f"  {pair}: {describe(metric, PairedDiff.from_dict(d), metric not in lower)}")
+    print("per seed, paired on the same items (interval: item variance):")
+    for bench, pairs in summary["per_seed_items"]["comparisons"].items():
+        for pair, metrics in pairs.items():
+            for metric in ("implicit_accuracy", "overall_accuracy"):
+                if metric in metrics:
+                    d = PairedDiff.from_dict(metrics[metric])
+                    print(f"  {bench} {pair}: {describe(metric, d, metric not in lower)}")
 
 
 def main() -> None:
@@ -214,7 +250,8 @@ def main() -> None:
 
     bench_rows = benchmark_split(args.bench, seed=0)
     base, processor = load_policy(policy)
-    results = {"base": [evaluate(base, processor, held, bench_rows)], "mm_dpo": [], "dpo": []}
+    first, items = evaluate(base, processor, held, bench_rows, "base")
+    results = {"base": [first], "mm_dpo": [], "dpo": []}
     print("base", results["base"][0], flush=True)
     for seed in args.seeds:
         for method, w in (("mm_dpo", 0.5), ("dpo", 0.0)):
@@ -229,11 +266,13 @@ def main() -> None:
                 args.lr,
                 args.sft_weight,
             )
-            results[method].append(evaluate(model, processor, held, bench_rows))
+            metrics, rows = evaluate(model, processor, held, bench_rows, f"{method}@seed{seed}")
+            results[method].append(metrics)
+            items += rows
             print(method, seed, results[method][-1], flush=True)
     margins = [p.margin for g in train_groups for p in g.pairs]
     summary = {
-        "summary": summarise(results),
+        "summary": summarise(results, items, args.seeds),
         "runs": results,
         "args": vars(args),
         "pairs": {
@@ -249,7 +288,7 @@ def main() -> None:
         },
         "wall_s": round(time.time() - t0, 1),
     }
-    print(json.dumps(summary["summary"], indent=1))
+    print_summary(summary["summary"])
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
 

@@ -8,18 +8,28 @@ reward model on held-out pairs (RewardBench ACC/ACC+).
 Reads the held-out benchmark (``toyworld/benchmark``) and each policy in ``policies``;
 answers are generated greedily by the generate stage's vLLM actor pool and written as
 parts ``<policy>-NNNNN`` (a re-run skips policies already answered). Writes
-``evaluate/metrics.json`` (toy benchmark per policy, RewardBench), ``summary.md`` and
-``toy_benchmark.png``.
+``evaluate/metrics.json`` (toy benchmark per policy, RewardBench; ``intervals``: every
+metric with n and its 95% interval; ``comparisons``: each policy against the one before
+it on the same items, paired difference with interval and p, Holm-adjusted),
+``items.parquet`` (the per-item outcomes all of that is recomputed from),
+``summary.md`` and ``toy_benchmark.png`` (bars with 95% error bars).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.evaluation import EvaluateConfig, plot_metrics, policy_metrics, summary_markdown
+from mmrlhf_ray.evaluation import (
+    EvaluateConfig,
+    policy_items,
+    policy_metrics,
+    repeat_label,
+    repeat_seeds,
+    result_lines,
+    write_results,
+)
 from mmrlhf_ray.generation import ModelSpec
 from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.stages import get_stage
@@ -27,17 +37,19 @@ from mmrlhf_ray.stages import get_stage
 BENCHMARK_STAGE = "toyworld/benchmark"
 
 
-def policy_spec(cfg: EvaluateConfig, name: str, path: str) -> ModelSpec:
-    """Greedy, one answer per query, the same actor pool the generate stage uses."""
+def policy_spec(cfg: EvaluateConfig, name: str, path: str, seed: int | None = None) -> ModelSpec:
+    """Greedy, one answer per query, the same actor pool the generate stage uses; with a
+    ``seed`` (``repeats`` > 1) one sampled answer at ``repeat_temperature``."""
     resolved = path.replace("{run_dir}", cfg.run_dir.rstrip("/"))
     if not Path(resolved).is_dir():
         raise StageInputError(f"evaluate: policy '{name}' has no model at {resolved}")
     return ModelSpec(
-        name=name,
+        name=repeat_label(name, seed),
         kind=cfg.backend,
         path=resolved,
         n=1,
-        temperature=0.0,
+        temperature=0.0 if seed is None else cfg.repeat_temperature,
+        seed=seed or 0,
         max_tokens=cfg.max_tokens,
         pool_size=cfg.pool_size,
         num_gpus=cfg.num_gpus,
@@ -52,7 +64,7 @@ def answers_of(out: StageDir, policy: str) -> dict[str, str]:
     return {r["sample_id"]: r["text"] for r in rows}
 
 
-def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, int, int]:
+def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, list[dict], int, int]:
     from harness.generation_pool import generate_model
 
     bench_dir = cfg.benchmark_run_dir or cfg.run_dir
@@ -60,13 +72,17 @@ def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, int, in
     if cfg.benchmark_limit:
         bench = bench.slice(0, cfg.benchmark_limit)
     rows = bench.to_pylist()
-    toy, quarantined = {}, 0
+    toy, items, quarantined = {}, [], 0
     for name, path in cfg.policies.items():
-        stats = generate_model(out, bench, policy_spec(cfg, name, path), cfg.chunk_size)
-        print(f"evaluate: {stats.line()}")
-        quarantined += stats.quarantined
-        toy[name] = policy_metrics(rows, answers_of(out, name))
-    return toy, len(rows) * len(cfg.policies), quarantined
+        for seed in repeat_seeds(cfg.repeats):
+            spec = policy_spec(cfg, name, path, seed)
+            stats = generate_model(out, bench, spec, cfg.chunk_size)
+            print(f"evaluate: {stats.line()}")
+            quarantined += stats.quarantined
+            answers = answers_of(out, spec.name)
+            toy[spec.name] = policy_metrics(rows, answers)
+            items += policy_items(spec.name, rows, answers)
+    return toy, items, len(rows) * len(cfg.policies) * cfg.repeats, quarantined
 
 
 def reward_bench(cfg: EvaluateConfig) -> dict | None:
@@ -82,29 +98,26 @@ def reward_bench(cfg: EvaluateConfig) -> dict | None:
     }
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
 def run(cfg: EvaluateConfig) -> dict:
     """The stage: answer the benchmark with every policy, score, plot."""
     bench = StageDir(cfg.benchmark_run_dir or cfg.run_dir, BENCHMARK_STAGE)
     out, done = begin_stage(cfg, "evaluate", inputs=[bench])
     if done:
         return out.read_manifest()
-    toy, rows_in, quarantined = evaluate_policies(cfg, out)
-    metrics = {"toy_benchmark": toy, "reward_bench": reward_bench(cfg)}
-    Path(out.local_path("metrics.json")).write_text(json.dumps(metrics, indent=2))
-    Path(out.local_path("summary.md")).write_text(summary_markdown(toy))
-    plot_metrics(toy, out.local_path("toy_benchmark.png"))
+    toy, items, rows_in, quarantined = evaluate_policies(cfg, out)
+    metrics = write_results(
+        out.local_path(),
+        toy,
+        items,
+        reward_bench(cfg),
+        cfg.bootstrap_resamples,
+        list(cfg.policies),
+        cfg.repeats,
+    )
     manifest = out.finish(rows_in, out.count_rows(), quarantined)
-    for name, values in toy.items():
-        shown = ", ".join(
-            f"{k} {_fmt(values.get(k))}"
-            for k in ("overall_accuracy", "chair_i", "refusal_harmful", "refusal_benign")
-        )
-        print(f"evaluate: {name}: {shown}")
-    print(f"evaluate: wrote {out.local_path('metrics.json')}")
+    for line in result_lines(metrics):
+        print(f"evaluate: {line}")
+    print(f"evaluate: wrote {out.local_path('metrics.json')} and items.parquet")
     return manifest
 
 

@@ -14,7 +14,8 @@ a 7B model trained on 4,096 tokens and 10 frames is judged with those.
 Scores every line in Table 2's inference ``mode`` (generate a critique, then score |
 ``given``: score with ``chosen_reason``/``rejected_reason`` | ``none``), writes the file
 back with ``rewards = [r_chosen, r_rejected]`` and ``critic = [c_chosen, c_rejected]``,
-and the table to ``<run_dir>/evaluate/reward-bench/results.json``. Unreadable lines or
+and the table (ACC / ACC+ with 95% intervals) to
+``<run_dir>/evaluate/reward-bench/results.json``, the per-pair outcomes to ``items.parquet``. Unreadable lines or
 images are quarantined with the field named: lines in = scored + quarantined.
 
     mmrlhf evaluate reward-bench run_dir=runs/demo
@@ -31,14 +32,17 @@ from pathlib import Path
 
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.media import encode_png, row_images
+from mmrlhf_ray.outcomes import item_table, write_items
 from mmrlhf_ray.reward.bench import (
     BenchSettings,
     acc_table,
     bench_rows_to_pairs,
     bench_settings,
     format_table,
+    overall_line,
     read_bench_jsonl,
     results_from_rewards,
+    reward_outcomes,
     score_pairs,
     write_bench_jsonl,
 )
@@ -114,20 +118,19 @@ def run(cfg: EvaluateRewardBenchConfig) -> dict:
     table = acc_table(results)
     mode = "existing rewards" if cfg.use_existing_rewards else cfg.mode
     used = asdict(settings) if settings else None
+    write_items(str(out_dir / "items.parquet"), item_table(reward_outcomes(results, mode)))
     (out_dir / "results.json").write_text(
         json.dumps({"mode": mode, "table": table, "settings": used}, indent=2)
     )
     print(format_table({mode: table}))
     if settings:
         print(f"evaluate reward-bench: settings {used}")
-    overall = table.get("overall", {})
     manifest = out.finish(
         lines_in, len(results), len(bad), table=table, output=str(output), settings=used
     )
     print(
-        f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), ACC "
-        f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
-        f"; scored file {output}"
+        f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), "
+        f"{overall_line(table)}; scored file {output}"
     )
     return manifest
 

@@ -9,7 +9,8 @@ Needs a finished run (curate, train-dpo) and the reward service (serve-reward, r
 ``generate/`` (n samples per query), ``scoring/`` (every candidate pair and its margin
 from the service), ``score/`` (pairs oriented by reward), ``ref-logps/``, ``train-dpo/``
 (the new policy) and ``evaluate/``. ``self-improve/rounds.json`` and ``rounds.png`` hold
-the toy benchmark per round. A finished round is skipped; an interrupted one resumes
+the toy benchmark per round; ``rounds_stats.json`` each round's metrics with 95% intervals
+and each round against the one before on the same items (paired, Holm). A finished round is skipped; an interrupted one resumes
 inside its stages.
 """
 
@@ -28,6 +29,8 @@ from mmrlhf_ray.self_improve import (
     orient_by_reward,
     round_configs,
     round_queries,
+    rounds_items,
+    write_rounds,
 )
 from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.stages import get_stage
@@ -129,6 +132,8 @@ def run(cfg: SelfImproveConfig) -> dict:
     if start.exists():
         toy = json.loads(start.read_text())["toy_benchmark"]
         rounds.update({f"round-0 ({k})": v for k, v in toy.items() if k in ("sft", "mm-dpo")})
+    names = {k: f"round-0 ({k})" for k in ("sft", "mm-dpo")}
+    sources = [(str(Path(cfg.run_dir) / "evaluate" / "items.parquet"), names)]
     pairs_total = 0
     for r in range(1, cfg.rounds + 1):
         round_dir = out.path(f"round-{r}")
@@ -138,14 +143,10 @@ def run(cfg: SelfImproveConfig) -> dict:
         policy = train_round(cfg, round_dir, policy)
         if cfg.evaluate:
             rounds[f"round-{r}"] = evaluate_round(cfg, round_dir, policy, r)
+            sources.append((f"{round_dir}/evaluate/items.parquet", {f"round-{r}": f"round-{r}"}))
         Path(out.local_path("rounds.json")).write_text(json.dumps(rounds, indent=2))
     if rounds:
-        from mmrlhf_ray.evaluation import plot_metrics, summary_markdown
-
-        plot_metrics(
-            rounds, out.local_path("rounds.png"), title="toy benchmark per self-improvement round"
-        )
-        Path(out.local_path("summary.md")).write_text(summary_markdown(rounds))
+        write_rounds(out.local_path(), rounds, rounds_items(sources))
     manifest = out.finish(pairs_total, pairs_total, 0, rounds=cfg.rounds, final_policy=policy)
     print(f"self-improve: {cfg.rounds} rounds, final policy {policy}")
     return manifest

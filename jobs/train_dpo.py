@@ -25,6 +25,7 @@ import pyarrow as pa
 from mmrlhf_ray.cli import parse_stage_args
 from mmrlhf_ray.config import ConfigError
 from mmrlhf_ray.dpo.config import DpoConfig
+from mmrlhf_ray.dpo.evaluate import evaluate_heldout, heldout_line
 from mmrlhf_ray.dpo.io import (
     load_split_groups,
     margin_sources,
@@ -35,6 +36,7 @@ from mmrlhf_ray.dpo.io import (
 from mmrlhf_ray.dpo.train_task import DpoLoss, collate_queries, encode_query, query_modality
 from mmrlhf_ray.groups import count_pairs, group_pairs, split_groups
 from mmrlhf_ray.models.settings import EncodingMismatch, EncodingSettings, require_same_encoding
+from mmrlhf_ray.outcomes import item_table, write_items
 from mmrlhf_ray.stage import StageDir, StageInputError, begin_stage
 
 
@@ -108,31 +110,20 @@ def pair_table(train, held, cfg: DpoConfig) -> pa.Table:
     )
 
 
-def evaluate_heldout(cfg: DpoConfig, policy_dir: str, ref_dir: str, held, online: bool) -> dict:
-    """Held-out preference metrics of the starting and the trained policy.
-
-    The reference is the stored (precomputed) log-probs, or, with an online reference,
-    the starting policy re-scored. Runs in the driver: fine for the tiny profile.
-    """
-    if not held:
-        return {}
-    from mmrlhf_ray.dpo.evaluate import preference_metrics, response_scores
-    from mmrlhf_ray.models import load_policy
-
-    kw = {
-        "max_response_tokens": cfg.max_response_tokens,
-        "max_frames": cfg.max_frames,
-        "forward": cfg.forward,
-    }
-    scores = {}
-    for name, path in (("before", ref_dir), ("after", policy_dir)):
-        model, processor = load_policy(path)
-        scores[name] = response_scores(model, processor, held, **kw)
-    reference = scores["before"] if online else None
-    return {
-        name: preference_metrics(held, s, reference, cfg.loss.beta_ori)
-        for name, s in scores.items()
-    }
+def heldout_of(cfg: DpoConfig, out: StageDir, policies: dict, held, online: bool) -> dict:
+    """Held-out metrics before / after (paired), per-pair outcomes to heldout_items.parquet."""
+    heldout, items = evaluate_heldout(
+        policies,
+        held,
+        online,
+        cfg.loss.beta_ori,
+        max_response_tokens=cfg.max_response_tokens,
+        max_frames=cfg.max_frames,
+        forward=cfg.forward,
+    )
+    if items:
+        write_items(out.local_path("heldout_items.parquet"), item_table(items))
+    return heldout
 
 
 def run(cfg: DpoConfig) -> dict:
@@ -180,7 +171,7 @@ def run(cfg: DpoConfig) -> dict:
     table = pair_table(train, held, cfg)
     out.write_part("pairs", table)
     _plot(out, table, cfg)
-    heldout = evaluate_heldout(cfg, result.hf_dir, policy, held, online)
+    heldout = heldout_of(cfg, out, {"before": policy, "after": result.hf_dir}, held, online)
     last = result.metrics[-1] if result.metrics else {}
     manifest = out.finish(
         len(rows),
@@ -193,10 +184,9 @@ def run(cfg: DpoConfig) -> dict:
         last_step=last,
         pairs_from=src.stage,
     )
-    acc = heldout.get("after", {}).get("implicit_accuracy", float("nan"))
     print(
         f"train-dpo: {result.steps} steps, last loss {last.get('loss', float('nan')):.4f}, "
-        f"held-out implicit-reward accuracy {acc:.3f} -> {result.hf_dir}"
+        f"{heldout_line(heldout)} -> {result.hf_dir}"
     )
     return manifest
 

@@ -26,7 +26,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from mmrlhf_ray.cli import parse_stage_args
-from mmrlhf_ray.reward.bench import acc_table, format_table, score_pairs
+from mmrlhf_ray.outcomes import item_table, write_items
+from mmrlhf_ray.reward.bench import (
+    acc_table,
+    format_table,
+    overall_line,
+    reward_outcomes,
+    score_pairs,
+)
 from mmrlhf_ray.reward.config import TrainRewardConfig
 from mmrlhf_ray.reward.data import (
     build_reward_model,
@@ -113,14 +120,17 @@ def train(cfg: TrainRewardConfig, out: StageDir) -> dict:
     return {"model_dir": result.hf_dir, "steps": result.steps, "metrics": result.metrics}
 
 
-def evaluate_heldout(cfg: TrainRewardConfig, model_dir: str, held: list) -> dict:
-    """ACC / ACC+ per category of the trained model on the held-out pairs."""
+def evaluate_heldout(cfg: TrainRewardConfig, model_dir: str, held: list, items_path: str) -> dict:
+    """ACC / ACC+ per category (with 95% intervals) of the trained model on the held-out
+    pairs; the per-pair outcomes go to ``items_path`` (Parquet, ``mmrlhf_ray.outcomes``)."""
     if not held:
         return {}
     model = load_reward_model(model_dir)
     model.forward_kind = cfg.forward
     mode = cfg.eval_mode if model.meta.critique_trained else "none"
-    table = acc_table(score_pairs(model, held, mode, cfg.max_new_tokens))
+    results = score_pairs(model, held, mode, cfg.max_new_tokens)
+    write_items(items_path, item_table(reward_outcomes(results, f"held-out ({mode})")))
+    table = acc_table(results)
     print(format_table({f"held-out ({mode})": table}))
     return {"mode": mode, "table": table}
 
@@ -151,9 +161,10 @@ def run(cfg: TrainRewardConfig) -> dict:
     )
     cfg = plan_steps(cfg, len(train_pairs))
     trained = train(cfg, out)  # workers read the train split themselves
-    heldout = evaluate_heldout(cfg, trained["model_dir"], held)
+    heldout = evaluate_heldout(
+        cfg, trained["model_dir"], held, out.local_path("heldout_items.parquet")
+    )
     Path(out.local_path("heldout.json")).write_text(json.dumps(heldout, indent=2))
-    overall = heldout.get("table", {}).get("overall", {})
     manifest = out.finish(
         len(rows),
         len(good),
@@ -164,9 +175,8 @@ def run(cfg: TrainRewardConfig) -> dict:
     )
     print(
         f"train-reward: {len(train_pairs)} train / {len(held)} held-out pairs "
-        f"({len(bad)} quarantined), {trained['steps']} steps, held-out ACC "
-        f"{overall.get('acc', float('nan')):.2f} ACC+ {overall.get('acc_plus', float('nan')):.2f}"
-        f"; model in {trained['model_dir']}"
+        f"({len(bad)} quarantined), {trained['steps']} steps, held-out "
+        f"{overall_line(heldout.get('table', {}))}; model in {trained['model_dir']}"
     )
     return manifest
 

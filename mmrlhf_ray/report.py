@@ -73,6 +73,78 @@ def _stage_rows(run: Path) -> list[list[Any]]:
     return rows
 
 
+def interval_table(intervals: dict[str, dict[str, dict]], metrics: list[str] | None = None) -> str:
+    """One row per metric, one column per policy: ``value [low, high], n = ...``."""
+    from mmrlhf_ray.stats import Estimate, fmt
+
+    policies = list(intervals)
+    keys = metrics or list(dict.fromkeys(m for p in policies for m in intervals[p]))
+    rows = [
+        [k]
+        + [fmt(Estimate.from_dict(intervals[p][k])) if k in intervals[p] else "" for p in policies]
+        for k in keys
+    ]
+    return markdown_table(["metric", *policies], rows)
+
+
+def paired_table(comparisons: dict[str, dict[str, dict]], lower_is_better: set[str]) -> str:
+    """Every paired comparison: ``before → after, diff [low, high], p (Holm p), n`` and the
+    reading, which never calls a difference whose interval holds 0 a gain."""
+    from mmrlhf_ray.stats import PairedDiff, fmt, verdict
+
+    rows = []
+    for pair, metrics in comparisons.items():
+        for metric, raw in metrics.items():
+            d = PairedDiff.from_dict(raw)
+            rows.append([metric, pair, fmt(d), verdict(d, metric not in lower_is_better)])
+    return markdown_table(
+        ["metric", "comparison", "after − before [95% interval]", "reading"], rows
+    )
+
+
+def comparison_section(summary: dict, bench: str, lower_is_better: set[str]) -> str:
+    """A benchmark's intervals table and its paired-comparison table, with what they cover."""
+    boot = summary.get("bootstrap", {})
+    text = (
+        f"Each value with its {100 * boot.get('confidence', 0.95):.0f}% interval "
+        f"({boot.get('method', 'bca')} bootstrap over items, {boot.get('resamples')} "
+        f"resamples; clusters resampled whole where items share one) and n.\n\n"
+        + interval_table(summary["intervals"][bench])
+    )
+    comparisons = summary.get("comparisons", {}).get(bench)
+    if comparisons:
+        text += (
+            "\n\nPaired on the same items: after − before with a paired bootstrap interval; "
+            "p from exact McNemar (0/1 outcomes) or the paired bootstrap, Holm-adjusted across "
+            f"the {summary.get('holm_family')} comparisons of this report. A difference whose "
+            "interval holds 0 is reported as no difference.\n\n"
+            + paired_table(comparisons, lower_is_better)
+        )
+    missing = [m for m in summary.get("not_estimated", []) if m.startswith(f"{bench}/")]
+    if missing:
+        text += "\n\nToo little data for an interval: " + "; ".join(missing)
+    return text + "\n"
+
+
+def seeds_section(seeds: dict, lower_is_better: set[str]) -> str:
+    """Mean and t-interval over seeds per system, and the paired t over the seeds."""
+    if not seeds.get("intervals"):
+        return ""
+    text = (
+        "Over seeds (the same items every run): mean and 95% Student-t interval over the "
+        "seeds, so these intervals cover the seeds' variance only (sampling / training "
+        "randomness), not the items' (the per-seed tables above cover that).\n\n"
+        + interval_table(seeds["intervals"])
+    )
+    if seeds.get("comparisons"):
+        text += (
+            "\n\nPaired over seeds (seed i against seed i): paired t over the per-seed "
+            f"differences, Holm across the {seeds.get('holm_family')} comparisons.\n\n"
+            + paired_table(seeds["comparisons"], lower_is_better)
+        )
+    return text + "\n"
+
+
 def metrics_comparison(metrics: dict[str, dict[str, float]]) -> str:
     """A table of toy-benchmark metrics with one column per policy (base, aligned, rounds)."""
     policies = list(metrics)
@@ -125,14 +197,18 @@ def plot_training_curves(run: Path) -> list[Path]:
 
 def reward_bench_table(result: dict[str, Any]) -> str:
     """RewardBench ACC / ACC+ per category, shaped like the paper's Table 2."""
+    from mmrlhf_ray.reward.bench import table_cell
+
     table = result.get("table", {})
     rows = [
-        [cat, v.get("acc"), v.get("acc_plus"), v.get("pairs"), v.get("queries")]
+        [cat, table_cell(v, "acc"), table_cell(v, "acc_plus"), v.get("pairs"), v.get("queries")]
         for cat, v in table.items()
     ]
     return (
-        f"Held-out pairs scored by the trained reward model (mode: {result.get('mode')}).\n\n"
-        + markdown_table(["category", "ACC", "ACC+", "pairs", "queries"], rows)
+        f"Held-out pairs scored by the trained reward model (mode: {result.get('mode')}); "
+        "95% intervals: ACC by a bootstrap over queries (a query's pairs together), ACC+ "
+        "over queries.\n\n"
+        + markdown_table(["category", "ACC [95%]", "ACC+ [95%]", "pairs", "queries"], rows)
     )
 
 
@@ -157,6 +233,34 @@ def _stage_sections(run: Path) -> list[str]:
     return parts
 
 
+def _benchmark_text(summary: dict, bench: str, points: dict | None = None) -> str:
+    """Intervals and paired tests when per-item outcomes were kept, else marked points."""
+    from mmrlhf_ray.evaluation import LOWER_IS_BETTER
+
+    if bench in summary.get("intervals", {}):
+        seeds = summary.get("over_seeds", {}).get(bench)
+        text = comparison_section(summary, bench, LOWER_IS_BETTER)
+        return text + ("\n" + seeds_section(seeds, LOWER_IS_BETTER) if seeds else "")
+    return (
+        "Point values only: this run kept no per-item outcomes, so no interval can be "
+        "given and no difference claimed.\n\n" + metrics_comparison(points or {})
+    )
+
+
+def heldout_sections(run: Path) -> list[str]:
+    """Held-out implicit-reward accuracy of train-dpo (before / after, paired)."""
+    manifest = _load_json(run / "train-dpo" / "manifest.json") or {}
+    summary = (manifest.get("heldout") or {}).get("stats")
+    if not summary:
+        return []
+    return [
+        "",
+        "## Held-out preference accuracy (train-dpo, before / after)",
+        "",
+        comparison_section(summary, "heldout_pairs", {"dpo_loss"}),
+    ]
+
+
 def build_markdown(run_dir: str | Path) -> str:
     run = Path(run_dir)
     parts = [f"# MM-RLHF run report: `{run}`", "", "## Stages", ""]
@@ -168,12 +272,11 @@ def build_markdown(run_dir: str | Path) -> str:
     )
     metrics = _load_json(run / "evaluate" / "metrics.json")
     if metrics and metrics.get("toy_benchmark"):
-        parts += [
-            "",
-            "## Toy benchmark and safety metrics (before / after)",
-            "",
-            metrics_comparison(metrics["toy_benchmark"]),
-        ]
+        parts += ["", "## Toy benchmark and safety metrics (before / after)", ""]
+        parts.append(_benchmark_text(metrics, "toy_benchmark", metrics["toy_benchmark"]))
+    for bench in (metrics or {}).get("intervals", {}):
+        if bench != "toy_benchmark":  # other benchmarks evaluate wrote per-item outcomes for
+            parts += ["", f"## {bench} (before / after)", "", _benchmark_text(metrics, bench)]
     if metrics and metrics.get("reward_bench"):
         parts += [
             "",
@@ -183,7 +286,10 @@ def build_markdown(run_dir: str | Path) -> str:
         ]
     rounds = _load_json(run / "self-improve" / "rounds.json")
     if rounds:
-        parts += ["", "## Self-improvement rounds", "", metrics_comparison(rounds)]
+        rounds_stats = _load_json(run / "self-improve" / "rounds_stats.json") or {}
+        parts += ["", "## Self-improvement rounds", ""]
+        parts.append(_benchmark_text(rounds_stats, "toy_benchmark", rounds))
+    parts += heldout_sections(run)
     parts += _stage_sections(run)
     return "\n".join(parts) + "\n"
 

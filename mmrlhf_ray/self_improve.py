@@ -175,3 +175,45 @@ def round_queries(
     rng = random.Random(f"{seed}-round-{round_index}")
     rows = sorted(table_rows, key=lambda r: r["sample_id"])
     return rng.sample(rows, min(k, len(rows)))
+
+
+def rounds_items(sources: list[tuple[str, dict[str, str]]]) -> Any:
+    """One per-item table over the rounds: ``sources`` lists (an evaluate stage's
+    ``items.parquet``, {its policy name: the round's label}); missing files are skipped
+    (a run from before per-item outcomes were kept)."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mmrlhf_ray.outcomes import ITEM_SCHEMA, read_items, relabel
+
+    tables = []
+    for path, names in sources:
+        if not Path(path).exists():
+            continue
+        table = read_items(path)
+        table = table.filter(pc.is_in(table.column("policy"), pa.array(list(names))))
+        tables.append(relabel(table, names))
+    return pa.concat_tables(tables) if tables else ITEM_SCHEMA.empty_table()
+
+
+def write_rounds(out_dir: str, rounds: dict[str, dict], items: Any) -> dict:
+    """``rounds.json`` (points), ``rounds_stats.json`` (each round's metrics with 95%
+    intervals, each round against the one before on the same items, Holm), ``summary.md``
+    and ``rounds.png`` (error bars). Returns the stats (empty without per-item outcomes)."""
+    import json
+    from pathlib import Path
+
+    from mmrlhf_ray.evaluation import TOY, plot_metrics, summary_markdown
+    from mmrlhf_ray.outcomes import summarize
+
+    out = Path(out_dir)
+    (out / "rounds.json").write_text(json.dumps(rounds, indent=2))
+    summary = summarize(items) if items.num_rows else {}
+    (out / "rounds_stats.json").write_text(json.dumps(summary, indent=2))
+    intervals = summary.get("intervals", {}).get(TOY)
+    title = "toy benchmark per self-improvement round"
+    plot_metrics(rounds, str(out / "rounds.png"), title=title, intervals=intervals)
+    (out / "summary.md").write_text(summary_markdown(rounds, summary))
+    return summary

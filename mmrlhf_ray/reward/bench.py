@@ -7,7 +7,10 @@ Definitions (paper Sec. 3.3; official evaluation script):
 
 per category (``mcq, long, short, safety, video``; VL-RewardBench's ``general,
 hallucination, reasoning``) and overall (pooled over all pairs /
-all queries). The official file ``mm_reward_bench.jsonl`` has one line per pair:
+all queries), each with n and a 95% interval: ACC's bootstrap resamples whole queries
+(a query's pairs share its responses), ACC+ is a proportion over independent queries.
+``reward_outcomes`` keeps the per-pair / per-query outcomes (``mmrlhf_ray.outcomes``)
+and ``paired_acc`` compares two reward models on the same pairs. The official file ``mm_reward_bench.jsonl`` has one line per pair:
 ``id, image|video, prompt, chosen, rejected, chosen_reason, rejected_reason`` (lines of
 one query share ``id``); evaluation writes ``rewards = [r_chosen, r_rejected]`` and
 ``critic`` back. ``critic`` is unconfirmed in the release; we write the two critiques
@@ -106,8 +109,11 @@ def bench_settings(overrides: Mapping[str, int], meta: Mapping[str, Any]) -> Ben
     return BenchSettings(**values, source=source)
 
 
-def acc_table(results: Iterable[PairResult]) -> dict[str, dict[str, float]]:
-    """``{category|"overall": {"acc", "acc_plus", "pairs", "queries"}}`` (present ones)."""
+def acc_table(results: Iterable[PairResult], resamples: int = 2000) -> dict[str, dict[str, Any]]:
+    """``{category|"overall": {"acc", "acc_plus", "pairs", "queries", "acc_interval",
+    "acc_plus_interval"}}`` (present ones; intervals are ``stats.Estimate`` dicts)."""
+    from mmrlhf_ray.stats import estimate
+
     by_cat: dict[str, list[PairResult]] = defaultdict(list)
     for r in results:
         by_cat[r.category].append(r)
@@ -121,13 +127,59 @@ def acc_table(results: Iterable[PairResult]) -> dict[str, dict[str, float]]:
         per_query: dict[str, bool] = {}
         for r in rows:
             per_query[r.query_id] = per_query.get(r.query_id, True) and r.correct
+        correct = [float(r.correct) for r in rows]
         table[cat] = {
-            "acc": sum(r.correct for r in rows) / len(rows),
+            "acc": sum(correct) / len(rows),
             "acc_plus": sum(per_query.values()) / len(per_query),
             "pairs": len(rows),
             "queries": len(per_query),
+            "acc_interval": estimate(
+                correct, [r.query_id for r in rows], resamples=resamples
+            ).to_dict(),
+            "acc_plus_interval": estimate(
+                [float(v) for v in per_query.values()], resamples=resamples
+            ).to_dict(),
         }
     return table
+
+
+def reward_outcomes(results: Sequence[PairResult], label: str) -> list[dict]:
+    """Per-item rows (benchmark ``reward_bench``): ``acc`` per pair (cluster = query),
+    ``acc_plus`` per query (all its pairs right), and the same per category."""
+    from mmrlhf_ray.outcomes import item_rows
+
+    rows: list[dict] = []
+    per_query: dict[str, list[PairResult]] = defaultdict(list)
+    for i, r in enumerate(results):
+        per_query[r.query_id].append(r)
+        ok = float(r.correct)
+        rows += item_rows(
+            "reward_bench", label, f"pair{i}", {"acc": ok, f"{r.category}_acc": ok}, r.query_id
+        )
+    for qid, pairs in per_query.items():
+        ok = float(all(p.correct for p in pairs))
+        rows += item_rows(
+            "reward_bench",
+            label,
+            f"query:{qid}",
+            {"acc_plus": ok, f"{pairs[0].category}_acc_plus": ok},
+        )
+    return rows
+
+
+def paired_acc(before: Sequence[PairResult], after: Sequence[PairResult], resamples: int = 2000):
+    """ACC of two reward models on the same pairs (same order): the paired difference,
+    clustered by query (``stats.PairedDiff``)."""
+    from mmrlhf_ray.stats import paired
+
+    if [r.query_id for r in before] != [r.query_id for r in after]:
+        raise ValueError("paired_acc: the two result lists are not the same pairs in order")
+    return paired(
+        [float(r.correct) for r in before],
+        [float(r.correct) for r in after],
+        [r.query_id for r in before],
+        resamples=resamples,
+    )
 
 
 def format_table(tables: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -144,11 +196,36 @@ def format_table(tables: dict[str, dict[str, dict[str, float]]]) -> str:
         cells = []
         for m in methods:
             row = tables[m].get(c)
-            cells += [f"{row['acc']:.2f}", f"{row['acc_plus']:.2f}"] if row else ["-", "-"]
+            cells += [table_cell(row, "acc"), table_cell(row, "acc_plus")] if row else ["-", "-"]
         n = next(t[c] for t in tables.values() if c in t)
         label = f"{c.capitalize()} ({int(n['pairs'])} pairs / {int(n['queries'])} q)"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = (
+        "Values with 95% intervals: ACC by a bootstrap over queries (a query's pairs "
+        "resampled together), ACC+ over queries."
+    )
+    return "\n".join([note, "", *lines])
+
+
+def table_cell(row: dict[str, Any], key: str) -> str:
+    """``0.74 [0.60, 0.87]`` (the point value alone for a table without intervals)."""
+    iv = row.get(f"{key}_interval")
+    if not iv:
+        return f"{row[key]:.2f} (no interval kept)"
+    if iv.get("method") == "single-cluster":
+        return f"{row[key]:.2f} (one query)"
+    return f"{row[key]:.2f} [{iv['low']:.2f}, {iv['high']:.2f}]"
+
+
+def overall_line(table: dict[str, dict[str, Any]]) -> str:
+    """``ACC 0.74 [0.60, 0.87] ACC+ 0.30 [0.13, 0.47] (90 pairs / 30 queries)``."""
+    row = table.get("overall")
+    if not row:
+        return "no pairs scored"
+    return (
+        f"ACC {table_cell(row, 'acc')} ACC+ {table_cell(row, 'acc_plus')} "
+        f"({int(row['pairs'])} pairs / {int(row['queries'])} queries)"
+    )
 
 
 # ---- the official jsonl --------------------------------------------------------------

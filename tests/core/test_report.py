@@ -24,3 +24,24 @@ def test_report_reads_manifests_metrics_and_plots(tmp_path):
     assert "<img alt='pairs: plot' src='pairs/plot.png'>" in page
     paths = write_report(tmp_path)
     assert (tmp_path / "report.md").read_text() == text and paths["html"].endswith("report.html")
+
+
+def test_reward_bench_table_shows_intervals_over_queries():
+    from mmrlhf_ray.report import reward_bench_table
+    from mmrlhf_ray.reward.bench import PairResult, acc_table
+
+    # 30 queries x 3 pairs, the first 20 queries all right, the last 10 all wrong
+    results = [
+        PairResult(f"q{q}", "short", float(q < 20), 0.5) for q in range(30) for _ in range(3)
+    ]
+    text = reward_bench_table({"mode": "none", "table": acc_table(results)})
+    row = next(line for line in text.splitlines() if line.startswith("| overall |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert (
+        cells[1].startswith("0.67 [")
+        and cells[2].startswith("0.67 [")
+        and cells[3:] == ["90", "30"]
+    )
+    low, high = (float(v) for v in cells[1].split("[")[1].rstrip("]").split(","))
+    # 30 independent queries, not 90 pairs: about +-1.96 sqrt(p(1-p)/30) = +-0.17
+    assert 0.12 < (high - low) / 2 < 0.22

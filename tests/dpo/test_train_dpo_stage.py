@@ -52,6 +52,14 @@ def test_train_dpo_stage_learns_and_keeps_vision_frozen(tmp_path, ray_session, p
     held = m["heldout"]
     assert held["before"]["implicit_accuracy"] == pytest.approx(0.5, abs=0.05)
     assert held["after"]["implicit_accuracy"] > 0.7
+    # before -> after on the same held-out pairs, clustered by query, per-pair outcomes kept
+    d = held["stats"]["comparisons"]["heldout_pairs"]["before \u2192 after"]["implicit_accuracy"]
+    assert d["n"] == held["after"]["pairs"] and d["variance"] == "clusters"
+    assert d["diff"] == pytest.approx(
+        held["after"]["implicit_accuracy"] - held["before"]["implicit_accuracy"], abs=1e-9
+    )
+    assert d["low"] <= d["diff"] <= d["high"] and 0 <= d["p"] <= d["p_holm"] <= 1
+    assert os.path.getsize(out.path("heldout_items.parquet")) > 0
     assert os.path.getsize(out.path("beta_hist.png")) > 1000
     # the vision tower is bit-identical after training; the projector and the LLM moved
     before = load_file(os.path.join(policy_dir, "model.safetensors"))

@@ -81,7 +81,9 @@ def test_whole_pipeline_on_a_small_world(ray_session, tmp_path):
         assert recomputed == metrics[policy]
     report = (run / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| overall_accuracy |"))
-    shown = [float(v) for v in row.strip("|").split("|")[1:]]
+    shown = [float(v.split()[0]) for v in row.strip("|").split("|")[1:]]  # "0.275 [lo, hi], n"
+    assert all("[" in v and "n = 10" in v for v in row.strip("|").split("|")[1:])
+    assert "| overall_accuracy | sft → mm-dpo |" in report  # the paired comparison
     assert shown == pytest.approx(
         [metrics["sft"]["overall_accuracy"], metrics["mm-dpo"]["overall_accuracy"]], abs=1e-3
     )

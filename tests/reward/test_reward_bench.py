@@ -27,13 +27,30 @@ def test_acc_and_acc_plus_hand_computed():
         PairResult("c", "long", 0.5, 0.5),
     ]
     table = acc_table(results)
-    assert table["mcq"] == {"acc": 0.75, "acc_plus": 0.5, "pairs": 4, "queries": 2}
-    assert table["long"] == {"acc": 0.0, "acc_plus": 0.0, "pairs": 1, "queries": 1}
+    points = ("acc", "acc_plus", "pairs", "queries")
+    assert {k: table["mcq"][k] for k in points} == {
+        "acc": 0.75,
+        "acc_plus": 0.5,
+        "pairs": 4,
+        "queries": 2,
+    }
+    assert {k: table["long"][k] for k in points} == {
+        "acc": 0.0,
+        "acc_plus": 0.0,
+        "pairs": 1,
+        "queries": 1,
+    }
+    # ACC resamples whole queries: a (1, 1) and b (1, 0) give means 1, 0.75 or 0.5 only
+    acc = table["mcq"]["acc_interval"]
+    assert (acc["n"], acc["n_clusters"], acc["low"], acc["high"]) == (4, 2, 0.5, 1.0)
+    # one pair, wrong: nothing to resample, the exact interval of 0/1 is [0, 0.975]
+    long_acc = table["long"]["acc_interval"]
+    assert long_acc["method"] == "clopper-pearson" and long_acc["high"] == pytest.approx(0.975)
     assert table["overall"]["acc"] == pytest.approx(3 / 5)
     assert table["overall"]["acc_plus"] == pytest.approx(1 / 3)
     assert list(table) == ["mcq", "long", "overall"]  # paper's order, overall last
     md = format_table({"m": table})
-    assert "| Mcq (4 pairs / 2 q) | 0.75 | 0.50 |" in md
+    assert "| Mcq (4 pairs / 2 q) | 0.75 [0.50, 1.00] | 0.50 [0.00, 1.00] |" in md
 
 
 @pytest.mark.parametrize(
@@ -116,7 +133,8 @@ def test_vl_rewardbench_categories_are_accepted(tmp_path):
     assert bad == [] and len(rows) == 4
     table = acc_table(results_from_rewards(rows))
     assert list(table) == ["general", "hallucination", "reasoning", "overall"]
-    assert table["reasoning"] == {"acc": 0.5, "acc_plus": 0.0, "pairs": 2, "queries": 1}
+    r = table["reasoning"]
+    assert (r["acc"], r["acc_plus"], r["pairs"], r["queries"]) == (0.5, 0.0, 2, 1)
     assert table["overall"]["acc"] == 2 / 4 and table["overall"]["acc_plus"] == 1 / 3
 
 
@@ -143,3 +161,19 @@ def test_bench_runs_at_the_reward_models_own_settings(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="no reward_config.json"):
         model_settings(EvaluateRewardBenchConfig(model=str(tmp_path)))
+
+
+def test_paired_acc_of_two_reward_models_is_clustered_by_query():
+    from mmrlhf_ray.reward.bench import paired_acc, reward_outcomes
+
+    # 20 queries x 3 pairs; model b fixes every pair of queries 0-5 that model a got wrong
+    a = [PairResult(f"q{q}", "short", float(q >= 6), 0.5) for q in range(20) for _ in range(3)]
+    b = [PairResult(f"q{q}", "short", 1.0, 0.5) for q in range(20) for _ in range(3)]
+    d = paired_acc(a, b)
+    assert (d.before, d.after, d.n, d.n_clusters) == (pytest.approx(0.7), 1.0, 60, 20)
+    assert d.test == "bootstrap" and d.low > 0
+    rows = reward_outcomes(a, "a")
+    assert sum(r["metric"] == "acc" for r in rows) == 60
+    assert sum(r["metric"] == "acc_plus" for r in rows) == 20
+    with pytest.raises(ValueError, match="same pairs"):
+        paired_acc(a, b[::-1][:59] + b[:1])
