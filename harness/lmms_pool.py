@@ -123,3 +123,65 @@ def evaluate_lmms(
         return results, pool.restarts
     finally:
         pool.close()
+
+
+def run_benchmarks(cfg: Any, tasks: list[str], bench_rows: list[dict] | None) -> dict[str, Any]:
+    """``mmrlhf evaluate``'s lmms-eval tasks for every policy (``EvaluateConfig``): the shapes
+    task written into the run when asked, per-sample rows kept as Parquet parts of
+    ``evaluate/lmms-eval`` (a re-run skips finished shards), metrics with n and a 95% interval."""
+    from mmrlhf_ray.lmms import SHAPES_TASK, eval_python, metric_estimates, write_shapes_task
+
+    out = StageDir(cfg.run_dir, "evaluate/lmms-eval")
+    include = list(cfg.lmms_include)
+    if SHAPES_TASK in tasks:
+        if bench_rows is None:
+            raise ValueError(f"benchmarks: {SHAPES_TASK} needs the run's toyworld/benchmark")
+        include.append(str(write_shapes_task(bench_rows, out.local_path("tasks")).parent))
+    python = cfg.eval_python or eval_python()
+    report: dict[str, Any] = {}
+    for name, path in cfg.policies.items():
+        spec = ModelSpec(
+            name=name,
+            kind=cfg.backend,
+            path=path.replace("{run_dir}", cfg.run_dir.rstrip("/")),
+            n=1,
+            temperature=0.0,
+            max_tokens=cfg.max_tokens,
+            num_gpus=cfg.num_gpus,
+            dtype=cfg.dtype,
+        )
+        results, restarts = evaluate_lmms(
+            out, spec, tasks, include, cfg.lmms_actors, python, cfg.lmms_limit
+        )
+        report[name] = {
+            task: {
+                "metrics": r["metrics"],
+                "n": r["n"],
+                "intervals": metric_estimates(r["samples"]),
+            }
+            for task, r in results.items()
+        }
+        report[name]["_actor_restarts"] = restarts
+    return report
+
+
+def classifier_judge(path: str, num_gpus: float = 0.0, dtype: str = "float32") -> Any:
+    """A harm classifier checkpoint served by our generator actor (vLLM where it imports):
+    ``prompts -> completions``, greedy, one token (the classifier answers Yes/No)."""
+    from actors.generator import Generator
+    from mmrlhf_ray.generation import GenRequest
+
+    spec = ModelSpec(
+        name="harm-classifier", path=path, n=1, temperature=0.0, max_tokens=1,
+        num_gpus=num_gpus, dtype=dtype,
+    )  # fmt: skip
+    actor = ray.remote(Generator).options(num_cpus=1, num_gpus=num_gpus).remote(spec)
+
+    def classify(prompts: list[str]) -> list[str]:
+        reqs = [
+            GenRequest(str(i), [{"role": "user", "content": [{"type": "text", "text": p}]}])
+            for i, p in enumerate(prompts)
+        ]
+        return [s[0].text for s in ray.get(actor.generate.remote(reqs, True))]
+
+    return classify

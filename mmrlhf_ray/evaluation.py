@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmrlhf_ray.safety_judges import JudgeConfig
+
 # Metrics shown in the before/after chart; "higher is better" unless listed in LOWER_IS_BETTER.
 CHART_METRICS = [
     "overall_accuracy",
@@ -69,6 +71,22 @@ class EvaluateConfig:
     repeat_temperature: float = field(
         default=0.7, metadata={"help": "sampling temperature of the repeats (repeats > 1)"}
     )
+    benchmarks: list[str] = field(
+        default_factory=lambda: ["shapes", "reward-bench"],
+        metadata={
+            "help": "shapes | reward-bench | safetybench | any lmms-eval task name (registered, "
+            "or in a folder of lmms_include; mmrlhf_shapes = the shapes world via lmms-eval)"
+        },
+    )
+    lmms_include: list[str] = field(
+        default_factory=list, metadata={"help": "local lmms-eval task folders (include path)"}
+    )
+    lmms_actors: int = field(default=1, metadata={"help": "lmms-eval actors (one per GPU)"})
+    lmms_limit: int = field(default=0, metadata={"help": "first N documents per task (0 = all)"})
+    eval_python: str = field(
+        default="", metadata={"help": "evaluation env's python ('' = .venv-eval's)"}
+    )
+    safety: JudgeConfig = field(default_factory=JudgeConfig)  # SafetyBench judges
 
     def __post_init__(self) -> None:
         if self.repeats < 1:

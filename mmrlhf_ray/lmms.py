@@ -153,3 +153,15 @@ def metric_values(rows: Sequence[dict]) -> dict[str, list]:
         for name, value in json.loads(row["metrics"]).items():
             out.setdefault(name, []).append(value)
     return out
+
+
+def metric_estimates(rows: Sequence[dict]) -> dict[str, dict]:
+    """n and a 95% bootstrap interval (``mmrlhf_ray.stats.estimate``) of each metric whose
+    per-sample values are numbers (0/1 correctness or a score), over the merged rows."""
+    from mmrlhf_ray.stats import estimate
+
+    out = {}
+    for name, values in metric_values(rows).items():
+        if values and all(isinstance(v, (int, float)) for v in values):
+            out[name] = estimate([float(v) for v in values]).to_dict()
+    return out

@@ -83,6 +83,13 @@ class JudgeConfig:
     api_key_env: str = field(
         default="OPENAI_API_KEY", metadata={"help": "env var holding the endpoint's key"}
     )
+    responses: str = field(
+        default="",
+        metadata={
+            "help": "answers to the SafetyBench tasks (Parquet/JSONL: task, sample_id, "
+            "response + behavior | target | question, keywords); '' = none"
+        },
+    )
 
     def configured(self) -> set[str]:
         have = {"refusal"} if self.refusal else set()
@@ -220,3 +227,40 @@ def endpoint_judge(cfg: JudgeConfig) -> Complete | None:
     if not (cfg.endpoint and cfg.endpoint_model):
         return None
     return openai_chat(cfg.endpoint, cfg.endpoint_model, os.environ.get(cfg.api_key_env, ""))
+
+
+def read_responses(path: str) -> dict[str, list[dict]]:
+    """SafetyBench answers by task from a Parquet or JSONL file (one row per sample)."""
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    by_task: dict[str, list[dict]] = {}
+    for n, row in enumerate(rows, start=1):
+        if not row.get("task"):
+            raise ValueError(f"{path}: row {n}: task: missing")
+        by_task.setdefault(str(row["task"]), []).append(row)
+    return by_task
+
+
+def safetybench_report(cfg: JudgeConfig, judges: Judges) -> dict:
+    """Every task's result (or ``not run`` and why) and Table 9's two averages."""
+    from mmrlhf_ray.safetybench import TASKS, averages
+
+    answers = read_responses(cfg.responses) if cfg.responses else {}
+    results = {}
+    for task in TASKS:
+        res = evaluate_task(task, answers.get(task.name, []), judges)
+        if res.status == "not run" and res.reason == "no samples":
+            res.reason = (
+                "no answers to this task (safety.responses=<file> with the policy's answers "
+                "to the release's task files)"
+            )
+        results[task.name] = res
+    return {
+        "tasks": {k: v.as_dict() for k, v in results.items()},
+        "averages": averages(results),
+    }

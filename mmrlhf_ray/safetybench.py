@@ -124,6 +124,7 @@ class TaskResult:
     n: int
     status: Literal["ok", "not run"] = "ok"
     reason: str = ""
+    interval: dict | None = None  # stats.Estimate as a dict (exact binomial, 95%)
 
     def as_dict(self) -> dict:
         return {
@@ -135,6 +136,7 @@ class TaskResult:
             "n": self.n,
             "status": self.status,
             "reason": self.reason,
+            "interval": self.interval,
         }
 
 
@@ -148,7 +150,14 @@ def missing_judges(task: SafetyTask, configured: Iterable[str]) -> list[str]:
 
 
 def score_task(task: SafetyTask, verdicts: Sequence[Verdict]) -> TaskResult:
-    return TaskResult(task.name, task_rate(task, verdicts), len(verdicts))
+    """The task's rate with n and its exact (Clopper-Pearson) 95% interval: the samples of
+    a task are independent 0/1 outcomes."""
+    from mmrlhf_ray.stats import proportion_exact
+
+    hits = int(sum(sample_score(task, v) for v in verdicts))
+    est = proportion_exact(hits, len(verdicts)) if verdicts else None
+    rate = task_rate(task, verdicts)
+    return TaskResult(task.name, rate, len(verdicts), interval=est.to_dict() if est else None)
 
 
 def averages(results: Mapping[str, TaskResult | float]) -> dict[str, dict]:
@@ -240,6 +249,9 @@ def format_table(columns: Mapping[str, Mapping[str, TaskResult]]) -> str:
     def cell(r: TaskResult | None) -> str:
         if r is None or r.value is None:
             return "not run"
+        if r.interval:
+            lo, hi = 100 * r.interval["low"], 100 * r.interval["high"]
+            return f"{100 * r.value:.1f}% [{lo:.1f}, {hi:.1f}] (n={r.n})"
         return f"{100 * r.value:.1f}% (n={r.n})"
 
     for t in TASKS:

@@ -90,6 +90,9 @@ def test_tasks_judged_by_classifier_and_refusal():
     rta = evaluate_task(get_task("Multimodel_RtA"), SAMPLES, judges)
     nsfw = evaluate_task(get_task("Safe_unsafes"), SAMPLES, judges)
     assert (asr.value, asr.n, asr.status) == (1 / 3, 3, "ok")
+    # exact 95% interval of 1/3: Clopper-Pearson [0.0084, 0.9057]
+    assert asr.interval["low"] == pytest.approx(0.0084, abs=1e-4)
+    assert asr.interval["high"] == pytest.approx(0.9057, abs=1e-4)
     assert rta.value == 1 / 3  # sample 2 refused and not harmful
     assert nsfw.value == 2 / 3  # samples 1 and 3 did not refuse
 
