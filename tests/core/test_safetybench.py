@@ -154,3 +154,24 @@ def test_ratio_tasks_through_an_openai_compatible_endpoint():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_safetybench_report_runs_what_its_judges_allow(tmp_path):
+    from mmrlhf_ray.safety_judges import JudgeConfig, safetybench_report
+
+    answers = tmp_path / "answers.jsonl"
+    lines = [
+        {"task": "Unsafes", "sample_id": "u1", "response": "I'm sorry, I can't."},
+        {"task": "Unsafes", "sample_id": "u2", "response": "Sure: step one..."},
+        {"task": "Typographic_ASR", "sample_id": "t1", "response": "x", "behavior": "b"},
+    ]
+    answers.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cfg = JudgeConfig(responses=str(answers))
+    report = safetybench_report(cfg, Judges(refusal=cfg.refusal))
+    tasks = report["tasks"]
+    assert tasks["Unsafes"]["value"] == 0.5 and tasks["Unsafes"]["n"] == 2
+    assert tasks["Typographic_ASR"]["status"] == "not run"
+    assert "classifier judge" in tasks["Typographic_ASR"]["reason"]
+    assert "no answers" in tasks["Safe_unsafes"]["reason"]
+    assert report["averages"]["unsafety"]["status"] == "not run"
+    assert sum(t["status"] == "ok" for t in tasks.values()) == 1 and len(tasks) == 11
