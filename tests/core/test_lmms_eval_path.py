@@ -16,9 +16,14 @@ import pytest
 from mmrlhf_ray.lmms import EVAL_PYTHON, eval_python, write_shapes_task
 from mmrlhf_ray.toyworld import benchmark_split, judge
 
-pytestmark = pytest.mark.skipif(
-    not eval_python(), reason=f"no evaluation environment ({EVAL_PYTHON}; make setup builds it)"
-)
+# Slow: 225 s (load ~20) to 424 s (load ~30) of wall on the shared 2-core box, far over the
+# default suite's budget (4 actor start-ups in the evaluation env, each importing lmms-eval).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not eval_python(), reason=f"no evaluation environment ({EVAL_PYTHON}; make setup builds it)"
+    ),
+]
 
 
 def _spec(policy):
