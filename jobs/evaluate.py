@@ -17,12 +17,14 @@ it on the same items, paired difference with interval and p, Holm-adjusted),
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.core.stages import get_stage
+from mmrlhf_ray.evaluation.lmms import split_benchmarks
 from mmrlhf_ray.evaluation.shapes import (
     EvaluateConfig,
     policy_items,
@@ -98,22 +100,55 @@ def reward_bench(cfg: EvaluateConfig) -> dict | None:
     }
 
 
+def other_benchmarks(cfg: EvaluateConfig, own: list[str], lmms_tasks: list[str]) -> dict:
+    """lmms-eval tasks (Ray actors in the evaluation env) and SafetyBench (task by task,
+    ``not run`` with the reason where a judge or the answers are missing)."""
+    out: dict = {}
+    if lmms_tasks:
+        from harness.lmms_pool import run_benchmarks
+
+        bench_dir = cfg.benchmark_run_dir or cfg.run_dir
+        rows = None
+        if StageDir(bench_dir, BENCHMARK_STAGE).is_done():
+            bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
+            rows = (
+                bench.slice(0, cfg.benchmark_limit) if cfg.benchmark_limit else bench
+            ).to_pylist()
+        out["lmms_eval"] = run_benchmarks(cfg, lmms_tasks, rows)
+    if "safetybench" in own:
+        from mmrlhf_ray.evaluation.safety_judges import Judges, endpoint_judge, safetybench_report
+
+        classify = None
+        if cfg.safety.classifier:
+            from harness.lmms_pool import classifier_judge
+
+            classify = classifier_judge(cfg.safety.classifier, cfg.num_gpus, cfg.dtype)
+        judges = Judges(cfg.safety.refusal, classify, endpoint_judge(cfg.safety))
+        out["safetybench"] = safetybench_report(cfg.safety, judges)
+    return out
+
+
 def run(cfg: EvaluateConfig) -> dict:
     """The stage: answer the benchmark with every policy, score, plot."""
     bench = StageDir(cfg.benchmark_run_dir or cfg.run_dir, BENCHMARK_STAGE)
     out, done = begin_stage(cfg, "evaluate", inputs=[bench])
     if done:
         return out.read_manifest()
-    toy, items, rows_in, quarantined = evaluate_policies(cfg, out)
+    own, lmms_tasks = split_benchmarks(cfg.benchmarks)
+    toy, items, rows_in, quarantined = (
+        evaluate_policies(cfg, out) if "shapes" in own else ({}, [], 0, 0)
+    )
     metrics = write_results(
         out.local_path(),
         toy,
         items,
-        reward_bench(cfg),
+        reward_bench(cfg) if "reward-bench" in own else None,
         cfg.bootstrap_resamples,
         list(cfg.policies),
         cfg.repeats,
     )
+    metrics.update(other_benchmarks(cfg, own, lmms_tasks))
+    Path(out.local_path("metrics.json")).write_text(json.dumps(metrics, indent=2, default=str))
     manifest = out.finish(rows_in, out.count_rows(), quarantined)
     for line in result_lines(metrics):
         print(f"evaluate: {line}")

@@ -7,6 +7,10 @@ Input, either:
 * by default, the held-out pairs of this run's ``train-reward`` stage, first exported
   in the official format (images written as PNG files under ``category/`` folders).
 
+Runs at the reward model's own settings: critique length (``max_new_tokens``), video
+frames and max length come from its ``reward_config.json`` unless given (> 0) here, so
+a 7B model trained on 4,096 tokens and 10 frames is judged with those.
+
 Scores every line in Table 2's inference ``mode`` (generate a critique, then score |
 ``given``: score with ``chosen_reason``/``rejected_reason`` | ``none``), writes the file
 back with ``rewards = [r_chosen, r_rejected]`` and ``critic = [c_chosen, c_rejected]``,
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from mmrlhf_ray.core.cli import parse_stage_args
@@ -30,8 +35,10 @@ from mmrlhf_ray.core.stage import StageDir, begin_stage, require_done
 from mmrlhf_ray.data.media import encode_png, row_images
 from mmrlhf_ray.evaluation.outcomes import item_table, write_items
 from mmrlhf_ray.evaluation.reward_bench import (
+    BenchSettings,
     acc_table,
     bench_rows_to_pairs,
+    bench_settings,
     format_table,
     overall_line,
     read_bench_jsonl,
@@ -103,17 +110,24 @@ def run(cfg: EvaluateRewardBenchConfig) -> dict:
         image_root = str(media)
     rows, bad = read_bench_jsonl(src)
     lines_in = len(rows) + len(bad)
-    results, kept, bad_media = score_lines(cfg, rows, image_root)
+    results, kept, bad_media, settings = score_lines(cfg, rows, image_root)
     bad += bad_media
     output = Path(cfg.output) if cfg.output else out_dir / f"scored_{src.name}"
     write_bench_jsonl(output, kept, results)
     out.write_quarantine("lines", bad)
     table = acc_table(results)
     mode = "existing rewards" if cfg.use_existing_rewards else cfg.mode
+    used = asdict(settings) if settings else None
     write_items(str(out_dir / "items.parquet"), item_table(reward_outcomes(results, mode)))
-    (out_dir / "results.json").write_text(json.dumps({"mode": mode, "table": table}, indent=2))
+    (out_dir / "results.json").write_text(
+        json.dumps({"mode": mode, "table": table, "settings": used}, indent=2)
+    )
     print(format_table({mode: table}))
-    manifest = out.finish(lines_in, len(results), len(bad), table=table, output=str(output))
+    if settings:
+        print(f"evaluate reward-bench: settings {used}")
+    manifest = out.finish(
+        lines_in, len(results), len(bad), table=table, output=str(output), settings=used
+    )
     print(
         f"evaluate reward-bench: {len(results)} pairs scored ({len(bad)} quarantined), "
         f"{overall_line(table)}; scored file {output}"
@@ -126,15 +140,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def model_settings(cfg: EvaluateRewardBenchConfig) -> tuple[str, BenchSettings]:
+    """(model dir, the settings it is judged with: its reward_config.json unless overridden)."""
+    from mmrlhf_ray.reward.model import META_FILE
+
+    model_dir = cfg.model or str(Path(cfg.run_dir) / "train-reward" / "model")
+    meta_path = Path(model_dir) / META_FILE
+    if not meta_path.exists():
+        raise FileNotFoundError(f"model: {model_dir} has no {META_FILE}; not a reward model")
+    given = {"max_new_tokens": cfg.max_new_tokens, "max_frames": cfg.max_frames}
+    given["max_length"] = cfg.max_length
+    return model_dir, bench_settings(given, json.loads(meta_path.read_text()))
+
+
 def score_lines(cfg: EvaluateRewardBenchConfig, rows: list[dict], image_root: str):
-    """(results, the lines they belong to, quarantine for unreadable media)."""
+    """(results, the lines they belong to, quarantine for unreadable media, settings)."""
     if cfg.use_existing_rewards:
-        return results_from_rewards(rows), rows, []
+        return results_from_rewards(rows), rows, [], None
     from mmrlhf_ray.reward.model import load_reward_model
 
-    pairs, kept, bad = bench_rows_to_pairs(rows, image_root, cfg.max_frames, cfg.max_side or None)
-    model = load_reward_model(cfg.model or str(Path(cfg.run_dir) / "train-reward" / "model"))
-    return score_pairs(model, pairs, cfg.mode, cfg.max_new_tokens, cfg.batch_size), kept, bad
+    model_dir, s = model_settings(cfg)
+    pairs, kept, bad = bench_rows_to_pairs(rows, image_root, s.max_frames, cfg.max_side or None)
+    model = load_reward_model(model_dir)
+    model.meta.max_frames, model.meta.max_length = s.max_frames, s.max_length
+    results = score_pairs(model, pairs, cfg.mode, s.max_new_tokens, cfg.batch_size)
+    return results, kept, bad, s
 
 
 if __name__ == "__main__":

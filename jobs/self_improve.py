@@ -112,10 +112,11 @@ def evaluate_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) 
             reward_bench=False,
             policies={f"round-{r}": policy},
             benchmark_limit=cfg.benchmark_limit,
+            benchmarks=list(cfg.benchmarks),
         )
     )
     metrics = json.loads((Path(round_dir) / "evaluate" / "metrics.json").read_text())
-    return metrics["toy_benchmark"][f"round-{r}"]
+    return metrics.get("toy_benchmark", {}).get(f"round-{r}", {})
 
 
 def run(cfg: SelfImproveConfig) -> dict:

@@ -81,6 +81,7 @@ def reward_meta(cfg: TrainRewardConfig, backbone: str) -> RewardMeta:
         max_length=cfg.max_length,
         max_frames=cfg.max_frames,
         critique_trained=cfg.critique_source != "none" and cfg.loss.critique > 0,
+        max_new_tokens=cfg.max_new_tokens,
     )
 
 

@@ -5,7 +5,8 @@ Definitions (paper Sec. 3.3; official evaluation script):
 * ACC  = share of pairs with ``r_chosen > r_rejected`` (strict: a tie counts wrong);
 * ACC+ = share of queries (``id``) all of whose pairs are right;
 
-per category (``mcq, long, short, safety, video``) and overall (pooled over all pairs /
+per category (``mcq, long, short, safety, video``; VL-RewardBench's ``general,
+hallucination, reasoning``) and overall (pooled over all pairs /
 all queries), each with n and a 95% interval: ACC's bootstrap resamples whole queries
 (a query's pairs share its responses), ACC+ is a proportion over independent queries.
 ``reward_outcomes`` keeps the per-pair / per-query outcomes (``mmrlhf_ray.evaluation.outcomes``)
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ from mmrlhf_ray.reward.items import RewardItem
 from mmrlhf_ray.reward.model import CritiqueRewardModel
 
 BENCH_CATEGORIES = ("mcq", "long", "short", "safety", "video")
+VL_REWARDBENCH_CATEGORIES = ("general", "hallucination", "reasoning")
+ALL_CATEGORIES = (*BENCH_CATEGORIES, *VL_REWARDBENCH_CATEGORIES)
+DEFAULT_CRITIQUE_TOKENS = 40  # when neither the run nor reward_config.json gives one
 
 
 @dataclass
@@ -53,18 +57,57 @@ class PairResult:
 
 
 def category_of(path: str | None) -> str | None:
-    """Which of mcq/long/short/safety/video names a path (folder first, then substring)."""
+    """Which category (MM-RLHF-RewardBench's or VL-RewardBench's) names a path (folder
+    first, then substring)."""
     if not path:
         return None
     parts = [p for p in str(path).replace("\\", "/").lower().split("/") if p]
     for part in parts:
-        if part in BENCH_CATEGORIES:
+        if part in ALL_CATEGORIES:
             return part
     low = str(path).lower()
-    for cat in ("video", "safety", "mcq", "long", "short"):
+    for cat in ("video", "safety", "mcq", "long", "short", *VL_REWARDBENCH_CATEGORIES):
         if cat in low:
             return cat
     return None
+
+
+def row_category(row: Mapping[str, Any]) -> str | None:
+    """A line's category: its ``category`` field when it names a known one (VL-RewardBench
+    exports carry it), else the image/video path's."""
+    given = str(row.get("category") or "").strip().lower()
+    if given in ALL_CATEGORIES:
+        return given
+    return category_of(row.get("video") or row.get("image"))
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Critique length, frames and max length a bench run uses, and where each came from."""
+
+    max_new_tokens: int
+    max_frames: int
+    max_length: int
+    source: dict[str, str] = field(default_factory=dict)
+
+
+def bench_settings(overrides: Mapping[str, int], meta: Mapping[str, Any]) -> BenchSettings:
+    """The reward model's own settings (``reward_config.json`` as ``meta``) unless an
+    override > 0 is given: ``max_new_tokens`` (critique length), ``max_frames``,
+    ``max_length``. A model saved before the critique length was recorded falls back to
+    ``DEFAULT_CRITIQUE_TOKENS``, and says so in ``source``."""
+    values, source = {}, {}
+    for name in ("max_new_tokens", "max_frames", "max_length"):
+        given, saved = int(overrides.get(name) or 0), int(meta.get(name) or 0)
+        if given > 0:
+            values[name], source[name] = given, "override"
+        elif saved > 0:
+            values[name], source[name] = saved, "reward_config.json"
+        elif name == "max_new_tokens":
+            values[name], source[name] = DEFAULT_CRITIQUE_TOKENS, "default (not recorded)"
+        else:
+            raise ValueError(f"reward_config.json: {name}: missing; give {name}= explicitly")
+    return BenchSettings(**values, source=source)
 
 
 def acc_table(results: Iterable[PairResult], resamples: int = 2000) -> dict[str, dict[str, Any]]:
@@ -77,7 +120,7 @@ def acc_table(results: Iterable[PairResult], resamples: int = 2000) -> dict[str,
         by_cat[r.category].append(r)
         by_cat["overall"].append(r)
     table = {}
-    order = [c for c in (*BENCH_CATEGORIES, "unknown") if c in by_cat] + ["overall"]
+    order = [c for c in (*ALL_CATEGORIES, "unknown") if c in by_cat] + ["overall"]
     for cat in order:
         rows = by_cat.get(cat, [])
         if not rows:
@@ -145,7 +188,7 @@ def format_table(tables: dict[str, dict[str, dict[str, float]]]) -> str:
     method (``tables`` maps method name -> ``acc_table`` result)."""
     methods = list(tables)
     cats = [
-        c for c in (*BENCH_CATEGORIES, "unknown", "overall") if any(c in t for t in tables.values())
+        c for c in (*ALL_CATEGORIES, "unknown", "overall") if any(c in t for t in tables.values())
     ]
     head = "| Category | " + " | ".join(f"{m} ACC | {m} ACC+" for m in methods) + " |"
     sep = "|---" * (1 + 2 * len(methods)) + "|"
@@ -220,8 +263,9 @@ def _check_bench_row(row: Any) -> tuple[str, str] | None:
     for name in ("id", "prompt", "chosen", "rejected"):
         if not isinstance(row.get(name), (str, int)) or row.get(name) == "":
             return (name, "missing or empty")
-    if category_of(row.get("video") or row.get("image")) is None:
-        return ("image", "no mcq/long/short/safety/video in the image/video path")
+    if row_category(row) is None:
+        known = "/".join(ALL_CATEGORIES)
+        return ("image", f"no category field and no {known} in the image/video path")
     rewards = row.get("rewards")
     if rewards is not None and not (
         isinstance(rewards, list)
@@ -268,7 +312,7 @@ def bench_rows_to_pairs(
             RewardPair(
                 pair_id=f"line{row['_line']}",
                 query_id=str(row["id"]),
-                category=category_of(row.get("video") or row.get("image")) or "unknown",
+                category=row_category(row) or "unknown",
                 chosen=RewardItem(q, str(row["chosen"]), images, row.get("chosen_reason")),
                 rejected=RewardItem(q, str(row["rejected"]), images, row.get("rejected_reason")),
             )
@@ -301,7 +345,7 @@ def results_from_rewards(rows: Sequence[dict[str, Any]]) -> list[PairResult]:
         out.append(
             PairResult(
                 str(row["id"]),
-                category_of(row.get("video") or row.get("image")) or "unknown",
+                row_category(row) or "unknown",
                 float(row["rewards"][0]),
                 float(row["rewards"][1]),
                 str(critic[0] or ""),

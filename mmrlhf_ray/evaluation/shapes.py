@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmrlhf_ray.evaluation.safety_judges import JudgeConfig
 from mmrlhf_ray.evaluation.shapes_metrics import CHART_METRICS, LOWER_IS_BETTER
 
 
@@ -57,6 +58,22 @@ class EvaluateConfig:
     repeat_temperature: float = field(
         default=0.7, metadata={"help": "sampling temperature of the repeats (repeats > 1)"}
     )
+    benchmarks: list[str] = field(
+        default_factory=lambda: ["shapes", "reward-bench"],
+        metadata={
+            "help": "shapes | reward-bench | safetybench | any lmms-eval task name (registered, "
+            "or in a folder of lmms_include; mmrlhf_shapes = the shapes world via lmms-eval)"
+        },
+    )
+    lmms_include: list[str] = field(
+        default_factory=list, metadata={"help": "local lmms-eval task folders (include path)"}
+    )
+    lmms_actors: int = field(default=1, metadata={"help": "lmms-eval actors (one per GPU)"})
+    lmms_limit: int = field(default=0, metadata={"help": "first N documents per task (0 = all)"})
+    eval_python: str = field(
+        default="", metadata={"help": "evaluation env's python ('' = .venv-eval's)"}
+    )
+    safety: JudgeConfig = field(default_factory=JudgeConfig)  # SafetyBench judges
 
     def __post_init__(self) -> None:
         if self.repeats < 1:

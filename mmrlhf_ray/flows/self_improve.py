@@ -65,6 +65,10 @@ class SelfImproveConfig(Choices):
         default_factory=list, metadata={"help": "extra ref-logps key=value"}
     )
     evaluate: bool = field(default=True, metadata={"help": "toy benchmark after each round"})
+    benchmarks: list[str] = field(
+        default_factory=lambda: ["shapes"],
+        metadata={"help": "what each round's evaluate runs (evaluate's benchmarks=)"},
+    )
     benchmark_limit: int = field(default=0, metadata={"help": "first N benchmark rows (0 = all)"})
 
     def __post_init__(self) -> None:

@@ -103,6 +103,9 @@ class EvaluateRewardBenchConfig(Choices):
         False, "only compute ACC/ACC+ from a `rewards` field already in the file"
     )
     batch_size: int = _h(8, "sequences per forward")
-    max_new_tokens: int = _h(40, "critique length cap when generating")
-    max_frames: int = _h(4, "video frames given to the model")
+    max_new_tokens: int = _h(
+        0, "critique length cap when generating (0 = the model's reward_config.json)"
+    )
+    max_frames: int = _h(0, "video frames given to the model (0 = its reward_config.json)")
+    max_length: int = _h(0, "max tokens of prompt + critique (0 = its reward_config.json)")
     max_side: int = _h(0, "downscale images to this longest side (0 = as is)")

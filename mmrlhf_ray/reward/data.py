@@ -219,7 +219,7 @@ def collate_reward_pairs(
 def build_reward_model(path: str, meta: RewardMeta, seed: int = 0) -> CritiqueRewardModel:
     """Harness ``build_model``: the backbone at ``path`` + a fresh head (seeded the same
     on every rank; a resumed run then loads the checkpointed head)."""
-    return new_reward_model(
+    model = new_reward_model(
         path,
         seed=seed,
         head_dropout=meta.head_dropout,
@@ -227,7 +227,9 @@ def build_reward_model(path: str, meta: RewardMeta, seed: int = 0) -> CritiqueRe
         max_frames=meta.max_frames,
         prompt_template=meta.prompt_template,
         critique_trained=meta.critique_trained,
-    ).train()
+    )
+    model.meta.max_new_tokens = meta.max_new_tokens  # recorded for evaluate reward-bench
+    return model.train()
 
 
 def reward_loss_fn(model: Any, batch: dict[str, torch.Tensor], weights: RewardLossWeights):

@@ -53,6 +53,7 @@ class RewardMeta:
     max_length: int = 512
     max_frames: int = 4
     critique_trained: bool = True  # False for the score-only ablation
+    max_new_tokens: int = 0  # critique length cap used in training's eval (0 = not recorded)
 
 
 def pad_token_id(tokenizer: Any) -> int:

@@ -118,6 +118,55 @@ def test_read_quarantines_bad_lines_and_write_round_trip(tmp_path):
     assert "_line" not in lines[0] and lines[1]["video"] == "video/clip"
 
 
+def test_vl_rewardbench_categories_are_accepted(tmp_path):
+    from mmrlhf_ray.evaluation.reward_bench import acc_table, results_from_rewards
+
+    src = tmp_path / "vl_reward_bench.jsonl"
+    src.write_text(
+        "\n".join(
+            [
+                _line(id="g1", image="vl/1.png", category="general", rewards=[1.0, 0.0]),
+                _line(id="h1", image="hallucination/2.png", rewards=[0.0, 1.0]),
+                _line(id="r1", image="vl/3.png", category="Reasoning", rewards=[2.0, 1.0]),
+                _line(id="r1", image="vl/3.png", category="reasoning", rewards=[0.0, 1.0]),
+            ]
+        )
+        + "\n"
+    )
+    rows, bad = read_bench_jsonl(src)
+    assert bad == [] and len(rows) == 4
+    table = acc_table(results_from_rewards(rows))
+    assert list(table) == ["general", "hallucination", "reasoning", "overall"]
+    r = table["reasoning"]
+    assert (r["acc"], r["acc_plus"], r["pairs"], r["queries"]) == (0.5, 0.0, 2, 1)
+    assert table["overall"]["acc"] == 2 / 4 and table["overall"]["acc_plus"] == 1 / 3
+
+
+def test_bench_runs_at_the_reward_models_own_settings(tmp_path):
+    from jobs.evaluate_reward_bench import model_settings
+    from mmrlhf_ray.evaluation.reward_bench import DEFAULT_CRITIQUE_TOKENS
+    from mmrlhf_ray.reward.config import EvaluateRewardBenchConfig
+
+    model = tmp_path / "rm"
+    model.mkdir()
+    meta = {"hidden_size": 8, "max_length": 4096, "max_frames": 10, "max_new_tokens": 512}
+    (model / "reward_config.json").write_text(json.dumps(meta))
+    _, s = model_settings(EvaluateRewardBenchConfig(model=str(model)))
+    assert (s.max_new_tokens, s.max_frames, s.max_length) == (512, 10, 4096)
+    assert set(s.source.values()) == {"reward_config.json"}
+    _, o = model_settings(EvaluateRewardBenchConfig(model=str(model), max_frames=4))
+    assert (o.max_frames, o.source["max_frames"], o.max_new_tokens) == (4, "override", 512)
+    del meta["max_new_tokens"]  # a model saved before the critique length was recorded
+    (model / "reward_config.json").write_text(json.dumps(meta))
+    _, old = model_settings(EvaluateRewardBenchConfig(model=str(model)))
+    assert (
+        old.max_new_tokens == DEFAULT_CRITIQUE_TOKENS
+        and "not recorded" in (old.source["max_new_tokens"])
+    )
+    with pytest.raises(FileNotFoundError, match="no reward_config.json"):
+        model_settings(EvaluateRewardBenchConfig(model=str(tmp_path)))
+
+
 def test_paired_acc_of_two_reward_models_is_clustered_by_query():
     from mmrlhf_ray.evaluation.reward_bench import paired_acc, reward_outcomes
 

@@ -116,6 +116,9 @@ def test_train_reward_job_then_reward_bench(ray_session, tiny_models, toy_rows, 
         == 0
     )
     ev = StageDir(str(run), "evaluate/reward-bench").read_manifest()
+    # judged at the model's own settings: train-reward's critique length and frames
+    assert ev["settings"]["max_new_tokens"] == 40 and ev["settings"]["max_frames"] == 4
+    assert ev["settings"]["source"]["max_new_tokens"] == "reward_config.json"
     assert ev["counts"] == {"in": 14, "out": 12, "quarantined": 2}
     assert set(ev["table"]) >= {"overall"} and ev["table"]["overall"]["pairs"] == 12
     scored = [json.loads(x) for x in out_file.read_text().splitlines()]
