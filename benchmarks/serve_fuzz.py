@@ -248,7 +248,7 @@ def main() -> None:
     from ray import serve
 
     from harness.runtime import init_ray
-    from mmrlhf_ray.service.server import ServeLimits, ServeRewardConfig
+    from mmrlhf_ray.service.config import ServeLimits, ServeRewardConfig
     from serve.app import start
 
     init_ray(num_cpus=4)

@@ -151,7 +151,8 @@ def offline(
     own (a vLLM critic pins its process's threads)."""
     import torch
 
-    from mmrlhf_ray.service.server import ServeLimits, load_scorer, resolve_score_request
+    from mmrlhf_ray.service.config import ServeLimits
+    from mmrlhf_ray.service.server import load_scorer, resolve_score_request
     from mmrlhf_ray.service.wire import ScoreRequest
 
     torch.set_num_threads(1)
@@ -179,7 +180,7 @@ def offline(
 
 
 def start_apps(model_path: str, batch: int, tokens: int, backend: str) -> dict[str, str]:
-    from mmrlhf_ray.service.server import ServeRewardConfig
+    from mmrlhf_ray.service.config import ServeRewardConfig
     from serve.app import start
 
     port, urls = free_port(), {}

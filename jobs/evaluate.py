@@ -24,9 +24,9 @@ from pathlib import Path
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.core.stages import get_stage
+from mmrlhf_ray.evaluation.config import EvaluateConfig
 from mmrlhf_ray.evaluation.lmms import split_benchmarks
 from mmrlhf_ray.evaluation.shapes import (
-    EvaluateConfig,
     policy_items,
     policy_metrics,
     repeat_label,

@@ -28,6 +28,7 @@ import pyarrow as pa
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir, begin_stage
 from mmrlhf_ray.data import export as ex
+from mmrlhf_ray.data.config import ExportConfig
 from mmrlhf_ray.dpo.io import resolve_pairs_stage
 
 PAIR_STAGES = ("ref-logps", "score", "pairs", "import/pairs")
@@ -51,7 +52,7 @@ def read_betas(stage: StageDir | None) -> dict[str, float]:
     return {r["pair_id"]: r["beta"] for r in table}
 
 
-def run(cfg: ex.ExportConfig) -> dict:
+def run(cfg: ExportConfig) -> dict:
     """The stage: read the pairs (+ betas, records), write the chosen formats."""
     src = resolve_pairs_stage(cfg.run_dir, cfg.pairs_stage, PAIR_STAGES)
     betas_src = _optional(cfg.run_dir, cfg.betas_stage, ("train-dpo",))
@@ -95,7 +96,7 @@ def run(cfg: ex.ExportConfig) -> dict:
 
 
 def write_formats(
-    cfg: ex.ExportConfig, out: StageDir, pairs: list, betas: dict, records_src
+    cfg: ExportConfig, out: StageDir, pairs: list, betas: dict, records_src
 ) -> dict[str, str]:
     written = {}
     if "hf" in cfg.formats:
@@ -115,7 +116,7 @@ def write_formats(
 
 
 def main(argv: list[str] | None = None) -> int:
-    run(parse_stage_args("export", ex.ExportConfig, argv, __doc__))
+    run(parse_stage_args("export", ExportConfig, argv, __doc__))
     return 0
 
 

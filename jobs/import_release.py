@@ -27,7 +27,8 @@ from tqdm import tqdm
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.config import config_to_dict
 from mmrlhf_ray.core.stage import StageDir, StageInputError
-from mmrlhf_ray.data.release import ImportConfig, read_release_file
+from mmrlhf_ray.data.config import ImportConfig
+from mmrlhf_ray.data.release import read_release_file
 from mmrlhf_ray.data.schemas import to_table
 
 # (config attribute, release file kind, sub-stage, schema kind)

@@ -33,7 +33,8 @@ from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage
 from mmrlhf_ray.data.groups import group_pairs
 from mmrlhf_ray.data.schemas import to_table
-from mmrlhf_ray.service.client import ScoreConfig, chunk, score_groups
+from mmrlhf_ray.service.client import chunk, score_groups
+from mmrlhf_ray.service.config import ScoreConfig
 
 
 def make_client(cfg: ScoreConfig):

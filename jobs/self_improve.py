@@ -24,8 +24,8 @@ from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.core.stages import get_stage
 from mmrlhf_ray.data.schemas import to_table
+from mmrlhf_ray.flows.config import SelfImproveConfig
 from mmrlhf_ray.flows.self_improve import (
-    SelfImproveConfig,
     candidate_pairs,
     orient_by_reward,
     round_configs,

@@ -27,7 +27,7 @@ from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.config import config_to_dict
 from mmrlhf_ray.core.stage import StageDir, StageInputError
 from mmrlhf_ray.service.client import ServiceUnavailable
-from mmrlhf_ray.service.server import ServeRewardConfig
+from mmrlhf_ray.service.config import ServeRewardConfig
 
 
 def _healthy(url: str, token: str | None) -> dict | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.config import config_to_dict
 from mmrlhf_ray.core.stage import StageDir, begin_stage, require_done
-from mmrlhf_ray.training.sft import SftConfig
+from mmrlhf_ray.training.config import SftConfig
 
 BENCH_PREFIX = "shapes-bench"  # held-out benchmark rows never train
 

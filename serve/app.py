@@ -41,10 +41,9 @@ from ray.serve.exceptions import RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mmrlhf_ray.core.signals import interrupt_point
+from mmrlhf_ray.service.config import ServeLimits, ServeRewardConfig
 from mmrlhf_ray.service.server import (
     RequestError,
-    ServeLimits,
-    ServeRewardConfig,
     all_margins,
     load_scorer,
     resolve_compare_request,

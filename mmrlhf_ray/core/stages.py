@@ -88,13 +88,13 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "sft",
-        "mmrlhf_ray.training.sft:SftConfig",
+        "mmrlhf_ray.training.config:SftConfig",
         "SFT warm-up of the policy with Ray Train + DeepSpeed",
         inputs=("toyworld", "build-models"),
     ),
     _stage(
         "import",
-        "mmrlhf_ray.data.release:ImportConfig",
+        "mmrlhf_ray.data.config:ImportConfig",
         "read the official MM-RLHF release files into Parquet (with quarantine)",
         pipeline="opt-in",
         entry="jobs.import_release",
@@ -144,13 +144,13 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "serve-reward",
-        "mmrlhf_ray.service.server:ServeRewardConfig",
+        "mmrlhf_ray.service.config:ServeRewardConfig",
         "serve the reward model over HTTP with Ray Serve",
         inputs=("train-reward",),
     ),
     _stage(
         "score",
-        "mmrlhf_ray.service.client:ScoreConfig",
+        "mmrlhf_ray.service.config:ScoreConfig",
         "score every pair through the reward service: margin delta per pair",
         inputs=("pairs", "serve-reward"),
     ),
@@ -168,14 +168,14 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "export",
-        "mmrlhf_ray.data.export:ExportConfig",
+        "mmrlhf_ray.data.config:ExportConfig",
         "pairs, margins and betas as a Hugging Face dataset, TRL's format, the official files",
         inputs=("score", "train-dpo"),
         pipeline="never",
     ),
     _stage(
         "evaluate",
-        "mmrlhf_ray.evaluation.shapes:EvaluateConfig",
+        "mmrlhf_ray.evaluation.config:EvaluateConfig",
         "RewardBench ACC/ACC+, toy benchmark and safety metrics, with plots",
         inputs=("toyworld", "sft", "train-dpo", "train-reward"),
     ),
@@ -189,7 +189,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     _stage(
         "self-improve",
-        "mmrlhf_ray.flows.self_improve:SelfImproveConfig",
+        "mmrlhf_ray.flows.config:SelfImproveConfig",
         "rounds of sample -> score -> pairs -> MM-DPO -> evaluate",
         inputs=("curate", "train-dpo", "serve-reward"),
         pipeline="after",

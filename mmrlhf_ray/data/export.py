@@ -26,45 +26,12 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.core.quarantine import quarantine_row
 from mmrlhf_ray.data.media import MediaError, decode_image, frame_paths, sample_uniform
 from mmrlhf_ray.data.release import pair_to_dpo_line, record_to_data_line
 from mmrlhf_ray.data.schemas import CATEGORIES
-
-FORMATS = ("hf", "trl", "official")
-
-
-@dataclass
-class ExportConfig(Choices):
-    """`mmrlhf export`: pairs and scores to Hugging Face datasets, TRL, the official files."""
-
-    run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
-    pairs_stage: str = field(
-        default="auto",
-        metadata={"help": "stage with the pairs: ref-logps | score | pairs | import/pairs | auto"},
-    )
-    records_stage: str = field(
-        default="auto",
-        metadata={"help": "records for data.jsonl: expand | annotate | import/records | auto | ''"},
-    )
-    betas_stage: str = field(
-        default="auto",
-        metadata={"help": "train-dpo (the beta each pair got) | auto (if finished) | ''"},
-    )
-    formats: list[str] = field(
-        default_factory=lambda: list(FORMATS), metadata={"help": "any of hf, trl, official"}
-    )
-    max_frames: int = field(default=4, metadata={"help": "a video's frames in the TRL format"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown or not self.formats:
-            raise ValueError(f"formats: {unknown or '[]'} not within {', '.join(FORMATS)}")
 
 
 # ---------------------------------------------------------------- media ----------------

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -53,34 +53,6 @@ class ReleaseError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
-
-
-@dataclass
-class ImportConfig:
-    """Config of the ``import`` stage: official release files -> Parquet."""
-
-    run_dir: str = field(default="runs/demo", metadata={"help": "run directory (path or URI)"})
-    data_jsonl: str = field(default="", metadata={"help": "official data.jsonl ('' = skip)"})
-    dpo_pairs_jsonl: str = field(
-        default="", metadata={"help": "official dpo_pairs.jsonl ('' = skip)"}
-    )
-    reward_bench_jsonl: str = field(
-        default="", metadata={"help": "official mm_reward_bench.jsonl ('' = skip)"}
-    )
-    media_root: str = field(
-        default="", metadata={"help": "folder the release's image/video paths are relative to"}
-    )
-    default_category: str = field(
-        default="", metadata={"help": "category when the path names none ('' = quarantine)"}
-    )
-    pool_jsonl: str = field(
-        default="",
-        metadata={
-            "help": "a raw query pool to curate, one {id, question, image|video, "
-            "source?, answer?, category_hint?} per line ('' = skip)"
-        },
-    )
-    rows_per_part: int = field(default=5000, metadata={"help": "rows per Parquet part"})
 
 
 # ---- small field helpers ---------------------------------------------------------------

@@ -10,74 +10,10 @@ pool as the generate stage (greedy, one sample per query).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmrlhf_ray.evaluation.safety_judges import JudgeConfig
 from mmrlhf_ray.evaluation.shapes_metrics import CHART_METRICS, LOWER_IS_BETTER
-
-
-@dataclass
-class EvaluateConfig:
-    """Toy benchmark of each policy (answers generated greedily), plus RewardBench."""
-
-    run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
-    policies: dict[str, str] = field(
-        default_factory=lambda: {
-            "random": "{run_dir}/build-models/policy",
-            "sft": "{run_dir}/sft/policy",
-            "mm-dpo": "{run_dir}/train-dpo/policy",
-        },
-        metadata={"help": "name -> HF model dir ({run_dir} expands); missing dirs are an error"},
-    )
-    benchmark_run_dir: str = field(
-        default="", metadata={"help": "run dir holding toyworld/benchmark ('' = run_dir)"}
-    )
-    backend: str = field(default="auto", metadata={"help": "auto | vllm | transformers"})
-    max_tokens: int = field(default=48, metadata={"help": "new tokens per answer"})
-    benchmark_limit: int = field(default=0, metadata={"help": "first N benchmark rows (0 = all)"})
-    chunk_size: int = field(default=64, metadata={"help": "queries per written part (resume unit)"})
-    pool_size: int = field(default=1, metadata={"help": "generator actors per policy"})
-    num_gpus: float = field(default=0.0, metadata={"help": "GPUs per generator actor"})
-    dtype: str = field(default="float32", metadata={"help": "float32 on CPU, bfloat16 on GPU"})
-    reward_bench: bool = field(
-        default=True,
-        metadata={"help": "RewardBench ACC/ACC+ of the trained reward model on held-out pairs"},
-    )
-    bootstrap_resamples: int = field(
-        default=2000, metadata={"help": "bootstrap resamples per 95% interval / paired test"}
-    )
-    repeats: int = field(
-        default=1,
-        metadata={
-            "help": "1 = one greedy answer per query; N > 1 = N sampled answer sets per policy "
-            "(seeds 0..N-1 at repeat_temperature): mean and t-interval over seeds as well"
-        },
-    )
-    repeat_temperature: float = field(
-        default=0.7, metadata={"help": "sampling temperature of the repeats (repeats > 1)"}
-    )
-    benchmarks: list[str] = field(
-        default_factory=lambda: ["shapes", "reward-bench"],
-        metadata={
-            "help": "shapes | reward-bench | safetybench | any lmms-eval task name (registered, "
-            "or in a folder of lmms_include; mmrlhf_shapes = the shapes world via lmms-eval)"
-        },
-    )
-    lmms_include: list[str] = field(
-        default_factory=list, metadata={"help": "local lmms-eval task folders (include path)"}
-    )
-    lmms_actors: int = field(default=1, metadata={"help": "lmms-eval actors (one per GPU)"})
-    lmms_limit: int = field(default=0, metadata={"help": "first N documents per task (0 = all)"})
-    eval_python: str = field(
-        default="", metadata={"help": "evaluation env's python ('' = .venv-eval's)"}
-    )
-    safety: JudgeConfig = field(default_factory=JudgeConfig)  # SafetyBench judges
-
-    def __post_init__(self) -> None:
-        if self.repeats < 1:
-            raise ValueError(f"repeats: {self.repeats} (need >= 1)")
 
 
 def policy_metrics(rows: list[dict[str, Any]], answers: dict[str, str]) -> dict[str, Any]:

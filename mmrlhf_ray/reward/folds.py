@@ -133,7 +133,8 @@ class LocalRewardClient:
     """
 
     def __init__(self, model_dir: str, max_batch_size: int = 16, max_new_tokens: int = 32):
-        from mmrlhf_ray.service.server import ServeLimits, load_scorer
+        from mmrlhf_ray.service.config import ServeLimits
+        from mmrlhf_ray.service.server import load_scorer
 
         self.scorer = load_scorer(model_dir, max_batch_size, max_new_tokens)
         self.limits = ServeLimits()

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import base64
 import math
-import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from mmrlhf_ray.core.config import Choices
 from mmrlhf_ray.data.groups import QueryGroup, pair_quarantine
 from mmrlhf_ray.data.media import frame_paths, sample_uniform
+from mmrlhf_ray.service.config import RetryPolicy
 from mmrlhf_ray.service.wire import CompareRequest
 
 T = TypeVar("T")
@@ -51,23 +50,6 @@ class RequestRejected(ValueError):
 
 class ScoringFailed(RuntimeError):
     """Scoring could not be completed; the stage stops (finished parts are kept)."""
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential backoff: delay_n = min(max_delay, base * multiplier**n) * (1 ± jitter)."""
-
-    max_attempts: int = field(default=5, metadata={"help": "attempts per request, first included"})
-    base_delay_s: float = field(default=0.2, metadata={"help": "delay before the first retry"})
-    multiplier: float = field(default=2.0, metadata={"help": "growth of the delay per retry"})
-    max_delay_s: float = field(default=5.0, metadata={"help": "cap on one delay"})
-    jitter: float = field(default=0.1, metadata={"help": "relative random spread of a delay"})
-
-    def delay(self, retry: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based)."""
-        base = min(self.max_delay_s, self.base_delay_s * self.multiplier**retry)
-        spread = (rng or random).uniform(-self.jitter, self.jitter) if self.jitter else 0.0
-        return max(0.0, base * (1.0 + spread))
 
 
 def call_with_retries(
@@ -97,39 +79,6 @@ def call_with_retries(
         except Exception as exc:  # a bug or a malformed answer: stop, loudly
             raise ScoringFailed(f"{what}: {type(exc).__name__}: {exc}") from exc
     raise ScoringFailed(f"{what}: gave up after {policy.max_attempts} attempts: {last}")
-
-
-@dataclass
-class ScoreConfig(Choices):
-    """`mmrlhf score`: δ = r(chosen) − r(rejected) for every pair, through the service."""
-
-    run_dir: str = field(default="runs/demo", metadata={"help": "run directory"})
-    via: Literal["http", "handle", "local"] = field(
-        default="http",
-        metadata={"help": "http | handle (in-cluster Serve handle) | local (load the model here)"},
-    )
-    margins: Literal["in-sample", "out-of-fold"] = field(
-        default="in-sample",
-        metadata={
-            "help": "in-sample: the served model | out-of-fold: each pair's δ from the "
-            "train-reward fold model that did not see its query (needs train-reward folds=k)"
-        },
-    )
-    url: str = field(
-        default="", metadata={"help": "service URL ('' = from serve-reward's manifest)"}
-    )
-    app_name: str = field(default="reward", metadata={"help": "Serve app name (via=handle)"})
-    token_env: str = field(default="", metadata={"help": "env var with the bearer token"})
-    queries_per_part: int = field(
-        default=64, metadata={"help": "queries per output part (resume unit)"}
-    )
-    concurrency: int = field(default=8, metadata={"help": "requests in flight"})
-    timeout_s: float = field(default=120.0, metadata={"help": "per request timeout"})
-    max_frames: int = field(default=8, metadata={"help": "video frames sent per query"})
-    use_pair_critiques: bool = field(
-        default=False, metadata={"help": "send the pairs' critiques instead of generating"}
-    )
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 def _b64(data: bytes) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mmrlhf_ray.core.config import Choices
+from mmrlhf_ray.training.tracking import TrackingConfig
 
 
 @dataclass
@@ -127,3 +128,43 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _sft_train_defaults() -> TrainConfig:
+    return TrainConfig(
+        lr=3e-3,
+        warmup_steps=10,
+        micro_batch_size=8,
+        grad_accum=1,
+        max_steps=200,
+        checkpoint_every=50,
+        zero_stage=2,
+    )
+
+
+@dataclass
+class SftConfig:
+    """Config of the ``sft`` stage (``configs/sft.yaml``)."""
+
+    run_dir: str = field(default="runs/demo", metadata={"help": "run directory (path or URI)"})
+    policy_path: str = field(
+        default="", metadata={"help": "model to fine-tune; '' = <run_dir>/build-models/policy"}
+    )
+    input_stage: str = field(
+        default="toyworld", metadata={"help": "stage whose parts are the pool"}
+    )
+    max_rows: int = field(
+        default=1024, metadata={"help": "use at most this many pool rows (0 = all)"}
+    )
+    max_frames: int = field(default=4, metadata={"help": "video frames per video row"})
+    max_response_tokens: int = field(default=128, metadata={"help": "truncate long references"})
+    benchmark_size: int = field(
+        default=40, metadata={"help": "toy benchmark rows scored (0 = skip)"}
+    )
+    benchmark_seed: int = field(default=0, metadata={"help": "seed of the held-out benchmark"})
+    max_new_tokens: int = field(default=64, metadata={"help": "generation budget per answer"})
+    train: TrainConfig = field(default_factory=_sft_train_defaults)
+    tracking: TrackingConfig = field(
+        default_factory=TrackingConfig,
+        metadata={"help": "TensorBoard / MLflow / W&B curves of the run (rank 0 logs)"},
+    )

@@ -13,7 +13,8 @@ from mmrlhf_ray.annotate_app.assist import (
     scorer_critic,
     service_request,
 )
-from mmrlhf_ray.service.server import ServeLimits, resolve_score_request
+from mmrlhf_ray.service.config import ServeLimits
+from mmrlhf_ray.service.server import resolve_score_request
 from mmrlhf_ray.service.wire import ScoreRequest
 from serve.annotate_app import AppSettings, create_app
 from tests.annotate_app.helpers import PASSWORDS, team_store

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mmrlhf_ray.annotate_app.config import AnnotateAppConfig
-from mmrlhf_ray.service.server import ServeRewardConfig
+from mmrlhf_ray.service.config import ServeRewardConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHERS = [

@@ -75,7 +75,8 @@ def test_one_encoding_across_ref_logps_train_dpo_and_self_improve():
 
 
 def test_self_improve_hands_train_dpo_encoding_to_ref_logps():
-    from mmrlhf_ray.flows.self_improve import SelfImproveConfig, round_configs
+    from mmrlhf_ray.flows.config import SelfImproveConfig
+    from mmrlhf_ray.flows.self_improve import round_configs
 
     cfg = SelfImproveConfig(
         ref_logps_overrides=["max_frames=2", "max_response_tokens=7"],

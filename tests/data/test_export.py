@@ -58,7 +58,7 @@ def exported(tmp_path_factory):
     betas = {r["pair_id"]: 0.1 + 0.01 * i for i, r in enumerate(rows[:-1])}
     _stage(run, "train-dpo", pa.table({"pair_id": list(betas), "beta": list(betas.values())}))
     _stage(run, "annotate", to_table(_records(rows[:-1]), "record"))
-    manifest = job.run(job.ex.ExportConfig(run_dir=str(run)))
+    manifest = job.run(job.ExportConfig(run_dir=str(run)))
     return run, rows, betas, manifest
 
 

@@ -1,11 +1,7 @@
 import pytest
 
-from mmrlhf_ray.flows.self_improve import (
-    SelfImproveConfig,
-    candidate_pairs,
-    orient_by_reward,
-    round_queries,
-)
+from mmrlhf_ray.flows.config import SelfImproveConfig
+from mmrlhf_ray.flows.self_improve import candidate_pairs, orient_by_reward, round_queries
 
 
 def _generated():

@@ -13,7 +13,7 @@ def live_service(ray_session, reward_model_dir, media_root):
     """The reward app on a real HTTP server on 127.0.0.1 with a bearer token."""
     from ray import serve
 
-    from mmrlhf_ray.service.server import ServeLimits, ServeRewardConfig
+    from mmrlhf_ray.service.config import ServeLimits, ServeRewardConfig
     from serve.app import start
 
     cfg = ServeRewardConfig(

@@ -3,7 +3,8 @@ the default) and score exactly as one padded row each (forward=grouped)."""
 
 import base64
 
-from mmrlhf_ray.service.server import ServeLimits, load_scorer, resolve_compare_request
+from mmrlhf_ray.service.config import ServeLimits
+from mmrlhf_ray.service.server import load_scorer, resolve_compare_request
 from mmrlhf_ray.service.wire import CompareRequest
 from tests.serve.helpers import png_bytes
 

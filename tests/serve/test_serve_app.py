@@ -17,7 +17,7 @@ IMG = b64(png_bytes((0, 0, 255)))
 def test_local_testing_mode_handle(ray_session, reward_model_dir):
     from ray import serve
 
-    from mmrlhf_ray.service.server import ServeRewardConfig
+    from mmrlhf_ray.service.config import ServeRewardConfig
     from serve.app import build_app
 
     cfg = ServeRewardConfig(model_path=reward_model_dir, critique_max_new_tokens=4)

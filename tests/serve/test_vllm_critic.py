@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from mmrlhf_ray.service.server import RewardScorer, ScoringInput, ServeRewardConfig
+from mmrlhf_ray.service.config import ServeRewardConfig
+from mmrlhf_ray.service.server import RewardScorer, ScoringInput
 
 
 def _items() -> list[ScoringInput]:

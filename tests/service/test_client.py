@@ -10,7 +10,6 @@ import pytest
 from mmrlhf_ray.data.groups import group_pairs as _group_pairs
 from mmrlhf_ray.service.client import (
     RequestRejected,
-    RetryPolicy,
     ScoringFailed,
     ServiceUnavailable,
     call_with_retries,
@@ -19,6 +18,7 @@ from mmrlhf_ray.service.client import (
     group_margins,
     score_groups,
 )
+from mmrlhf_ray.service.config import RetryPolicy
 from tests.serve.helpers import all_pairs, pair, png_bytes
 
 
@@ -62,7 +62,8 @@ def test_video_frames_are_sampled_and_critiques_sent_when_asked():
 def test_the_client_body_is_what_the_server_parses():
     """One wire format: the server's own model reads the client's body back unchanged,
     and resolves it to one scoring input per response with its image."""
-    from mmrlhf_ray.service.server import ServeLimits, resolve_compare_request
+    from mmrlhf_ray.service.config import ServeLimits
+    from mmrlhf_ray.service.server import resolve_compare_request
     from mmrlhf_ray.service.wire import CompareRequest
 
     (group,), _ = group_pairs(all_pairs("q", 3, image=png_bytes()))

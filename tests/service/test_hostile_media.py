@@ -16,12 +16,8 @@ import pytest
 from PIL import Image
 
 from mmrlhf_ray.data.media import MediaError, decode_image
-from mmrlhf_ray.service.server import (
-    RequestError,
-    ServeLimits,
-    resolve_compare_request,
-    resolve_score_request,
-)
+from mmrlhf_ray.service.config import ServeLimits
+from mmrlhf_ray.service.server import RequestError, resolve_compare_request, resolve_score_request
 from mmrlhf_ray.service.wire import CompareRequest, ScoreRequest
 from tests.serve.helpers import b64, pixel_bomb
 
@@ -72,7 +68,8 @@ def test_the_issues_request_is_refused_with_bounded_memory():
     script = textwrap.dedent(
         """
         import json, resource, sys
-        from mmrlhf_ray.service.server import RequestError, ServeLimits
+        from mmrlhf_ray.service.server import RequestError
+        from mmrlhf_ray.service.config import ServeLimits
         from mmrlhf_ray.service.wire import ScoreRequest
         from mmrlhf_ray.service.server import resolve_score_request
         req = ScoreRequest.model_validate(json.loads(sys.stdin.read()))

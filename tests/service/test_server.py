@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from mmrlhf_ray.service.config import ServeLimits
 from mmrlhf_ray.service.server import (
     RequestError,
     RewardScorer,
     ScoringInput,
-    ServeLimits,
     all_margins,
     load_scorer,
     resolve_compare_request,

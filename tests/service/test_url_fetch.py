@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from mmrlhf_ray.service.server import RequestError, ServeLimits, resolve_score_request
+from mmrlhf_ray.service.config import ServeLimits
+from mmrlhf_ray.service.server import RequestError, resolve_score_request
 from mmrlhf_ray.service.url_fetch import FetchError, check_url
 from mmrlhf_ray.service.wire import ScoreRequest
 from tests.serve.helpers import pixel_bomb, png_bytes

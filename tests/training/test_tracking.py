@@ -16,7 +16,7 @@ from mmrlhf_ray.training.tracking import TrackingConfig, resolve_tracking, step_
 
 def test_every_training_stage_has_the_section_and_bad_choices_name_the_key():
     from mmrlhf_ray.reward.config import TrainRewardConfig
-    from mmrlhf_ray.training.sft import SftConfig
+    from mmrlhf_ray.training.config import SftConfig
 
     for cls in (SftConfig, TrainRewardConfig, DpoConfig):
         assert cls().tracking.report_to == ["tensorboard"]
