@@ -158,7 +158,7 @@ def run_ours(
     from mmrlhf_ray.dpo.batching import encode_group
     from mmrlhf_ray.dpo.config import LossConfig
     from mmrlhf_ray.dpo.objective import LossState, preference_loss
-    from mmrlhf_ray.dpo.packed import collate_batch, response_logps
+    from mmrlhf_ray.dpo.packed import collate_batch, forward_logps
     from mmrlhf_ray.dpo.reference import reference_logps
 
     model, processor = _load(paths["policy"])
@@ -189,11 +189,11 @@ def run_ours(
             processor.tokenizer.pad_token_id,
             forward,
         )
-        logps, n_tok = response_logps(model, batch)
+        logps, n_tok = forward_logps(model, batch)
         ref = batch.ref_logps
         if online:
             with torch.no_grad():
-                ref = response_logps(ref_model, batch)[0]
+                ref = forward_logps(ref_model, batch)[0]
         loss, _, _ = preference_loss(cfg, logps, n_tok, batch, ref, state)
         opt.zero_grad()
         loss.backward()

@@ -36,7 +36,7 @@ from mmrlhf_ray.curation.pipeline import (
     exact_image_mask,
     has_embeddings,
     reset_if_stale,
-    write_report,
+    write_curation_report,
     write_selected,
 )
 from mmrlhf_ray.curation.screening import PoolScreen, load_reference
@@ -144,7 +144,7 @@ def select_and_report(
     removed = decontam.get("rows_removed", 0)
     unselected = int(curated.assignment.offsets[-1]) - selected - removed  # embedded, not chosen
     rows_in = sum(expected.values())
-    report = write_report(out, curated, quarantined, cfg.map_points, cfg.seed)
+    report = write_curation_report(out, curated, quarantined, cfg.map_points, cfg.seed)
     manifest = out.finish(
         rows_in,
         selected,

@@ -293,7 +293,7 @@ def _write_bytes(out: StageDir, path: str, payload: bytes) -> None:
         f.write(payload)
 
 
-def write_report(
+def write_curation_report(
     out: StageDir, curated: Curated, quarantined: int, map_points: int, seed: int
 ) -> dict[str, Any]:
     """Composition table (md + csv), per-cluster counts (csv), cluster map (png), centres."""

@@ -179,7 +179,7 @@ def mpo_quality_loss(chosen_rewards: Tensor, rejected_rewards: Tensor, shift: fl
     return -F.logsigmoid(chosen_rewards - shift) - F.logsigmoid(-(rejected_rewards - shift))
 
 
-def sft_loss(chosen_logps: Tensor, chosen_token_counts: Tensor) -> Tensor:
+def sft_nll(chosen_logps: Tensor, chosen_token_counts: Tensor) -> Tensor:
     """The SFT stabiliser (paper App. G): token-averaged NLL of the chosen response.
 
         l_SFT = -log pi(y_w|x) / |y_w|

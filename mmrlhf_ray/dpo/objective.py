@@ -29,7 +29,7 @@ __all__ = ["LossState", "preference_loss", "sft_term", "step_metrics"]
 def sft_term(policy_logps: Tensor, n_tokens: Tensor, chosen_idx: Tensor) -> Tensor:
     """Per-response SFT NLL (U,) of the U distinct rows that are chosen in some pair."""
     rows = torch.unique(chosen_idx)
-    return L.sft_loss(policy_logps[rows], n_tokens[rows].clamp(min=1))
+    return L.sft_nll(policy_logps[rows], n_tokens[rows].clamp(min=1))
 
 
 def preference_loss(

@@ -10,7 +10,7 @@ positions that predict a response token.
 
     batch = collate_packed([encode_group(processor, g) for g in groups], pad_token_id)
     logps, n_tokens = packed_logps(model, batch)        # (R,), (R,)
-    logps, n_tokens = response_logps(model, batch)      # either kind of batch
+    logps, n_tokens = forward_logps(model, batch)      # either kind of batch
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ from mmrlhf_ray.dpo.batching import (
 )
 from mmrlhf_ray.dpo.config import FORWARD_KINDS
 from mmrlhf_ray.models.encoding import IGNORE_INDEX
-from mmrlhf_ray.models.packing import PackedQuery, PackedRows, item_logps, media_of, pack_queries
+from mmrlhf_ray.models.packing import (
+    PackedQuery,
+    PackedRows,
+    item_logps,
+    media_tensors,
+    pack_queries,
+)
 
 
 @dataclass(kw_only=True)
@@ -47,7 +53,7 @@ def packed_query(eq: EncodedQuery) -> PackedQuery:
     prompt_ids = eq.prompt["input_ids"][0]
     types = eq.prompt.get("mm_token_type_ids")
     types = torch.zeros_like(prompt_ids) if types is None else types[0]
-    media = media_of(eq.prompt)
+    media = media_tensors(eq.prompt)
     items = [
         (
             torch.cat([prompt_ids, resp]),
@@ -90,7 +96,7 @@ def collate_batch(
     raise ValueError(f"forward: {kind!r} is not one of {', '.join(FORWARD_KINDS)}")
 
 
-def response_logps(
+def forward_logps(
     model,
     batch: PackedBatch | GroupedBatch,
     frozen_vision: bool = True,

@@ -17,7 +17,7 @@ import torch
 from mmrlhf_ray.data.groups import QueryGroup, pair_quarantine, response_id_for
 from mmrlhf_ray.data.media import MediaError
 from mmrlhf_ray.dpo.batching import encode_group
-from mmrlhf_ray.dpo.packed import collate_batch, response_logps
+from mmrlhf_ray.dpo.packed import collate_batch, forward_logps
 
 
 def _error_rows(group: QueryGroup, fld: str, reason: str) -> list[dict[str, Any]]:
@@ -61,7 +61,7 @@ def reference_logps(
     pad = getattr(processor, "tokenizer", processor).pad_token_id
     batch = collate_batch(encoded, pad, forward)
     device = next(model.parameters()).device
-    logps, n_tokens = response_logps(model, batch.to(device), frozen_vision=True)
+    logps, n_tokens = forward_logps(model, batch.to(device), frozen_vision=True)
     row = 0
     for eq in encoded:
         for rid in eq.group.response_ids:

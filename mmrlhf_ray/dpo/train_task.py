@@ -20,7 +20,7 @@ from mmrlhf_ray.dpo.batching import EncodedQuery, encode_group
 from mmrlhf_ray.dpo.config import LossConfig
 from mmrlhf_ray.dpo.metrics import beta_statistics
 from mmrlhf_ray.dpo.objective import LossState, preference_loss
-from mmrlhf_ray.dpo.packed import collate_batch, response_logps
+from mmrlhf_ray.dpo.packed import collate_batch, forward_logps
 
 
 def encode_query(
@@ -82,12 +82,12 @@ class DpoLoss:
             self._reference, _ = load_policy(self.online_reference, dtype=dtype, device=str(device))
             self._reference.requires_grad_(False)
         with torch.no_grad():
-            return response_logps(self._reference, batch, frozen_vision=True)[0]
+            return forward_logps(self._reference, batch, frozen_vision=True)[0]
 
     def __call__(self, model, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         device = getattr(model, "device", None) or next(model.parameters()).device
         grouped = batch["grouped"].to(device)
-        logps, n_tokens = response_logps(model, grouped, frozen_vision=self.frozen_vision)
+        logps, n_tokens = forward_logps(model, grouped, frozen_vision=self.frozen_vision)
         ref = None
         if self.loss.needs_reference:
             ref = self.reference_logps(grouped, device, logps.dtype).to(logps.dtype)

@@ -91,7 +91,7 @@ class PackedRows:
         return PackedRows(**moved, media=media)
 
 
-def media_of(encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def media_tensors(encoded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The media tensors of a processor output (everything but the per-token text keys)."""
     return {k: v for k, v in encoded.items() if k not in TEXT_KEYS and isinstance(v, torch.Tensor)}
 

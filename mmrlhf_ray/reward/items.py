@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 from mmrlhf_ray.data.prompts import CRITIQUE_PROMPT
-from mmrlhf_ray.models.encoding import cat_media
-from mmrlhf_ray.reward.losses import IGNORE_INDEX
+from mmrlhf_ray.models.encoding import IGNORE_INDEX, cat_media
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from mmrlhf_ray.models.encoding import IGNORE_INDEX
 
 
 def critique_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -28,13 +28,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mmrlhf_ray.data.prompts import CRITIQUE_PROMPT
+from mmrlhf_ray.models.encoding import IGNORE_INDEX
 from mmrlhf_ray.reward.items import (
     RewardItem,
     RewardMeta,
     encode_items,
     pad_token_id,
 )
-from mmrlhf_ray.reward.losses import IGNORE_INDEX
 from mmrlhf_ray.reward.packed import pack_items, packed_outputs
 
 HEAD_FILE = "reward_head.safetensors"

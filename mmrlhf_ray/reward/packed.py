@@ -26,7 +26,7 @@ from mmrlhf_ray.models.packing import (
     common_prefix_length,
     head_logps,
     language_parts,
-    media_of,
+    media_tensors,
     pack_queries,
     packed_hidden,
 )
@@ -42,7 +42,7 @@ def _media_key(item) -> str:
 
 
 def _vision_slots(vision: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return media_of(vision)
+    return media_tensors(vision)
 
 
 def _group_query(encoded: list[tuple]) -> list[PackedQuery]:

@@ -73,7 +73,7 @@ def test_ipo_simpo_sft_hand_values():
     # SimPO: -log sigmoid(2 * (-0.5 - -1.0) - 0.5) = -log sigmoid(0.5) = 0.474077
     assert L.simpo_loss(t(-0.5), t(-1.0), 2.0, 0.5).item() == pytest.approx(0.4740770, abs=1e-6)
     # SFT: -(-6) / 3 = 2
-    assert L.sft_loss(t(-6.0), torch.tensor([3])).item() == pytest.approx(2.0)
+    assert L.sft_nll(t(-6.0), torch.tensor([3])).item() == pytest.approx(2.0)
 
 
 def test_beta_dpo_and_implicit_reward_beta():

@@ -6,8 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mmrlhf_ray.models.encoding import IGNORE_INDEX
 from mmrlhf_ray.reward.data import collate_pairs, make_loss_fn, pairs_from_rows
-from mmrlhf_ray.reward.losses import IGNORE_INDEX, RewardLossWeights
+from mmrlhf_ray.reward.losses import RewardLossWeights
 from mmrlhf_ray.reward.model import (
     HEAD_FILE,
     CritiqueRewardModel,
