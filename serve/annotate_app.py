@@ -42,6 +42,7 @@ from mmrlhf_ray.annotate_app.labels import (
 from mmrlhf_ray.annotate_app.review import agreement, review_query
 from mmrlhf_ray.annotate_app.store import SESSION_SECONDS, Conflict, NotFound, Session, Store
 from mmrlhf_ray.annotate_app.throttle import LoginThrottle
+from serve.bodies import declared_length, read_capped, replaying
 
 TEMPLATES = Path(__file__).with_name("annotate_templates")
 COOKIE = "mmrlhf_session"
@@ -93,30 +94,19 @@ class BodyCap:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
-        too_big = _html(413, f"request body over {self.limit} bytes")
-        if declared is not None and not declared.isdigit():  # bytes: ASCII digits only
-            return await _html(400, "Content-Length is not a number")(scope, receive, send)
-        if declared is not None and int(declared) > self.limit:
-            return await too_big(scope, receive, send)
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await too_big(scope, receive, send)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
+        problem = declared_length(
+            None if declared is None else declared.decode("latin-1"), self.limit
+        )
+        if problem:
+            status = 400 if problem.startswith("not") else 413
+            return await _html(status, f"Content-Length: {problem}")(scope, receive, send)
+        try:
+            body = await read_capped(receive, self.limit)
+        except OverflowError:
+            return await _html(413, f"request body over {self.limit} bytes")(scope, receive, send)
+        if body is None:
+            return None
+        return await self.app(scope, replaying(body, receive), send)
 
 
 def _image_type(data: bytes) -> str:

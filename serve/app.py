@@ -57,6 +57,7 @@ from mmrlhf_ray.service.wire import (
     ScoreResponse,
     ScoreResult,
 )
+from serve.bodies import declared_length, read_capped, replaying
 
 log = logging.getLogger("mmrlhf.serve")
 _ERRORS = {
@@ -94,32 +95,18 @@ class _Guard:
                 resp.headers["WWW-Authenticate"] = "Bearer"
                 return await resp(scope, receive, send)
         limit = self.max_body_bytes
-        declared = headers.get("content-length")
-        if declared is not None and not (declared.isascii() and declared.isdigit()):
-            return await _error(400, "content-length", "not a decimal number")(scope, receive, send)
-        if declared is not None and int(declared) > limit:
-            return await _error(413, "body", f"body exceeds {limit} bytes")(scope, receive, send)
-        body, more = bytearray(), True
-        while more:  # read it all (bounded) so chunked bodies are capped too
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit:
-                return await _error(413, "body", f"body exceeds {limit} bytes")(
-                    scope, receive, send
-                )
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
+        problem = declared_length(headers.get("content-length"), limit)
+        if problem:
+            status = 400 if problem.startswith("not") else 413
+            field = "content-length" if status == 400 else "body"
+            return await _error(status, field, problem)(scope, receive, send)
+        try:  # read it all (bounded) so chunked bodies are capped too
+            body = await read_capped(receive, limit)
+        except OverflowError as exc:
+            return await _error(413, "body", str(exc))(scope, receive, send)
+        if body is None:
+            return None
+        return await self.app(scope, replaying(body, receive), send)
 
 
 def _loc_to_field(loc: tuple) -> str:
