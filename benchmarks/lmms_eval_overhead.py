@@ -11,7 +11,7 @@ Same tiny policy, same greedy answers (transformers backend), same rows:
 Wall includes model load and (for the lmms-eval path) actor start-up: the fixed costs a
 user pays once per task run. Checks that all three give the same per-item correctness.
 
-    MMRLHF_EVAL_PYTHON=.venv-eval/bin/python .venv/bin/python benchmarks/lmms_eval_overhead.py --rows 24
+    MMRLHF_EVAL_PYTHON=.venv-eval/bin/python .venv/bin/python -m benchmarks.lmms_eval_overhead --rows 24
 """
 
 from __future__ import annotations

@@ -270,7 +270,7 @@ def _reference(row: dict) -> str:
 def _dense(items: list[dict], key: str, size: int):
     import torch
 
-    m = torch.zeros(len(items), size, dtype=torch.float64)
+    m = torch.zeros(len(items), size, dtype=torch.float32)
     for i, it in enumerate(items):
         for w in it[key]:
             m[i, w] += 1.0
@@ -290,9 +290,9 @@ class LightCritiqueRM:
         self.phi = torch.cat([Y, (Y[:, :, None] * X[:, None, :]).flatten(1)], dim=1)
         P = self.phi.shape[1]
         self.crit = {k: _dense(d["items"], k, d["C"]) for k in ("human", "expanded")}
-        self.v = (0.01 * torch.randn(P, generator=g, dtype=torch.float64)).requires_grad_()
-        self.W = (0.01 * torch.randn(d["C"], P, generator=g, dtype=torch.float64)).requires_grad_()
-        self.u = torch.zeros(d["C"], dtype=torch.float64, requires_grad=True)
+        self.v = (0.01 * torch.randn(P, generator=g, dtype=torch.float32)).requires_grad_()
+        self.W = (0.01 * torch.randn(d["C"], P, generator=g, dtype=torch.float32)).requires_grad_()
+        self.u = torch.zeros(d["C"], dtype=torch.float32, requires_grad=True)
 
     def params(self):
         return [self.v, self.W, self.u]

@@ -221,3 +221,25 @@ def test_mia_dpo_pairs_grid_collage():
     to_table(pairs, "pair")
     with pytest.raises(ValueError, match="mia_distractors"):
         PairsConfig(mia_distractors=4)
+
+
+def test_pairs_stage_writes_mia_dpo_pairs_beside_the_others(tmp_path, capsys):
+    from PIL import Image
+
+    from jobs.pairs import main
+    from mmrlhf_ray.data.media import encode_png
+
+    run = str(tmp_path / "run")
+    records = []
+    for k in range(3):
+        rec = _record(f"q{k}", [_resp(i, i + 1, text=f"answer {k}.{i}") for i in range(3)])
+        rec["image_path"], rec["image"] = None, encode_png(Image.new("RGB", (8, 8), (k, 0, 0)))
+        records.append(rec)
+    _finished_stage(run, "annotate", records)
+    assert main([f"run_dir={run}", "mia_distractors=1"]) == 0
+    assert "3 MIA-DPO pairs" in capsys.readouterr().out
+    rows = StageDir(run, "pairs").read().to_pylist()
+    mia = [r for r in rows if r["query_id"].endswith("#mia")]
+    assert len(rows) == 3 * 3 + 3 and len(mia) == 3  # C(3,2) per record + one collage each
+    assert {r["rejected"] for r in mia} == {"answer 0.0", "answer 1.0", "answer 2.0"}
+    assert StageDir(run, "pairs").read_manifest()["stats"]["mia_pairs"] == 3
