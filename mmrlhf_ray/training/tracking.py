@@ -143,12 +143,19 @@ def resolve_tracking(
     )
 
 
+def metric_name(key: str) -> str:
+    """A key every tracker takes (MLflow: alphanumerics, ``_ - . : /`` and spaces):
+    ``before → after`` becomes ``before to after``, anything else odd an underscore."""
+    key = key.replace("\u2192", "to")
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_-.: /") else "_" for c in key)
+
+
 def flatten(tree: dict[str, Any], prefix: str = "", numeric: bool = False) -> dict[str, Any]:
     """``{"a": {"b": 1}} -> {"a/b": 1}``; with ``numeric`` only finite-or-NaN numbers
     (booleans as 0/1), else scalars as they are and lists as their string."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{metric_name(str(key))}"
         if isinstance(value, dict):
             out.update(flatten(value, f"{name}/", numeric))
         elif isinstance(value, bool):
