@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.curate_10m import evict
 from mmrlhf_ray.curation.embeddings import embeddings_table, write_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,16 +83,6 @@ def generate(out: Path, rows: int, dim: int, parts: int, seed: int) -> np.ndarra
         print(f"\rgenerate: part {i + 1}/{parts}", end="", flush=True)
     print()
     return latent
-
-
-def evict(paths: list[Path]) -> None:
-    for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def reference(args: argparse.Namespace):
