@@ -8,16 +8,15 @@ reward model on held-out pairs (RewardBench ACC/ACC+).
 Reads the held-out benchmark (``toyworld/benchmark``) and each policy in ``policies``;
 answers are generated greedily by the generate stage's vLLM actor pool and written as
 parts ``<policy>-NNNNN`` (a re-run skips policies already answered). Writes
-``evaluate/metrics.json`` (toy benchmark per policy, RewardBench; ``intervals``: every
-metric with n and its 95% interval; ``comparisons``: each policy against the one before
-it on the same items, paired difference with interval and p, Holm-adjusted),
+``evaluate/metrics.json`` (an ``EvaluationRecord``: toy benchmark per policy, RewardBench,
+every metric with n and its 95% interval, each policy against the one before it on the
+same items as a paired difference with interval and p, Holm-adjusted),
 ``items.parquet`` (the per-item outcomes all of that is recomputed from),
 ``summary.md`` and ``toy_benchmark.png`` (bars with 95% error bars).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, requir
 from mmrlhf_ray.core.stages import get_stage
 from mmrlhf_ray.evaluation.config import EvaluateConfig
 from mmrlhf_ray.evaluation.lmms import split_benchmarks
+from mmrlhf_ray.evaluation.record import EvaluationRecord
 from mmrlhf_ray.evaluation.shapes import (
     policy_items,
     policy_metrics,
@@ -100,10 +100,11 @@ def reward_bench(cfg: EvaluateConfig) -> dict | None:
     }
 
 
-def other_benchmarks(cfg: EvaluateConfig, own: list[str], lmms_tasks: list[str]) -> dict:
+def other_benchmarks(
+    cfg: EvaluateConfig, own: list[str], lmms_tasks: list[str], record: EvaluationRecord
+) -> None:
     """lmms-eval tasks (Ray actors in the evaluation env) and SafetyBench (task by task,
-    ``not run`` with the reason where a judge or the answers are missing)."""
-    out: dict = {}
+    ``not run`` with the reason where a judge or the answers are missing), into ``record``."""
     if lmms_tasks:
         from harness.lmms_pool import run_benchmarks
 
@@ -114,7 +115,7 @@ def other_benchmarks(cfg: EvaluateConfig, own: list[str], lmms_tasks: list[str])
             rows = (
                 bench.slice(0, cfg.benchmark_limit) if cfg.benchmark_limit else bench
             ).to_pylist()
-        out["lmms_eval"] = run_benchmarks(cfg, lmms_tasks, rows)
+        record.lmms_eval = run_benchmarks(cfg, lmms_tasks, rows)
     if "safetybench" in own:
         from mmrlhf_ray.evaluation.safety_judges import Judges, endpoint_judge, safetybench_report
 
@@ -124,8 +125,7 @@ def other_benchmarks(cfg: EvaluateConfig, own: list[str], lmms_tasks: list[str])
 
             classify = classifier_judge(cfg.safety.classifier, cfg.num_gpus, cfg.dtype)
         judges = Judges(cfg.safety.refusal, classify, endpoint_judge(cfg.safety))
-        out["safetybench"] = safetybench_report(cfg.safety, judges)
-    return out
+        record.safetybench = safetybench_report(cfg.safety, judges)
 
 
 def run(cfg: EvaluateConfig) -> dict:
@@ -138,7 +138,7 @@ def run(cfg: EvaluateConfig) -> dict:
     toy, items, rows_in, quarantined = (
         evaluate_policies(cfg, out) if "shapes" in own else ({}, [], 0, 0)
     )
-    metrics = write_results(
+    record = write_results(
         out.local_path(),
         toy,
         items,
@@ -147,12 +147,12 @@ def run(cfg: EvaluateConfig) -> dict:
         list(cfg.policies),
         cfg.repeats,
     )
-    metrics.update(other_benchmarks(cfg, own, lmms_tasks))
-    Path(out.local_path("metrics.json")).write_text(json.dumps(metrics, indent=2, default=str))
+    other_benchmarks(cfg, own, lmms_tasks, record)
+    path = record.write(out.local_path())
     manifest = out.finish(rows_in, out.count_rows(), quarantined)
-    for line in result_lines(metrics):
+    for line in result_lines(record):
         print(f"evaluate: {line}")
-    print(f"evaluate: wrote {out.local_path('metrics.json')} and items.parquet")
+    print(f"evaluate: wrote {path} and items.parquet")
     return manifest
 
 

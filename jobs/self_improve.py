@@ -24,6 +24,7 @@ from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.core.stages import get_stage
 from mmrlhf_ray.data.schemas import to_table
+from mmrlhf_ray.evaluation.record import EvaluationRecord
 from mmrlhf_ray.flows.config import SelfImproveConfig
 from mmrlhf_ray.flows.self_improve import (
     candidate_pairs,
@@ -115,8 +116,7 @@ def evaluate_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) 
             benchmarks=list(cfg.benchmarks),
         )
     )
-    metrics = json.loads((Path(round_dir) / "evaluate" / "metrics.json").read_text())
-    return metrics.get("toy_benchmark", {}).get(f"round-{r}", {})
+    return EvaluationRecord.read(Path(round_dir) / "evaluate").points(f"round-{r}")
 
 
 def run(cfg: SelfImproveConfig) -> dict:
@@ -129,9 +129,9 @@ def run(cfg: SelfImproveConfig) -> dict:
     init_ray()
     policy = cfg.start_policy.replace("{run_dir}", cfg.run_dir.rstrip("/"))
     rounds: dict[str, dict] = {}
-    start = Path(cfg.run_dir) / "evaluate" / "metrics.json"
-    if start.exists():
-        toy = json.loads(start.read_text())["toy_benchmark"]
+    start = EvaluationRecord.read_if_exists(Path(cfg.run_dir) / "evaluate")
+    if start:
+        toy = start.toy_benchmark
         rounds.update({f"round-0 ({k})": v for k, v in toy.items() if k in ("sft", "mm-dpo")})
     names = {k: f"round-0 ({k})" for k in ("sft", "mm-dpo")}
     sources = [(str(Path(cfg.run_dir) / "evaluate" / "items.parquet"), names)]

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mmrlhf_ray.evaluation.record import TOY, EvaluationRecord
+
 STAGE_ORDER = [
     "toyworld",
     "import",
@@ -277,6 +279,24 @@ def heldout_sections(run: Path) -> list[str]:
     ]
 
 
+def evaluation_sections(record: EvaluationRecord | None) -> list[str]:
+    """The evaluate stage's benchmarks: the toy one, any other with per-item outcomes, and
+    the reward model's RewardBench table."""
+    if record is None:
+        return []
+    parts: list[str] = []
+    summary = record.to_dict()
+    if record.toy_benchmark:
+        parts += ["", "## Toy benchmark and safety metrics (before / after)", ""]
+        parts.append(_benchmark_text(summary, TOY, record.toy_benchmark))
+    for bench in record.intervals:
+        if bench != TOY:  # other benchmarks evaluate wrote per-item outcomes for
+            parts += ["", f"## {bench} (before / after)", "", _benchmark_text(summary, bench)]
+    if record.reward_bench:
+        parts += ["", "## RewardBench (ACC / ACC+)", "", reward_bench_table(record.reward_bench)]
+    return parts
+
+
 def build_markdown(run_dir: str | Path) -> str:
     run = Path(run_dir)
     parts = [f"# MM-RLHF run report: `{run}`", "", "## Stages", ""]
@@ -286,25 +306,12 @@ def build_markdown(run_dir: str | Path) -> str:
             _stage_rows(run),
         )
     )
-    metrics = _load_json(run / "evaluate" / "metrics.json")
-    if metrics and metrics.get("toy_benchmark"):
-        parts += ["", "## Toy benchmark and safety metrics (before / after)", ""]
-        parts.append(_benchmark_text(metrics, "toy_benchmark", metrics["toy_benchmark"]))
-    for bench in (metrics or {}).get("intervals", {}):
-        if bench != "toy_benchmark":  # other benchmarks evaluate wrote per-item outcomes for
-            parts += ["", f"## {bench} (before / after)", "", _benchmark_text(metrics, bench)]
-    if metrics and metrics.get("reward_bench"):
-        parts += [
-            "",
-            "## RewardBench (ACC / ACC+)",
-            "",
-            reward_bench_table(metrics["reward_bench"]),
-        ]
+    parts += evaluation_sections(EvaluationRecord.read_if_exists(run / "evaluate"))
     rounds = _load_json(run / "self-improve" / "rounds.json")
     if rounds:
         rounds_stats = _load_json(run / "self-improve" / "rounds_stats.json") or {}
         parts += ["", "## Self-improvement rounds", ""]
-        parts.append(_benchmark_text(rounds_stats, "toy_benchmark", rounds))
+        parts.append(_benchmark_text(rounds_stats, TOY, rounds))
     parts += heldout_sections(run)
     parts += _stage_sections(run)
     return "\n".join(parts) + "\n"

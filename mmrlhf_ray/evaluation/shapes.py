@@ -9,10 +9,10 @@ pool as the generate stage (greedy, one sample per query).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from mmrlhf_ray.evaluation.record import TOY, EvaluationRecord
 from mmrlhf_ray.evaluation.shapes_metrics import CHART_METRICS, LOWER_IS_BETTER
 
 
@@ -26,9 +26,6 @@ def policy_metrics(rows: list[dict[str, Any]], answers: dict[str, str]) -> dict[
             f"answers: no answer for {len(missing)} benchmark rows, e.g. {missing[:3]}"
         )
     return benchmark_metrics(rows, [answers[r["sample_id"]] for r in rows])
-
-
-TOY = "toy_benchmark"  # the benchmark's name in the per-item table and metrics.json
 
 
 def repeat_label(policy: str, seed: int | None) -> str:
@@ -91,12 +88,12 @@ def write_results(
     resamples: int = 2000,
     policies: list[str] | None = None,
     repeats: int = 1,
-) -> dict:
+) -> EvaluationRecord:
     """The evaluate stage's outputs in ``out_dir``: ``items.parquet`` (per-item outcomes of
-    every benchmark), ``metrics.json`` (points, ``intervals``, ``comparisons``; with
-    ``repeats`` > 1 also ``over_seeds``), ``summary.md`` and ``toy_benchmark.png`` (95%
-    error bars). ``policies``: the policy names in order (default: the keys of ``toy``);
-    ``toy`` is keyed by ``repeat_label``. Returns the metrics."""
+    every benchmark), ``metrics.json`` (an ``EvaluationRecord``: points, intervals,
+    comparisons; with ``repeats`` > 1 also over seeds), ``summary.md`` and
+    ``toy_benchmark.png`` (95% error bars). ``policies``: the policy names in order
+    (default: the keys of ``toy``); ``toy`` is keyed by ``repeat_label``."""
     from mmrlhf_ray.evaluation.outcomes import (
         Bootstrap,
         item_table,
@@ -111,36 +108,35 @@ def write_results(
     write_items(str(out / "items.parquet"), table)
     pairs = repeat_pairs(policies, repeats) if repeats > 1 else None
     summary = summarize(table, pairs, boot=Bootstrap(resamples=resamples))
-    metrics = {"toy_benchmark": toy, "reward_bench": reward_bench, **summary}
+    record = EvaluationRecord(toy_benchmark=toy, reward_bench=reward_bench, **summary)
     if repeats > 1:
         runs = {p: [toy[repeat_label(p, s)] for s in repeat_seeds(repeats)] for p in policies}
-        metrics["over_seeds"] = {TOY: seed_summary(runs, CHART_METRICS)}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "summary.md").write_text(summary_markdown(toy, metrics))
-    plot_metrics(toy, str(out / "toy_benchmark.png"), intervals=summary["intervals"].get(TOY))
-    return metrics
+        record.over_seeds = {TOY: seed_summary(runs, CHART_METRICS)}
+    record.write(out)
+    (out / "summary.md").write_text(summary_markdown(toy, record.to_dict()))
+    plot_metrics(toy, str(out / "toy_benchmark.png"), intervals=record.intervals.get(TOY))
+    return record
 
 
-def result_lines(summary: dict) -> list[str]:
+def result_lines(record: EvaluationRecord) -> list[str]:
     """Printed lines: each policy's overall accuracy with its interval, and each paired
     comparison's headline metrics in words that never call a zero-holding difference a gain."""
     from mmrlhf_ray.evaluation.stats import Estimate, PairedDiff, describe, fmt
 
     lines = []
-    for bench, policies in summary.get("intervals", {}).items():
+    for bench, policies in record.intervals.items():
         for name, metrics in policies.items():
             if "overall_accuracy" in metrics:
                 e = Estimate.from_dict(metrics["overall_accuracy"])
                 lines.append(f"{bench}: {name}: overall_accuracy {fmt(e)}")
-    for bench, seeds in summary.get("over_seeds", {}).items():
+    for bench, seeds in record.over_seeds.items():
         for name, metrics in seeds.get("intervals", {}).items():
             if "overall_accuracy" in metrics:
                 e = Estimate.from_dict(metrics["overall_accuracy"])
                 lines.append(f"{bench}: {name}: overall_accuracy {fmt(e)} (seed variance)")
-    comparisons = list(summary.get("comparisons", {}).items())
+    comparisons = list(record.comparisons.items())
     comparisons += [
-        (f"{bench} over seeds", s.get("comparisons", {}))
-        for bench, s in summary.get("over_seeds", {}).items()
+        (f"{bench} over seeds", s.get("comparisons", {})) for bench, s in record.over_seeds.items()
     ]
     for bench, pairs in comparisons:
         for pair, metrics in pairs.items():

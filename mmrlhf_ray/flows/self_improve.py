@@ -155,7 +155,8 @@ def write_rounds(out_dir: str, rounds: dict[str, dict], items: Any) -> dict:
     from pathlib import Path
 
     from mmrlhf_ray.evaluation.outcomes import summarize
-    from mmrlhf_ray.evaluation.shapes import TOY, plot_metrics, summary_markdown
+    from mmrlhf_ray.evaluation.record import TOY
+    from mmrlhf_ray.evaluation.shapes import plot_metrics, summary_markdown
 
     out = Path(out_dir)
     (out / "rounds.json").write_text(json.dumps(rounds, indent=2))

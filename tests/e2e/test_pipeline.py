@@ -7,7 +7,6 @@ report. Sizes come from configs/pipeline.smoke.yaml.
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 from pathlib import Path
@@ -65,9 +64,10 @@ def test_whole_pipeline_on_a_small_world(ray_session, tmp_path):
     )
     # The report's before/after figures are the ones computed from the evaluate artifacts.
     from jobs.evaluate import answers_of
+    from mmrlhf_ray.evaluation.record import EvaluationRecord
     from mmrlhf_ray.evaluation.shapes import policy_metrics
 
-    metrics = json.loads((run / "evaluate" / "metrics.json").read_text())["toy_benchmark"]
+    metrics = EvaluationRecord.read(run / "evaluate").toy_benchmark
     assert set(metrics) == {"sft", "mm-dpo"}
     bench = (
         StageDir(str(run), "toyworld/benchmark")

@@ -114,7 +114,7 @@ def test_the_run_report_shows_intervals_and_paired_tests_on_every_before_after_t
     assert overall.count("[") == 3 and overall.count("n = 200") == 3
     # every paired row: diff [low, high], p, Holm p, n and a reading
     paired = [x for x in lines if "\u2192" in x and x.startswith("| ")]
-    comparisons = metrics["comparisons"]["toy_benchmark"]
+    comparisons = metrics.comparisons["toy_benchmark"]
     expected = {(m, pair) for pair, ms in comparisons.items() for m in ms}
     assert {tuple(c.strip() for c in x.strip("|").split("|")[:2]) for x in paired} == expected
     zero_rows = 0
@@ -154,7 +154,7 @@ def test_self_improvement_rounds_are_compared_paired_on_the_same_items(tmp_path)
             (str(tmp_path / "missing.parquet"), {"x": "x"}),
         ]
     )
-    rounds = {names[k]: metrics["toy_benchmark"][k] for k in names}
+    rounds = {names[k]: metrics.toy_benchmark[k] for k in names}
     rounds["round-1"] = policy_metrics(rows, answers)
     summary = write_rounds(str(tmp_path / "self-improve"), rounds, items)
     pairs = summary["comparisons"]["toy_benchmark"]
@@ -182,7 +182,7 @@ def test_evaluate_repeats_report_mean_and_interval_over_seeds(tmp_path):
             items += policy_items(label, rows, answers)
     (tmp_path / "evaluate").mkdir()
     metrics = write_results(tmp_path / "evaluate", toy, items, None, 300, ["sft", "mm-dpo"], 3)
-    seeds = metrics["over_seeds"]["toy_benchmark"]
+    seeds = metrics.over_seeds["toy_benchmark"]
     per_seed = [toy[repeat_label("sft", s)]["overall_accuracy"] for s in range(3)]
     est = stats.over_seeds(per_seed)
     got = seeds["intervals"]["sft"]["overall_accuracy"]
@@ -194,7 +194,7 @@ def test_evaluate_repeats_report_mean_and_interval_over_seeds(tmp_path):
     d = seeds["comparisons"]["sft \u2192 mm-dpo"]["overall_accuracy"]
     assert d["test"] == "paired-t" and d["n"] == 3
     # item-level comparisons stay within a seed: sft@seed0 -> mm-dpo@seed0, ...
-    assert set(metrics["comparisons"]["toy_benchmark"]) == {
+    assert set(metrics.comparisons["toy_benchmark"]) == {
         f"sft@seed{s} \u2192 mm-dpo@seed{s}" for s in range(3)
     }
     report = build_markdown(tmp_path)
