@@ -16,24 +16,12 @@ from typing import Any
 
 from mmrlhf_ray.evaluation.record import TOY, EvaluationRecord
 
-STAGE_ORDER = [
-    "toyworld",
-    "import",
-    "build-models",
-    "sft",
-    "curate",
-    "generate",
-    "annotate",
-    "expand",
-    "pairs",
-    "train-reward",
-    "serve-reward",
-    "score",
-    "ref-logps",
-    "train-dpo",
-    "evaluate",
-    "self-improve",
-]
+
+def stage_order() -> list[str]:
+    """The stages a run directory can hold, in the stage table's order (one list)."""
+    from mmrlhf_ray.core.stages import STAGES
+
+    return [s.name for s in STAGES if s.name != "pipeline"]
 
 
 def _load_json(path: Path) -> Any:
@@ -55,7 +43,7 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 def _stage_rows(run: Path) -> list[list[Any]]:
     timings = _load_json(run / "pipeline" / "timings.json") or {}
     rows = []
-    for stage in STAGE_ORDER:
+    for stage in stage_order():
         manifest = _load_json(run / stage / "manifest.json")
         if not manifest:
             continue
@@ -230,7 +218,7 @@ def reward_bench_table(result: dict[str, Any]) -> str:
 
 def _stage_sections(run: Path) -> list[str]:
     parts: list[str] = []
-    for stage in STAGE_ORDER:
+    for stage in stage_order():
         stage_dir = run / stage
         if not stage_dir.is_dir():
             continue
