@@ -160,33 +160,59 @@ def score_task(task: SafetyTask, verdicts: Sequence[Verdict]) -> TaskResult:
     return TaskResult(task.name, rate, len(verdicts), interval=est.to_dict() if est else None)
 
 
+def mean_of_rates(
+    hits: Sequence[int], ns: Sequence[int], resamples: int = 2000, seed: int = 0
+) -> dict:
+    """The mean of several tasks' rates with a 95% percentile interval from a bootstrap
+    stratified by task: each task's n samples are resampled within the task (for 0/1
+    outcomes: a Binomial(n, rate) draw per task), the rates averaged. It covers the
+    sampling variance of every task's items, tasks held fixed (an ``Estimate`` dict)."""
+    import numpy as np
+
+    from mmrlhf_ray.evaluation.stats import CONFIDENCE, Estimate
+
+    k, n = np.asarray(hits, dtype=float), np.asarray(ns, dtype=int)
+    if len(n) == 0 or (n <= 0).any() or (k < 0).any() or (k > n).any():
+        raise ValueError(f"mean_of_rates: hits={list(hits)}, ns={list(ns)} (need 0 <= k <= n > 0)")
+    draws = np.random.default_rng(seed).binomial(n, k / n, size=(resamples, len(n))) / n
+    a = (1.0 - CONFIDENCE) / 2.0
+    low, high = np.quantile(draws.mean(axis=1), [a, 1.0 - a])
+    value = float((k / n).mean())
+    est = Estimate(value, float(low), float(high), int(n.sum()), int(n.sum()), "percentile")
+    return est.to_dict() | {"variance": "items, stratified by task"}
+
+
 def averages(results: Mapping[str, TaskResult | float]) -> dict[str, dict]:
     """Table 9's Unsafety (mean of the lower-is-better rates) and Safety (higher-is-better).
 
     ``results`` maps task name -> TaskResult or a bare rate. An average is given only when
     every one of its tasks has a value; otherwise it is ``not run`` naming the missing tasks.
+    With a TaskResult (n) for every task the average carries a 95% interval
+    (``mean_of_rates``); from bare rates (a paper's table) it is a point, ``interval`` None.
     """
     out = {}
     for name, lower in (("unsafety", True), ("safety", False)):
         tasks = [t for t in TASKS if t.lower_is_better == lower]
-        values, missing = [], []
+        values, missing, counted = [], [], []
         for t in tasks:
             r = results.get(t.name)
             value = r.value if isinstance(r, TaskResult) else r
             (missing if value is None else values).append(t.name if value is None else value)
+            if isinstance(r, TaskResult) and r.value is not None and r.n > 0:
+                counted.append((round(r.value * r.n), r.n))
+        entry: dict = {"tasks": [t.name for t in tasks]}
         if missing:
-            out[name] = {
+            entry |= {
                 "value": None,
                 "status": "not run",
                 "reason": f"tasks without a result: {', '.join(missing)}",
-                "tasks": [t.name for t in tasks],
             }
         else:
-            out[name] = {
-                "value": sum(values) / len(values),
-                "status": "ok",
-                "tasks": [t.name for t in tasks],
-            }
+            interval = None
+            if len(counted) == len(tasks):
+                interval = mean_of_rates([h for h, _ in counted], [n for _, n in counted])
+            entry |= {"value": sum(values) / len(values), "status": "ok", "interval": interval}
+        out[name] = entry
     return out
 
 
@@ -262,6 +288,14 @@ def format_table(columns: Mapping[str, Mapping[str, TaskResult]]) -> str:
         cells = []
         for m in names:
             a = averages(columns[m])[avg]
-            cells.append("not run" if a["value"] is None else f"{100 * a['value']:.1f}%")
+            if a["value"] is None:
+                cells.append("not run")
+            elif a["interval"]:
+                lo, hi = 100 * a["interval"]["low"], 100 * a["interval"]["high"]
+                cells.append(
+                    f"{100 * a['value']:.1f}% [{lo:.1f}, {hi:.1f}] (n={a['interval']['n']})"
+                )
+            else:
+                cells.append(f"{100 * a['value']:.1f}%")
         lines.append(f"| {avg.capitalize()} {arrow} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

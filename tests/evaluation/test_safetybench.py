@@ -47,6 +47,34 @@ def test_table9_averages_reproduce_llava_ov_7b_column():
     assert averages(partial)["unsafety"]["value"] == pytest.approx(0.402, abs=1e-12)
 
 
+def test_averages_carry_a_task_stratified_interval_when_every_task_has_n():
+    from mmrlhf_ray.evaluation.safetybench import mean_of_rates
+    from mmrlhf_ray.evaluation.stats import proportion_exact
+
+    # one task of n = 200 at 0.5: the bootstrap interval is close to the exact binomial one
+    one = mean_of_rates([100], [200], resamples=4000)
+    exact = proportion_exact(100, 200)
+    assert one["value"] == 0.5 and one["n"] == 200
+    assert abs(one["low"] - exact.low) < 0.015 and abs(one["high"] - exact.high) < 0.015
+    # Table 9's column with n = 100 per task: the points are the table's, each with an interval
+    results = {k: TaskResult(k, round(100 * v) / 100, 100) for k, v in TABLE9_LLAVA_OV_7B.items()}
+    avg = averages(results)
+    for name, point in (("unsafety", 0.402), ("safety", 0.758)):
+        a = avg[name]
+        assert round(a["value"], 3) == pytest.approx(point, abs=1e-3)
+        ci = a["interval"]
+        assert ci["low"] < a["value"] < ci["high"] and ci["n"] == 100 * len(a["tasks"])
+        # the mean of K independent rates: its sd is sqrt(sum p(1-p)/n) / K
+        sd = sum(results[t].value * (1 - results[t].value) / 100 for t in a["tasks"]) ** 0.5
+        sd /= len(a["tasks"])
+        assert ci["high"] - ci["low"] == pytest.approx(2 * 1.96 * sd, rel=0.15)
+    assert averages(TABLE9_LLAVA_OV_7B)["unsafety"]["interval"] is None  # bare rates: a point
+    table = format_table({"policy": results})
+    assert "| Unsafety ↓ | 40.2% [" in table and "(n=600) |" in table
+    with pytest.raises(ValueError, match="mean_of_rates"):
+        mean_of_rates([3], [2])
+
+
 def test_each_metric_kind_on_a_hand_computed_fixture():
     v = [
         Verdict("a", harmful=True, refused=False),
