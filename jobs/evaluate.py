@@ -26,6 +26,7 @@ from mmrlhf_ray.core.stages import get_stage
 from mmrlhf_ray.evaluation.config import EvaluateConfig
 from mmrlhf_ray.evaluation.lmms import split_benchmarks
 from mmrlhf_ray.evaluation.record import EvaluationRecord
+from mmrlhf_ray.evaluation.report import harness_sections
 from mmrlhf_ray.evaluation.shapes import (
     policy_items,
     policy_metrics,
@@ -128,6 +129,17 @@ def other_benchmarks(
         record.safetybench = safetybench_report(cfg.safety, judges)
 
 
+def log_metrics(cfg: EvaluateConfig, record: EvaluationRecord) -> None:
+    """The record's numbers into the tracking backends (``tracking.*``; TensorBoard under
+    ``evaluate/tensorboard`` by default), at step 0, the way training stages log theirs."""
+    from mmrlhf_ray.training.tracking import log_summary, resolve_tracking, start_tracking
+
+    target = start_tracking(resolve_tracking(cfg.tracking, cfg.run_dir, "evaluate", "metrics"))
+    if target.backends:
+        numbers = {"intervals": record.intervals, "comparisons": record.comparisons}
+        log_summary(target, numbers, 0)
+
+
 def run(cfg: EvaluateConfig) -> dict:
     """The stage: answer the benchmark with every policy, score, plot."""
     bench = StageDir(cfg.benchmark_run_dir or cfg.run_dir, BENCHMARK_STAGE)
@@ -149,6 +161,11 @@ def run(cfg: EvaluateConfig) -> dict:
     )
     other_benchmarks(cfg, own, lmms_tasks, record)
     path = record.write(out.local_path())
+    log_metrics(cfg, record)
+    harness = harness_sections(record)
+    if harness:  # summary.md has the shapes benchmark; the harness benchmarks follow it
+        with open(out.local_path("summary.md"), "a", encoding="utf-8") as summary:
+            summary.write("\n".join(harness) + "\n")
     manifest = out.finish(rows_in, out.count_rows(), quarantined)
     for line in result_lines(record):
         print(f"evaluate: {line}")

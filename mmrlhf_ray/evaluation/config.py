@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mmrlhf_ray.evaluation.safety_judges import JudgeConfig
+from mmrlhf_ray.training.tracking import TrackingConfig
 
 
 @dataclass
@@ -63,6 +64,8 @@ class EvaluateConfig:
         default="", metadata={"help": "evaluation env's python ('' = .venv-eval's)"}
     )
     safety: JudgeConfig = field(default_factory=JudgeConfig)  # SafetyBench judges
+    # the metrics (points, interval bounds, n, paired differences) as scalars, as training logs
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         if self.repeats < 1:

@@ -282,7 +282,57 @@ def evaluation_sections(record: EvaluationRecord | None) -> list[str]:
             parts += ["", f"## {bench} (before / after)", "", _benchmark_text(summary, bench)]
     if record.reward_bench:
         parts += ["", "## RewardBench (ACC / ACC+)", "", reward_bench_table(record.reward_bench)]
+    return parts + harness_sections(record)
+
+
+def harness_sections(record: EvaluationRecord) -> list[str]:
+    """The lmms-eval tasks and SafetyBench of a record (markdown lines; [] when neither ran)."""
+    parts: list[str] = []
+    if record.lmms_eval:
+        parts += ["", "## lmms-eval tasks", "", lmms_table(record.lmms_eval)]
+    if record.safetybench:
+        parts += ["", "## MM-RLHF-SafetyBench", "", safety_table(record.safetybench)]
     return parts
+
+
+def lmms_table(lmms_eval: dict) -> str:
+    """One row per policy, task and metric: the metric with its 95% interval and n."""
+    from mmrlhf_ray.evaluation.stats import Estimate, fmt
+
+    rows = []
+    for policy, tasks in lmms_eval.items():
+        for task, result in tasks.items():
+            if task.startswith("_"):  # pool bookkeeping (actor restarts)
+                continue
+            intervals = result.get("intervals") or {}
+            for metric, value in (result.get("metrics") or {}).items():
+                cell = fmt(Estimate.from_dict(intervals[metric])) if metric in intervals else None
+                rows.append([policy, task, metric, cell or f"{_fmt(value)} (no interval)"])
+    return markdown_table(["policy", "task", "metric", "value [95% interval], n"], rows)
+
+
+def safety_table(safetybench: dict) -> str:
+    """Table 9's layout: every task (``not run`` with its reason) and the two averages."""
+    rows = []
+    for task, r in (safetybench.get("tasks") or {}).items():
+        if r.get("value") is None:
+            cell = f"not run: {r.get('reason', '')}"
+        else:
+            iv = r.get("interval") or {}
+            bounds = f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else ""
+            cell = f"{r['value']:.3f}{bounds}, n = {r['n']}"
+        rows.append([r.get("label", task), "lower" if r.get("lower_is_better") else "higher", cell])
+    for name, a in (safetybench.get("averages") or {}).items():
+        if a.get("value") is None:
+            cell = f"not run: {a.get('reason', '')}"
+        else:
+            iv = a.get("interval") or {}
+            bounds = f" [{iv['low']:.3f}, {iv['high']:.3f}], n = {iv['n']}" if iv else ""
+            cell = f"{a['value']:.3f}{bounds}"
+        rows.append(
+            [name.capitalize() + " (average)", "lower" if name == "unsafety" else "higher", cell]
+        )
+    return markdown_table(["task", "better", "value [95% interval]"], rows)
 
 
 def build_markdown(run_dir: str | Path) -> str:
