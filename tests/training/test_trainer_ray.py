@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 import importlib.util
-import os
 import re
 
 import pytest
@@ -23,7 +21,13 @@ from mmrlhf_ray.training.sft import (
     prepare_sft_rows,
 )
 from mmrlhf_ray.training.tracking import TrackingConfig, resolve_tracking, start_tracking
-from tests.training.helpers import mlflow_history, mlflow_runs, tensorboard_scalars
+from tests.training.helpers import (
+    mlflow_history,
+    mlflow_runs,
+    tensorboard_scalars,
+    wandb_history,
+    wandb_offline_runs,
+)
 
 BACKENDS = ["tensorboard", "mlflow"] + (["wandb"] if importlib.util.find_spec("wandb") else [])
 
@@ -89,10 +93,18 @@ def _assert_rank0_logged_the_csv(tracking, rows: list[dict]) -> None:
     assert [last[s] for s in range(1, 11)] == [r["loss"] for r in rows]  # exact: repr floats
     assert len(mlflow_runs(tracking.mlflow_uri)) == 1
     if "wandb" in tracking.backends:  # one offline run per attempt of rank 0
-        runs = glob.glob(
-            os.path.join(tracking.wandb_dir, "wandb", f"offline-run-*-{tracking.run_key}")
-        )
+        runs = wandb_offline_runs(tracking.wandb_dir, tracking.run_key)
         assert len(runs) == 2, runs
+        crashed, resumed = (wandb_history(d) for d in runs)
+        # the killed attempt's run holds what its W&B service wrote before the kill: a prefix
+        # of the steps, each once (an offline run killed with its worker loses its buffer)
+        for key in ("loss", "grad_norm", "lr", "tokens_per_s"):
+            before = crashed.get(f"train/{key}", [])
+            assert [s for s, _ in before] == list(range(1, len(before) + 1)), key
+            assert [v for _, v in before] == [r[key] for r in rows[: len(before)]], key
+            after = resumed[f"train/{key}"]  # the resumed attempt: steps 6-10, once each
+            assert [s for s, _ in after] == list(range(6, 11)), key
+            assert [v for _, v in after] == [r[key] for r in rows[5:]], key  # JSON: exact
 
 
 def _loss_falls(metrics: list[dict]) -> tuple[float, float]:
