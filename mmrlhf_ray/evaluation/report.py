@@ -311,28 +311,33 @@ def lmms_table(lmms_eval: dict) -> str:
     return markdown_table(["policy", "task", "metric", "value [95% interval], n"], rows)
 
 
+def _safety_cell(entry: dict) -> str:
+    """A SafetyBench task or average: ``not run: why``, or its value rendered by
+    ``stats.fmt`` from its interval (a point marked as such when it has none)."""
+    from mmrlhf_ray.evaluation.stats import Estimate, fmt
+
+    if entry.get("value") is None:
+        return f"not run: {entry.get('reason', '')}"
+    if entry.get("interval"):
+        return fmt(Estimate.from_dict(entry["interval"]))
+    return f"{entry['value']:.3f} (no interval)"
+
+
 def safety_table(safetybench: dict) -> str:
     """Table 9's layout: every task (``not run`` with its reason) and the two averages."""
-    rows = []
-    for task, r in (safetybench.get("tasks") or {}).items():
-        if r.get("value") is None:
-            cell = f"not run: {r.get('reason', '')}"
-        else:
-            iv = r.get("interval") or {}
-            bounds = f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else ""
-            cell = f"{r['value']:.3f}{bounds}, n = {r['n']}"
-        rows.append([r.get("label", task), "lower" if r.get("lower_is_better") else "higher", cell])
-    for name, a in (safetybench.get("averages") or {}).items():
-        if a.get("value") is None:
-            cell = f"not run: {a.get('reason', '')}"
-        else:
-            iv = a.get("interval") or {}
-            bounds = f" [{iv['low']:.3f}, {iv['high']:.3f}], n = {iv['n']}" if iv else ""
-            cell = f"{a['value']:.3f}{bounds}"
-        rows.append(
-            [name.capitalize() + " (average)", "lower" if name == "unsafety" else "higher", cell]
-        )
-    return markdown_table(["task", "better", "value [95% interval]"], rows)
+    rows = [
+        [r.get("label", task), "lower" if r.get("lower_is_better") else "higher", _safety_cell(r)]
+        for task, r in (safetybench.get("tasks") or {}).items()
+    ]
+    rows += [
+        [
+            f"{name.capitalize()} (average)",
+            "lower" if name == "unsafety" else "higher",
+            _safety_cell(a),
+        ]
+        for name, a in (safetybench.get("averages") or {}).items()
+    ]
+    return markdown_table(["task", "better", "value [95% interval], n"], rows)
 
 
 def build_markdown(run_dir: str | Path) -> str:

@@ -45,3 +45,41 @@ def test_reward_bench_table_shows_intervals_over_queries():
     low, high = (float(v) for v in cells[1].split("[")[1].rstrip("]").split(","))
     # 30 independent queries, not 90 pairs: about +-1.96 sqrt(p(1-p)/30) = +-0.17
     assert 0.12 < (high - low) / 2 < 0.22
+
+
+def test_harness_sections_show_lmms_tasks_and_safetybench_with_intervals_and_reasons(tmp_path):
+    from mmrlhf_ray.evaluation.record import EvaluationRecord
+    from mmrlhf_ray.evaluation.report import harness_sections
+    from mmrlhf_ray.evaluation.safetybench import (
+        TASKS,
+        Verdict,
+        averages,
+        get_task,
+        not_run,
+        score_task,
+    )
+    from mmrlhf_ray.evaluation.stats import estimate
+
+    unsafes = score_task(get_task("Unsafes"), [Verdict(str(i), refused=i < 3) for i in range(8)])
+    results = {t.name: not_run(t.name, "no classifier judge") for t in TASKS}
+    results["Unsafes"] = unsafes
+    lmms = {"sft": {"mmrlhf_shapes": {
+        "metrics": {"accuracy": 0.5, "note": 1.0},
+        "intervals": {"accuracy": estimate([1.0, 0.0, 1.0, 0.0]).to_dict()},
+    }, "_actor_restarts": 0}}  # fmt: skip
+    record = EvaluationRecord(
+        lmms_eval=lmms,
+        safetybench={
+            "tasks": {k: v.as_dict() for k, v in results.items()},
+            "averages": averages(results),
+        },
+    )
+    text = "\n".join(harness_sections(record))
+    assert "| sft | mmrlhf_shapes | accuracy | 0.500 [" in text and "n = 4 |" in text
+    assert "| sft | mmrlhf_shapes | note | 1.000 (no interval) |" in text
+    assert "_actor_restarts" not in text
+    # Unsafes: 5 of 8 did not refuse, exact interval, n = 8; the rest not run with the reason
+    assert f"| {get_task('Unsafes').label} | lower | 0.625 [" in text and "n = 8 |" in text
+    assert text.count("not run: no classifier judge") == len(TASKS) - 1
+    assert "| Unsafety (average) | lower | not run: tasks without a result:" in text
+    assert harness_sections(EvaluationRecord()) == []
