@@ -40,10 +40,10 @@ pipeline: $(STAMP) $(EVAL_STAMP)
 	$(BIN)/mmrlhf pipeline --config configs/pipeline.yaml run_dir=$(RUN)
 
 test: lint  # lint first (seconds): CI (.ci/run = `make test`) fails on lint too
-	$(BIN)/python -m pytest -q
+	MMRLHF_REQUIRE_EVAL_ENV=1 $(BIN)/python -m pytest -q
 
 test-all: lint
-	$(BIN)/python -m pytest -q -m 'not gpu'
+	MMRLHF_REQUIRE_EVAL_ENV=1 $(BIN)/python -m pytest -q -m "not gpu"
 
 lint: $(STAMP) $(EVAL_STAMP)
 	$(BIN)/ruff check .

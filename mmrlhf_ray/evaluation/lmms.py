@@ -25,7 +25,7 @@ SHAPES_TASK = "mmrlhf_shapes"
 TASKS_DIR = Path(__file__).parent / "lmms_tasks"
 
 # The evaluation environment (lmms-eval and its pins, layered over .venv; docs/GUIDE.md).
-EVAL_PYTHON = Path(__file__).resolve().parents[1] / ".venv-eval" / "bin" / "python"
+EVAL_PYTHON = Path(__file__).resolve().parents[2] / ".venv-eval" / "bin" / "python"
 
 
 def eval_python() -> str:
