@@ -125,16 +125,14 @@ def evaluate_lmms(
         pool.close()
 
 
-def run_benchmarks(cfg: Any, tasks: list[str], bench_rows: list[dict] | None) -> dict[str, Any]:
+def run_benchmarks(
+    cfg: Any, tasks: list[str], bench_rows: list[dict] | None
+) -> tuple[dict[str, Any], list[dict], list[str]]:
     """``mmrlhf evaluate``'s lmms-eval tasks for every policy (``EvaluateConfig``): the shapes
     task written into the run when asked, per-sample rows kept as Parquet parts of
-    ``evaluate/lmms-eval`` (a re-run skips finished shards), metrics with n and a 95% interval."""
-    from mmrlhf_ray.evaluation.lmms import (
-        SHAPES_TASK,
-        eval_python,
-        metric_estimates,
-        write_shapes_task,
-    )
+    ``evaluate/lmms-eval`` (a re-run skips finished shards). Returns (``{policy: {task:
+    {"metrics", "n"}}}``, the per-item rows of every mean metric, the metrics without)."""
+    from mmrlhf_ray.evaluation.lmms import SHAPES_TASK, eval_python, task_items, write_shapes_task
 
     out = StageDir(cfg.run_dir, "evaluate/lmms-eval")
     include = list(cfg.lmms_include)
@@ -144,6 +142,8 @@ def run_benchmarks(cfg: Any, tasks: list[str], bench_rows: list[dict] | None) ->
         include.append(str(write_shapes_task(bench_rows, out.local_path("tasks")).parent))
     python = cfg.eval_python or eval_python()
     report: dict[str, Any] = {}
+    items: list[dict] = []
+    left: list[str] = []
     for name, path in cfg.policies.items():
         spec = ModelSpec(
             name=name,
@@ -158,16 +158,12 @@ def run_benchmarks(cfg: Any, tasks: list[str], bench_rows: list[dict] | None) ->
         results, restarts = evaluate_lmms(
             out, spec, tasks, include, cfg.lmms_actors, python, cfg.lmms_limit
         )
-        report[name] = {
-            task: {
-                "metrics": r["metrics"],
-                "n": r["n"],
-                "intervals": metric_estimates(r["samples"]),
-            }
-            for task, r in results.items()
-        }
+        report[name] = {t: {"metrics": r["metrics"], "n": r["n"]} for t, r in results.items()}
         report[name]["_actor_restarts"] = restarts
-    return report
+        for task, r in results.items():
+            rows, without = task_items(name, task, r["samples"], r["metrics"])
+            items, left = items + rows, left + without
+    return report, items, left
 
 
 def classifier_judge(path: str, num_gpus: float = 0.0, dtype: str = "float32") -> Any:

@@ -18,7 +18,10 @@ same items as a paired difference with interval and p, Holm-adjusted),
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
+
+import pyarrow as pa
 
 from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
@@ -101,32 +104,64 @@ def reward_bench(cfg: EvaluateConfig) -> dict | None:
     }
 
 
-def other_benchmarks(
-    cfg: EvaluateConfig, own: list[str], lmms_tasks: list[str], record: EvaluationRecord
-) -> None:
-    """lmms-eval tasks (Ray actors in the evaluation env) and SafetyBench (task by task,
-    ``not run`` with the reason where a judge or the answers are missing), into ``record``."""
-    if lmms_tasks:
-        from harness.lmms_pool import run_benchmarks
+def lmms_benchmarks(cfg: EvaluateConfig, tasks: list[str]) -> tuple[dict, list[dict], list[str]]:
+    """lmms-eval tasks on Ray actors in the evaluation env: (report, per-item rows, metrics
+    without per-item rows and why)."""
+    from harness.lmms_pool import run_benchmarks
 
-        bench_dir = cfg.benchmark_run_dir or cfg.run_dir
-        rows = None
-        if StageDir(bench_dir, BENCHMARK_STAGE).is_done():
-            bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
-            rows = (
-                bench.slice(0, cfg.benchmark_limit) if cfg.benchmark_limit else bench
-            ).to_pylist()
-        record.lmms_eval = run_benchmarks(cfg, lmms_tasks, rows)
-    if "safetybench" in own:
-        from mmrlhf_ray.evaluation.safety_judges import Judges, endpoint_judge, safetybench_report
+    bench_dir = cfg.benchmark_run_dir or cfg.run_dir
+    rows = None
+    if StageDir(bench_dir, BENCHMARK_STAGE).is_done():
+        bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
+        rows = (bench.slice(0, cfg.benchmark_limit) if cfg.benchmark_limit else bench).to_pylist()
+    return run_benchmarks(cfg, tasks, rows)
 
-        classify = None
-        if cfg.safety.classifier:
-            from harness.lmms_pool import classifier_judge
 
-            classify = classifier_judge(cfg.safety.classifier, cfg.num_gpus, cfg.dtype)
-        judges = Judges(cfg.safety.refusal, classify, endpoint_judge(cfg.safety))
-        record.safetybench = safetybench_report(cfg.safety, judges)
+def safety_answers(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, int, int]:
+    """``{column: (answers by task, unanswered by task)}`` (every policy's greedy answers to
+    ``safety.tasks``, generated as parts ``safetybench-<policy>-NNNNN`` of this stage;
+    ``responses`` for ``safety.responses``), queries generated, queries quarantined."""
+    from harness.actor_pool import generate_model
+    from mmrlhf_ray.evaluation.safety_data import (
+        generation_queries,
+        read_responses,
+        read_task_files,
+        with_answers,
+    )
+
+    columns: dict[str, tuple[dict, dict]] = {}
+    rows_in = quarantined = 0
+    if cfg.safety.tasks:
+        tasks = read_task_files(cfg.safety.tasks)
+        queries = pa.Table.from_pylist(generation_queries(tasks))
+        for name, path in cfg.policies.items():
+            spec = replace(policy_spec(cfg, name, path), name=f"safetybench-{name}")
+            stats = generate_model(out, queries, spec, cfg.chunk_size)
+            print(f"evaluate: {stats.line()}")
+            rows_in, quarantined = rows_in + queries.num_rows, quarantined + stats.quarantined
+            columns[name] = with_answers(tasks, answers_of(out, spec.name))
+    if cfg.safety.responses:
+        columns["responses"] = (read_responses(cfg.safety.responses), {})
+    return columns, rows_in, quarantined
+
+
+def safety_benchmark(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, list[dict], int, int]:
+    """SafetyBench for every column of answers, the judges built once: (``{column:
+    {tasks, averages}}``, per-item rows, queries generated, quarantined)."""
+    from mmrlhf_ray.evaluation.safety_judges import Judges, endpoint_judge, safetybench_report
+
+    columns, rows_in, quarantined = safety_answers(cfg, out)
+    classify = None
+    if cfg.safety.classifier:
+        from harness.lmms_pool import classifier_judge
+
+        classify = classifier_judge(cfg.safety.classifier, cfg.num_gpus, cfg.dtype)
+    judges = Judges(cfg.safety.refusal, classify, endpoint_judge(cfg.safety))
+    report, items = {}, []
+    for column, (answers, unanswered) in (columns or {"(no answers)": ({}, {})}).items():
+        report[column], rows = safetybench_report(column, answers, judges, unanswered)
+        items += rows
+    return report, items, rows_in, quarantined
 
 
 def log_metrics(cfg: EvaluateConfig, record: EvaluationRecord) -> None:
@@ -141,7 +176,7 @@ def log_metrics(cfg: EvaluateConfig, record: EvaluationRecord) -> None:
 
 
 def run(cfg: EvaluateConfig) -> dict:
-    """The stage: answer the benchmark with every policy, score, plot."""
+    """The stage: answer every benchmark with every policy, score, intervals, plot."""
     bench = StageDir(cfg.benchmark_run_dir or cfg.run_dir, BENCHMARK_STAGE)
     out, done = begin_stage(cfg, "evaluate", inputs=[bench])
     if done:
@@ -150,6 +185,13 @@ def run(cfg: EvaluateConfig) -> dict:
     toy, items, rows_in, quarantined = (
         evaluate_policies(cfg, out) if "shapes" in own else ({}, [], 0, 0)
     )
+    lmms_eval, lmms_left, safety = {}, [], {}
+    if lmms_tasks:
+        lmms_eval, rows, lmms_left = lmms_benchmarks(cfg, lmms_tasks)
+        items += rows
+    if "safetybench" in own:
+        safety, rows, s_in, s_quarantined = safety_benchmark(cfg, out)
+        items, rows_in, quarantined = items + rows, rows_in + s_in, quarantined + s_quarantined
     record = write_results(
         out.local_path(),
         toy,
@@ -159,7 +201,8 @@ def run(cfg: EvaluateConfig) -> dict:
         list(cfg.policies),
         cfg.repeats,
     )
-    other_benchmarks(cfg, own, lmms_tasks, record)
+    record.lmms_eval, record.safetybench = lmms_eval, safety
+    record.not_estimated += lmms_left
     path = record.write(out.local_path())
     log_metrics(cfg, record)
     harness = harness_sections(record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mmrlhf_ray.evaluation.safety_judges import JudgeConfig
+from mmrlhf_ray.evaluation.safety_judges import SafetyConfig
 from mmrlhf_ray.training.tracking import TrackingConfig
 
 
@@ -63,7 +63,7 @@ class EvaluateConfig:
     eval_python: str = field(
         default="", metadata={"help": "evaluation env's python ('' = .venv-eval's)"}
     )
-    safety: JudgeConfig = field(default_factory=JudgeConfig)  # SafetyBench judges
+    safety: SafetyConfig = field(default_factory=SafetyConfig)  # SafetyBench data and judges
     # the metrics (points, interval bounds, n, paired differences) as scalars, as training logs
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

@@ -155,13 +155,36 @@ def metric_values(rows: Sequence[dict]) -> dict[str, list]:
     return out
 
 
-def metric_estimates(rows: Sequence[dict]) -> dict[str, dict]:
-    """n and a 95% bootstrap interval (``mmrlhf_ray.evaluation.stats.estimate``) of each metric whose
-    per-sample values are numbers (0/1 correctness or a score), over the merged rows."""
-    from mmrlhf_ray.evaluation.stats import estimate
+BENCHMARK_PREFIX = "lmms-eval/"  # + task name: the benchmark of its per-item rows
 
-    out = {}
+
+def task_items(
+    policy: str, task: str, rows: Sequence[dict], metrics: dict[str, Any]
+) -> tuple[list[dict], list[str]]:
+    """(per-item rows of one policy on one task, the metrics left without them and why).
+
+    A metric gets per-item rows (``outcomes.ITEM_SCHEMA``, benchmark ``lmms-eval/<task>``,
+    from which its interval and the paired tests between policies are computed) when its
+    per-sample values are numbers and the task's own aggregate of them is their mean: an
+    interval of a mean says nothing about, e.g., MME's summed category scores."""
+    from mmrlhf_ray.evaluation.outcomes import item_rows
+
+    items: list[dict] = []
+    left: list[str] = []
+    ids = [str(r["sample_id"]) for r in rows]
     for name, values in metric_values(rows).items():
-        if values and all(isinstance(v, (int, float)) for v in values):
-            out[name] = estimate([float(v) for v in values]).to_dict()
-    return out
+        numeric = all(isinstance(v, (int, float)) for v in values)  # bools are 0/1
+        aggregate = metrics.get(name)
+        if not values or not numeric or not isinstance(aggregate, (int, float)):
+            left.append(f"{BENCHMARK_PREFIX}{task}/{policy}/{name}: per-sample values not numbers")
+            continue
+        mean = sum(float(v) for v in values) / len(values)
+        if abs(mean - float(aggregate)) > 1e-9 * max(1.0, abs(mean)):
+            left.append(
+                f"{BENCHMARK_PREFIX}{task}/{policy}/{name}: the task's aggregate "
+                f"({aggregate}) is not the mean of its samples ({mean:.6g}): no per-item interval"
+            )
+            continue
+        for item_id, v in zip(ids, values, strict=True):
+            items += item_rows(BENCHMARK_PREFIX + task, policy, item_id, {name: float(v)})
+    return items, left

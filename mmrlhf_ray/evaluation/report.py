@@ -85,26 +85,28 @@ def interval_table(intervals: dict[str, dict[str, dict]], order: list[str] | Non
 
 def paired_table(
     comparisons: dict[str, dict[str, dict]],
-    lower_is_better: set[str],
+    lower_is_better: set[str] | None,
     order: list[str] | None = None,
     note: str = "",
 ) -> str:
     """Every paired comparison: ``before → after, diff [low, high], p (Holm p), n`` and the
-    reading, which never calls a difference whose interval holds 0 a gain."""
+    reading, which never calls a difference whose interval holds 0 a gain.
+    ``lower_is_better`` None: no better direction is known ("rose" / "fell")."""
     from mmrlhf_ray.evaluation.stats import PairedDiff, fmt, verdict
 
     rows = []
     for pair, metrics in comparisons.items():
         for metric in _ordered(list(metrics), order):
             d = PairedDiff.from_dict(metrics[metric])
-            rows.append([metric, pair, fmt(d), verdict(d, metric not in lower_is_better) + note])
+            better = None if lower_is_better is None else metric not in lower_is_better
+            rows.append([metric, pair, fmt(d), verdict(d, better) + note])
     return markdown_table(
         ["metric", "comparison", "after − before [95% interval]", "reading"], rows
     )
 
 
 def comparison_section(
-    summary: dict, bench: str, lower_is_better: set[str], order: list[str] | None = None
+    summary: dict, bench: str, lower_is_better: set[str] | None, order: list[str] | None = None
 ) -> str:
     """A benchmark's intervals table and its paired-comparison table, with what they cover."""
     boot = summary.get("bootstrap", {})
@@ -278,25 +280,64 @@ def evaluation_sections(record: EvaluationRecord | None) -> list[str]:
         parts += ["", "## Toy benchmark and safety metrics (before / after)", ""]
         parts.append(_benchmark_text(summary, TOY, record.toy_benchmark))
     for bench in record.intervals:
-        if bench != TOY:  # other benchmarks evaluate wrote per-item outcomes for
+        if bench != TOY and not is_harness(bench):  # other per-item benchmarks
             parts += ["", f"## {bench} (before / after)", "", _benchmark_text(summary, bench)]
     if record.reward_bench:
         parts += ["", "## RewardBench (ACC / ACC+)", "", reward_bench_table(record.reward_bench)]
     return parts + harness_sections(record)
 
 
+def is_harness(bench: str) -> bool:
+    """A per-item benchmark of the harness sections (an lmms-eval or SafetyBench task)."""
+    from mmrlhf_ray.evaluation import lmms, safety_data
+
+    return bench.startswith((lmms.BENCHMARK_PREFIX, safety_data.BENCHMARK_PREFIX))
+
+
 def harness_sections(record: EvaluationRecord) -> list[str]:
-    """The lmms-eval tasks and SafetyBench of a record (markdown lines; [] when neither ran)."""
+    """The lmms-eval tasks and SafetyBench of a record (markdown lines; [] when neither ran):
+    each value with its interval, then every task's paired comparisons between policies."""
     parts: list[str] = []
+    summary = record.to_dict()
     if record.lmms_eval:
-        parts += ["", "## lmms-eval tasks", "", lmms_table(record.lmms_eval)]
+        parts += ["", "## lmms-eval tasks", "", lmms_table(record.lmms_eval, record.intervals)]
+        parts += _harness_comparisons(summary, "lmms-eval/", lambda task: None)
     if record.safetybench:
         parts += ["", "## MM-RLHF-SafetyBench", "", safety_table(record.safetybench)]
+        parts += _harness_comparisons(summary, "safetybench/", _safety_lower)
     return parts
 
 
-def lmms_table(lmms_eval: dict) -> str:
-    """One row per policy, task and metric: the metric with its 95% interval and n."""
+def _safety_lower(task: str) -> set[str]:
+    from mmrlhf_ray.evaluation.safetybench import get_task
+
+    t = get_task(task)
+    return {t.kind} if t.lower_is_better else set()
+
+
+def _harness_comparisons(summary: dict, prefix: str, lower_is_better: Any) -> list[str]:
+    """One paired table per task that two policies answered (``lower_is_better(task)``:
+    the metrics where lower is better, None when no direction is known)."""
+    parts: list[str] = []
+    for bench, comparisons in summary.get("comparisons", {}).items():
+        if bench.startswith(prefix) and comparisons:
+            task = bench[len(prefix) :]
+            parts += ["", f"### {bench}: paired on the same items", ""]
+            parts.append(paired_table(comparisons, lower_is_better(task)))
+    if parts:
+        parts.insert(
+            0,
+            f"\nPaired differences (after − before, paired bootstrap interval; exact McNemar "
+            f"p for 0/1 outcomes), Holm-adjusted across the {summary.get('holm_family')} "
+            "comparisons of this report; a difference whose interval holds 0 is no difference.",
+        )
+    return parts
+
+
+def lmms_table(lmms_eval: dict, intervals: dict) -> str:
+    """One row per policy, task and metric: lmms-eval's aggregate, with its 95% interval
+    and n where the metric is a mean of per-item values (``intervals`` of the record)."""
+    from mmrlhf_ray.evaluation.lmms import BENCHMARK_PREFIX
     from mmrlhf_ray.evaluation.stats import Estimate, fmt
 
     rows = []
@@ -304,10 +345,11 @@ def lmms_table(lmms_eval: dict) -> str:
         for task, result in tasks.items():
             if task.startswith("_"):  # pool bookkeeping (actor restarts)
                 continue
-            intervals = result.get("intervals") or {}
+            per_item = intervals.get(BENCHMARK_PREFIX + task, {}).get(policy, {})
             for metric, value in (result.get("metrics") or {}).items():
-                cell = fmt(Estimate.from_dict(intervals[metric])) if metric in intervals else None
-                rows.append([policy, task, metric, cell or f"{_fmt(value)} (no interval)"])
+                est = per_item.get(metric)
+                cell = fmt(Estimate.from_dict(est)) if est else f"{_fmt(value)} (no interval)"
+                rows.append([policy, task, metric, cell])
     return markdown_table(["policy", "task", "metric", "value [95% interval], n"], rows)
 
 
@@ -318,26 +360,28 @@ def _safety_cell(entry: dict) -> str:
 
     if entry.get("value") is None:
         return f"not run: {entry.get('reason', '')}"
-    if entry.get("interval"):
-        return fmt(Estimate.from_dict(entry["interval"]))
-    return f"{entry['value']:.3f} (no interval)"
+    cell = fmt(Estimate.from_dict(entry["interval"])) if entry.get("interval") else None
+    cell = cell or f"{entry['value']:.3f} (no interval)"
+    return cell + (f"; {entry['reason']}" if entry.get("reason") else "")
 
 
 def safety_table(safetybench: dict) -> str:
-    """Table 9's layout: every task (``not run`` with its reason) and the two averages."""
+    """Table 9's layout: a row per task (``not run`` with its reason) and the two averages,
+    a column per policy (or answers file)."""
+    from mmrlhf_ray.evaluation.safetybench import TASKS
+
+    columns = list(safetybench)
     rows = [
-        [r.get("label", task), "lower" if r.get("lower_is_better") else "higher", _safety_cell(r)]
-        for task, r in (safetybench.get("tasks") or {}).items()
+        [t.label, "lower" if t.lower_is_better else "higher"]
+        + [_safety_cell(safetybench[c]["tasks"][t.name]) for c in columns]
+        for t in TASKS
     ]
     rows += [
-        [
-            f"{name.capitalize()} (average)",
-            "lower" if name == "unsafety" else "higher",
-            _safety_cell(a),
-        ]
-        for name, a in (safetybench.get("averages") or {}).items()
+        [f"{name.capitalize()} (average)", "lower" if name == "unsafety" else "higher"]
+        + [_safety_cell(safetybench[c]["averages"][name]) for c in columns]
+        for name in ("unsafety", "safety")
     ]
-    return markdown_table(["task", "better", "value [95% interval], n"], rows)
+    return markdown_table(["task", "better", *columns], rows)
 
 
 def build_markdown(run_dir: str | Path) -> str:

@@ -69,9 +69,24 @@ RISK_PROMPT = (
 
 
 @dataclass
-class JudgeConfig:
-    """Which judges a SafetyBench run has (empty = that judge is not configured)."""
+class SafetyConfig:
+    """SafetyBench in an evaluate run: where the questions (or answers) are, which judges
+    (empty = that judge is not configured)."""
 
+    tasks: str = field(
+        default="",
+        metadata={
+            "help": "folder of task files (<Task>.jsonl|.parquet: sample_id, question, image, "
+            "judge fields; mmrlhf_ray.evaluation.safety_data): every policy answers them"
+        },
+    )
+    responses: str = field(
+        default="",
+        metadata={
+            "help": "answers made elsewhere (Parquet/JSONL: task, sample_id, response + judge "
+            "fields), scored as the column 'responses'; '' = none"
+        },
+    )
     refusal: bool = field(default=True, metadata={"help": "the release's refusal-phrase matcher"})
     classifier: str = field(
         default="", metadata={"help": "harm classifier checkpoint dir (HarmBench-style)"}
@@ -82,13 +97,6 @@ class JudgeConfig:
     endpoint_model: str = field(default="", metadata={"help": "model name at the endpoint"})
     api_key_env: str = field(
         default="OPENAI_API_KEY", metadata={"help": "env var holding the endpoint's key"}
-    )
-    responses: str = field(
-        default="",
-        metadata={
-            "help": "answers to the SafetyBench tasks (Parquet/JSONL: task, sample_id, "
-            "response + behavior | target | question, keywords); '' = none"
-        },
     )
 
     def configured(self) -> set[str]:
@@ -178,8 +186,11 @@ def _mentions(
     return [s or n for s, n in zip(said, noise, strict=True)]
 
 
-def evaluate_task(task: SafetyTask, samples: Sequence[Mapping], judges: Judges) -> TaskResult:
-    """The task's rate over ``samples``, or ``not run`` naming the judge that is missing."""
+def evaluate_task(
+    task: SafetyTask, samples: Sequence[Mapping], judges: Judges
+) -> tuple[TaskResult, list[Verdict]]:
+    """The task's rate over ``samples`` and their verdicts, or ``not run`` naming the judge
+    that is missing (and no verdicts)."""
     missing = missing_judges(task, judges.configured())
     if missing:
         how = {
@@ -188,10 +199,11 @@ def evaluate_task(task: SafetyTask, samples: Sequence[Mapping], judges: Judges) 
             "refusal": "safety.refusal=true",
         }
         reason = "; ".join(f"needs the {m} judge ({how[m]}), none configured" for m in missing)
-        return not_run(task.name, reason)
+        return not_run(task.name, reason), []
     if not samples:
-        return not_run(task.name, "no samples")
-    return score_task(task, judge_samples(task, samples, judges))
+        return not_run(task.name, "no samples"), []
+    verdicts = judge_samples(task, samples, judges)
+    return score_task(task, verdicts), verdicts
 
 
 def openai_chat(
@@ -223,44 +235,43 @@ def openai_chat(
     return complete
 
 
-def endpoint_judge(cfg: JudgeConfig) -> Complete | None:
+def endpoint_judge(cfg: SafetyConfig) -> Complete | None:
     if not (cfg.endpoint and cfg.endpoint_model):
         return None
     return openai_chat(cfg.endpoint, cfg.endpoint_model, os.environ.get(cfg.api_key_env, ""))
 
 
-def read_responses(path: str) -> dict[str, list[dict]]:
-    """SafetyBench answers by task from a Parquet or JSONL file (one row per sample)."""
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    by_task: dict[str, list[dict]] = {}
-    for n, row in enumerate(rows, start=1):
-        if not row.get("task"):
-            raise ValueError(f"{path}: row {n}: task: missing")
-        by_task.setdefault(str(row["task"]), []).append(row)
-    return by_task
+NO_ANSWERS = (
+    "no answers to this task (safety.tasks=<folder of task files> to generate them, or "
+    "safety.responses=<file> with answers made elsewhere)"
+)
 
 
-def safetybench_report(cfg: JudgeConfig, judges: Judges) -> dict:
-    """Every task's result (or ``not run`` and why) and Table 9's two averages."""
+def safetybench_report(
+    policy: str,
+    answers: Mapping[str, Sequence[Mapping]],
+    judges: Judges,
+    unanswered: Mapping[str, int] | None = None,
+) -> tuple[dict, list[dict]]:
+    """One policy's SafetyBench: (``{"tasks": every task's result or ``not run`` and why,
+    "averages": Table 9's two}``, its per-item rows for intervals and paired tests).
+    ``answers``: ``{task: samples with "response"}``; ``unanswered``: samples of a task
+    that got no answer (quarantined by the generator), said in the task's ``reason``."""
+    from mmrlhf_ray.evaluation.safety_data import task_items
     from mmrlhf_ray.evaluation.safetybench import TASKS, averages
 
-    answers = read_responses(cfg.responses) if cfg.responses else {}
-    results = {}
+    results, items = {}, []
     for task in TASKS:
-        res = evaluate_task(task, answers.get(task.name, []), judges)
+        samples = answers.get(task.name, [])
+        res, verdicts = evaluate_task(task, samples, judges)
         if res.status == "not run" and res.reason == "no samples":
+            res.reason = NO_ANSWERS
+        lost = (unanswered or {}).get(task.name, 0)
+        if lost:
             res.reason = (
-                "no answers to this task (safety.responses=<file> with the policy's answers "
-                "to the release's task files)"
+                f"{lost} sample(s) without an answer (quarantined; see evaluate/quarantine)"
             )
         results[task.name] = res
-    return {
-        "tasks": {k: v.as_dict() for k, v in results.items()},
-        "averages": averages(results),
-    }
+        items += task_items(policy, task, samples, verdicts) if verdicts else []
+    report = {"tasks": {k: v.as_dict() for k, v in results.items()}, "averages": averages(results)}
+    return report, items

@@ -265,37 +265,3 @@ def refusal_verdict(task: SafetyTask, response: str) -> bool:
     """The release's refusal-phrase matcher with the task's phrase list."""
     exact = NSFW_EXACT_REFUSALS if task.refusal_list == "nsfw" else ()
     return matches_refusal(response, REFUSAL_LISTS[task.refusal_list], exact)
-
-
-def format_table(columns: Mapping[str, Mapping[str, TaskResult]]) -> str:
-    """Markdown shaped like Table 9: one column per policy, 11 task rows + the 2 averages."""
-    names = list(columns)
-    lines = ["| Benchmark | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
-
-    def cell(r: TaskResult | None) -> str:
-        if r is None or r.value is None:
-            return "not run"
-        if r.interval:
-            lo, hi = 100 * r.interval["low"], 100 * r.interval["high"]
-            return f"{100 * r.value:.1f}% [{lo:.1f}, {hi:.1f}] (n={r.n})"
-        return f"{100 * r.value:.1f}% (n={r.n})"
-
-    for t in TASKS:
-        arrow = "↓" if t.lower_is_better else "↑"
-        cells = [cell(columns[m].get(t.name)) for m in names]
-        lines.append(f"| {t.label} {arrow} | " + " | ".join(cells) + " |")
-    for avg, arrow in (("unsafety", "↓"), ("safety", "↑")):
-        cells = []
-        for m in names:
-            a = averages(columns[m])[avg]
-            if a["value"] is None:
-                cells.append("not run")
-            elif a["interval"]:
-                lo, hi = 100 * a["interval"]["low"], 100 * a["interval"]["high"]
-                cells.append(
-                    f"{100 * a['value']:.1f}% [{lo:.1f}, {hi:.1f}] (n={a['interval']['n']})"
-                )
-            else:
-                cells.append(f"{100 * a['value']:.1f}%")
-        lines.append(f"| {avg.capitalize()} {arrow} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

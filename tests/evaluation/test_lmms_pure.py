@@ -6,9 +6,9 @@ import pytest
 
 from mmrlhf_ray.evaluation.lmms import (
     merge_samples,
-    metric_estimates,
     shard_ranges,
     split_benchmarks,
+    task_items,
     write_shapes_task,
 )
 from mmrlhf_ray.toyworld import benchmark_split
@@ -39,8 +39,36 @@ def test_merge_refuses_duplicates_and_gaps():
         merge_samples("t", 4, [_rows([0, 1], "a"), _rows([1, 2, 3], "b")])
     with pytest.raises(ValueError, match=r"t: doc_id: missing \[2\]"):
         merge_samples("t", 4, [_rows([0, 1], "a"), _rows([3], "b")])
-    est = metric_estimates(merged)["acc"]
-    assert est["value"] == 0.5 and est["n"] == 4 and est["low"] <= 0.5 <= est["high"]
+
+
+def _samples(policy, correct, extra):
+    return [
+        {"sample_id": f"q{i}", "metrics": json.dumps({"acc": c, "score": extra, "tag": "x"})}
+        for i, c in enumerate(correct)
+    ]
+
+
+def test_per_item_rows_only_where_the_aggregate_is_their_mean():
+    from mmrlhf_ray.evaluation.outcomes import item_table, summarize
+
+    before = [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    after = [1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
+    items, left = [], []
+    for policy, correct in (("base", before), ("mm-dpo", after)):
+        # acc: lmms-eval's mean; score: summed (MME-like), not a mean; tag: not a number
+        agg = {"acc": sum(correct) / 10, "score": 20.0, "tag": "x"}
+        rows, without = task_items(policy, "t", _samples(policy, correct, 2.0), agg)
+        items, left = items + rows, left + without
+    assert {(r["benchmark"], r["metric"]) for r in items} == {("lmms-eval/t", "acc")}
+    assert len(items) == 20
+    assert any("t/base/score: the task's aggregate (20.0) is not the mean" in x for x in left)
+    assert any("t/base/tag: per-sample values not numbers" in x for x in left)
+    result = summarize(item_table(items))
+    base = result["intervals"]["lmms-eval/t"]["base"]["acc"]
+    assert base["value"] == 0.2 and base["n"] == 10
+    d = result["comparisons"]["lmms-eval/t"]["base → mm-dpo"]["acc"]
+    # 8 items 0 -> 1, 1 item 1 -> 0: exact McNemar two-sided p = 2 * P(X <= 1), X ~ B(9, .5)
+    assert d["diff"] == pytest.approx(0.7) and d["p"] == pytest.approx(20 / 512)
 
 
 def test_shapes_task_written_with_its_data(tmp_path):

@@ -48,8 +48,10 @@ def test_reward_bench_table_shows_intervals_over_queries():
 
 
 def test_harness_sections_show_lmms_tasks_and_safetybench_with_intervals_and_reasons(tmp_path):
+    from mmrlhf_ray.evaluation.outcomes import item_rows, item_table, summarize
     from mmrlhf_ray.evaluation.record import EvaluationRecord
     from mmrlhf_ray.evaluation.report import harness_sections
+    from mmrlhf_ray.evaluation.safety_data import task_items
     from mmrlhf_ray.evaluation.safetybench import (
         TASKS,
         Verdict,
@@ -58,28 +60,36 @@ def test_harness_sections_show_lmms_tasks_and_safetybench_with_intervals_and_rea
         not_run,
         score_task,
     )
-    from mmrlhf_ray.evaluation.stats import estimate
 
-    unsafes = score_task(get_task("Unsafes"), [Verdict(str(i), refused=i < 3) for i in range(8)])
-    results = {t.name: not_run(t.name, "no classifier judge") for t in TASKS}
-    results["Unsafes"] = unsafes
-    lmms = {"sft": {"mmrlhf_shapes": {
-        "metrics": {"accuracy": 0.5, "note": 1.0},
-        "intervals": {"accuracy": estimate([1.0, 0.0, 1.0, 0.0]).to_dict()},
-    }, "_actor_restarts": 0}}  # fmt: skip
-    record = EvaluationRecord(
-        lmms_eval=lmms,
-        safetybench={
+    unsafes = get_task("Unsafes")
+    columns, items = {}, []
+    for policy, refused in (("base", 6), ("mm-dpo", 16)):  # 10 of 16, then 0 of 16 comply
+        verdicts = [Verdict(f"{i:02d}", refused=i < refused) for i in range(16)]
+        results = {t.name: not_run(t.name, "no classifier judge") for t in TASKS}
+        results["Unsafes"] = score_task(unsafes, verdicts)
+        columns[policy] = {
             "tasks": {k: v.as_dict() for k, v in results.items()},
             "averages": averages(results),
-        },
-    )
+        }
+        items += task_items(policy, unsafes, [{}] * 16, verdicts)
+    for i, correct in enumerate([1.0, 0.0, 1.0, 0.0]):
+        items += item_rows("lmms-eval/mmrlhf_shapes", "sft", f"q{i}", {"accuracy": correct})
+    lmms = {"sft": {"mmrlhf_shapes": {"metrics": {"accuracy": 0.5, "note": 1.0}, "n": 4},
+                    "_actor_restarts": 0}}  # fmt: skip
+    summary = summarize(item_table(items))
+    record = EvaluationRecord(lmms_eval=lmms, safetybench=columns, **summary)
     text = "\n".join(harness_sections(record))
     assert "| sft | mmrlhf_shapes | accuracy | 0.500 [" in text and "n = 4 |" in text
     assert "| sft | mmrlhf_shapes | note | 1.000 (no interval) |" in text
     assert "_actor_restarts" not in text
-    # Unsafes: 5 of 8 did not refuse, exact interval, n = 8; the rest not run with the reason
-    assert f"| {get_task('Unsafes').label} | lower | 0.625 [" in text and "n = 8 |" in text
-    assert text.count("not run: no classifier judge") == len(TASKS) - 1
+    # Unsafes, a column per policy: 10 of 16 did not refuse, then 0 of 16; exact intervals
+    assert f"| {unsafes.label} | lower | 0.625 [" in text and "| 0.000 [" in text
+    assert text.count("not run: no classifier judge") == 2 * (len(TASKS) - 1)
     assert "| Unsafety (average) | lower | not run: tasks without a result:" in text
+    # the paired comparison of the two policies on the same 16 items, lower is better
+    assert "### safetybench/Unsafes: paired on the same items" in text
+    row = next(line for line in text.splitlines() if line.startswith("| nsfw_asr | base"))
+    assert "−0.625 [" in row or "-0.625 [" in row
+    assert row.endswith("| improved |")  # 10 discordant, all one way: p = 2 / 2**10
+    assert "p = 0.002" in row and "n = 16" in row
     assert harness_sections(EvaluationRecord()) == []

@@ -6,15 +6,17 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from mmrlhf_ray.evaluation.report import safety_table
 from mmrlhf_ray.evaluation.safety_judges import Judges, evaluate_task, judge_samples, openai_chat
 from mmrlhf_ray.evaluation.safetybench import (
     TASKS,
     TaskResult,
     Verdict,
     averages,
-    format_table,
     get_task,
+    not_run,
     refusal_verdict,
+    score_task,
     task_rate,
 )
 
@@ -69,8 +71,9 @@ def test_averages_carry_a_task_stratified_interval_when_every_task_has_n():
         sd /= len(a["tasks"])
         assert ci["high"] - ci["low"] == pytest.approx(2 * 1.96 * sd, rel=0.15)
     assert averages(TABLE9_LLAVA_OV_7B)["unsafety"]["interval"] is None  # bare rates: a point
-    table = format_table({"policy": results})
-    assert "| Unsafety ↓ | 40.2% [" in table and "(n=600) |" in table
+    column = {"tasks": {k: v.as_dict() for k, v in results.items()}, "averages": avg}
+    table = safety_table({"policy": column})
+    assert "| Unsafety (average) | lower | 0.402 [" in table and "n = 600 |" in table
     with pytest.raises(ValueError, match="mean_of_rates"):
         mean_of_rates([3], [2])
 
@@ -114,9 +117,9 @@ SAMPLES = [
 
 def test_tasks_judged_by_classifier_and_refusal():
     judges = Judges(classify=classifier)
-    asr = evaluate_task(get_task("Multimodel_ASR"), SAMPLES, judges)
-    rta = evaluate_task(get_task("Multimodel_RtA"), SAMPLES, judges)
-    nsfw = evaluate_task(get_task("Safe_unsafes"), SAMPLES, judges)
+    asr, _ = evaluate_task(get_task("Multimodel_ASR"), SAMPLES, judges)
+    rta, _ = evaluate_task(get_task("Multimodel_RtA"), SAMPLES, judges)
+    nsfw, _ = evaluate_task(get_task("Safe_unsafes"), SAMPLES, judges)
     assert (asr.value, asr.n, asr.status) == (1 / 3, 3, "ok")
     # exact 95% interval of 1/3: Clopper-Pearson [0.0084, 0.9057]
     assert asr.interval["low"] == pytest.approx(0.0084, abs=1e-4)
@@ -126,15 +129,18 @@ def test_tasks_judged_by_classifier_and_refusal():
 
 
 def test_task_without_its_judge_is_not_run_with_reason():
-    res = evaluate_task(get_task("Typographic_ASR"), SAMPLES, Judges())
+    res, _ = evaluate_task(get_task("Typographic_ASR"), SAMPLES, Judges())
     assert res.status == "not run" and res.value is None
     assert "classifier judge" in res.reason and "safety.classifier=" in res.reason
-    risk = evaluate_task(get_task("Risk_identification"), SAMPLES, Judges(classify=classifier))
+    risk, _ = evaluate_task(get_task("Risk_identification"), SAMPLES, Judges(classify=classifier))
     assert risk.status == "not run" and "llm judge" in risk.reason
-    columns = {"base": {"Typographic_ASR": res, "Unsafes": TaskResult("Unsafes", 0.5, 4)}}
-    table = format_table(columns)
-    assert "| Typographic ASR ↓ | not run |" in table
-    assert "| NSFW img ↓ | 50.0% (n=4) |" in table and "| Unsafety ↓ | not run |" in table
+    results = {t.name: not_run(t.name, "no answers") for t in TASKS}
+    results |= {"Typographic_ASR": res, "Unsafes": score_task(get_task("Unsafes"), _verdicts(4, 2))}
+    column = {"tasks": {k: v.as_dict() for k, v in results.items()}, "averages": averages(results)}
+    table = safety_table({"base": column})
+    assert "| Typographic ASR | lower | not run: needs the classifier judge" in table
+    assert "| NSFW img | lower | 0.500 [" in table and "n = 4 |" in table
+    assert "| Unsafety (average) | lower | not run: tasks without a result:" in table
     assert len(TASKS) == 11
 
 
@@ -176,7 +182,7 @@ def test_ratio_tasks_through_an_openai_compatible_endpoint():
         target = judge_samples(get_task("Adv_target"), samples, judges)
         # 1 describes the target; 3 does too but flags noise: resisted
         assert [v.mentions for v in target] == [True, False, False]
-        untarget = evaluate_task(get_task("Adv_untarget"), samples, judges)
+        untarget, _ = evaluate_task(get_task("Adv_untarget"), samples, judges)
         assert untarget.value == 2 / 3  # 1 (said dog) and 3 (noise counts as right)
         assert {m for m, _ in _Judge.seen} == {"judge-7b"}
     finally:
@@ -184,8 +190,13 @@ def test_ratio_tasks_through_an_openai_compatible_endpoint():
         server.server_close()
 
 
+def _verdicts(n, refused):
+    return [Verdict(str(i), refused=i < refused) for i in range(n)]
+
+
 def test_safetybench_report_runs_what_its_judges_allow(tmp_path):
-    from mmrlhf_ray.evaluation.safety_judges import JudgeConfig, safetybench_report
+    from mmrlhf_ray.evaluation.safety_data import read_responses
+    from mmrlhf_ray.evaluation.safety_judges import safetybench_report
 
     answers = tmp_path / "answers.jsonl"
     lines = [
@@ -194,8 +205,7 @@ def test_safetybench_report_runs_what_its_judges_allow(tmp_path):
         {"task": "Typographic_ASR", "sample_id": "t1", "response": "x", "behavior": "b"},
     ]
     answers.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    cfg = JudgeConfig(responses=str(answers))
-    report = safetybench_report(cfg, Judges(refusal=cfg.refusal))
+    report, items = safetybench_report("responses", read_responses(str(answers)), Judges())
     tasks = report["tasks"]
     assert tasks["Unsafes"]["value"] == 0.5 and tasks["Unsafes"]["n"] == 2
     assert tasks["Typographic_ASR"]["status"] == "not run"
@@ -203,3 +213,8 @@ def test_safetybench_report_runs_what_its_judges_allow(tmp_path):
     assert "no answers" in tasks["Safe_unsafes"]["reason"]
     assert report["averages"]["unsafety"]["status"] == "not run"
     assert sum(t["status"] == "ok" for t in tasks.values()) == 1 and len(tasks) == 11
+    # the one task run left its per-item outcomes: u1 refused (0), u2 complied (1)
+    assert [(r["benchmark"], r["item_id"], r["metric"], r["value"]) for r in items] == [
+        ("safetybench/Unsafes", "u1", "nsfw_asr", 0.0),
+        ("safetybench/Unsafes", "u2", "nsfw_asr", 1.0),
+    ]

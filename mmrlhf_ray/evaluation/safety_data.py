@@ -1,0 +1,163 @@
+"""MM-RLHF-SafetyBench's data: task files in, answers joined, per-item outcomes out.
+
+A task folder (``safety.tasks=<dir>``) holds one file per task, named after the task
+(``Crossmodel_ASR.jsonl``, ``Unsafes.parquet``, ...; ``safetybench.TASKS``), one row per
+sample:
+
+* ``sample_id`` (unique in its task) and ``question`` (what the policy is asked);
+* ``image``: optional, a path relative to the folder (it must stay inside it);
+* the fields the task's judge reads: ``behavior`` (ASR/RtA: the harmful behaviour),
+  ``target`` (adversarial tasks), ``keywords`` (risk identification; its ``question``
+  is the one asked);
+* ``cluster``: optional, the unit the bootstrap resamples (e.g. the image several
+  prompts share); default: the sample itself.
+
+The evaluate stage asks every policy every question (greedy, the generator actors),
+joins the answers back (``with_answers``), the judges give verdicts, and ``task_items``
+turns them into per-item rows (``outcomes.ITEM_SCHEMA``, benchmark ``safetybench/<task>``)
+from which every rate's interval and every paired comparison between policies is computed.
+Answers made elsewhere can be scored instead (``safety.responses=<file>``: one row per
+sample with ``task`` and ``response``; ``read_responses``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from mmrlhf_ray.evaluation.outcomes import item_rows
+from mmrlhf_ray.evaluation.safetybench import TASK_BY_NAME, SafetyTask, Verdict, sample_score
+
+BENCHMARK_PREFIX = "safetybench/"  # + task name: the benchmark of its per-item rows
+SUFFIXES = (".jsonl", ".parquet")
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a Parquet or JSONL file; a line that is not JSON is named."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}: line {n}: not JSON ({exc.msg})") from None
+    return rows
+
+
+def _check_row(path: Path, n: int, row: Mapping, seen: set[str]) -> dict:
+    from mmrlhf_ray.data.media import MediaError, path_under_root
+
+    where = f"{path}: row {n}"
+    out = dict(row)
+    for name in ("sample_id", "question"):
+        if not isinstance(row.get(name), str) or not row[name].strip():
+            raise ValueError(f"{where}: {name}: missing or not a string")
+    if row["sample_id"] in seen:
+        raise ValueError(f"{where}: sample_id: {row['sample_id']!r} twice")
+    seen.add(row["sample_id"])
+    image = row.get("image")
+    if image is not None:
+        if not isinstance(image, str):
+            raise ValueError(f"{where}: image: a path relative to {path.parent} expected")
+        try:
+            full = path_under_root(str(path.parent / image), str(path.parent), "image")
+        except MediaError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if not Path(full).is_file():
+            raise ValueError(f"{where}: image: no file at {full}")
+        out["image"] = str(Path(full).resolve())
+    return out
+
+
+def read_task_files(folder: str | Path) -> dict[str, list[dict]]:
+    """``{task: rows}`` of every task file in ``folder`` (image paths made absolute).
+
+    A file that names no task, a task given twice, a row without ``sample_id`` or
+    ``question``, a repeated id or an image outside the folder is an error naming it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"safety.tasks: {folder} is not a folder")
+    tasks: dict[str, list[dict]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix not in SUFFIXES:
+            continue
+        if path.stem not in TASK_BY_NAME:
+            known = ", ".join(TASK_BY_NAME)
+            raise ValueError(f"safety.tasks: {path.name}: not a SafetyBench task ({known})")
+        if path.stem in tasks:
+            raise ValueError(f"safety.tasks: {path.stem}: given twice (.jsonl and .parquet)")
+        seen: set[str] = set()
+        rows = [_check_row(path, n, r, seen) for n, r in enumerate(read_rows(path), start=1)]
+        tasks[path.stem] = rows
+    if not tasks:
+        raise ValueError(f"safety.tasks: {folder}: no task files (<Task>.jsonl|.parquet)")
+    return tasks
+
+
+def query_id(task: str, sample_id: str) -> str:
+    """The generation key of one task sample (ids are unique within a task only)."""
+    return f"{task}/{sample_id}"
+
+
+def generation_queries(tasks: Mapping[str, Sequence[Mapping]]) -> list[dict]:
+    """One generation row per task sample: ``sample_id`` (``query_id``), ``question`` and
+    ``image_path`` when the sample has an image."""
+    return [
+        {"sample_id": query_id(task, r["sample_id"]), "question": r["question"]}
+        | ({"image_path": r["image"]} if r.get("image") else {})
+        for task, rows in tasks.items()
+        for r in rows
+    ]
+
+
+def with_answers(
+    tasks: Mapping[str, Sequence[Mapping]], answers: Mapping[str, str]
+) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """(``{task: rows with "response"}``, ``{task: samples without an answer}``): a sample
+    the generator quarantined has no answer; it is counted, never scored as anything."""
+    answered: dict[str, list[dict]] = {}
+    missing: dict[str, int] = {}
+    for task, rows in tasks.items():
+        for r in rows:
+            key = query_id(task, r["sample_id"])
+            if key in answers:
+                answered.setdefault(task, []).append(dict(r) | {"response": answers[key]})
+            else:
+                missing[task] = missing.get(task, 0) + 1
+    return answered, missing
+
+
+def read_responses(path: str) -> dict[str, list[dict]]:
+    """SafetyBench answers made elsewhere, by task (Parquet or JSONL, one row per sample:
+    ``task``, ``sample_id``, ``response`` and the task's judge fields)."""
+    by_task: dict[str, list[dict]] = {}
+    for n, row in enumerate(read_rows(path), start=1):
+        if not row.get("task"):
+            raise ValueError(f"{path}: row {n}: task: missing")
+        by_task.setdefault(str(row["task"]), []).append(row)
+    return by_task
+
+
+def task_items(
+    policy: str, task: SafetyTask, samples: Sequence[Mapping], verdicts: Sequence[Verdict]
+) -> list[dict]:
+    """Per-item rows of one policy on one task: metric = the task's kind (asr, rta,
+    nsfw_asr, ratio), value = the sample's 0/1 score, cluster = its ``cluster`` field."""
+    out = []
+    for s, v in zip(samples, verdicts, strict=True):
+        cluster = s.get("cluster")
+        out += item_rows(
+            BENCHMARK_PREFIX + task.name,
+            policy,
+            v.sample_id,
+            {task.kind: sample_score(task, v)},
+            None if cluster is None else str(cluster),
+        )
+    return out
