@@ -1,18 +1,19 @@
-"""Evaluate policies on the toy benchmark (accuracy, hallucination, safety) and the
-reward model on held-out pairs (RewardBench ACC/ACC+).
+"""Evaluate policies on the benchmarks a run asks for, every number with n and its 95%
+interval, every policy against the one before it on the same items.
 
     mmrlhf evaluate run_dir=runs/demo
+    mmrlhf evaluate run_dir=runs/demo "benchmarks=[safetybench]" safety.tasks=data/safety
     mmrlhf evaluate reward-bench --help          # ACC/ACC+ of an official-format file
     ray job submit --working-dir . -- python jobs/evaluate.py --config configs/evaluate.yaml
 
-Reads the held-out benchmark (``toyworld/benchmark``) and each policy in ``policies``;
-answers are generated greedily by the generate stage's vLLM actor pool and written as
-parts ``<policy>-NNNNN`` (a re-run skips policies already answered). Writes
-``evaluate/metrics.json`` (an ``EvaluationRecord``: toy benchmark per policy, RewardBench,
-every metric with n and its 95% interval, each policy against the one before it on the
-same items as a paired difference with interval and p, Holm-adjusted),
-``items.parquet`` (the per-item outcomes all of that is recomputed from),
-``summary.md`` and ``toy_benchmark.png`` (bars with 95% error bars).
+``benchmarks``: ``shapes`` (the held-out ``toyworld/benchmark``, answered greedily by the
+generate stage's vLLM actor pool, parts ``<policy>-NNNNN``), ``reward-bench`` (the trained
+reward model), ``safetybench`` (the task files of ``safety.tasks`` answered by every policy,
+parts ``safetybench-<policy>-NNNNN``, judged by the configured judges) and any lmms-eval task
+(evaluator actors in the evaluation env, shards under ``evaluate/lmms-eval``). A re-run skips
+what is answered. Writes ``evaluate/metrics.json`` (an ``EvaluationRecord``), ``items.parquet``
+(the per-item outcomes every interval and paired test is recomputed from: Holm-adjusted
+across all of them), ``summary.md`` and, with ``shapes``, ``toy_benchmark.png``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mmrlhf_ray.core.cli import parse_stage_args
 from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
 from mmrlhf_ray.core.stages import get_stage
 from mmrlhf_ray.evaluation.config import EvaluateConfig
-from mmrlhf_ray.evaluation.lmms import split_benchmarks
+from mmrlhf_ray.evaluation.lmms import SHAPES_TASK, split_benchmarks
 from mmrlhf_ray.evaluation.record import EvaluationRecord
 from mmrlhf_ray.evaluation.report import harness_sections
 from mmrlhf_ray.evaluation.shapes import (
@@ -177,11 +178,12 @@ def log_metrics(cfg: EvaluateConfig, record: EvaluationRecord) -> None:
 
 def run(cfg: EvaluateConfig) -> dict:
     """The stage: answer every benchmark with every policy, score, intervals, plot."""
+    own, lmms_tasks = split_benchmarks(cfg.benchmarks)
     bench = StageDir(cfg.benchmark_run_dir or cfg.run_dir, BENCHMARK_STAGE)
-    out, done = begin_stage(cfg, "evaluate", inputs=[bench])
+    needs_bench = "shapes" in own or SHAPES_TASK in lmms_tasks
+    out, done = begin_stage(cfg, "evaluate", inputs=[bench] if needs_bench else [])
     if done:
         return out.read_manifest()
-    own, lmms_tasks = split_benchmarks(cfg.benchmarks)
     toy, items, rows_in, quarantined = (
         evaluate_policies(cfg, out) if "shapes" in own else ({}, [], 0, 0)
     )

@@ -113,8 +113,10 @@ def write_results(
         runs = {p: [toy[repeat_label(p, s)] for s in repeat_seeds(repeats)] for p in policies}
         record.over_seeds = {TOY: seed_summary(runs, CHART_METRICS)}
     record.write(out)
-    (out / "summary.md").write_text(summary_markdown(toy, record.to_dict()))
-    plot_metrics(toy, str(out / "toy_benchmark.png"), intervals=record.intervals.get(TOY))
+    summary_md = summary_markdown(toy, record.to_dict()) if toy else ""  # shapes not asked for
+    (out / "summary.md").write_text(summary_md)
+    if toy:
+        plot_metrics(toy, str(out / "toy_benchmark.png"), intervals=record.intervals.get(TOY))
     return record
 
 
