@@ -43,3 +43,8 @@ class LmmsEvaluator:
         from harness.lmms_model import aggregate
 
         return aggregate(task, self.include_paths, values)
+
+    def higher_is_better(self, task: str) -> dict[str, bool]:
+        from harness.lmms_model import higher_is_better
+
+        return higher_is_better(task, self.include_paths)

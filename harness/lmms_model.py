@@ -124,3 +124,11 @@ def aggregate(task: str, include_paths: list[str], values: dict[str, list]) -> d
     obj = get_task_dict([task], task_manager(include_paths, task))[task]
     fns = obj.aggregation()
     return {name: fns[name](vals) for name, vals in values.items() if name in fns}
+
+
+def higher_is_better(task: str, include_paths: list[str]) -> dict[str, bool]:
+    """The task's own better direction of each metric (its ``metric_list``)."""
+    from lmms_eval.tasks import get_task_dict
+
+    obj = get_task_dict([task], task_manager(include_paths, task))[task]
+    return {name: bool(v) for name, v in obj.higher_is_better().items()}

@@ -103,6 +103,17 @@ def run_task(
     return merged, metrics
 
 
+def run_tasks(out: StageDir, pool: LmmsPool, policy: str, tasks: list[str], limit: int) -> dict:
+    """``{task: {"metrics", "n", "samples", "higher_is_better"}}`` of one policy."""
+    results = {}
+    for task in tasks:
+        rows, metrics = run_task(out, pool, policy, task, limit)
+        better = ray.get(pool.actors[0].higher_is_better.remote(task))
+        results[task] = {"metrics": metrics, "n": len(rows), "samples": rows}
+        results[task]["higher_is_better"] = {k: v for k, v in better.items() if k in metrics}
+    return results
+
+
 def evaluate_lmms(
     out: StageDir,
     spec: ModelSpec,
@@ -113,14 +124,10 @@ def evaluate_lmms(
     limit: int = 0,
     kill_marker: str = "",
 ) -> tuple[dict[str, dict[str, Any]], int]:
-    """(``{task: {"metrics", "n", "samples"}}``, actors restarted) of one policy."""
+    """(``run_tasks``' results, actors restarted) of one policy."""
     pool = LmmsPool(spec, include, actors, python, kill_marker)
     try:
-        results = {}
-        for task in tasks:
-            rows, metrics = run_task(out, pool, spec.name, task, limit)
-            results[task] = {"metrics": metrics, "n": len(rows), "samples": rows}
-        return results, pool.restarts
+        return run_tasks(out, pool, spec.name, tasks, limit), pool.restarts
     finally:
         pool.close()
 
@@ -131,7 +138,7 @@ def run_benchmarks(
     """``mmrlhf evaluate``'s lmms-eval tasks for every policy (``EvaluateConfig``): the shapes
     task written into the run when asked, per-sample rows kept as Parquet parts of
     ``evaluate/lmms-eval`` (a re-run skips finished shards). Returns (``{policy: {task:
-    {"metrics", "n"}}}``, the per-item rows of every mean metric, the metrics without)."""
+    {"metrics", "n", "higher_is_better"}}}``, the per-item rows of every mean metric, the metrics without)."""
     from mmrlhf_ray.evaluation.lmms import SHAPES_TASK, eval_python, task_items, write_shapes_task
 
     out = StageDir(cfg.run_dir, "evaluate/lmms-eval")
@@ -158,7 +165,8 @@ def run_benchmarks(
         results, restarts = evaluate_lmms(
             out, spec, tasks, include, cfg.lmms_actors, python, cfg.lmms_limit
         )
-        report[name] = {t: {"metrics": r["metrics"], "n": r["n"]} for t, r in results.items()}
+        keep = ("metrics", "n", "higher_is_better")
+        report[name] = {t: {k: r[k] for k in keep} for t, r in results.items()}
         report[name]["_actor_restarts"] = restarts
         for task, r in results.items():
             rows, without = task_items(name, task, r["samples"], r["metrics"])

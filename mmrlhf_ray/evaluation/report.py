@@ -301,11 +301,23 @@ def harness_sections(record: EvaluationRecord) -> list[str]:
     summary = record.to_dict()
     if record.lmms_eval:
         parts += ["", "## lmms-eval tasks", "", lmms_table(record.lmms_eval, record.intervals)]
-        parts += _harness_comparisons(summary, "lmms-eval/", lambda task: None)
+        parts += _harness_comparisons(summary, "lmms-eval/", _lmms_lower(record.lmms_eval))
     if record.safetybench:
         parts += ["", "## MM-RLHF-SafetyBench", "", safety_table(record.safetybench)]
         parts += _harness_comparisons(summary, "safetybench/", _safety_lower)
     return parts
+
+
+def _lmms_lower(lmms_eval: dict) -> Any:
+    """``task -> metrics where lower is better`` from the tasks' own ``higher_is_better``
+    (None, no direction claimed, for a task that did not say)."""
+    said: dict[str, set[str]] = {}
+    for tasks in lmms_eval.values():
+        for task, result in tasks.items():
+            if isinstance(result, dict) and result.get("higher_is_better"):
+                better = result["higher_is_better"].items()
+                said[task] = {m for m, higher in better if not higher}
+    return lambda task: said.get(task)
 
 
 def _safety_lower(task: str) -> set[str]:

@@ -110,6 +110,8 @@ def test_every_policy_answers_safetybench_and_the_lmms_shapes_task(
     nsfw = record.comparisons["safetybench/Unsafes"][pair]["nsfw_asr"]
     assert nsfw["n"] == 5 and "p_holm" in nsfw
     assert record.comparisons["lmms-eval/mmrlhf_shapes"][pair]["accuracy"]["n"] == 4
+    # the direction of the reading is the task's own (its YAML: higher_is_better: true)
+    assert record.lmms_eval["base"]["mmrlhf_shapes"]["higher_is_better"] == {"accuracy": True}
     assert not (run / "evaluate" / "toy_benchmark.png").exists()  # shapes was not asked for
     summary = (run / "evaluate" / "summary.md").read_text()
     assert "| NSFW img | lower |" in summary and "### safetybench/Unsafes: paired" in summary
