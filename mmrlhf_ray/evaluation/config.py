@@ -70,3 +70,8 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         if self.repeats < 1:
             raise ValueError(f"repeats: {self.repeats} (need >= 1)")
+        asked = (self.safety.tasks and "safety.tasks") or (
+            self.safety.responses and "safety.responses"
+        )
+        if asked and "safetybench" not in self.benchmarks:
+            raise ValueError(f"{asked} is set but benchmarks has no safetybench: add it")

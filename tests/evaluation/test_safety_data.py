@@ -96,3 +96,12 @@ def test_answers_joined_by_id_and_two_policies_compared_on_the_same_samples():
     # paired on the 11 samples both have: 9 went from complying to refusing, none back
     assert d["n"] == 11 and d["diff"] == pytest.approx(-9 / 11)
     assert d["high"] < 0  # the interval (clusters of 2 prompts per image) excludes 0
+
+
+def test_safety_answers_without_safetybench_in_benchmarks_is_a_config_error():
+    from mmrlhf_ray.evaluation.config import EvaluateConfig
+    from mmrlhf_ray.evaluation.safety_judges import SafetyConfig
+
+    with pytest.raises(ValueError, match="safety.tasks is set but benchmarks has no safetybench"):
+        EvaluateConfig(safety=SafetyConfig(tasks="/data/safetybench"))
+    EvaluateConfig(benchmarks=["safetybench"], safety=SafetyConfig(responses="a.jsonl"))
