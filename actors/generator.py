@@ -1,9 +1,12 @@
 """The generator actor: one interface, three backends (vLLM, transformers, simulated).
 
 ``Generator(spec)`` loads one model and turns ``GenRequest``s (chat messages + images
-or video frames) into ``Sample``s. The prompt is always rendered by the model's own
-chat template (``mmrlhf_ray.data.prompts.render_chat``) and the decoded media go in as
-multimodal inputs, so the vLLM and transformers backends see identical prompts:
+or video frames) into ``Sample``s. The prompt is rendered by the model's own chat
+template (``mmrlhf_ray.data.prompts.render_chat``) and the decoded media go in as
+multimodal inputs, so the vLLM and transformers backends see identical prompts; a
+request's raw ``prompt`` (text only, e.g. a classifier's own prompt) is used verbatim
+instead. Both backends tokenise the prompt text with the tokenizer's special tokens
+(vLLM's ``generate`` and ``encode_batch`` alike), so a raw prompt gets Llama's BOS once:
 
 * ``vllm``: ``vllm.LLM.generate`` with ``multi_modal_data`` and ``SamplingParams``
   (n, temperature, top_p, max_tokens, logprobs, seed). The default wherever vllm
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ from mmrlhf_ray.generation.requests import (
     build_request,
     generation_rows,
     quarantine_rows,
+    rendered_prompt,
     stable_seed,
 )
 from mmrlhf_ray.models.decoding import Generated, encode_batch, generate_encoded
@@ -160,7 +165,7 @@ class VllmBackend:
         s = self.spec
         inputs, params, prompts = [], [], []
         for r in requests:
-            prompt = render_chat(self.templater, r.messages)
+            prompt = rendered_prompt(r, partial(render_chat, self.templater))
             item: dict[str, Any] = {"prompt": prompt}
             mm: dict[str, Any] = {}
             if r.images:
@@ -254,7 +259,7 @@ class HFBackend:
 
     def _generate_group(self, group: list[GenRequest], greedy: bool) -> list[list[Sample]]:
         s = self.spec
-        prompts = [render_chat(self.templater, r.messages) for r in group]
+        prompts = [rendered_prompt(r, partial(render_chat, self.templater)) for r in group]
         images = [list(r.images) for r in group if not r.video]
         videos = [r.video for r in group if r.video]
         enc = encode_batch(self.templater, prompts, self.family, images, videos)

@@ -174,23 +174,33 @@ def run_benchmarks(
     return report, items, left
 
 
-def classifier_judge(path: str, num_gpus: float = 0.0, dtype: str = "float32") -> Any:
-    """A harm classifier checkpoint served by our generator actor (vLLM where it imports):
-    ``prompts -> completions``, greedy, one token (the classifier answers Yes/No)."""
+def classifier_judge(path: str, num_gpus: float = 0.0, dtype: str = "float32", **spec: Any) -> Any:
+    """A harm classifier checkpoint served by one generator actor (vLLM where it imports),
+    greedy, one token (the classifier answers Yes/No). Each prompt goes in verbatim (a raw
+    ``GenRequest.prompt``: HarmBench's prompt is already a complete Llama-2 ``[INST] ...``
+    prompt, so no chat template goes around it). ``spec``: other ``ModelSpec`` fields
+    (``kind``, ``max_model_len``, ``enforce_eager`` ...).
+
+    Returns the judge: ``judge(prompts) -> completions`` (``Judges.classify``),
+    ``judge.samples(prompts) -> [Sample]`` (token ids, the prompt as the backend saw it)
+    and ``judge.close()``, which stops the actor (call it once the run is judged).
+    """
     from actors.generator import Generator
-    from mmrlhf_ray.generation.requests import GenRequest
+    from mmrlhf_ray.generation.requests import GenRequest, Sample
 
-    spec = ModelSpec(
-        name="harm-classifier", path=path, n=1, temperature=0.0, max_tokens=1,
-        num_gpus=num_gpus, dtype=dtype,
-    )  # fmt: skip
-    actor = ray.remote(Generator).options(num_cpus=1, num_gpus=num_gpus).remote(spec)
+    fields = dict(name="harm-classifier", n=1, temperature=0.0, max_tokens=1, max_model_len=2048)
+    model = ModelSpec(**{**fields, **spec, "path": path, "num_gpus": num_gpus, "dtype": dtype})
+    actor = ray.remote(Generator).options(num_cpus=model.num_cpus, num_gpus=num_gpus).remote(model)
 
-    def classify(prompts: list[str]) -> list[str]:
-        reqs = [
-            GenRequest(str(i), [{"role": "user", "content": [{"type": "text", "text": p}]}])
-            for i, p in enumerate(prompts)
-        ]
-        return [s[0].text for s in ray.get(actor.generate.remote(reqs, True))]
+    class Judge:
+        def samples(self, prompts: list[str]) -> list[Sample]:
+            reqs = [GenRequest(str(i), [], prompt=p) for i, p in enumerate(prompts)]
+            return [s[0] for s in ray.get(actor.generate.remote(reqs, True))]
 
-    return classify
+        def __call__(self, prompts: list[str]) -> list[str]:
+            return [s.text for s in self.samples(prompts)]
+
+        def close(self) -> None:
+            ray.kill(actor)
+
+    return Judge()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,8 @@ def safe_name(name: str) -> str:
 # --------------------------------------------------------------------------- requests
 @dataclass
 class GenRequest:
-    """One prompt for an actor: chat messages plus the decoded media they refer to."""
+    """One prompt for an actor: chat messages plus the decoded media they refer to, or a
+    raw ``prompt`` (e.g. a classifier's own complete prompt, HarmBench's ``[INST] ...``)."""
 
     key: str  # unique id of the unit of work (e.g. sample_id)
     messages: list[dict[str, Any]]
@@ -44,6 +46,20 @@ class GenRequest:
     video: list[Any] | None = None  # PIL frames of one video
     n: int = 1
     seed: int = 0
+    # The prompt verbatim, no chat template; text only (``messages`` is then ignored). It
+    # is tokenised as plain text: the tokenizer's own special tokens (Llama's BOS) once.
+    prompt: str | None = None
+
+
+def rendered_prompt(request: GenRequest, render: Callable[[list[dict[str, Any]]], str]) -> str:
+    """The text a backend tokenises: ``request.prompt`` verbatim when set (a raw prompt
+    with images or video is a ``ValueError`` naming the request), else ``render(messages)``
+    (the model's chat template)."""
+    if request.prompt is None:
+        return render(request.messages)
+    if request.images or request.video:
+        raise ValueError(f"request {request.key}: prompt: a raw prompt is text only, got media")
+    return request.prompt
 
 
 @dataclass

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mmrlhf_ray.core.config import load_config
 from mmrlhf_ray.data.media import MediaError
@@ -26,10 +27,12 @@ from mmrlhf_ray.generation.expansion import (
     verdict,
 )
 from mmrlhf_ray.generation.requests import (
+    GenRequest,
     Sample,
     build_request,
     generation_rows,
     quarantine_rows,
+    rendered_prompt,
     stable_seed,
 )
 from tests.generation.helpers import png
@@ -81,6 +84,25 @@ def test_build_request_image_video_and_bad_media():
     with pytest.raises(MediaError) as err:
         build_request({"sample_id": "b", "question": "q", "image": b"junk"}, spec)
     assert err.value.field == "image"
+
+
+def test_raw_prompt_verbatim_and_text_only():
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    rendered = []
+
+    def render(messages):  # stands in for the chat template; records what it was asked
+        rendered.append(messages)
+        return "<chat>" + messages[0]["content"][0]["text"]
+
+    assert rendered_prompt(GenRequest("a", msgs), render) == "<chat>hi"
+    raw = "[INST] judge this [/INST]"
+    assert rendered_prompt(GenRequest("b", msgs, prompt=raw), render) == raw
+    assert rendered == [msgs]  # the raw request never went through the template
+    image = Image.new("RGB", (8, 8))
+    with pytest.raises(ValueError, match=r"request q7: prompt: .*text only"):
+        rendered_prompt(GenRequest("q7", [], images=[image], prompt=raw), render)
+    with pytest.raises(ValueError, match=r"request v2: prompt: "):
+        rendered_prompt(GenRequest("v2", [], video=[image, image], prompt=raw), render)
 
 
 def test_generation_rows_flags_and_ids():
