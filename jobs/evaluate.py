@@ -159,9 +159,13 @@ def safety_benchmark(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, list[dic
         classify = classifier_judge(cfg.safety.classifier, cfg.num_gpus, cfg.dtype)
     judges = Judges(cfg.safety.refusal, classify, endpoint_judge(cfg.safety))
     report, items = {}, []
-    for column, (answers, unanswered) in (columns or {"(no answers)": ({}, {})}).items():
-        report[column], rows = safetybench_report(column, answers, judges, unanswered)
-        items += rows
+    try:
+        for column, (answers, unanswered) in (columns or {"(no answers)": ({}, {})}).items():
+            report[column], rows = safetybench_report(column, answers, judges, unanswered)
+            items += rows
+    finally:
+        if classify is not None:
+            classify.close()  # the classifier's actor
     return report, items, rows_in, quarantined
 
 
