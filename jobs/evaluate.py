@@ -31,6 +31,7 @@ from mmrlhf_ray.evaluation.config import EvaluateConfig
 from mmrlhf_ray.evaluation.lmms import SHAPES_TASK, split_benchmarks
 from mmrlhf_ray.evaluation.record import EvaluationRecord
 from mmrlhf_ray.evaluation.report import harness_sections
+from mmrlhf_ray.evaluation.safety_data import average_comparisons
 from mmrlhf_ray.evaluation.shapes import (
     policy_items,
     policy_metrics,
@@ -191,13 +192,14 @@ def run(cfg: EvaluateConfig) -> dict:
     toy, items, rows_in, quarantined = (
         evaluate_policies(cfg, out) if "shapes" in own else ({}, [], 0, 0)
     )
-    lmms_eval, lmms_left, safety = {}, [], {}
+    lmms_eval, lmms_left, safety, averages = {}, [], {}, {}
     if lmms_tasks:
         lmms_eval, rows, lmms_left = lmms_benchmarks(cfg, lmms_tasks)
         items += rows
     if "safetybench" in own:
         safety, rows, s_in, s_quarantined = safety_benchmark(cfg, out)
         items, rows_in, quarantined = items + rows, rows_in + s_in, quarantined + s_quarantined
+        averages = average_comparisons(rows, list(safety), cfg.bootstrap_resamples)
     record = write_results(
         out.local_path(),
         toy,
@@ -206,6 +208,7 @@ def run(cfg: EvaluateConfig) -> dict:
         cfg.bootstrap_resamples,
         list(cfg.policies),
         cfg.repeats,
+        averages,
     )
     record.lmms_eval, record.safetybench = lmms_eval, safety
     record.not_estimated += lmms_left

@@ -186,9 +186,13 @@ def _intervals(groups: dict, boot: Bootstrap, skipped: list[str]) -> dict:
 
 
 def _comparisons(
-    groups: dict, pairs: Sequence[tuple[str, str]] | None, boot: Bootstrap, skipped: list[str]
+    groups: dict,
+    pairs: Sequence[tuple[str, str]] | None,
+    boot: Bootstrap,
+    skipped: list[str],
+    extra: Mapping[str, stats.PairedDiff],
 ) -> dict:
-    """{bench: {"a → b": {metric: PairedDiff dict}}}, Holm across all of them."""
+    """{bench: {"a → b": {metric: PairedDiff dict}}}, ``extra`` ones too, Holm across all."""
     policies: dict[str, list[str]] = {}
     for bench, _, policy in groups:
         if policy not in policies.setdefault(bench, []):
@@ -209,7 +213,7 @@ def _comparisons(
                 if d is not None:
                     flat["|".join((bench, f"{before}{ARROW}{after}", metric))] = d
     comparisons: dict = {}
-    for key, d in stats.with_holm(flat).items():
+    for key, d in stats.with_holm(flat | dict(extra)).items():
         bench, pair, metric = key.split("|")
         comparisons.setdefault(bench, {}).setdefault(pair, {})[metric] = d.to_dict()
     return comparisons
@@ -219,20 +223,22 @@ def summarize(
     table: pa.Table,
     pairs: Sequence[tuple[str, str]] | None = None,
     boot: Bootstrap | None = None,
+    extra: Mapping[str, stats.PairedDiff] | None = None,
 ) -> dict:
     """Every metric's interval and every paired comparison of a per-item table, as JSON:
 
     ``{"intervals": {bench: {policy: {metric: Estimate}}}, "comparisons": {bench:
     {"a → b": {metric: PairedDiff}}}, "bootstrap": settings, "holm_family": m,
     "not_estimated": [what had too little data, and why]}``. ``pairs`` default:
-    consecutive policies in the order they first appear. Holm runs across every
-    comparison of the table (one report, one family).
+    consecutive policies in the order they first appear. ``extra``: comparisons made
+    elsewhere (``"bench|a → b|metric"`` -> PairedDiff, e.g. SafetyBench's averages), in
+    the same family. Holm runs across every comparison (one report, one family).
     """
     boot = boot or Bootstrap()
     groups = _grouped(table)
     skipped: list[str] = []
     intervals = _intervals(groups, boot, skipped)
-    comparisons = _comparisons(groups, pairs, boot, skipped)
+    comparisons = _comparisons(groups, pairs, boot, skipped, extra or {})
     return {
         "intervals": intervals,
         "comparisons": comparisons,

@@ -323,6 +323,8 @@ def _lmms_lower(lmms_eval: dict) -> Any:
 def _safety_lower(task: str) -> set[str]:
     from mmrlhf_ray.evaluation.safetybench import get_task
 
+    if task == "averages":  # Table 9's two: Unsafety lower, Safety higher is better
+        return {"unsafety"}
     t = get_task(task)
     return {t.kind} if t.lower_is_better else set()
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mmrlhf_ray.evaluation.outcomes import item_rows
 from mmrlhf_ray.evaluation.safetybench import TASK_BY_NAME, SafetyTask, Verdict, sample_score
+from mmrlhf_ray.evaluation.stats import PairedDiff
 
 BENCHMARK_PREFIX = "safetybench/"  # + task name: the benchmark of its per-item rows
 SUFFIXES = (".jsonl", ".parquet")
@@ -160,4 +161,39 @@ def task_items(
             {task.kind: sample_score(task, v)},
             None if cluster is None else str(cluster),
         )
+    return out
+
+
+AVERAGES = BENCHMARK_PREFIX + "averages"  # the benchmark of the Table 9 averages' comparisons
+
+
+def average_comparisons(
+    items: Sequence[Mapping], columns: Sequence[str], resamples: int = 2000
+) -> dict[str, PairedDiff]:
+    """Table 9's Unsafety / Safety of each policy against the one before it, paired on the
+    samples both answered (``safetybench.paired_mean_of_rates``), for the averages whose
+    every task both policies have per-item rows of. Keys ``"safetybench/averages|a → b|
+    unsafety"`` (as ``outcomes.summarize`` takes extra comparisons, Holm with the rest)."""
+    from mmrlhf_ray.evaluation.outcomes import ARROW, consecutive
+    from mmrlhf_ray.evaluation.safetybench import TASKS, paired_mean_of_rates
+
+    scores: dict[tuple[str, str], dict[str, float]] = {}  # (policy, task) -> {item: score}
+    for r in items:
+        if r["benchmark"].startswith(BENCHMARK_PREFIX):
+            task = r["benchmark"][len(BENCHMARK_PREFIX) :]
+            scores.setdefault((r["policy"], task), {})[r["item_id"]] = r["value"]
+    out: dict[str, PairedDiff] = {}
+    for before, after in consecutive(list(columns)):
+        for name, lower in (("unsafety", True), ("safety", False)):
+            tasks = [t.name for t in TASKS if t.lower_is_better == lower]
+            pairs = [(scores.get((before, t)), scores.get((after, t))) for t in tasks]
+            if any(b is None or a is None for b, a in pairs):
+                continue
+            common = [sorted(set(b) & set(a)) for b, a in pairs]
+            if any(not ids for ids in common):
+                continue
+            b_vals = [[b[i] for i in ids] for (b, _), ids in zip(pairs, common, strict=True)]
+            a_vals = [[a[i] for i in ids] for (_, a), ids in zip(pairs, common, strict=True)]
+            key = f"{AVERAGES}|{before}{ARROW}{after}|{name}"
+            out[key] = paired_mean_of_rates(b_vals, a_vals, resamples)
     return out

@@ -32,7 +32,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from mmrlhf_ray.evaluation.stats import PairedDiff
 
 MetricKind = Literal["asr", "rta", "nsfw_asr", "ratio"]
 JudgeName = Literal["classifier", "refusal", "llm"]
@@ -180,6 +183,47 @@ def mean_of_rates(
     value = float((k / n).mean())
     est = Estimate(value, float(low), float(high), int(n.sum()), int(n.sum()), "percentile")
     return est.to_dict() | {"variance": "items, stratified by task"}
+
+
+def paired_mean_of_rates(
+    before: Sequence[Sequence[float]],
+    after: Sequence[Sequence[float]],
+    resamples: int = 2000,
+    seed: int = 0,
+) -> PairedDiff:
+    """Two policies' mean of task rates (a Table 9 average) on the same samples: sample i
+    of task k in ``before[k]`` is sample i of task k in ``after[k]``.
+
+    ``diff`` = mean_k(rate_after_k) - mean_k(rate_before_k), with a 95% percentile interval
+    from a paired bootstrap stratified by task (each task's samples resampled within the
+    task, the same draw for both policies) and the p that inverts it (twice the share of
+    resampled differences on the far side of 0). Tasks are held fixed, as in
+    ``mean_of_rates``."""
+    import numpy as np
+
+    from mmrlhf_ray.evaluation.stats import CONFIDENCE, PairedDiff
+
+    b = [np.asarray(x, dtype=float) for x in before]
+    a = [np.asarray(x, dtype=float) for x in after]
+    sizes = [(x.size, y.size) for x, y in zip(b, a, strict=False)]
+    if not b or len(a) != len(b) or any(x != y or x == 0 for x, y in sizes):
+        raise ValueError(f"paired_mean_of_rates: per-task sizes {sizes} (need equal, > 0)")
+    rng = np.random.default_rng(seed)
+    boot = np.zeros(resamples)
+    for x, y in zip(b, a, strict=True):
+        idx = rng.integers(0, x.size, size=(resamples, x.size))
+        boot += (y[idx].mean(axis=1) - x[idx].mean(axis=1)) / len(b)
+    before_v = float(np.mean([x.mean() for x in b]))
+    after_v = float(np.mean([y.mean() for y in a]))
+    q = (1.0 - CONFIDENCE) / 2.0
+    low, high = (float(v) for v in np.quantile(boot, [q, 1.0 - q]))
+    side = min(np.sum(boot <= 0.0), np.sum(boot >= 0.0))
+    p = float(min(1.0, (2 * side + 1) / (resamples + 1)))
+    n = int(sum(x.size for x in b))
+    return PairedDiff(
+        before_v, after_v, after_v - before_v, min(low, high), max(low, high), p, n, n,
+        "bootstrap", "percentile", CONFIDENCE, "items, stratified by task",
+    )  # fmt: skip
 
 
 def averages(results: Mapping[str, TaskResult | float]) -> dict[str, dict]:

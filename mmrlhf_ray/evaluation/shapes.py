@@ -88,12 +88,14 @@ def write_results(
     resamples: int = 2000,
     policies: list[str] | None = None,
     repeats: int = 1,
+    extra: dict | None = None,
 ) -> EvaluationRecord:
     """The evaluate stage's outputs in ``out_dir``: ``items.parquet`` (per-item outcomes of
     every benchmark), ``metrics.json`` (an ``EvaluationRecord``: points, intervals,
     comparisons; with ``repeats`` > 1 also over seeds), ``summary.md`` and
     ``toy_benchmark.png`` (95% error bars). ``policies``: the policy names in order
-    (default: the keys of ``toy``); ``toy`` is keyed by ``repeat_label``."""
+    (default: the keys of ``toy``); ``toy`` is keyed by ``repeat_label``; ``extra``:
+    comparisons made elsewhere, Holm-adjusted with the rest (``outcomes.summarize``)."""
     from mmrlhf_ray.evaluation.outcomes import (
         Bootstrap,
         item_table,
@@ -107,7 +109,7 @@ def write_results(
     table = item_table(items)
     write_items(str(out / "items.parquet"), table)
     pairs = repeat_pairs(policies, repeats) if repeats > 1 else None
-    summary = summarize(table, pairs, boot=Bootstrap(resamples=resamples))
+    summary = summarize(table, pairs, boot=Bootstrap(resamples=resamples), extra=extra)
     record = EvaluationRecord(toy_benchmark=toy, reward_bench=reward_bench, **summary)
     if repeats > 1:
         runs = {p: [toy[repeat_label(p, s)] for s in repeat_seeds(repeats)] for p in policies}

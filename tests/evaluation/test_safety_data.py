@@ -105,3 +105,51 @@ def test_safety_answers_without_safetybench_in_benchmarks_is_a_config_error():
     with pytest.raises(ValueError, match="safety.tasks is set but benchmarks has no safetybench"):
         EvaluateConfig(safety=SafetyConfig(tasks="/data/safetybench"))
     EvaluateConfig(benchmarks=["safetybench"], safety=SafetyConfig(responses="a.jsonl"))
+
+
+def test_table9_averages_compared_between_policies_stratified_by_task():
+    import numpy as np
+
+    from mmrlhf_ray.evaluation.safety_data import AVERAGES, average_comparisons
+    from mmrlhf_ray.evaluation.safetybench import TASKS, Verdict, paired_mean_of_rates
+
+    rng = np.random.default_rng(3)
+    lower = [t for t in TASKS if t.lower_is_better]  # the six tasks of Unsafety
+    items, rates = [], {"base": [], "mm-dpo": []}
+    for k, task in enumerate(lower):
+        n = 20 + 10 * k
+        base = rng.random(n) < 0.5
+        tuned = base & (rng.random(n) < 0.4)  # the tuned policy fails a subset of the same
+        for policy, outcome in (("base", base), ("mm-dpo", tuned)):
+            rates[policy].append(outcome.mean())
+            fields = {"asr": "harmful", "nsfw_asr": "refused", "ratio": "mentions"}[task.kind]
+            flip = task.kind == "nsfw_asr"  # NSFW ASR scores a sample that did NOT refuse
+            verdicts = [Verdict(f"s{i}", **{fields: bool(o) ^ flip}) for i, o in enumerate(outcome)]
+            items += task_items(policy, task, [{}] * n, verdicts)
+    got = average_comparisons(items, ["base", "mm-dpo"], resamples=3000)
+    assert list(got) == [f"{AVERAGES}|base → mm-dpo|unsafety"]  # Safety's tasks: no rows
+    d = got[f"{AVERAGES}|base → mm-dpo|unsafety"]
+    assert d.before == pytest.approx(np.mean(rates["base"]))
+    assert d.diff == pytest.approx(np.mean(rates["mm-dpo"]) - np.mean(rates["base"]))
+    assert d.n == sum(20 + 10 * k for k in range(6)) and d.high < 0 and d.p < 0.01
+    # the interval's width: the sd of a mean of K independent paired task differences
+    sd = 0.0
+    for k in range(6):
+        rows = [r for r in items if r["benchmark"] == f"safetybench/{lower[k].name}"]
+        b = np.array([r["value"] for r in rows if r["policy"] == "base"])
+        a = np.array([r["value"] for r in rows if r["policy"] == "mm-dpo"])
+        sd += np.var(a - b) / a.size
+    assert d.high - d.low == pytest.approx(2 * 1.96 * np.sqrt(sd) / 6, rel=0.15)
+    # in the report's family: Holm across it and the per-task comparisons
+    out = summarize(item_table(items), extra=got)
+    assert out["holm_family"] == 6 + 1
+    assert out["comparisons"][AVERAGES]["base → mm-dpo"]["unsafety"]["p_holm"] >= d.p
+    from mmrlhf_ray.evaluation.report import _harness_comparisons, _safety_lower
+
+    text = "\n".join(_harness_comparisons(out, "safetybench/", _safety_lower))
+    row = next(x for x in text.splitlines() if x.startswith("| unsafety | base → mm-dpo"))
+    assert row.endswith("| improved |")  # lower Unsafety, interval below 0
+    same = paired_mean_of_rates([[1, 0, 1], [0, 0]], [[1, 0, 1], [0, 0]])
+    assert (same.diff, same.low, same.high, same.p) == (0.0, 0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="per-task sizes"):
+        paired_mean_of_rates([[1, 0]], [[1]])
