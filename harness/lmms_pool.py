@@ -67,12 +67,19 @@ class LmmsPool:
 
 
 def run_task(
-    out: StageDir, pool: LmmsPool, policy: str, task: str, limit: int = 0, max_restarts: int = 3
+    out: StageDir,
+    pool: LmmsPool,
+    policy: str,
+    task: str,
+    limit: int = 0,
+    max_restarts: int = 3,
+    shards: int = 0,
 ) -> tuple[list[dict], dict[str, Any]]:
-    """(merged per-sample rows, the task's aggregated metrics) of one policy on one task."""
+    """(merged per-sample rows, the task's aggregated metrics) of one policy on one task,
+    its documents in ``shards`` shards (0 = one per actor)."""
     n_docs = ray.get(pool.actors[0].count_docs.remote(task))
     n_docs = min(n_docs, limit) if limit else n_docs
-    ranges = shard_ranges(n_docs, len(pool.actors))
+    ranges = shard_ranges(n_docs, shards or len(pool.actors))
     names = [shard_part(policy, task, i, len(ranges)) for i in range(len(ranges))]
     todo = deque(i for i, name in enumerate(names) if not out.has_part(name))
     running: dict[Any, tuple[int, int]] = {}  # future -> (shard, actor)
@@ -103,11 +110,13 @@ def run_task(
     return merged, metrics
 
 
-def run_tasks(out: StageDir, pool: LmmsPool, policy: str, tasks: list[str], limit: int) -> dict:
+def run_tasks(
+    out: StageDir, pool: LmmsPool, policy: str, tasks: list[str], limit: int = 0, shards: int = 0
+) -> dict:
     """``{task: {"metrics", "n", "samples", "higher_is_better"}}`` of one policy."""
     results = {}
     for task in tasks:
-        rows, metrics = run_task(out, pool, policy, task, limit)
+        rows, metrics = run_task(out, pool, policy, task, limit, shards=shards)
         better = ray.get(pool.actors[0].higher_is_better.remote(task))
         results[task] = {"metrics": metrics, "n": len(rows), "samples": rows}
         results[task]["higher_is_better"] = {k: v for k, v in better.items() if k in metrics}

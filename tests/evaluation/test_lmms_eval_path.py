@@ -17,7 +17,7 @@ import pytest
 from mmrlhf_ray.evaluation.lmms import EVAL_PYTHON, eval_python, write_shapes_task
 from mmrlhf_ray.toyworld import benchmark_split, judge
 
-# ~45 s of wall on an idle 2-core box (4 actor start-ups in the evaluation env, each
+# ~45 s of wall on an idle 2-core box (3 actor start-ups in the evaluation env, each
 # importing lmms-eval). `make test` builds the evaluation env and sets
 # MMRLHF_REQUIRE_EVAL_ENV=1, so there a missing env fails instead of skipping.
 if not eval_python():
@@ -35,7 +35,7 @@ def _spec(policy):
 
 
 def test_sharded_run_with_a_killed_actor_equals_unsharded(ray_session, tiny_models, tmp_path):
-    from harness.lmms_pool import evaluate_lmms
+    from harness.lmms_pool import LmmsPool, run_tasks
     from mmrlhf_ray.core.stage import StageDir
 
     rows_a, rows_b = benchmark_split(5, seed=3), benchmark_split(4, seed=11)
@@ -43,18 +43,21 @@ def test_sharded_run_with_a_killed_actor_equals_unsharded(ray_session, tiny_mode
     write_shapes_task(rows_b, tmp_path / "tasks", "shapes_b")
     include = [str(tmp_path / "tasks")]  # a local task directory: lmms-eval's include path
     spec, tasks, py = _spec(tiny_models["policy"]), ["shapes_a", "shapes_b"], eval_python()
-    marker = str(tmp_path / "died")
-    two, restarts = evaluate_lmms(
-        StageDir(str(tmp_path / "r2"), "evaluate/lmms"), spec, tasks, include, 2, py, 0, marker
-    )
-    one, _ = evaluate_lmms(
-        StageDir(str(tmp_path / "r1"), "evaluate/lmms"), spec, tasks, include, 1, py
-    )
+    pool = LmmsPool(spec, include, 2, py, str(tmp_path / "died"))  # one dies on its 1st shard
+    try:
+        two = run_tasks(StageDir(str(tmp_path / "r2"), "evaluate/lmms"), pool, spec.name, tasks)
+        restarts = pool.restarts
+        # unsharded: every document in one shard, on the same (restarted) pool
+        r1 = StageDir(str(tmp_path / "r1"), "evaluate/lmms")
+        one = run_tasks(r1, pool, spec.name, tasks, shards=1)
+    finally:
+        pool.close()
     assert restarts >= 1  # an actor died on its first shard; its shard was redone
     for task, rows in (("shapes_a", rows_a), ("shapes_b", rows_b)):
         ids2 = [s["sample_id"] for s in two[task]["samples"]]
         assert ids2 == [r["sample_id"] for r in rows]  # every document once, in order
         assert len(set(s["shard"] for s in two[task]["samples"])) == 2
+        assert len(set(s["shard"] for s in one[task]["samples"])) == 1
         strip = lambda ss: [(s["sample_id"], s["response"], s["metrics"]) for s in ss]  # noqa: E731
         assert strip(two[task]["samples"]) == strip(one[task]["samples"])
         assert two[task]["metrics"] == one[task]["metrics"]
