@@ -30,6 +30,7 @@ from mmrlhf_ray.flows.self_improve import (
     candidate_pairs,
     orient_by_reward,
     round_configs,
+    round_evaluate_config,
     round_queries,
     rounds_items,
     write_rounds,
@@ -105,17 +106,7 @@ def train_round(cfg: SelfImproveConfig, round_dir: str, policy: str) -> str:
 
 
 def evaluate_round(cfg: SelfImproveConfig, round_dir: str, policy: str, r: int) -> dict:
-    evaluate = get_stage("evaluate")
-    evaluate.run(
-        evaluate.config(
-            run_dir=round_dir,
-            benchmark_run_dir=cfg.run_dir,
-            reward_bench=False,
-            policies={f"round-{r}": policy},
-            benchmark_limit=cfg.benchmark_limit,
-            benchmarks=list(cfg.benchmarks),
-        )
-    )
+    get_stage("evaluate").run(round_evaluate_config(cfg, round_dir, policy, r, cfg.run_dir))
     return EvaluationRecord.read(Path(round_dir) / "evaluate").points(f"round-{r}")
 
 

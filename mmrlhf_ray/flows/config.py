@@ -102,6 +102,10 @@ class SelfImproveConfig(Choices):
         default_factory=lambda: ["shapes"],
         metadata={"help": "what each round's evaluate runs (evaluate's benchmarks=)"},
     )
+    evaluate_overrides: list[str] = field(
+        default_factory=list,
+        metadata={"help": "extra evaluate key=value (e.g. safety.tasks=, lmms_include=)"},
+    )
     benchmark_limit: int = field(default=0, metadata={"help": "first N benchmark rows (0 = all)"})
 
     def __post_init__(self) -> None:

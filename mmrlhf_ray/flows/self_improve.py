@@ -40,6 +40,26 @@ def round_configs(cfg: SelfImproveConfig, round_dir: str, policy: str) -> tuple[
     return ref, dpo
 
 
+def round_evaluate_config(
+    cfg: SelfImproveConfig, round_dir: str, policy: str, r: int, benchmark_run_dir: str
+) -> Any:
+    """The evaluate config of round ``r``: the ``profile``'s shipped YAML (on GPU its
+    actors, dtype, SafetyBench folder and judges), the round's policy and ``benchmarks``,
+    then ``evaluate_overrides``."""
+    from mmrlhf_ray.core.stages import get_stage
+
+    return get_stage("evaluate").config(
+        cfg.evaluate_overrides,
+        cfg.profile,
+        run_dir=round_dir,
+        benchmark_run_dir=benchmark_run_dir,
+        reward_bench=False,
+        policies={f"round-{r}": policy},
+        benchmark_limit=cfg.benchmark_limit,
+        benchmarks=list(cfg.benchmarks),
+    )
+
+
 def candidate_pairs(
     generated: list[dict[str, Any]], queries: dict[str, dict[str, Any]]
 ) -> list[dict]:

@@ -5,6 +5,7 @@ skips, the reference policy is the policy MM-DPO starts from, models sit on shar
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,23 @@ def test_train_dpo_fills_the_papers_32_gpus():
     dpo = stage_config("train-dpo")
     assert dpo.train.num_workers == 32 and dpo.train.use_gpu and dpo.train.zero_stage == 3
     assert dpo.train.freeze_vision and not dpo.train.freeze_projector  # App. G.1
+
+
+def test_gpu_self_improve_rounds_evaluate_with_the_gpu_evaluate_config():
+    """A GPU round's evaluate is evaluate.gpu.yaml's (GPU actors, bf16, SafetyBench folder
+    and judges), never the CPU defaults; its benchmarks are self-improve's."""
+    from mmrlhf_ray.flows.self_improve import round_evaluate_config
+
+    si = stage_config("self-improve")
+    ev = round_evaluate_config(si, "/mnt/shared/runs/test/r1", "/p", 1, "/mnt/shared/runs/test")
+    gpu = stage_config("evaluate")
+    assert ev.policies == {"round-1": "/p"} and ev.benchmarks == si.benchmarks
+    assert "safetybench" in ev.benchmarks and "shapes" not in ev.benchmarks
+    assert (
+        (ev.num_gpus, ev.dtype, ev.backend)
+        == (gpu.num_gpus, "bfloat16", "vllm")
+        == (1, "bfloat16", "vllm")
+    )
+    assert ev.safety.tasks == gpu.safety.tasks and ev.safety.classifier == gpu.safety.classifier
+    cpu = round_evaluate_config(replace(si, profile=""), "/tmp/r1", "/p", 1, "/tmp")
+    assert (cpu.num_gpus, cpu.dtype) == (0.0, "float32")
