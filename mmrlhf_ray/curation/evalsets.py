@@ -10,13 +10,13 @@ leaves the item text-only (its problem is kept, and counted in the report).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mmrlhf_ray.core.config import ConfigError
 from mmrlhf_ray.curation.decontaminate import EvalItem, EvalSetConfig
+from mmrlhf_ray.data.files import read_rows
 from mmrlhf_ray.data.media import MediaError, decode_image, frame_paths
 
 
@@ -34,22 +34,6 @@ def _pool_image(row: dict[str, Any], root: str, max_side: int) -> Any:
     return None
 
 
-def _read_rows(path: str) -> list[dict[str, Any]]:
-    if path.endswith(".parquet") or Path(path).is_dir():
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, text in enumerate(f, start=1):
-            if text.strip():
-                try:
-                    rows.append(json.loads(text))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}: line {n}: not JSON ({exc.msg})") from exc
-    return rows
-
-
 def _item(cfg: EvalSetConfig, item_id: Any, question: Any, load: Callable[[], Any]) -> EvalItem:
     item = EvalItem(cfg.name, str(item_id), str(question or ""))
     try:
@@ -64,7 +48,7 @@ def load_eval_set(cfg: EvalSetConfig, max_side: int = 512) -> list[EvalItem]:
     if not Path(cfg.path).exists():
         raise ConfigError(f"decontaminate.sets[{cfg.name}].path: {cfg.path} does not exist")
     items: dict[str, EvalItem] = {}
-    for n, row in enumerate(_read_rows(cfg.path), start=1):
+    for n, row in enumerate(read_rows(cfg.path), start=1):
         if cfg.format == "pool":
             key, question = row.get("sample_id"), row.get("question")
             load = functools.partial(_pool_image, row, cfg.image_root, max_side)

@@ -22,34 +22,16 @@ sample with ``task`` and ``response``; ``read_responses``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mmrlhf_ray.data.files import read_rows
 from mmrlhf_ray.evaluation.outcomes import item_rows
 from mmrlhf_ray.evaluation.safetybench import TASK_BY_NAME, SafetyTask, Verdict, sample_score
 from mmrlhf_ray.evaluation.stats import PairedDiff
 
 BENCHMARK_PREFIX = "safetybench/"  # + task name: the benchmark of its per-item rows
 SUFFIXES = (".jsonl", ".parquet")
-
-
-def read_rows(path: str | Path) -> list[dict]:
-    """The rows of a Parquet or JSONL file; a line that is not JSON is named."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: line {n}: not JSON ({exc.msg})") from None
-    return rows
 
 
 def _check_row(path: Path, n: int, row: Mapping, seen: set[str]) -> dict:
