@@ -12,6 +12,10 @@ sample:
 * ``cluster``: optional, the unit the bootstrap resamples (e.g. the image several
   prompts share); default: the sample itself.
 
+The release's own task data can be put in the folder as it is: the Parquet of each
+task's Hugging Face dataset, saved as ``<Task>.parquet`` (``release_row`` maps its
+``question_id`` / ``label`` / ``extra`` fields; its image column is read as bytes).
+
 The evaluate stage asks every policy every question (greedy, the generator actors),
 joins the answers back (``with_answers``), the judges give verdicts, and ``task_items``
 turns them into per-item rows (``outcomes.ITEM_SCHEMA``, benchmark ``safetybench/<task>``)
@@ -22,6 +26,7 @@ sample with ``task`` and ``response``; ``read_responses``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,10 +39,40 @@ BENCHMARK_PREFIX = "safetybench/"  # + task name: the benchmark of its per-item 
 SUFFIXES = (".jsonl", ".parquet")
 
 
+def release_row(task: SafetyTask, doc: Mapping, where: str) -> dict:
+    """A document of the release's lmms-eval task (its Hugging Face dataset, e.g.
+    ``kirito011024/safety_corssmodel_jailbreaking``) as a task-file row: ``question_id``
+    (VLGuard: ``id``) -> ``sample_id``; ``label`` -> ``behavior`` (jailbreak tasks) or
+    ``target`` (adversarial: the part after ``->``); ``extra``'s ``QUESTION`` /
+    ``EXPECTED_KEYWORDS`` -> ``question`` / ``keywords`` of the judge (risk).
+
+    The release scores a sample as "the judge's answer equals the document's ``answer``";
+    the rates here are those of an expected "Yes" (Table 6's definitions), so a document
+    whose ``answer`` is not Yes is refused, never rescored silently."""
+    answer = str(doc.get("answer", "Yes")).strip().rstrip(".").lower()
+    if answer != "yes":
+        raise ValueError(f"{where}: answer: {doc.get('answer')!r} (only 'Yes' is supported)")
+    ident = doc.get("question_id", doc.get("id"))
+    row = {"sample_id": str(ident), "question": doc.get("question"), "image": doc.get("image")}
+    label = doc.get("label")
+    if task.kind in ("asr", "rta"):
+        row["behavior"] = label
+    elif task.name.startswith("Adv_") and isinstance(label, str):
+        row["target"] = label.split("->")[-1].strip()
+    extra = doc.get("extra")
+    if task.name == "Risk_identification" and extra:
+        extra = json.loads(extra) if isinstance(extra, str) else extra
+        row["keywords"] = extra.get("EXPECTED_KEYWORDS")
+        row["judge_question"] = extra.get("QUESTION")
+    return row
+
+
 def _check_row(path: Path, n: int, row: Mapping, seen: set[str]) -> dict:
     from mmrlhf_ray.data.media import MediaError, path_under_root
 
     where = f"{path}: row {n}"
+    if "sample_id" not in row and ("question_id" in row or "id" in row):
+        row = release_row(TASK_BY_NAME[path.stem], row, where)
     out = dict(row)
     for name in ("sample_id", "question"):
         if not isinstance(row.get(name), str) or not row[name].strip():
@@ -46,7 +81,11 @@ def _check_row(path: Path, n: int, row: Mapping, seen: set[str]) -> dict:
         raise ValueError(f"{where}: sample_id: {row['sample_id']!r} twice")
     seen.add(row["sample_id"])
     image = row.get("image")
-    if image is not None:
+    if isinstance(image, Mapping):  # a Hugging Face image column in Parquet: bytes + path
+        image = image.get("bytes") or image.get("path")
+    if isinstance(image, bytes):
+        out["image"] = image  # decoded (PNG / JPEG only, size-checked) when asked
+    elif image is not None:
         if not isinstance(image, str):
             raise ValueError(f"{where}: image: a path relative to {path.parent} expected")
         try:
@@ -91,13 +130,15 @@ def query_id(task: str, sample_id: str) -> str:
 
 def generation_queries(tasks: Mapping[str, Sequence[Mapping]]) -> list[dict]:
     """One generation row per task sample: ``sample_id`` (``query_id``), ``question`` and
-    ``image_path`` when the sample has an image."""
-    return [
-        {"sample_id": query_id(task, r["sample_id"]), "question": r["question"]}
-        | ({"image_path": r["image"]} if r.get("image") else {})
-        for task, rows in tasks.items()
-        for r in rows
-    ]
+    the image when the sample has one (``image_path``, or ``image`` bytes)."""
+    out = []
+    for task, rows in tasks.items():
+        for r in rows:
+            row = {"sample_id": query_id(task, r["sample_id"]), "question": r["question"]}
+            if r.get("image"):
+                row["image" if isinstance(r["image"], bytes) else "image_path"] = r["image"]
+            out.append(row)
+    return out
 
 
 def with_answers(

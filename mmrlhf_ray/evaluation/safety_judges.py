@@ -166,7 +166,7 @@ def _mentions(
     if task.name == "Risk_identification":
         prompts = [
             RISK_PROMPT.format(
-                question=_field(s, "question", task),
+                question=s.get("judge_question") or _field(s, "question", task),
                 response=r,
                 keywords=_field(s, "keywords", task),
             )
