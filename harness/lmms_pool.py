@@ -148,6 +148,7 @@ def run_benchmarks(
     task written into the run when asked, per-sample rows kept as Parquet parts of
     ``evaluate/lmms-eval`` (a re-run skips finished shards). Returns (``{policy: {task:
     {"metrics", "n", "higher_is_better"}}}``, the per-item rows of every mean metric, the metrics without)."""
+    from mmrlhf_ray.evaluation.config import policy_spec
     from mmrlhf_ray.evaluation.lmms import SHAPES_TASK, eval_python, task_items, write_shapes_task
 
     out = StageDir(cfg.run_dir, "evaluate/lmms-eval")
@@ -161,16 +162,7 @@ def run_benchmarks(
     items: list[dict] = []
     left: list[str] = []
     for name, path in cfg.policies.items():
-        spec = ModelSpec(
-            name=name,
-            kind=cfg.backend,
-            path=path.replace("{run_dir}", cfg.run_dir.rstrip("/")),
-            n=1,
-            temperature=0.0,
-            max_tokens=cfg.max_tokens,
-            num_gpus=cfg.num_gpus,
-            dtype=cfg.dtype,
-        )
+        spec = policy_spec(cfg, name, path)  # greedy, as the in-house benchmarks answer
         results, restarts = evaluate_lmms(
             out, spec, tasks, include, cfg.lmms_actors, python, cfg.lmms_limit
         )

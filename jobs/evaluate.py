@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pyarrow as pa
 
 from mmrlhf_ray.core.cli import parse_stage_args
-from mmrlhf_ray.core.stage import StageDir, StageInputError, begin_stage, require_done
+from mmrlhf_ray.core.stage import StageDir, begin_stage, require_done
 from mmrlhf_ray.core.stages import get_stage
-from mmrlhf_ray.evaluation.config import EvaluateConfig
+from mmrlhf_ray.evaluation.config import EvaluateConfig, policy_spec
 from mmrlhf_ray.evaluation.lmms import SHAPES_TASK, split_benchmarks
 from mmrlhf_ray.evaluation.record import EvaluationRecord
 from mmrlhf_ray.evaluation.report import harness_sections
@@ -35,35 +34,12 @@ from mmrlhf_ray.evaluation.safety_data import average_comparisons
 from mmrlhf_ray.evaluation.shapes import (
     policy_items,
     policy_metrics,
-    repeat_label,
     repeat_seeds,
     result_lines,
     write_results,
 )
-from mmrlhf_ray.generation.config import ModelSpec
 
 BENCHMARK_STAGE = "toyworld/benchmark"
-
-
-def policy_spec(cfg: EvaluateConfig, name: str, path: str, seed: int | None = None) -> ModelSpec:
-    """Greedy, one answer per query, the same actor pool the generate stage uses; with a
-    ``seed`` (``repeats`` > 1) one sampled answer at ``repeat_temperature``."""
-    resolved = path.replace("{run_dir}", cfg.run_dir.rstrip("/"))
-    if not Path(resolved).is_dir():
-        raise StageInputError(f"evaluate: policy '{name}' has no model at {resolved}")
-    return ModelSpec(
-        name=repeat_label(name, seed),
-        kind=cfg.backend,
-        path=resolved,
-        n=1,
-        temperature=0.0 if seed is None else cfg.repeat_temperature,
-        seed=seed or 0,
-        max_tokens=cfg.max_tokens,
-        pool_size=cfg.pool_size,
-        num_gpus=cfg.num_gpus,
-        dtype=cfg.dtype,
-        batch_size=16,
-    )
 
 
 def answers_of(out: StageDir, policy: str) -> dict[str, str]:
@@ -72,13 +48,17 @@ def answers_of(out: StageDir, policy: str) -> dict[str, str]:
     return {r["sample_id"]: r["text"] for r in rows}
 
 
+def benchmark_table(cfg: EvaluateConfig) -> pa.Table:
+    """The held-out shapes benchmark by ``sample_id`` (its first ``benchmark_limit`` rows)."""
+    bench_dir = cfg.benchmark_run_dir or cfg.run_dir
+    bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
+    return bench.slice(0, cfg.benchmark_limit) if cfg.benchmark_limit else bench
+
+
 def evaluate_policies(cfg: EvaluateConfig, out: StageDir) -> tuple[dict, list[dict], int, int]:
     from harness.actor_pool import generate_model
 
-    bench_dir = cfg.benchmark_run_dir or cfg.run_dir
-    bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
-    if cfg.benchmark_limit:
-        bench = bench.slice(0, cfg.benchmark_limit)
+    bench = benchmark_table(cfg)
     rows = bench.to_pylist()
     toy, items, quarantined = {}, [], 0
     for name, path in cfg.policies.items():
@@ -111,11 +91,8 @@ def lmms_benchmarks(cfg: EvaluateConfig, tasks: list[str]) -> tuple[dict, list[d
     without per-item rows and why)."""
     from harness.lmms_pool import run_benchmarks
 
-    bench_dir = cfg.benchmark_run_dir or cfg.run_dir
-    rows = None
-    if StageDir(bench_dir, BENCHMARK_STAGE).is_done():
-        bench = require_done(bench_dir, BENCHMARK_STAGE).read().sort_by("sample_id")
-        rows = (bench.slice(0, cfg.benchmark_limit) if cfg.benchmark_limit else bench).to_pylist()
+    bench = StageDir(cfg.benchmark_run_dir or cfg.run_dir, BENCHMARK_STAGE)
+    rows = benchmark_table(cfg).to_pylist() if bench.is_done() else None
     return run_benchmarks(cfg, tasks, rows)
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from mmrlhf_ray.core.stage import StageInputError
 from mmrlhf_ray.evaluation.safety_judges import SafetyConfig
+from mmrlhf_ray.evaluation.shapes import repeat_label
+from mmrlhf_ray.generation.config import ModelSpec
 from mmrlhf_ray.training.tracking import TrackingConfig
 
 
@@ -75,3 +79,24 @@ class EvaluateConfig:
         )
         if asked and "safetybench" not in self.benchmarks:
             raise ValueError(f"{asked} is set but benchmarks has no safetybench: add it")
+
+
+def policy_spec(cfg: EvaluateConfig, name: str, path: str, seed: int | None = None) -> ModelSpec:
+    """Greedy, one answer per query, the same actor pool the generate stage uses; with a
+    ``seed`` (``repeats`` > 1) one sampled answer at ``repeat_temperature``."""
+    resolved = path.replace("{run_dir}", cfg.run_dir.rstrip("/"))
+    if not Path(resolved).is_dir():
+        raise StageInputError(f"evaluate: policy '{name}' has no model at {resolved}")
+    return ModelSpec(
+        name=repeat_label(name, seed),
+        kind=cfg.backend,
+        path=resolved,
+        n=1,
+        temperature=0.0 if seed is None else cfg.repeat_temperature,
+        seed=seed or 0,
+        max_tokens=cfg.max_tokens,
+        pool_size=cfg.pool_size,
+        num_gpus=cfg.num_gpus,
+        dtype=cfg.dtype,
+        batch_size=16,
+    )
