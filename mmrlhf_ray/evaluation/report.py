@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -308,7 +309,7 @@ def harness_sections(record: EvaluationRecord) -> list[str]:
     return parts
 
 
-def _lmms_lower(lmms_eval: dict) -> Any:
+def _lmms_lower(lmms_eval: dict) -> Callable[[str], set[str] | None]:
     """``task -> metrics where lower is better`` from the tasks' own ``higher_is_better``
     (None, no direction claimed, for a task that did not say)."""
     said: dict[str, set[str]] = {}
@@ -329,7 +330,9 @@ def _safety_lower(task: str) -> set[str]:
     return {t.kind} if t.lower_is_better else set()
 
 
-def _harness_comparisons(summary: dict, prefix: str, lower_is_better: Any) -> list[str]:
+def _harness_comparisons(
+    summary: dict, prefix: str, lower_is_better: Callable[[str], set[str] | None]
+) -> list[str]:
     """One paired table per task that two policies answered (``lower_is_better(task)``:
     the metrics where lower is better, None when no direction is known)."""
     parts: list[str] = []

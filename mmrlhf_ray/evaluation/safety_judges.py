@@ -99,14 +99,6 @@ class SafetyConfig:
         default="OPENAI_API_KEY", metadata={"help": "env var holding the endpoint's key"}
     )
 
-    def configured(self) -> set[str]:
-        have = {"refusal"} if self.refusal else set()
-        if self.classifier:
-            have.add("classifier")
-        if self.endpoint and self.endpoint_model:
-            have.add("llm")
-        return have
-
 
 @dataclass
 class Judges:
@@ -267,10 +259,9 @@ def safetybench_report(
         if res.status == "not run" and res.reason == "no samples":
             res.reason = NO_ANSWERS
         lost = (unanswered or {}).get(task.name, 0)
-        if lost:
-            res.reason = (
-                f"{lost} sample(s) without an answer (quarantined; see evaluate/quarantine)"
-            )
+        if lost:  # said beside any other reason, never instead of it
+            note = f"{lost} sample(s) without an answer (quarantined; see evaluate/quarantine)"
+            res.reason = f"{res.reason}; {note}" if res.reason else note
         results[task.name] = res
         items += task_items(policy, task, samples, verdicts) if verdicts else []
     report = {"tasks": {k: v.as_dict() for k, v in results.items()}, "averages": averages(results)}

@@ -201,7 +201,7 @@ def paired_mean_of_rates(
     ``mean_of_rates``."""
     import numpy as np
 
-    from mmrlhf_ray.evaluation.stats import CONFIDENCE, PairedDiff
+    from mmrlhf_ray.evaluation.stats import CONFIDENCE, PairedDiff, bootstrap_p
 
     b = [np.asarray(x, dtype=float) for x in before]
     a = [np.asarray(x, dtype=float) for x in after]
@@ -217,8 +217,7 @@ def paired_mean_of_rates(
     after_v = float(np.mean([y.mean() for y in a]))
     q = (1.0 - CONFIDENCE) / 2.0
     low, high = (float(v) for v in np.quantile(boot, [q, 1.0 - q]))
-    side = min(np.sum(boot <= 0.0), np.sum(boot >= 0.0))
-    p = float(min(1.0, (2 * side + 1) / (resamples + 1)))
+    p = bootstrap_p(boot)
     n = int(sum(x.size for x in b))
     return PairedDiff(
         before_v, after_v, after_v - before_v, min(low, high), max(low, high), p, n, n,

@@ -335,6 +335,13 @@ def _is_binary(x: np.ndarray) -> bool:
     return bool(np.all((x == 0.0) | (x == 1.0)))
 
 
+def bootstrap_p(boot: np.ndarray) -> float:
+    """The p that inverts a bootstrap interval of a difference: twice the share of
+    resampled differences on the far side of 0 (add-one, at most 1)."""
+    side = min(np.sum(boot <= 0.0), np.sum(boot >= 0.0))
+    return float(min(1.0, (2 * side + 1) / (boot.size + 1)))
+
+
 def _paired_test(
     test: str,
     b: np.ndarray,
@@ -352,8 +359,7 @@ def _paired_test(
         bounds = (min(low, ex_low), max(high, ex_high))
         return mcnemar_exact(worse, better), "mcnemar-exact", bounds
     if test == "bootstrap":
-        side = min(np.sum(boot <= 0.0), np.sum(boot >= 0.0))
-        return float(min(1.0, (2 * side + 1) / (boot.size + 1))), "bootstrap", bounds
+        return bootstrap_p(boot), "bootstrap", bounds
     raise ValueError(f"test: {test!r} is not one of ('auto', 'mcnemar', 'bootstrap')")
 
 
